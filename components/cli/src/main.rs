@@ -1,0 +1,46 @@
+//! `strata`: one binary, one subcommand per component. Parses flags, hands them to the component crates,
+//! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
+
+mod exit;
+mod version;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: a Prometheus metrics federation.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version = version::SHORT, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the version, the git commit and the compiler it was built with.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(e),
+    };
+    let result = match cli.command {
+        Command::Version => version::print(),
+    };
+    exit::from_result(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
