@@ -1,0 +1,232 @@
+//! A real etcd and kube-apiserver on loopback: TLS from a throw-away CA, a static admin token, RBAC.
+//! No controller-manager or scheduler run: objects are stored and validated, nothing acts on them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+use crate::tools::{Tool, tool_path};
+use crate::{Error, Process, Result, free_port};
+
+/// A running single-member etcd; killed when dropped.
+#[derive(Debug)]
+pub struct Etcd {
+    process: Process,
+    client_url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd on free loopback ports and waits for `/health`.
+    pub async fn start() -> Result<Self> {
+        let binary = tool_path(Tool::Etcd)?;
+        let data = tempfile::Builder::new()
+            .prefix("strata-e2e-etcd-")
+            .tempdir()
+            .map_err(Error::io("create etcd data dir"))?;
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let mut command = Command::new(binary);
+        command
+            .arg("--name=e2e")
+            .arg(format!("--data-dir={}", data.path().join("etcd").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=e2e={peer_url}"))
+            .arg("--unsafe-no-fsync")
+            .arg("--log-level=warn");
+        let mut process = Process::spawn("etcd", command)?;
+        process
+            .wait_http_ok(&format!("{client_url}/health"), Duration::from_secs(60))
+            .await?;
+        Ok(Self {
+            process,
+            client_url,
+            _data: data,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn client_url(&self) -> &str {
+        &self.client_url
+    }
+
+    /// The process (logs, signals).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// A running kube-apiserver backed by an [`Etcd`]; killed when dropped.
+#[derive(Debug)]
+pub struct KubeApiserver {
+    process: Process,
+    url: String,
+    token: String,
+    ca_pem: String,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const ADMIN_TOKEN: &str = "strata-e2e-admin-token";
+
+fn cert_err(step: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
+    move |e| Error::Request {
+        step: step.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).map_err(Error::io(format!("write {}", path.display())))?;
+    Ok(path)
+}
+
+impl KubeApiserver {
+    /// Starts kube-apiserver on a free loopback port against `etcd` and waits for `/readyz`.
+    pub async fn start(etcd: &Etcd) -> Result<Self> {
+        let binary = tool_path(Tool::KubeApiserver)?;
+        let dir = tempfile::Builder::new()
+            .prefix("strata-e2e-apiserver-")
+            .tempdir()
+            .map_err(Error::io("create kube-apiserver dir"))?;
+        let d = dir.path();
+
+        // A throw-away CA and a serving certificate for 127.0.0.1 / localhost.
+        let ca_key = KeyPair::generate().map_err(cert_err("generate CA key"))?;
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).map_err(cert_err("CA params"))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "strata-e2e-ca");
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .map_err(cert_err("sign CA"))?;
+        let ca_pem = ca_cert.pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let serving_key = KeyPair::generate().map_err(cert_err("generate serving key"))?;
+        let serving = CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            "kubernetes.default.svc".to_string(),
+        ])
+        .map_err(cert_err("serving params"))?
+        .signed_by(&serving_key, &issuer)
+        .map_err(cert_err("sign serving cert"))?;
+        let sa_key = KeyPair::generate().map_err(cert_err("generate service-account key"))?;
+
+        let ca_file = write(d, "ca.crt", &ca_pem)?;
+        let cert_file = write(d, "apiserver.crt", &serving.pem())?;
+        let key_file = write(d, "apiserver.key", &serving_key.serialize_pem())?;
+        let sa_file = write(d, "sa.key", &sa_key.serialize_pem())?;
+        let tokens = write(
+            d,
+            "tokens.csv",
+            &format!("{ADMIN_TOKEN},strata-e2e-admin,strata-e2e-admin-uid,\"system:masters\"\n"),
+        )?;
+
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let mut command = Command::new(binary);
+        command
+            .arg(format!("--etcd-servers={}", etcd.client_url()))
+            .arg(format!("--etcd-prefix=/strata-e2e-{port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--cert-dir={}", d.join("certs").display()))
+            .arg(format!("--tls-cert-file={}", cert_file.display()))
+            .arg(format!("--tls-private-key-file={}", key_file.display()))
+            .arg(format!("--client-ca-file={}", ca_file.display()))
+            .arg(format!("--token-auth-file={}", tokens.display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-key-file={}", sa_file.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_file.display()
+            ))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--allow-privileged=true")
+            .arg("--enable-priority-and-fairness=false")
+            .arg("--v=1");
+        let process = Process::spawn("kube-apiserver", command)?;
+
+        let kubeconfig = write(
+            d,
+            "kubeconfig",
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\n",
+                ca = ca_file.display()
+            ),
+        )?;
+        let server = Self {
+            process,
+            url,
+            token: ADMIN_TOKEN.to_string(),
+            ca_pem,
+            kubeconfig,
+            _dir: dir,
+        };
+        let client = server.client()?;
+        let readyz = format!("{}/readyz", server.url);
+        let mut server = server;
+        server
+            .process
+            .wait_http_ok_with(&client, &readyz, Duration::from_secs(120))
+            .await?;
+        Ok(server)
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The admin bearer token (group `system:masters`).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The CA certificate (PEM) that signed the serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A kubeconfig file for the admin user.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The process (logs, signals).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// An HTTP client that trusts the CA and sends the admin token.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        let fail = |message: String| Error::Request {
+            step: "build kube-apiserver client".into(),
+            message,
+        };
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let auth = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|e: reqwest::header::InvalidHeaderValue| fail(e.to_string()))?;
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| fail(e.to_string()))
+    }
+}

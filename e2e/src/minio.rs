@@ -1,0 +1,137 @@
+//! A real MinIO S3 server on loopback, with helpers to create buckets and reach them.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use crate::tools::{Tool, tool_path};
+use crate::{Error, Process, Result, free_port};
+
+const ACCESS_KEY: &str = "strata-e2e";
+const SECRET_KEY: &str = "strata-e2e-secret";
+const REGION: &str = "us-east-1";
+
+/// A running MinIO server with a fresh data directory; killed when dropped.
+#[derive(Debug)]
+pub struct Minio {
+    process: Process,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Minio {
+    /// Starts MinIO on a free loopback port and waits until it is live.
+    pub async fn start() -> Result<Self> {
+        let binary = tool_path(Tool::Minio)?;
+        let data = tempfile::Builder::new()
+            .prefix("strata-e2e-minio-")
+            .tempdir()
+            .map_err(Error::io("create MinIO data dir"))?;
+        let port = free_port();
+        let console = free_port();
+        let mut command = Command::new(binary);
+        command
+            .arg("server")
+            .arg("--quiet")
+            .arg("--address")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--console-address")
+            .arg(format!("127.0.0.1:{console}"))
+            .arg(data.path())
+            .env("MINIO_ROOT_USER", ACCESS_KEY)
+            .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+            .env("MINIO_BROWSER", "off")
+            .env("MINIO_UPDATE", "off");
+        let mut process = Process::spawn("minio", command)?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        process
+            .wait_http_ok(
+                &format!("{endpoint}/minio/health/ready"),
+                Duration::from_secs(60),
+            )
+            .await?;
+        Ok(Self {
+            process,
+            endpoint,
+            _data: data,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The access key.
+    pub fn access_key(&self) -> &str {
+        ACCESS_KEY
+    }
+
+    /// The secret key.
+    pub fn secret_key(&self) -> &str {
+        SECRET_KEY
+    }
+
+    /// The process (logs, signals).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Creates a bucket (S3 `CreateBucket`, SigV4-signed).
+    pub async fn create_bucket(&self, name: &str) -> Result<()> {
+        let step = format!("create bucket {name} on {}", self.endpoint);
+        let bad = |message: String| Error::Request {
+            step: step.clone(),
+            message,
+        };
+        let url = self
+            .endpoint
+            .parse()
+            .map_err(|e: url::ParseError| bad(e.to_string()))?;
+        let bucket = Bucket::new(url, UrlStyle::Path, name.to_string(), REGION)
+            .map_err(|e| bad(e.to_string()))?;
+        let credentials = Credentials::new(ACCESS_KEY, SECRET_KEY);
+        let signed = bucket
+            .create_bucket(&credentials)
+            .sign(Duration::from_secs(60));
+        let resp = reqwest::Client::new()
+            .put(signed.as_str())
+            .send()
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(bad(format!("HTTP {status}: {body}")));
+        }
+        Ok(())
+    }
+
+    /// An `object_store` client for `bucket`.
+    pub fn object_store(&self, bucket: &str) -> Result<Arc<AmazonS3>> {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region(REGION)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .map(Arc::new)
+            .map_err(|e| Error::Request {
+                step: format!("build S3 client for bucket {bucket}"),
+                message: e.to_string(),
+            })
+    }
+
+    /// A Thanos objstore YAML for `bucket` on this server.
+    pub fn objstore_yaml(&self, bucket: &str) -> String {
+        let host = self.endpoint.trim_start_matches("http://");
+        format!(
+            "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: {host}\n  region: {REGION}\n  access_key: {ACCESS_KEY}\n  secret_key: {SECRET_KEY}\n  insecure: true\n"
+        )
+    }
+}
