@@ -25,23 +25,8 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
     put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-/// Length of `v` encoded as uvarint.
-pub fn uvarint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
 /// Appends a big-endian u32.
 pub fn put_be32(buf: &mut Vec<u8>, v: u32) {
-    buf.extend_from_slice(&v.to_be_bytes());
-}
-
-/// Appends a big-endian u64.
-pub fn put_be64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(&v.to_be_bytes());
 }
 
@@ -140,14 +125,6 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
-    pub(crate) fn skip(&mut self, n: usize, what: &'static str) -> Result<()> {
-        self.bytes(n, what).map(|_| ())
-    }
-
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8> {
-        Ok(self.bytes(1, what)?[0])
-    }
-
     pub(crate) fn be32(&mut self, what: &'static str) -> Result<u32> {
         let b = self.bytes(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -237,7 +214,6 @@ mod tests {
         for v in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
             let mut b = Vec::new();
             put_uvarint(&mut b, v);
-            assert_eq!(b.len(), uvarint_len(v));
             assert_eq!(uvarint(&b), Ok(Some((v, b.len()))));
         }
         for v in [0i64, -1, 1, -64, 64, i64::MIN, i64::MAX] {

@@ -1,0 +1,466 @@
+//! Writing a block: chunks are streamed to segment files as series arrive; the series' labels
+//! and chunk metas are spilled to a temporary file and turned into the index at the end, once
+//! every symbol is known.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ulid::Ulid;
+
+use super::{CHUNKS_DIRNAME, INDEX_FILENAME};
+use crate::chunkenc::{Chunk, Encoding, XorAppender};
+use crate::chunks::{DEFAULT_SEGMENT_SIZE, SegmentWriter};
+use crate::encoding::{put_uvarint, put_varint};
+use crate::error::{Error, Result};
+use crate::index::{ChunkMeta, IndexWriter};
+use crate::labels::Labels;
+use crate::meta::{BlockMeta, ThanosMeta, sync_dir};
+use crate::tombstones::Tombstones;
+
+/// Default chunk range: 2 h, Prometheus's block (and head chunk) range.
+pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
+/// Default target samples per chunk, as Prometheus.
+pub const DEFAULT_SAMPLES_PER_CHUNK: usize = 120;
+/// An XOR chunk is cut before appending once it is larger than this (1024 − 19 bytes).
+const MAX_XOR_BYTES_BEFORE_APPEND: usize = 1024 - 19;
+/// Suffix of the directory a block is written into before it is renamed into place.
+pub const TMP_FOR_CREATION_SUFFIX: &str = ".tmp-for-creation";
+const SPILL_FILENAME: &str = "index.series.tmp";
+
+/// Options of a [`BlockWriter`]; `Default` gives Prometheus's values.
+#[derive(Debug, Clone)]
+pub struct BlockWriterOptions {
+    /// Chunk range in ms (Prometheus's head chunk range; `promtool tsdb create-blocks-from`
+    /// uses the block duration). Chunks are cut at multiples of it and, within it, spread
+    /// evenly. Default 2 h.
+    pub chunk_range: i64,
+    /// Target samples per chunk (min 4). Default 120.
+    pub samples_per_chunk: usize,
+    /// Maximum chunk segment size. Default 512 MiB.
+    pub segment_size: u64,
+    /// Block id; a new ULID (current time) when `None`.
+    pub ulid: Option<Ulid>,
+    /// Thanos section to write into `meta.json` (its `index_stats` are filled in).
+    pub thanos: Option<ThanosMeta>,
+}
+
+impl Default for BlockWriterOptions {
+    fn default() -> Self {
+        BlockWriterOptions {
+            chunk_range: DEFAULT_CHUNK_RANGE_MS,
+            samples_per_chunk: DEFAULT_SAMPLES_PER_CHUNK,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            ulid: None,
+            thanos: None,
+        }
+    }
+}
+
+/// Writes one block. Add series in strictly increasing label order, then call
+/// [`finish`](Self::finish). Dropping an unfinished writer removes its temporary directory.
+#[derive(Debug)]
+pub struct BlockWriter {
+    parent: PathBuf,
+    ulid: Ulid,
+    tmp: PathBuf,
+    opts: BlockWriterOptions,
+    segments: Option<SegmentWriter>,
+    spill: Option<BufWriter<File>>,
+    spill_path: PathBuf,
+    intern: HashMap<String, u32>,
+    strings: Vec<String>,
+    last: Option<Labels>,
+    min_time: i64,
+    max_time: i64,
+    meta: BlockMeta,
+    chunk_max_size: u64,
+    done: bool,
+    buf: Vec<u8>,
+}
+
+fn range_for_timestamp(t: i64, width: i64) -> i64 {
+    (t / width).saturating_mul(width).saturating_add(width)
+}
+
+fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64, ratio_to_full: f64) -> i64 {
+    let n = (max_t as f64 - start as f64) / ((cur as f64 - start as f64 + 1.0) * ratio_to_full);
+    if n <= 1.0 {
+        return max_t;
+    }
+    (start as f64 + (max_t as f64 - start as f64) / n.floor()) as i64
+}
+
+/// Splits float samples into XOR chunks the way Prometheus's head cuts them: at 2× the target
+/// sample count, at the chunk range boundary, at an end time predicted after a quarter of the
+/// target count, and before a chunk exceeds 1 KiB.
+pub(crate) fn cut_float_chunks(
+    samples: &[(i64, f64)],
+    chunk_range: i64,
+    spc: usize,
+) -> Result<Vec<(Chunk, i64, i64)>> {
+    let mut out = Vec::new();
+    let mut cur: Option<(XorAppender, i64, i64)> = None; // appender, min, max
+    let mut next_at = i64::MAX;
+    for &(t, v) in samples {
+        let mut cut = cur.is_none();
+        if let Some((app, _, _)) = &cur
+            && app.len_bytes() > MAX_XOR_BYTES_BEFORE_APPEND
+        {
+            cut = true;
+        }
+        if cut {
+            if let Some((app, mn, mx)) = cur.take() {
+                out.push((
+                    Chunk::from_parts(Encoding::Xor, app.into_bytes().into()),
+                    mn,
+                    mx,
+                ));
+            }
+            cur = Some((XorAppender::new(), t, i64::MIN));
+            next_at = range_for_timestamp(t, chunk_range);
+        }
+        let num = cur.as_ref().map_or(0, |c| usize::from(c.0.num_samples()));
+        if num == spc / 4
+            && let Some((_, mn, mx)) = &cur
+        {
+            next_at = compute_chunk_end_time(*mn, *mx, next_at, 4.0);
+        }
+        if num > 0 && (t >= next_at || num >= spc * 2) {
+            if let Some((app, mn, mx)) = cur.take() {
+                out.push((
+                    Chunk::from_parts(Encoding::Xor, app.into_bytes().into()),
+                    mn,
+                    mx,
+                ));
+            }
+            cur = Some((XorAppender::new(), t, i64::MIN));
+            next_at = range_for_timestamp(t, chunk_range);
+        }
+        if let Some((app, _, mx)) = cur.as_mut() {
+            app.append(t, v)?;
+            *mx = t;
+        }
+    }
+    if let Some((app, mn, mx)) = cur.take() {
+        out.push((
+            Chunk::from_parts(Encoding::Xor, app.into_bytes().into()),
+            mn,
+            mx,
+        ));
+    }
+    Ok(out)
+}
+
+impl BlockWriter {
+    /// Starts a block under `parent_dir` (created if missing), in `<ulid>.tmp-for-creation`.
+    pub fn new(parent_dir: impl AsRef<Path>, opts: BlockWriterOptions) -> Result<Self> {
+        if opts.chunk_range <= 0 {
+            return Err(Error::InvalidArgument(
+                "chunk range must be positive".into(),
+            ));
+        }
+        if opts.samples_per_chunk < 4 {
+            return Err(Error::InvalidArgument(
+                "samples per chunk must be at least 4".into(),
+            ));
+        }
+        let parent = parent_dir.as_ref().to_path_buf();
+        let ulid = match opts.ulid {
+            Some(u) => u,
+            None => {
+                let ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                Ulid::from_parts(ms, rand_u128())
+            }
+        };
+        let tmp = parent.join(format!("{ulid}{TMP_FOR_CREATION_SUFFIX}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let segments = SegmentWriter::new(&tmp.join(CHUNKS_DIRNAME), opts.segment_size)?;
+        let spill_path = tmp.join(SPILL_FILENAME);
+        let spill = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?,
+        );
+        Ok(BlockWriter {
+            parent,
+            ulid,
+            tmp,
+            meta: BlockMeta::new(ulid, 0, 0),
+            opts,
+            segments: Some(segments),
+            spill: Some(spill),
+            spill_path,
+            intern: HashMap::new(),
+            strings: Vec::new(),
+            last: None,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            chunk_max_size: 0,
+            done: false,
+            buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// The block's id.
+    pub fn ulid(&self) -> Ulid {
+        self.ulid
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.intern.get(s) {
+            return i;
+        }
+        let i = self.strings.len() as u32;
+        self.strings.push(s.to_string());
+        self.intern.insert(s.to_string(), i);
+        i
+    }
+
+    fn check_order(&self, labels: &Labels) -> Result<()> {
+        if labels.is_empty() {
+            return Err(Error::InvalidArgument("series without labels".into()));
+        }
+        if let Some(last) = &self.last
+            && labels <= last
+        {
+            return Err(Error::Unsorted {
+                what: format!("series {labels} added after {last}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a float series. Timestamps must be strictly increasing. Samples are cut into XOR
+    /// chunks like Prometheus's head does. A series without samples is skipped (but still
+    /// counts for ordering).
+    pub fn add_series(&mut self, labels: &Labels, samples: &[(i64, f64)]) -> Result<()> {
+        self.check_order(labels)?;
+        if let Some(w) = samples.windows(2).find(|w| w[1].0 <= w[0].0) {
+            return Err(Error::Unsorted {
+                what: format!("series {labels}: sample at {} after {}", w[1].0, w[0].0),
+            });
+        }
+        let chunks = cut_float_chunks(samples, self.opts.chunk_range, self.opts.samples_per_chunk)?;
+        self.add_series_chunks(labels, chunks)
+    }
+
+    /// Adds a series from already encoded chunks (any encoding), each with its min and max
+    /// sample time. Chunks must be in time order without overlap.
+    pub fn add_series_chunks(
+        &mut self,
+        labels: &Labels,
+        chunks: Vec<(Chunk, i64, i64)>,
+    ) -> Result<()> {
+        self.check_order(labels)?;
+        self.last = Some(labels.clone());
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        for w in chunks.windows(2) {
+            if w[1].1 <= w[0].2 {
+                return Err(Error::Unsorted {
+                    what: format!(
+                        "series {labels}: chunk starting {} overlaps chunk ending {}",
+                        w[1].1, w[0].2
+                    ),
+                });
+            }
+        }
+        let Some(segments) = self.segments.as_mut() else {
+            return Err(Error::InvalidArgument(
+                "block writer already finished".into(),
+            ));
+        };
+        let mut metas = Vec::with_capacity(chunks.len());
+        for (c, mn, mx) in &chunks {
+            if mx < mn {
+                return Err(Error::InvalidArgument(format!(
+                    "series {labels}: chunk max time {mx} before min time {mn}"
+                )));
+            }
+            let r = segments.write_chunk(c.encoding(), c.data())?;
+            metas.push(ChunkMeta {
+                min_time: *mn,
+                max_time: *mx,
+                chunk_ref: r,
+            });
+            let n = u64::from(c.num_samples());
+            self.meta.stats.num_samples += n;
+            if c.encoding() == Encoding::Xor || c.encoding() == Encoding::Xor2 {
+                self.meta.stats.num_float_samples += n;
+            } else {
+                self.meta.stats.num_histogram_samples += n;
+            }
+            self.chunk_max_size = self.chunk_max_size.max(c.data().len() as u64 + 1);
+            self.min_time = self.min_time.min(*mn);
+            self.max_time = self.max_time.max(*mx);
+        }
+        self.meta.stats.num_chunks += metas.len() as u64;
+        self.meta.stats.num_series += 1;
+
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        put_uvarint(&mut b, labels.len() as u64);
+        for (n, v) in labels.iter() {
+            let (ni, vi) = (self.intern(n), self.intern(v));
+            put_uvarint(&mut b, u64::from(ni));
+            put_uvarint(&mut b, u64::from(vi));
+        }
+        put_uvarint(&mut b, metas.len() as u64);
+        for m in &metas {
+            put_varint(&mut b, m.min_time);
+            put_varint(&mut b, m.max_time);
+            put_uvarint(&mut b, m.chunk_ref.0);
+        }
+        let mut len = Vec::with_capacity(10);
+        put_uvarint(&mut len, b.len() as u64);
+        let spill = self
+            .spill
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("block writer already finished".into()))?;
+        spill
+            .write_all(&len)
+            .and_then(|_| spill.write_all(&b))
+            .map_err(|e| Error::io(&self.spill_path, e))?;
+        self.buf = b;
+        Ok(())
+    }
+
+    /// Writes the index, tombstones and meta.json, fsyncs, and renames the directory to
+    /// `<parent>/<ulid>`. Errors if no samples were added (Prometheus writes no empty blocks).
+    pub fn finish(mut self) -> Result<Ulid> {
+        if self.meta.stats.num_samples == 0 {
+            return Err(Error::InvalidArgument("block has no samples".into()));
+        }
+        if let Some(s) = self.segments.take() {
+            s.finish()?;
+        }
+        if let Some(s) = self.spill.take() {
+            let f = s
+                .into_inner()
+                .map_err(|e| Error::io(&self.spill_path, e.into_error()))?;
+            drop(f);
+        }
+
+        // Symbols in order; then series replayed from the spill file.
+        let mut order: Vec<u32> = (0..self.strings.len() as u32).collect();
+        order.sort_by(|&a, &b| self.strings[a as usize].cmp(&self.strings[b as usize]));
+        let index_path = self.tmp.join(INDEX_FILENAME);
+        let mut iw = IndexWriter::new(&index_path)?;
+        for &i in &order {
+            iw.add_symbol(&self.strings[i as usize])?;
+        }
+        drop(order);
+        self.replay_spill(&mut iw)?;
+        let series_max_size = iw.series_max_size();
+        iw.finish()?;
+        fs::remove_file(&self.spill_path).map_err(|e| Error::io(&self.spill_path, e))?;
+
+        Tombstones::new().write_to_dir(&self.tmp)?;
+
+        self.meta.min_time = self.min_time;
+        self.meta.max_time = self.max_time.saturating_add(1);
+        if let Some(mut t) = self.opts.thanos.clone() {
+            let stats = t.index_stats.get_or_insert_with(Default::default);
+            stats.series_max_size = series_max_size as i64;
+            stats.chunk_max_size = self.chunk_max_size as i64;
+            self.meta.thanos = Some(t);
+        }
+        sync_dir(&self.tmp)?;
+        self.meta.write_to_dir(&self.tmp)?;
+
+        let dst = self.parent.join(self.ulid.to_string());
+        if dst.exists() {
+            fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
+        }
+        fs::rename(&self.tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        sync_dir(&self.parent)?;
+        self.done = true;
+        Ok(self.ulid)
+    }
+
+    fn replay_spill(&self, iw: &mut IndexWriter) -> Result<()> {
+        let p = &self.spill_path;
+        let mut r = BufReader::with_capacity(1 << 20, File::open(p).map_err(|e| Error::io(p, e))?);
+        let mut data = Vec::new();
+        while let Some(len) = read_uvarint(&mut r).map_err(|e| Error::io(p, e))? {
+            data.resize(len as usize, 0);
+            r.read_exact(&mut data).map_err(|e| Error::io(p, e))?;
+            let name = p.display().to_string();
+            let mut c = crate::encoding::Cursor::new(&name, &data, 0);
+            let nl = c.uvarint("labels")?;
+            let mut pairs = Vec::with_capacity(nl as usize);
+            for _ in 0..nl {
+                let n = self.string(c.uvarint("name")?)?;
+                let v = self.string(c.uvarint("value")?)?;
+                pairs.push((n, v));
+            }
+            let nc = c.uvarint("chunks")?;
+            let mut metas = Vec::with_capacity(nc as usize);
+            for _ in 0..nc {
+                metas.push(ChunkMeta {
+                    min_time: c.varint("mint")?,
+                    max_time: c.varint("maxt")?,
+                    chunk_ref: crate::chunks::ChunkRef(c.uvarint("ref")?),
+                });
+            }
+            iw.add_series(&Labels::from_sorted(pairs), &metas)?;
+        }
+        Ok(())
+    }
+
+    fn string(&self, i: u64) -> Result<String> {
+        self.strings.get(i as usize).cloned().ok_or_else(|| {
+            Error::InvalidArgument(format!("spill file refers to unknown string {i}"))
+        })
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Reads a uvarint from a stream; `None` at a clean end of stream.
+fn read_uvarint(r: &mut impl Read) -> std::io::Result<Option<u64>> {
+    let mut x = 0u64;
+    let mut s = 0u32;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        if r.read(&mut b)? == 0 {
+            if i == 0 {
+                return Ok(None);
+            }
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if b[0] < 0x80 {
+            return Ok(Some(x | (u64::from(b[0]) << s)));
+        }
+        x |= u64::from(b[0] & 0x7f) << s;
+        s += 7;
+    }
+    Err(std::io::ErrorKind::InvalidData.into())
+}
+
+/// Randomness for new ULIDs without a RNG dependency: std's randomly seeded hasher.
+fn rand_u128() -> u128 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = 0u128;
+    for i in 0..2u64 {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(i);
+        out = (out << 64) | u128::from(h.finish());
+    }
+    out & ((1u128 << 80) - 1)
+}
