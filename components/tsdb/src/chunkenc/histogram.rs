@@ -977,4 +977,60 @@ mod tests {
         let r: Result<Vec<_>> = HistogramIterator::new(&b).collect();
         assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        #[test]
+        fn int_histograms_roundtrip(
+            schema in -4i32..=8,
+            steps in proptest::collection::vec(
+                (0i64..100_000, proptest::prelude::any::<u32>(), proptest::collection::vec(-1000i64..1000, 3)),
+                1..50,
+            ),
+        ) {
+            let mut t = 0i64;
+            let samples: Vec<(i64, Histogram)> = steps
+                .into_iter()
+                .map(|(dt, c, b)| {
+                    t += dt + 1;
+                    (t, Histogram {
+                        schema,
+                        count: u64::from(c),
+                        zero_count: u64::from(c / 3),
+                        sum: f64::from(c) * 0.25,
+                        positive_spans: vec![Span { offset: 1, length: 2 }],
+                        negative_spans: vec![Span { offset: -3, length: 1 }],
+                        positive_buckets: b[..2].to_vec(),
+                        negative_buckets: b[2..].to_vec(),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            let bytes = encode_histogram_chunk(&samples, CounterResetHint::Unknown).unwrap();
+            let got: Vec<_> = HistogramIterator::new(&bytes).map(|r| r.unwrap()).collect();
+            proptest::prop_assert_eq!(got.len(), samples.len());
+            for (i, ((gt, gh), (wt, wh))) in got.iter().zip(&samples).enumerate() {
+                proptest::prop_assert_eq!(gt, wt);
+                let mut wh = wh.clone();
+                if i > 0 {
+                    wh.counter_reset_hint = CounterResetHint::NotCounterReset;
+                }
+                proptest::prop_assert_eq!(gh, &wh);
+            }
+        }
+
+        #[test]
+        fn histogram_decoding_garbage_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            for s in HistogramIterator::new(&data) {
+                if s.is_err() {
+                    break;
+                }
+            }
+            for s in FloatHistogramIterator::new(&data) {
+                if s.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }

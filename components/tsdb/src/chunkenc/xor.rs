@@ -415,4 +415,69 @@ mod tests {
             assert!(res.is_err(), "cut at {cut} should fail");
         }
     }
+
+    fn value_bits() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u64>(),
+            Just(0x7ff0_0000_0000_0002u64), // stale marker
+            Just(0x7ff8_0000_0000_0001u64), // Go's NaN
+            (0u64..(1 << 52)).prop_map(|p| 0x7ff0_0000_0000_0000 | p.max(1)), // NaN payloads
+            (0u64..(1 << 52)).prop_map(|p| 0xfff0_0000_0000_0000 | p.max(1)),
+            Just(f64::INFINITY.to_bits()),
+            Just(f64::NEG_INFINITY.to_bits()),
+            Just((-0.0f64).to_bits()),
+            Just(0u64),
+            (0i32..1000).prop_map(|i| f64::from(i).to_bits()),
+        ]
+    }
+
+    fn ts_delta() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(0i64),
+            Just(15_000i64),
+            -10i64..10,
+            0i64..100_000,
+            any::<i64>(),
+            Just(i64::MAX),
+            Just(i64::MIN)
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn xor_roundtrips_any_bits(
+            t0 in proptest::prelude::any::<i64>(),
+            steps in proptest::collection::vec((ts_delta(), value_bits()), 0..300),
+        ) {
+            let mut t = t0;
+            let mut samples = vec![(t0, 1.0f64)];
+            for (d, v) in steps {
+                t = t.wrapping_add(d);
+                samples.push((t, f64::from_bits(v)));
+            }
+            let mut a = XorAppender::new();
+            for &(t, v) in &samples {
+                a.append(t, v).unwrap();
+            }
+            let bytes = a.into_bytes();
+            let got: Vec<(i64, f64)> = XorIterator::new(&bytes).map(|r| r.unwrap()).collect();
+            proptest::prop_assert_eq!(got.len(), samples.len());
+            for (g, w) in got.iter().zip(&samples) {
+                proptest::prop_assert_eq!(g.0, w.0);
+                proptest::prop_assert_eq!(g.1.to_bits(), w.1.to_bits());
+            }
+        }
+
+        #[test]
+        fn xor_decoding_garbage_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            for s in XorIterator::new(&data) {
+                if s.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
