@@ -24,7 +24,9 @@ pub trait ByteSource: Send + Sync {
     fn read_range(&self, offset: u64, len: usize) -> Result<Bytes>;
 
     /// A name for error messages (a path, or `index`, `chunks/000001`, …).
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        "bytes"
+    }
 }
 
 /// A [`ByteSource`] over bytes in memory (zero-copy slicing).

@@ -416,6 +416,27 @@ impl IndexReader {
         }
     }
 
+    /// Byte ranges of every postings list, in postings offset table order: label name, value,
+    /// offset of the list's length field, and the offset just past its CRC.
+    pub fn postings_ranges(&self) -> Result<Vec<(String, String, u64, u64)>> {
+        let mut out = Vec::new();
+        for e in &self.names {
+            let mut pos = e.start;
+            while pos < e.end {
+                let (n, v, off, next) = self.entry_at(pos)?;
+                let (body, base) = read_section(self.src.as_ref(), off, "postings list")?;
+                out.push((
+                    n.to_string(),
+                    v.to_string(),
+                    off,
+                    base + body.len() as u64 + 4,
+                ));
+                pos = next;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every series.
     pub fn all_postings(&self) -> Result<Vec<SeriesRef>> {
         self.postings(super::ALL_POSTINGS_KEY.0, super::ALL_POSTINGS_KEY.1)

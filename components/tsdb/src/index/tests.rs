@@ -114,6 +114,16 @@ fn roundtrip_lookups() {
     assert_eq!(r.postings("job", "b").unwrap().len(), 1);
     assert!(r.postings("job", "zzz").unwrap().is_empty());
     assert_eq!(r.check_label_indices().unwrap(), 5);
+    // Postings lists are contiguous and the last one ends where the postings offset table
+    // starts (Thanos's index-header relies on it).
+    let mut ranges = r.postings_ranges().unwrap();
+    assert_eq!(ranges.len(), 1 + 12);
+    ranges.sort_by_key(|x| x.2);
+    assert_eq!(ranges[0].2, r.toc().postings);
+    for w in ranges.windows(2) {
+        assert_eq!(w[0].3, w[1].2);
+    }
+    assert_eq!(ranges.last().unwrap().3, r.toc().postings_offset_table);
     assert!(r.series(3).is_err(), "not a series offset");
     assert!(r.series(u64::MAX).is_err());
 }

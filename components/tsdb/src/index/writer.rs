@@ -252,8 +252,12 @@ impl IndexWriter {
         self.write(&crc32c(body).to_be_bytes())
     }
 
-    /// Writes label indices, postings, the offset tables and the TOC; fsyncs. Returns the
-    /// index size in bytes.
+    /// Writes label indices, the label offset table, postings, the postings offset table and
+    /// the TOC; fsyncs. Returns the index size in bytes.
+    ///
+    /// The label offset table goes before the postings (the TOC points at it), so that the last
+    /// postings list ends right where the postings offset table starts, as in indexes Prometheus
+    /// writes: Thanos's index-header derives the end of the last postings list from that.
     pub fn finish(mut self) -> Result<u64> {
         self.finish_symbols()?;
         self.stage = Stage::Done;
@@ -288,6 +292,19 @@ impl IndexWriter {
             i = j;
         }
 
+        let sym = |id: u32| -> &str { names.get(id as usize).map_or("", String::as_str) };
+
+        // Label offset table.
+        self.toc.label_offset_table = self.pos;
+        let mut body = Vec::new();
+        put_be32(&mut body, label_offsets.len() as u32);
+        for (name, off) in &label_offsets {
+            put_uvarint(&mut body, 1);
+            put_uvarint_str(&mut body, sym(*name));
+            put_uvarint(&mut body, *off);
+        }
+        self.write_section(&body)?;
+
         // Postings: all series first, then every label pair in order.
         self.pad(4)?;
         self.toc.postings = self.pos;
@@ -306,19 +323,6 @@ impl IndexWriter {
             }
             self.write_section(&body)?;
         }
-
-        let sym = |id: u32| -> &str { names.get(id as usize).map_or("", String::as_str) };
-
-        // Label offset table.
-        self.toc.label_offset_table = self.pos;
-        let mut body = Vec::new();
-        put_be32(&mut body, label_offsets.len() as u32);
-        for (name, off) in &label_offsets {
-            put_uvarint(&mut body, 1);
-            put_uvarint_str(&mut body, sym(*name));
-            put_uvarint(&mut body, *off);
-        }
-        self.write_section(&body)?;
 
         // Postings offset table.
         self.toc.postings_offset_table = self.pos;
