@@ -1,7 +1,8 @@
 //! The harness's error type: it names the peer and the step that failed.
 
-/// What went wrong while starting or talking to a peer.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong while starting or talking to a peer. `Debug` prints the readable message (with the
+/// peer's log), so a test's `unwrap()` shows it as text.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A peer binary is not installed.
@@ -62,6 +63,18 @@ pub enum Error {
         /// What came back.
         message: String,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 /// Result with the harness's [`Error`].

@@ -125,6 +125,7 @@ impl KubeApiserver {
         let cert_file = write(d, "apiserver.crt", &serving.pem())?;
         let key_file = write(d, "apiserver.key", &serving_key.serialize_pem())?;
         let sa_file = write(d, "sa.key", &sa_key.serialize_pem())?;
+        let sa_pub = write(d, "sa.pub", &sa_key.public_key_pem())?;
         let tokens = write(
             d,
             "tokens.csv",
@@ -147,7 +148,7 @@ impl KubeApiserver {
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--authorization-mode=RBAC")
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!("--service-account-key-file={}", sa_file.display()))
+            .arg(format!("--service-account-key-file={}", sa_pub.display()))
             .arg(format!(
                 "--service-account-signing-key-file={}",
                 sa_file.display()

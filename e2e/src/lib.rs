@@ -19,4 +19,4 @@ pub use minio::Minio;
 pub use ports::free_port;
 pub use process::{Process, wait_until};
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
-pub use tools::{Tool, helm, tool_path};
+pub use tools::{Tool, helm, run_tool, tool_path};

@@ -7,6 +7,15 @@ use strata_e2e::{Etcd, KubeApiserver, wait_until};
 
 #[tokio::test]
 async fn apiserver_accepts_a_crd_and_an_object_of_it() {
+    let out = strata_e2e::run_tool(strata_e2e::Tool::Etcd, &["--version"]).unwrap();
+    println!(
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
+    assert!(out.status.success(), "{out:?}");
     let etcd = Etcd::start().await.unwrap();
     let api = KubeApiserver::start(&etcd).await.unwrap();
     let client = api.client().unwrap();

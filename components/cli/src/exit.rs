@@ -12,7 +12,6 @@ pub const BAD_CONFIG: u8 = 2;
 /// A flag or configuration file is at fault; the message names it. Wrap errors in this (as the root or
 /// as a context) so the binary exits 2 instead of 1.
 #[derive(Debug)]
-#[allow(dead_code)] // TODO(issue 5): the first server subcommand's config loading uses it.
 pub struct ConfigError(pub String);
 
 impl Display for ConfigError {

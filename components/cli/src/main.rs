@@ -2,6 +2,7 @@
 //! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
 
 mod exit;
+mod tools;
 mod version;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Print the version, the git commit and the compiler it was built with.
     Version,
+    /// Offline tools (TSDB blocks, …).
+    Tools(tools::ToolsArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Version => version::print(),
+        Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)
 }

@@ -16,6 +16,7 @@ pub mod matcher;
 pub mod meta;
 pub mod source;
 pub mod tombstones;
+pub mod tools;
 
 pub use block::{Block, BlockWriter, BlockWriterOptions, Report, SeriesSamples, verify};
 pub use chunkenc::{Chunk, Encoding, FloatHistogram, Histogram, Sample};
