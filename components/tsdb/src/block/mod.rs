@@ -119,7 +119,7 @@ impl Block {
         {
             let chunk = self.chunks.chunk(m.chunk_ref).map_err(|e| e.in_series(r))?;
             for s in chunk.iter() {
-                let s = s.map_err(|e| e.in_series(r))?;
+                let s = s.map_err(|e| locate(e, m.chunk_ref, &chunk).in_series(r))?;
                 let t = s.t();
                 if t < mint || t > maxt || deleted.iter().any(|iv| iv.contains(t)) {
                     continue;
@@ -133,6 +133,21 @@ impl Block {
             samples,
         })
     }
+}
+
+/// Rewrites a chunk decoding error (whose offsets are relative to the chunk data) to name the
+/// segment file and the absolute offset.
+pub(crate) fn locate(e: crate::Error, r: ChunkRef, chunk: &Chunk) -> crate::Error {
+    let mut len = Vec::new();
+    crate::encoding::put_uvarint(&mut len, chunk.data().len() as u64);
+    let data_off = u64::from(r.offset()) + len.len() as u64 + 1;
+    e.with_file(
+        &format!(
+            "{CHUNKS_DIRNAME}/{}",
+            crate::chunks::segment_file_name(r.segment() + 1)
+        ),
+        data_off,
+    )
 }
 
 /// Iterator returned by [`Block::select`].

@@ -120,7 +120,9 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<Report> {
             let mut n = 0u64;
             let (mut first, mut last) = (None, None);
             for s in chunk.iter() {
-                let t = s.map_err(|e| e.in_series(r))?.t();
+                let t = s
+                    .map_err(|e| super::locate(e, m.chunk_ref, &chunk).in_series(r))?
+                    .t();
                 if last_t.is_some_and(|l| t <= l) {
                     rep.problems.push(format!(
                         "series {r}: sample at {t} not after previous sample"

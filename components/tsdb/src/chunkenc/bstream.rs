@@ -40,24 +40,30 @@ impl BitWriter {
 
     /// Writes the low `nbits` (≤ 64) bits of `value`, most significant first.
     pub(crate) fn write_bits(&mut self, value: u64, nbits: u32) {
-        let mut remaining = nbits;
-        while remaining > 0 {
-            if self.free == 0 {
-                self.buf.push(0);
-                self.free = 8;
-            }
+        let mut remaining = nbits.min(64);
+        if remaining == 0 {
+            return;
+        }
+        // Complete the partial last byte.
+        if self.free > 0 {
             let take = remaining.min(self.free);
-            let shift = remaining - take;
-            let mask = if take == 64 {
-                u64::MAX
-            } else {
-                (1u64 << take) - 1
-            };
-            let bits = ((value >> shift) & mask) as u8;
-            let last = self.buf.len() - 1;
-            self.buf[last] |= bits << (self.free - take);
+            let bits = ((value >> (remaining - take)) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.buf.last_mut() {
+                *last |= bits << (self.free - take);
+            }
             self.free -= take;
             remaining -= take;
+        }
+        // Whole bytes.
+        while remaining >= 8 {
+            remaining -= 8;
+            self.buf.push((value >> remaining) as u8);
+        }
+        // A new partial byte.
+        if remaining > 0 {
+            let bits = (value & ((1u64 << remaining) - 1)) as u8;
+            self.buf.push(bits << (8 - remaining));
+            self.free = 8 - remaining;
         }
     }
 }
@@ -145,6 +151,27 @@ impl<'a> BitReader<'a> {
             left -= take;
         }
         Ok(out)
+    }
+
+    /// The next `n` (1..=8) bits without consuming them, zero-filled past the end of data.
+    #[inline]
+    pub(crate) fn peek_bits(&self, n: u32) -> u64 {
+        let byte = self.pos / 8;
+        let bit = (self.pos % 8) as u32;
+        let hi = u64::from(self.data.get(byte).copied().unwrap_or(0));
+        let lo = u64::from(self.data.get(byte + 1).copied().unwrap_or(0));
+        let two = (hi << 8) | lo;
+        (two >> (16 - bit - n)) & ((1u64 << n) - 1)
+    }
+
+    /// Consumes `n` bits; errors if fewer remain.
+    #[inline]
+    pub(crate) fn skip_bits(&mut self, n: u32) -> Result<()> {
+        if n as usize > self.remaining_bits() {
+            return Err(self.truncated("bits"));
+        }
+        self.pos += n as usize;
+        Ok(())
     }
 
     pub(crate) fn read_byte(&mut self) -> Result<u8> {

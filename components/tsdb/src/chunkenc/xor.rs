@@ -63,17 +63,20 @@ pub(crate) fn xor_read(
     leading: &mut u8,
     trailing: &mut u8,
 ) -> Result<()> {
-    if !r.read_bit()? {
-        return Ok(());
+    let peek = r.peek_bits(2);
+    if peek & 0b10 == 0 {
+        return r.skip_bits(1);
     }
-    let (lead, trail, mbits) = if !r.read_bit()? {
+    r.skip_bits(2)?;
+    let (lead, trail, mbits) = if peek == 0b10 {
         let mbits = 64u32
             .checked_sub(u32::from(*leading) + u32::from(*trailing))
             .ok_or_else(|| r.corrupt("xor window exceeds 64 bits"))?;
         (*leading, *trailing, mbits)
     } else {
-        let lead = r.read_bits(5)? as u8;
-        let mut mbits = r.read_bits(6)? as u32;
+        let header = r.read_bits(11)?;
+        let lead = (header >> 6) as u8;
+        let mut mbits = (header & 0x3f) as u32;
         if mbits == 0 {
             mbits = 64;
         }
@@ -275,14 +278,17 @@ impl<'a> XorIterator<'a> {
                 xor_read(r, &mut self.v, &mut self.leading, &mut self.trailing)?;
             }
             _ => {
-                let mut prefix = 0u8;
-                for _ in 0..4 {
-                    prefix <<= 1;
-                    if !r.read_bit()? {
-                        break;
-                    }
-                    prefix |= 1;
-                }
+                // Up to four prefix bits: the number of leading ones, ended by a zero.
+                let peek = r.peek_bits(4) as u8;
+                let ones = ((peek << 4) | 0x0f).leading_ones().min(4);
+                r.skip_bits((ones + 1).min(4))?;
+                let prefix = match ones {
+                    0 => 0b0,
+                    1 => 0b10,
+                    2 => 0b110,
+                    3 => 0b1110,
+                    _ => 0b1111,
+                };
                 let dod: i64 = match prefix {
                     0b0 => 0,
                     0b10 => signed_bits(r.read_bits(14)?, 14),

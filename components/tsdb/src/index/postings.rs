@@ -85,11 +85,15 @@ pub fn subtract(a: &[SeriesRef], b: &[SeriesRef]) -> Vec<SeriesRef> {
 }
 
 /// Union of all lists (k-way merge).
-pub fn union_all(lists: &[Vec<SeriesRef>]) -> Vec<SeriesRef> {
-    let non_empty: Vec<&Vec<SeriesRef>> = lists.iter().filter(|l| !l.is_empty()).collect();
+pub fn union_all<L: AsRef<[SeriesRef]>>(lists: &[L]) -> Vec<SeriesRef> {
+    let non_empty: Vec<&[SeriesRef]> = lists
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|l| !l.is_empty())
+        .collect();
     match non_empty.len() {
         0 => return Vec::new(),
-        1 => return non_empty[0].clone(),
+        1 => return non_empty[0].to_vec(),
         2 => {
             let (a, b) = (non_empty[0], non_empty[1]);
             let mut out = Vec::with_capacity(a.len() + b.len());
