@@ -308,6 +308,39 @@ impl BlockMeta {
     }
 }
 
+/// The `thanos.files` list as Thanos's shipper gathers it before upload: every file under
+/// `chunks/` and `index` with their sizes, and `meta.json` without one, sorted by path (no
+/// hashes; tombstones are not uploaded and not listed).
+pub fn gather_file_stats(block_dir: &Path) -> Result<Vec<ThanosFile>> {
+    let chunks = block_dir.join("chunks");
+    let mut out = Vec::new();
+    for e in fs::read_dir(&chunks).map_err(|e| Error::io(&chunks, e))? {
+        let e = e.map_err(|e| Error::io(&chunks, e))?;
+        let md = e.metadata().map_err(|err| Error::io(e.path(), err))?;
+        out.push(ThanosFile {
+            rel_path: format!("chunks/{}", e.file_name().to_string_lossy()),
+            size_bytes: md.len() as i64,
+            hash: None,
+        });
+    }
+    let index = block_dir.join("index");
+    let md = fs::metadata(&index).map_err(|e| Error::io(&index, e))?;
+    out.push(ThanosFile {
+        rel_path: "index".into(),
+        size_bytes: md.len() as i64,
+        hash: None,
+    });
+    let meta = block_dir.join(META_FILENAME);
+    fs::metadata(&meta).map_err(|e| Error::io(&meta, e))?;
+    out.push(ThanosFile {
+        rel_path: META_FILENAME.into(),
+        size_bytes: 0,
+        hash: None,
+    });
+    out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    Ok(out)
+}
+
 /// Fsyncs a directory so renames inside it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)

@@ -35,6 +35,21 @@ impl Interval {
     }
 }
 
+/// Sorts intervals and merges overlapping or adjacent ones.
+fn normalize(list: &mut Vec<Interval>) {
+    list.sort();
+    let mut merged: Vec<Interval> = Vec::with_capacity(list.len());
+    for i in list.drain(..) {
+        match merged.last_mut() {
+            Some(last) if i.mint <= last.maxt.saturating_add(1) => {
+                last.maxt = last.maxt.max(i.maxt)
+            }
+            _ => merged.push(i),
+        }
+    }
+    *list = merged;
+}
+
 /// Deleted intervals by series reference.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tombstones {
@@ -132,14 +147,18 @@ impl Tombstones {
             });
         }
         let mut c = Cursor::new(name, &b[5..body_end], 5);
-        let mut t = Tombstones::new();
+        let mut map: BTreeMap<u64, Vec<Interval>> = BTreeMap::new();
         while !c.is_empty() {
             let r = c.uvarint("tombstone series ref")?;
             let mint = c.varint("tombstone mint")?;
             let maxt = c.varint("tombstone maxt")?;
-            t.add(r, Interval { mint, maxt });
+            map.entry(r).or_default().push(Interval { mint, maxt });
         }
-        Ok(t)
+        // Merge once per series: adding one by one would be quadratic on hostile input.
+        for list in map.values_mut() {
+            normalize(list);
+        }
+        Ok(Tombstones { map })
     }
 
     /// Reads `<dir>/tombstones`; a missing file means no tombstones.

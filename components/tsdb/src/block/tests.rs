@@ -196,6 +196,10 @@ fn histogram_chunks_and_thanos_meta() {
     assert_eq!(b.meta().stats.num_histogram_samples, 10);
     let t = b.meta().thanos.as_ref().unwrap();
     assert!(t.index_stats.as_ref().unwrap().series_max_size > 0);
+    let files = crate::meta::gather_file_stats(&bdir).unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
+    assert_eq!(paths, ["chunks/000001", "index", "meta.json"]);
+    assert!(files[0].size_bytes > 8 && files[2].size_bytes == 0);
     let s: Vec<SeriesSamples> = b
         .select(&[Matcher::equal("__name__", "h")], 0, 5000)
         .unwrap()
