@@ -10,8 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ulid::Ulid;
 
+use super::cut::{cut_float_chunks, cut_float_histogram_chunks, cut_histogram_chunks};
 use super::{CHUNKS_DIRNAME, INDEX_FILENAME};
-use crate::chunkenc::{Chunk, Encoding, XorAppender};
+use crate::chunkenc::{Chunk, Encoding, FloatHistogram, Histogram};
 use crate::chunks::{DEFAULT_SEGMENT_SIZE, SegmentWriter};
 use crate::encoding::{put_uvarint, put_varint};
 use crate::error::{Error, Result};
@@ -24,8 +25,6 @@ use crate::tombstones::Tombstones;
 pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
 /// Default target samples per chunk, as Prometheus.
 pub const DEFAULT_SAMPLES_PER_CHUNK: usize = 120;
-/// An XOR chunk is cut before appending once it is larger than this (1024 − 19 bytes).
-const MAX_XOR_BYTES_BEFORE_APPEND: usize = 1024 - 19;
 /// Suffix of the directory a block is written into before it is renamed into place.
 pub const TMP_FOR_CREATION_SUFFIX: &str = ".tmp-for-creation";
 const SPILL_FILENAME: &str = "index.series.tmp";
@@ -79,79 +78,6 @@ pub struct BlockWriter {
     chunk_max_size: u64,
     done: bool,
     buf: Vec<u8>,
-}
-
-fn range_for_timestamp(t: i64, width: i64) -> i64 {
-    (t / width).saturating_mul(width).saturating_add(width)
-}
-
-fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64, ratio_to_full: f64) -> i64 {
-    let n = (max_t as f64 - start as f64) / ((cur as f64 - start as f64 + 1.0) * ratio_to_full);
-    if n <= 1.0 {
-        return max_t;
-    }
-    (start as f64 + (max_t as f64 - start as f64) / n.floor()) as i64
-}
-
-/// Splits float samples into XOR chunks the way Prometheus's head cuts them: at 2× the target
-/// sample count, at the chunk range boundary, at an end time predicted after a quarter of the
-/// target count, and before a chunk exceeds 1 KiB.
-pub(crate) fn cut_float_chunks(
-    samples: &[(i64, f64)],
-    chunk_range: i64,
-    spc: usize,
-) -> Result<Vec<(Chunk, i64, i64)>> {
-    let mut out = Vec::new();
-    let mut cur: Option<(XorAppender, i64, i64)> = None; // appender, min, max
-    let mut next_at = i64::MAX;
-    for &(t, v) in samples {
-        let mut cut = cur.is_none();
-        if let Some((app, _, _)) = &cur
-            && app.len_bytes() > MAX_XOR_BYTES_BEFORE_APPEND
-        {
-            cut = true;
-        }
-        if cut {
-            if let Some((app, mn, mx)) = cur.take() {
-                out.push((
-                    Chunk::from_parts(Encoding::Xor, app.into_bytes().into()),
-                    mn,
-                    mx,
-                ));
-            }
-            cur = Some((XorAppender::new(), t, i64::MIN));
-            next_at = range_for_timestamp(t, chunk_range);
-        }
-        let num = cur.as_ref().map_or(0, |c| usize::from(c.0.num_samples()));
-        if num == spc / 4
-            && let Some((_, mn, mx)) = &cur
-        {
-            next_at = compute_chunk_end_time(*mn, *mx, next_at, 4.0);
-        }
-        if num > 0 && (t >= next_at || num >= spc * 2) {
-            if let Some((app, mn, mx)) = cur.take() {
-                out.push((
-                    Chunk::from_parts(Encoding::Xor, app.into_bytes().into()),
-                    mn,
-                    mx,
-                ));
-            }
-            cur = Some((XorAppender::new(), t, i64::MIN));
-            next_at = range_for_timestamp(t, chunk_range);
-        }
-        if let Some((app, _, mx)) = cur.as_mut() {
-            app.append(t, v)?;
-            *mx = t;
-        }
-    }
-    if let Some((app, mn, mx)) = cur.take() {
-        out.push((
-            Chunk::from_parts(Encoding::Xor, app.into_bytes().into()),
-            mn,
-            mx,
-        ));
-    }
-    Ok(out)
 }
 
 impl BlockWriter {
@@ -242,12 +168,35 @@ impl BlockWriter {
     /// counts for ordering).
     pub fn add_series(&mut self, labels: &Labels, samples: &[(i64, f64)]) -> Result<()> {
         self.check_order(labels)?;
-        if let Some(w) = samples.windows(2).find(|w| w[1].0 <= w[0].0) {
-            return Err(Error::Unsorted {
-                what: format!("series {labels}: sample at {} after {}", w[1].0, w[0].0),
-            });
-        }
+        check_times(labels, samples.iter().map(|s| s.0))?;
         let chunks = cut_float_chunks(samples, self.opts.chunk_range, self.opts.samples_per_chunk)?;
+        self.add_series_chunks(labels, chunks)
+    }
+
+    /// Adds an integer native histogram series. Timestamps must be strictly increasing. Chunks
+    /// are cut like Prometheus's head cuts them (1 KiB target, at least 10 samples, chunk range
+    /// boundaries), and also on counter resets and bucket layout changes (Prometheus would
+    /// re-code the chunk to a merged layout instead; both are valid).
+    pub fn add_histogram_series(
+        &mut self,
+        labels: &Labels,
+        samples: &[(i64, Histogram)],
+    ) -> Result<()> {
+        self.check_order(labels)?;
+        check_times(labels, samples.iter().map(|s| s.0))?;
+        let chunks = cut_histogram_chunks(samples, self.opts.chunk_range)?;
+        self.add_series_chunks(labels, chunks)
+    }
+
+    /// Adds a float native histogram series; see [`Self::add_histogram_series`].
+    pub fn add_float_histogram_series(
+        &mut self,
+        labels: &Labels,
+        samples: &[(i64, FloatHistogram)],
+    ) -> Result<()> {
+        self.check_order(labels)?;
+        check_times(labels, samples.iter().map(|s| s.0))?;
+        let chunks = cut_float_histogram_chunks(samples, self.opts.chunk_range)?;
         self.add_series_chunks(labels, chunks)
     }
 
@@ -421,6 +370,21 @@ impl BlockWriter {
             Error::InvalidArgument(format!("spill file refers to unknown string {i}"))
         })
     }
+}
+
+fn check_times(labels: &Labels, ts: impl Iterator<Item = i64>) -> Result<()> {
+    let mut prev: Option<i64> = None;
+    for t in ts {
+        if let Some(p) = prev
+            && t <= p
+        {
+            return Err(Error::Unsorted {
+                what: format!("series {labels}: sample at {t} after {p}"),
+            });
+        }
+        prev = Some(t);
+    }
+    Ok(())
 }
 
 impl Drop for BlockWriter {

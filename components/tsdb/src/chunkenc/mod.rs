@@ -11,9 +11,9 @@ mod xor;
 use bytes::Bytes;
 
 pub use histogram::{
-    CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, FloatHistogramIterator, Histogram,
-    HistogramIterator, STALE_NAN_BITS, Span, chunk_counter_reset_header,
-    encode_float_histogram_chunk, encode_histogram_chunk, is_stale_nan,
+    CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, FloatHistogramAppender,
+    FloatHistogramIterator, Histogram, HistogramAppender, HistogramIterator, STALE_NAN_BITS, Span,
+    chunk_counter_reset_header, encode_float_histogram_chunk, encode_histogram_chunk, is_stale_nan,
 };
 pub use xor::{XorAppender, XorIterator};
 
