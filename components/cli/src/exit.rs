@@ -35,6 +35,14 @@ pub fn from_result(result: anyhow::Result<()>) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
     };
+    // The reader went away (`strata tools tsdb dump … | head`): not a failure of ours.
+    let broken_pipe = err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
     // `downcast_ref` sees `.context(ConfigError(..))` layers; `chain` sees it as a `#[source]`.
     let is_config =
         err.downcast_ref::<ConfigError>().is_some() || err.chain().any(|c| c.is::<ConfigError>());

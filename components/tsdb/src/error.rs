@@ -94,7 +94,7 @@ pub enum Error {
         len: u64,
     },
     /// An error that happened while reading a given series.
-    #[error("series {series_ref}: {source}")]
+    #[error("series {series_ref}")]
     Series {
         /// Series reference (index v2: offset / 16).
         series_ref: u64,
@@ -103,7 +103,7 @@ pub enum Error {
         source: Box<Error>,
     },
     /// An I/O error on a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -112,7 +112,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A JSON file could not be parsed or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Json {
         /// The file.
         path: PathBuf,

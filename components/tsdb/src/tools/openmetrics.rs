@@ -25,6 +25,8 @@ pub fn parse(input: &str) -> impl Iterator<Item = Result<OmSample>> + '_ {
     let mut lines = input.split('\n').enumerate();
     let mut seen_eof = false;
     let mut done = false;
+    // The type from the latest `# TYPE` line: it decides whether `le` / `quantile` are normalised.
+    let mut family_type = String::new();
     std::iter::from_fn(move || {
         if done {
             return None;
@@ -48,10 +50,11 @@ pub fn parse(input: &str) -> impl Iterator<Item = Result<OmSample>> + '_ {
                 continue;
             }
             if line.starts_with('#') {
-                if line.starts_with("# TYPE ")
-                    || line.starts_with("# HELP ")
-                    || line.starts_with("# UNIT ")
-                {
+                if let Some(decl) = line.strip_prefix("# TYPE ") {
+                    family_type = decl.rsplit(' ').next().unwrap_or_default().to_string();
+                    continue;
+                }
+                if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
                     continue;
                 }
                 done = true;
@@ -64,7 +67,7 @@ pub fn parse(input: &str) -> impl Iterator<Item = Result<OmSample>> + '_ {
                 }
                 return Some(Err(err(n, "empty line")));
             }
-            let parsed = parse_sample(line).map_err(|what| err(n, what));
+            let parsed = parse_sample(line, &family_type).map_err(|what| err(n, what));
             if parsed.is_err() {
                 done = true;
             }
@@ -77,7 +80,7 @@ fn i_last(input: &str) -> usize {
     input.split('\n').count()
 }
 
-fn parse_sample(line: &str) -> std::result::Result<OmSample, String> {
+fn parse_sample(line: &str, family_type: &str) -> std::result::Result<OmSample, String> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut name: Option<String> = None;
     let rest;
@@ -124,6 +127,21 @@ fn parse_sample(line: &str) -> std::result::Result<OmSample, String> {
     if let Some(extra) = fields.next() {
         return Err(format!("unexpected {extra:?} after the timestamp"));
     }
+    // As Prometheus: `le` of histograms and `quantile` of summaries in OpenMetrics float form.
+    let normalised = match family_type {
+        "histogram" => Some("le"),
+        "summary" => Some("quantile"),
+        _ => None,
+    };
+    if let Some(label) = normalised {
+        for (n, v) in pairs.iter_mut() {
+            if n == label
+                && let Some(f) = parse_float(v)
+            {
+                *v = format_openmetrics_float(f);
+            }
+        }
+    }
     pairs.push(("__name__".to_string(), name));
     let labels = Labels::new(pairs).map_err(|e| e.to_string())?;
     Ok(OmSample {
@@ -132,6 +150,16 @@ fn parse_sample(line: &str) -> std::result::Result<OmSample, String> {
         // As Prometheus: seconds × 1000, truncated toward zero.
         t: (ts_s * 1000.0) as i64,
     })
+}
+
+/// A float as OpenMetrics writes it: Go's shortest `%g`, with `.0` added to integers.
+pub fn format_openmetrics_float(f: f64) -> String {
+    let s = super::gofmt::format_g(f);
+    if f.is_finite() && !s.contains(['e', '.']) {
+        s + ".0"
+    } else {
+        s
+    }
 }
 
 fn parse_float(s: &str) -> Option<f64> {
@@ -236,6 +264,23 @@ mod tests {
         assert_eq!(got[1].labels.len(), 1);
         assert_eq!(got[2].labels.get("__name__"), Some("my.metric"));
         assert!(got[2].value.is_nan());
+    }
+
+    #[test]
+    fn le_and_quantile_values_are_normalised_like_prometheus() {
+        let input = "# TYPE h histogram\nh_bucket{le=\"1\"} 1 1\nh_bucket{le=\"0.25\"} 1 1\nh_bucket{le=\"+Inf\"} 1 1\nh_bucket{le=\"1e9\"} 1 1\n# TYPE s summary\ns{quantile=\"0\"} 1 1\n# TYPE g gauge\ng{le=\"1\"} 1 1\n# EOF\n";
+        let got: Vec<String> = all(input)
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s.labels
+                    .get("le")
+                    .or(s.labels.get("quantile"))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(got, ["1.0", "0.25", "+Inf", "1e+09", "0.0", "1"]);
     }
 
     #[test]
