@@ -298,7 +298,9 @@ impl BlockWriter {
             drop(f);
         }
 
-        // Symbols in order; then series replayed from the spill file.
+        // Symbols in order; then series replayed from the spill file. The interning map is no
+        // longer needed (the index writer keeps its own).
+        self.intern = HashMap::new();
         let mut order: Vec<u32> = (0..self.strings.len() as u32).collect();
         order.sort_by(|&a, &b| self.strings[a as usize].cmp(&self.strings[b as usize]));
         let index_path = self.tmp.join(INDEX_FILENAME);
