@@ -5,15 +5,18 @@
 
 mod bstream;
 mod histogram;
+mod histogram_append;
 mod varbit;
 mod xor;
 
 use bytes::Bytes;
 
 pub use histogram::{
-    CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, FloatHistogramAppender,
-    FloatHistogramIterator, Histogram, HistogramAppender, HistogramIterator, STALE_NAN_BITS, Span,
-    chunk_counter_reset_header, encode_float_histogram_chunk, encode_histogram_chunk, is_stale_nan,
+    CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, FloatHistogramIterator, Histogram,
+    HistogramIterator, STALE_NAN_BITS, Span, chunk_counter_reset_header, is_stale_nan,
+};
+pub use histogram_append::{
+    FloatHistogramAppender, HistogramAppender, encode_float_histogram_chunk, encode_histogram_chunk,
 };
 pub use xor::{XorAppender, XorIterator};
 
