@@ -236,28 +236,16 @@ fn corrupt_block_files_error() {
     assert!(verify(&bdir).unwrap().is_ok());
 }
 
-fn promtool() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("STRATA_PROMTOOL") {
-        return Some(PathBuf::from(p));
-    }
-    let tools = std::env::var("STRATA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/strata/tools")))
-        .ok()?;
-    let env = std::fs::read_to_string(tools.join("env.sh")).ok()?;
-    env.lines()
-        .find_map(|l| l.strip_prefix("export STRATA_PROMTOOL="))
-        .map(|p| PathBuf::from(p.trim_matches(|c| c == '\'' || c == '"')))
+/// The real promtool from `e2e/tools/install.sh`; a missing one fails the test, never skips it.
+fn promtool() -> PathBuf {
+    strata_e2e::tool_path(strata_e2e::Tool::Promtool).unwrap()
 }
 
 /// `promtool tsdb analyze` and `promtool tsdb dump` read a block we wrote and see exactly our
-/// samples. Skipped when no promtool is installed (e2e/tools/install.sh provides one).
+/// samples.
 #[test]
 fn promtool_reads_our_blocks() {
-    let Some(promtool) = promtool().filter(|p| p.exists()) else {
-        eprintln!("skipping: no promtool (set STRATA_PROMTOOL)");
-        return;
-    };
+    let promtool = promtool();
     let dir = tempfile::tempdir().unwrap();
     let (id, series) = write_block(dir.path(), 5, 200, 15_000);
     let out = std::process::Command::new(&promtool)
@@ -308,10 +296,7 @@ fn promtool_reads_our_blocks() {
 /// verify and select correctly here, and our writer cuts the same chunks for the same samples.
 #[test]
 fn we_read_promtool_blocks_and_cut_chunks_alike() {
-    let Some(promtool) = promtool().filter(|p| p.exists()) else {
-        eprintln!("skipping: no promtool (set STRATA_PROMTOOL)");
-        return;
-    };
+    let promtool = promtool();
     let dir = tempfile::tempdir().unwrap();
     let start = 1_700_006_400i64; // a multiple of 2 h, in seconds
     let mut om = String::from("# TYPE m gauge\n");
@@ -489,7 +474,8 @@ fn histogram_series_are_cut_and_read_back() {
         assert_eq!((gt, &**h), (t, w));
     }
 
-    if let Some(promtool) = promtool().filter(|p| p.exists()) {
+    {
+        let promtool = promtool();
         std::fs::create_dir(dir.path().join("wal")).unwrap();
         let out = std::process::Command::new(&promtool)
             .args([
