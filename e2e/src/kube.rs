@@ -156,6 +156,8 @@ impl KubeApiserver {
             .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--allow-privileged=true")
             .arg("--enable-priority-and-fairness=false")
+            // No controller-manager runs; do not publish a loopback address as the kubernetes Endpoints.
+            .arg("--endpoint-reconciler-type=none")
             .arg("--v=1");
         let process = Process::spawn("kube-apiserver", command)?;
 
