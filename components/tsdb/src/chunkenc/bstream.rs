@@ -153,25 +153,54 @@ impl<'a> BitReader<'a> {
         Ok(out)
     }
 
-    /// The next `n` (1..=8) bits without consuming them, zero-filled past the end of data.
+    /// The current position in bits from the start of the data.
     #[inline]
-    pub(crate) fn peek_bits(&self, n: u32) -> u64 {
-        let byte = self.pos / 8;
-        let bit = (self.pos % 8) as u32;
-        let hi = u64::from(self.data.get(byte).copied().unwrap_or(0));
-        let lo = u64::from(self.data.get(byte + 1).copied().unwrap_or(0));
-        let two = (hi << 8) | lo;
-        (two >> (16 - bit - n)) & ((1u64 << n) - 1)
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
-    /// Consumes `n` bits; errors if fewer remain.
+    /// Total bits in the data.
     #[inline]
-    pub(crate) fn skip_bits(&mut self, n: u32) -> Result<()> {
-        if n as usize > self.remaining_bits() {
-            return Err(self.truncated("bits"));
+    pub(crate) fn len_bits(&self) -> usize {
+        self.data.len() * 8
+    }
+
+    /// Moves to bit `pos`, which the caller decoded with [`BitReader::load`]; errors (and stays put)
+    /// when `pos` lies past the end of the data, i.e. the decoded item was truncated.
+    #[inline]
+    pub(crate) fn seek(&mut self, pos: usize, what: &'static str) -> Result<()> {
+        if pos > self.len_bits() {
+            return Err(self.truncated(what));
         }
-        self.pos += n as usize;
+        self.pos = pos;
         Ok(())
+    }
+
+    /// The 64 bits starting at bit `pos`, most significant first, zero-filled past the end of
+    /// the data. Never fails: decoders load freely and check the end position once per item.
+    #[inline(always)]
+    pub(crate) fn load(&self, pos: usize) -> u64 {
+        let byte = pos >> 3;
+        let shift = (pos & 7) as u32;
+        if let Some(nine) = self.data.get(byte..byte + 9) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&nine[..8]);
+            let hi = u64::from_be_bytes(w) << shift;
+            // `>> 8` of a byte widened to u64 is 0, so shift 0 needs no special case.
+            return hi | (u64::from(nine[8]) >> (8 - shift));
+        }
+        self.load_tail(byte, shift)
+    }
+
+    #[cold]
+    fn load_tail(&self, byte: usize, shift: u32) -> u64 {
+        let mut w = [0u8; 9];
+        for (i, slot) in w.iter_mut().enumerate() {
+            *slot = self.data.get(byte + i).copied().unwrap_or(0);
+        }
+        let mut hi = [0u8; 8];
+        hi.copy_from_slice(&w[..8]);
+        (u64::from_be_bytes(hi) << shift) | (u64::from(w[8]) >> (8 - shift))
     }
 
     pub(crate) fn read_byte(&mut self) -> Result<u8> {

@@ -56,43 +56,57 @@ pub(crate) fn xor_write(
 }
 
 /// Reads a value written by [`xor_write`], updating `value` (as bits) and the window.
-#[inline]
+#[inline(always)]
 pub(crate) fn xor_read(
     r: &mut BitReader<'_>,
     value: &mut u64,
     leading: &mut u8,
     trailing: &mut u8,
 ) -> Result<()> {
-    let peek = r.peek_bits(2);
-    if peek & 0b10 == 0 {
-        return r.skip_bits(1);
+    let end = xor_decode_at(r, r.pos(), value, leading, trailing)?;
+    r.seek(end, "xor value")
+}
+
+/// Decodes an XOR value starting at bit `pos` from zero-padded 64-bit loads and returns the bit
+/// position after it, unchecked: the caller must [`BitReader::seek`] there, which reports
+/// truncation. The window is validated, so shifts stay in range on any input.
+#[inline(always)]
+fn xor_decode_at(
+    r: &BitReader<'_>,
+    pos: usize,
+    value: &mut u64,
+    leading: &mut u8,
+    trailing: &mut u8,
+) -> Result<usize> {
+    let w = r.load(pos);
+    if w >> 63 == 0 {
+        return Ok(pos + 1);
     }
-    r.skip_bits(2)?;
-    let (lead, trail, mbits) = if peek == 0b10 {
+    let (body, mbits, trail) = if (w >> 62) & 1 == 0 {
+        // `10`: the previous window.
         let mbits = 64u32
             .checked_sub(u32::from(*leading) + u32::from(*trailing))
+            .filter(|&m| m > 0)
             .ok_or_else(|| r.corrupt("xor window exceeds 64 bits"))?;
-        (*leading, *trailing, mbits)
+        (pos + 2, mbits, u32::from(*trailing))
     } else {
-        let header = r.read_bits(11)?;
-        let lead = (header >> 6) as u8;
-        let mut mbits = (header & 0x3f) as u32;
+        // `11`: 5 bits of leading zeros, 6 of significant bits (0 means 64), then the bits.
+        let lead = ((w >> 57) & 0x1f) as u32;
+        let mut mbits = ((w >> 51) & 0x3f) as u32;
         if mbits == 0 {
             mbits = 64;
         }
         let trail = 64u32
-            .checked_sub(u32::from(lead) + mbits)
-            .ok_or_else(|| r.corrupt("xor leading zeros plus significant bits exceed 64"))?
-            as u8;
-        *leading = lead;
-        *trailing = trail;
-        (lead, trail, mbits)
+            .checked_sub(lead + mbits)
+            .ok_or_else(|| r.corrupt("xor leading zeros plus significant bits exceed 64"))?;
+        *leading = lead as u8;
+        *trailing = trail as u8;
+        (pos + 13, mbits, trail)
     };
-    let _ = lead;
-    let bits = r.read_bits(mbits)?;
-    // trail < 64 here because mbits ≥ 1.
+    // 1 ≤ mbits ≤ 64 and trail = 64 - lead - mbits < 64, so both shifts are in range.
+    let bits = r.load(body) >> (64 - mbits);
     *value ^= bits << trail;
-    Ok(())
+    Ok(body + mbits as usize)
 }
 
 /// Builds an XOR chunk sample by sample.
@@ -232,7 +246,6 @@ pub struct XorIterator<'a> {
     t_delta: u64,
     leading: u8,
     trailing: u8,
-    failed: bool,
 }
 
 impl<'a> XorIterator<'a> {
@@ -249,7 +262,6 @@ impl<'a> XorIterator<'a> {
                 t_delta: 0,
                 leading: 0,
                 trailing: 0,
-                failed: false,
             };
         }
         XorIterator {
@@ -261,45 +273,35 @@ impl<'a> XorIterator<'a> {
             t_delta: 0,
             leading: 0,
             trailing: 0,
-            failed: false,
         }
     }
 
+    #[inline(always)]
     fn step(&mut self) -> Result<(i64, f64)> {
         let r = &mut self.r;
-        match self.read {
-            0 => {
-                self.t = r.read_varint()?;
-                self.v = r.read_bits(64)?;
-            }
-            1 => {
-                self.t_delta = r.read_uvarint()?;
-                self.t = self.t.wrapping_add(self.t_delta as i64);
-                xor_read(r, &mut self.v, &mut self.leading, &mut self.trailing)?;
-            }
-            _ => {
-                // Up to four prefix bits: the number of leading ones, ended by a zero.
-                let peek = r.peek_bits(4) as u8;
-                let ones = ((peek << 4) | 0x0f).leading_ones().min(4);
-                r.skip_bits((ones + 1).min(4))?;
-                let prefix = match ones {
-                    0 => 0b0,
-                    1 => 0b10,
-                    2 => 0b110,
-                    3 => 0b1110,
-                    _ => 0b1111,
-                };
-                let dod: i64 = match prefix {
-                    0b0 => 0,
-                    0b10 => signed_bits(r.read_bits(14)?, 14),
-                    0b110 => signed_bits(r.read_bits(17)?, 17),
-                    0b1110 => signed_bits(r.read_bits(20)?, 20),
-                    _ => r.read_bits(64)? as i64,
-                };
-                self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
-                self.t = self.t.wrapping_add(self.t_delta as i64);
-                xor_read(r, &mut self.v, &mut self.leading, &mut self.trailing)?;
-            }
+        if self.read >= 2 {
+            // Up to four prefix bits (the number of leading ones, ended by a zero), then
+            // 0, 14, 17, 20 or 64 bits of delta of delta; then the value.
+            let pos = r.pos();
+            let w = r.load(pos);
+            let (dod, next) = match w.leading_ones() {
+                0 => (0, pos + 1),
+                1 => (signed_bits((w >> 48) & 0x3fff, 14), pos + 16),
+                2 => (signed_bits((w >> 44) & 0x1_ffff, 17), pos + 20),
+                3 => (signed_bits((w >> 40) & 0xf_ffff, 20), pos + 24),
+                _ => (r.load(pos + 4) as i64, pos + 68),
+            };
+            let end = xor_decode_at(r, next, &mut self.v, &mut self.leading, &mut self.trailing)?;
+            r.seek(end, "sample")?;
+            self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
+            self.t = self.t.wrapping_add(self.t_delta as i64);
+        } else if self.read == 0 {
+            self.t = r.read_varint()?;
+            self.v = r.read_bits(64)?;
+        } else {
+            self.t_delta = r.read_uvarint()?;
+            self.t = self.t.wrapping_add(self.t_delta as i64);
+            xor_read(r, &mut self.v, &mut self.leading, &mut self.trailing)?;
         }
         self.read += 1;
         Ok((self.t, f64::from_bits(self.v)))
@@ -319,14 +321,16 @@ pub(crate) fn signed_bits(bits: u64, n: u32) -> i64 {
 impl Iterator for XorIterator<'_> {
     type Item = Result<(i64, f64)>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.read >= self.total {
+        if self.read >= self.total {
             return None;
         }
         match self.step() {
             Ok(s) => Some(Ok(s)),
             Err(e) => {
-                self.failed = true;
+                // Nothing after a decoding error is trustworthy.
+                self.read = self.total;
                 Some(Err(e))
             }
         }
