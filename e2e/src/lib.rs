@@ -11,6 +11,7 @@ mod minio;
 mod ports;
 mod process;
 mod prometheus;
+mod proxy;
 mod tools;
 
 pub use error::{Error, Result};
@@ -19,4 +20,5 @@ pub use minio::Minio;
 pub use ports::free_port;
 pub use process::{Process, wait_until};
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
+pub use proxy::Proxy;
 pub use tools::{Tool, helm, run_tool, tool_path};
