@@ -129,9 +129,21 @@ impl Minio {
 
     /// A Thanos objstore YAML for `bucket` on this server.
     pub fn objstore_yaml(&self, bucket: &str) -> String {
-        let host = self.endpoint.trim_start_matches("http://");
+        self.objstore_yaml_via(bucket, self.endpoint.trim_start_matches("http://"))
+    }
+
+    /// A Thanos objstore YAML for `bucket` reached through `host:port` (e.g. a [`crate::Proxy`]).
+    pub fn objstore_yaml_via(&self, bucket: &str, host: &str) -> String {
         format!(
             "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: {host}\n  region: {REGION}\n  access_key: {ACCESS_KEY}\n  secret_key: {SECRET_KEY}\n  insecure: true\n"
         )
+    }
+
+    /// The server's socket address (to put a [`crate::Proxy`] in front of it).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the endpoint is http://127.0.0.1:<port>, made in start()")
     }
 }
