@@ -139,12 +139,13 @@ pub(crate) fn build(cfg: &BucketConfig) -> Result<(Arc<dyn ObjectStore>, Limits)
             } else {
                 &c.region
             };
+            // Client options first: `with_allow_http` writes into them.
             b = b
+                .with_client_options(h.options)
+                .with_retry(h.retry)
                 .with_bucket_name(&c.bucket)
                 .with_region(region)
-                .with_allow_http(c.insecure)
-                .with_client_options(h.options)
-                .with_retry(h.retry);
+                .with_allow_http(c.insecure);
             if !c.endpoint.is_empty() {
                 let scheme = if c.insecure { "http" } else { "https" };
                 let endpoint = match c.bucket_lookup_type {
