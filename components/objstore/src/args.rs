@@ -69,7 +69,10 @@ mod tests {
             config: None,
         };
         let msg = args.load().expect_err("unknown key").to_string();
-        assert!(msg.contains(&path.display().to_string()) && msg.contains("nope"), "{msg}");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("nope"),
+            "{msg}"
+        );
 
         assert!(matches!(
             ObjstoreArgs::default().load(),

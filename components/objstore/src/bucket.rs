@@ -205,7 +205,9 @@ impl Bucket {
         self.inner
             .metrics
             .bytes_written
-            .get_or_create(&OpLabels { operation: "upload" })
+            .get_or_create(&OpLabels {
+                operation: "upload",
+            })
             .inc_by(n);
     }
 
@@ -215,13 +217,19 @@ impl Bucket {
         let path = Self::path(OP, name)?;
         let store = &self.inner.store;
         let data = self
-            .run(OP, name, self.inner.limits.op_timeout, READ_RETRIES, || async {
-                let r = store
-                    .get(&path)
-                    .await
-                    .map_err(|e| Error::from_store(OP, name, e))?;
-                r.bytes().await.map_err(|e| Error::from_store(OP, name, e))
-            })
+            .run(
+                OP,
+                name,
+                self.inner.limits.op_timeout,
+                READ_RETRIES,
+                || async {
+                    let r = store
+                        .get(&path)
+                        .await
+                        .map_err(|e| Error::from_store(OP, name, e))?;
+                    r.bytes().await.map_err(|e| Error::from_store(OP, name, e))
+                },
+            )
             .await?;
         self.read_bytes(OP, data.len());
         Ok(data)
@@ -363,16 +371,22 @@ impl Bucket {
     async fn attributes_op(&self, op: &'static str, name: &str) -> Result<ObjectAttributes> {
         let path = Self::path(op, name)?;
         let store = &self.inner.store;
-        self.run(op, name, self.inner.limits.op_timeout, READ_RETRIES, || async {
-            let meta = store
-                .head(&path)
-                .await
-                .map_err(|e| Error::from_store(op, name, e))?;
-            Ok(ObjectAttributes {
-                size: meta.size,
-                last_modified: SystemTime::from(meta.last_modified),
-            })
-        })
+        self.run(
+            op,
+            name,
+            self.inner.limits.op_timeout,
+            READ_RETRIES,
+            || async {
+                let meta = store
+                    .head(&path)
+                    .await
+                    .map_err(|e| Error::from_store(op, name, e))?;
+                Ok(ObjectAttributes {
+                    size: meta.size,
+                    last_modified: SystemTime::from(meta.last_modified),
+                })
+            },
+        )
         .await
     }
 
@@ -402,20 +416,26 @@ impl Bucket {
             Some(Self::path(OP, trimmed)?)
         };
         let store = &self.inner.store;
-        self.run(OP, dir, self.inner.limits.op_timeout, READ_RETRIES, || async {
-            let res = store
-                .list_with_delimiter(prefix.as_ref())
-                .await
-                .map_err(|e| Error::from_store(OP, dir, e))?;
-            let mut out: Vec<String> = res
-                .objects
-                .iter()
-                .map(|o| o.location.to_string())
-                .chain(res.common_prefixes.iter().map(|p| format!("{p}/")))
-                .collect();
-            out.sort();
-            Ok(out)
-        })
+        self.run(
+            OP,
+            dir,
+            self.inner.limits.op_timeout,
+            READ_RETRIES,
+            || async {
+                let res = store
+                    .list_with_delimiter(prefix.as_ref())
+                    .await
+                    .map_err(|e| Error::from_store(OP, dir, e))?;
+                let mut out: Vec<String> = res
+                    .objects
+                    .iter()
+                    .map(|o| o.location.to_string())
+                    .chain(res.common_prefixes.iter().map(|p| format!("{p}/")))
+                    .collect();
+                out.sort();
+                Ok(out)
+            },
+        )
         .await
     }
 
@@ -429,16 +449,22 @@ impl Bucket {
             Some(Self::path(OP, trimmed)?)
         };
         let store = &self.inner.store;
-        self.run(OP, dir, self.inner.limits.op_timeout, READ_RETRIES, || async {
-            let metas: Vec<_> = store
-                .list(prefix.as_ref())
-                .try_collect()
-                .await
-                .map_err(|e| Error::from_store(OP, dir, e))?;
-            let mut out: Vec<String> = metas.iter().map(|m| m.location.to_string()).collect();
-            out.sort();
-            Ok(out)
-        })
+        self.run(
+            OP,
+            dir,
+            self.inner.limits.op_timeout,
+            READ_RETRIES,
+            || async {
+                let metas: Vec<_> = store
+                    .list(prefix.as_ref())
+                    .try_collect()
+                    .await
+                    .map_err(|e| Error::from_store(OP, dir, e))?;
+                let mut out: Vec<String> = metas.iter().map(|m| m.location.to_string()).collect();
+                out.sort();
+                Ok(out)
+            },
+        )
         .await
     }
 }

@@ -48,8 +48,9 @@ fn http(
     max_retries: i64,
     request_timeout: Option<Duration>,
 ) -> Result<Http, ConfigError> {
-    let mut options = ClientOptions::new()
-        .with_allow_invalid_certificates(h.insecure_skip_verify || h.tls_config.insecure_skip_verify);
+    let mut options = ClientOptions::new().with_allow_invalid_certificates(
+        h.insecure_skip_verify || h.tls_config.insecure_skip_verify,
+    );
     let timeout = request_timeout.unwrap_or(h.response_header_timeout.0);
     if !timeout.is_zero() {
         options = options.with_timeout(timeout);
@@ -172,7 +173,10 @@ pub(crate) fn build(cfg: &BucketConfig) -> Result<(Arc<dyn ObjectStore>, Limits)
                 "SSE-C" => {
                     let path = &c.sse_config.encryption_key;
                     let key = std::fs::read(path).map_err(|e| {
-                        invalid("config.sse_config.encryption_key", format!("read {path}: {e}"))
+                        invalid(
+                            "config.sse_config.encryption_key",
+                            format!("read {path}: {e}"),
+                        )
                     })?;
                     if key.len() != 32 {
                         return Err(invalid(
@@ -233,12 +237,10 @@ pub(crate) fn build(cfg: &BucketConfig) -> Result<(Arc<dyn ObjectStore>, Limits)
             Arc::new(b.build().map_err(build_err("AZURE"))?)
         }
         ProviderConfig::Filesystem(c) => {
-            std::fs::create_dir_all(&c.directory).map_err(|e| {
-                invalid("config.directory", format!("create {}: {e}", c.directory))
-            })?;
+            std::fs::create_dir_all(&c.directory)
+                .map_err(|e| invalid("config.directory", format!("create {}: {e}", c.directory)))?;
             Arc::new(
-                LocalFileSystem::new_with_prefix(&c.directory)
-                    .map_err(build_err("FILESYSTEM"))?,
+                LocalFileSystem::new_with_prefix(&c.directory).map_err(build_err("FILESYSTEM"))?,
             )
         }
     };

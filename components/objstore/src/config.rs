@@ -77,7 +77,9 @@ pub fn parse_prom_duration(s: &str) -> Option<Duration> {
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let ms_per = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1_000,
@@ -416,10 +418,7 @@ impl BucketConfig {
                     ));
                 }
                 if !matches!(c.list_objects_version.as_str(), "" | "v1" | "v2") {
-                    return Err(invalid(
-                        "config.list_objects_version",
-                        "must be v1 or v2",
-                    ));
+                    return Err(invalid("config.list_objects_version", "must be v1 or v2"));
                 }
                 if c.part_size < 5 * 1024 * 1024 {
                     return Err(invalid(
@@ -428,14 +427,20 @@ impl BucketConfig {
                     ));
                 }
                 if !c.access_key.is_empty() && c.secret_key.is_empty() {
-                    return Err(invalid("config.secret_key", "access_key is set but secret_key is empty"));
+                    return Err(invalid(
+                        "config.secret_key",
+                        "access_key is set but secret_key is empty",
+                    ));
                 }
                 check_tls(&c.http_config, &invalid)?;
                 match c.sse_config.kind.as_str() {
                     "" | "SSE-S3" => {}
                     "SSE-KMS" => {
                         if c.sse_config.kms_key_id.is_empty() {
-                            return Err(invalid("config.sse_config.kms_key_id", "required for SSE-KMS"));
+                            return Err(invalid(
+                                "config.sse_config.kms_key_id",
+                                "required for SSE-KMS",
+                            ));
                         }
                         if !c.sse_config.kms_encryption_context.is_empty() {
                             return Err(invalid(
@@ -446,7 +451,10 @@ impl BucketConfig {
                     }
                     "SSE-C" => {
                         if c.sse_config.encryption_key.is_empty() {
-                            return Err(invalid("config.sse_config.encryption_key", "required for SSE-C"));
+                            return Err(invalid(
+                                "config.sse_config.encryption_key",
+                                "required for SSE-C",
+                            ));
                         }
                     }
                     _ => {
@@ -623,7 +631,10 @@ mod tests {
         assert_eq!(s3.max_retries, 3);
         assert_eq!(s3.sse_config.kms_key_id, "key-1");
         assert_eq!(s3.http_config.idle_conn_timeout.0, Duration::from_secs(90));
-        assert_eq!(s3.http_config.response_header_timeout.0, Duration::from_secs(5));
+        assert_eq!(
+            s3.http_config.response_header_timeout.0,
+            Duration::from_secs(5)
+        );
         assert_eq!(s3.http_config.tls_config.ca_file, "/etc/ca.pem");
         assert_eq!(c.unsupported_keys(), vec!["config.send_content_md5"]);
     }
@@ -637,7 +648,10 @@ mod tests {
         assert_eq!(s3.part_size, 64 * 1024 * 1024);
         assert!(s3.send_content_md5);
         assert_eq!(s3.bucket_lookup_type, BucketLookupType::Auto);
-        assert_eq!(s3.http_config.response_header_timeout.0, Duration::from_secs(120));
+        assert_eq!(
+            s3.http_config.response_header_timeout.0,
+            Duration::from_secs(120)
+        );
         assert_eq!(s3.http_config.idle_conn_timeout.0, Duration::from_secs(90));
         assert_eq!(c.prefix, "");
     }
@@ -673,22 +687,58 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_origin() {
         let cases: &[(&str, &[&str])] = &[
-            ("type: S3\nconfig:\n  bucket: b\n  bukket: x\n", &["bucket.yml", "bukket"]),
-            ("type: S3\nconfig:\n  bucket: b\n  http_config:\n    idle_timeout: 1s\n", &["idle_timeout"]),
-            ("type: S3\nconfig:\n  bucket: b\n  insecure: maybe\n", &["bucket.yml", "insecure"]),
-            ("type: S3\nconfig:\n  bucket: b\n  part_size: -1\n", &["part_size"]),
-            ("type: S3\nconfig:\n  bucket: b\n  part_size: 1024\n", &["config.part_size", "5 MiB"]),
-            ("type: S3\nconfig:\n  bucket: b\n  http_config:\n    idle_conn_timeout: soon\n", &["config.http_config", "soon", "line 5"]),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  bukket: x\n",
+                &["bucket.yml", "bukket"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  http_config:\n    idle_timeout: 1s\n",
+                &["idle_timeout"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  insecure: maybe\n",
+                &["bucket.yml", "insecure"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  part_size: -1\n",
+                &["part_size"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  part_size: 1024\n",
+                &["config.part_size", "5 MiB"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  http_config:\n    idle_conn_timeout: soon\n",
+                &["config.http_config", "soon", "line 5"],
+            ),
             ("type: S3\nconfig:\n  endpoint: x\n", &["config.bucket"]),
-            ("type: S3\nconfig:\n  bucket: b\n  signature_version2: true\n", &["signature_version2"]),
-            ("type: S3\nconfig:\n  bucket: b\n  sse_config:\n    type: SSE-X\n", &["sse_config.type"]),
-            ("type: S3\nconfig:\n  bucket: b\n  bucket_lookup_type: dns\n", &["bucket_lookup_type"]),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  signature_version2: true\n",
+                &["signature_version2"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  sse_config:\n    type: SSE-X\n",
+                &["sse_config.type"],
+            ),
+            (
+                "type: S3\nconfig:\n  bucket: b\n  bucket_lookup_type: dns\n",
+                &["bucket_lookup_type"],
+            ),
             ("type: S3\nconfig:\n  bucket: b\nprefx: p\n", &["prefx"]),
             ("type: SWIFT\nconfig:\n  container: c\n", &["SWIFT", "type"]),
             ("config:\n  bucket: b\n", &["type"]),
-            ("type: GCS\nconfig:\n  bucket: g\n  no_auth: true\n", &["no_auth"]),
-            ("type: AZURE\nconfig:\n  storage_account: a\n", &["config.container"]),
-            ("type: AZURE\nconfig:\n  storage_account: a\n  container: c\n  storage_connection_string: x\n", &["storage_connection_string"]),
+            (
+                "type: GCS\nconfig:\n  bucket: g\n  no_auth: true\n",
+                &["no_auth"],
+            ),
+            (
+                "type: AZURE\nconfig:\n  storage_account: a\n",
+                &["config.container"],
+            ),
+            (
+                "type: AZURE\nconfig:\n  storage_account: a\n  container: c\n  storage_connection_string: x\n",
+                &["storage_connection_string"],
+            ),
             ("type: FILESYSTEM\nconfig:\n  dir: /x\n", &["dir"]),
             ("type: FILESYSTEM\n", &["config.directory"]),
             ("type: [S3\n", &["bucket.yml"]),
@@ -696,7 +746,10 @@ mod tests {
         for (yaml, needles) in cases {
             let msg = err(yaml);
             for n in *needles {
-                assert!(msg.contains(n), "error for {yaml:?} should mention {n:?}: {msg}");
+                assert!(
+                    msg.contains(n),
+                    "error for {yaml:?} should mention {n:?}: {msg}"
+                );
             }
         }
     }
@@ -705,8 +758,14 @@ mod tests {
     fn prom_durations() {
         assert_eq!(parse_prom_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_prom_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_prom_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_prom_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_prom_duration("1h30m"),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_prom_duration("250ms"),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_prom_duration("1d"), Some(Duration::from_secs(86400)));
         for bad in ["", "s", "10", "1x", "-1s", "1.5s"] {
             assert_eq!(parse_prom_duration(bad), None, "{bad:?}");

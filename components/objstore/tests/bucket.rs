@@ -85,9 +85,11 @@ async fn conformance(bucket: &Bucket) {
 
 /// MinIO reports ready before it accepts bucket creation (`XMinioServerNotInitialized`); retry briefly.
 async fn create_bucket(minio: &Minio, name: &str) {
-    strata_e2e::wait_until("MinIO accepts CreateBucket", Duration::from_secs(30), || async {
-        minio.create_bucket(name).await.ok()
-    })
+    strata_e2e::wait_until(
+        "MinIO accepts CreateBucket",
+        Duration::from_secs(30),
+        || async { minio.create_bucket(name).await.ok() },
+    )
     .await
     .expect("create bucket");
 }
@@ -183,7 +185,10 @@ async fn minio_conformance_prefix_multipart() {
     // A small file is one PUT (no part suffix).
     let small = dir.path().join("small");
     std::fs::write(&small, b"small").expect("write small");
-    bucket.upload_file("blk/small", &small).await.expect("small");
+    bucket
+        .upload_file("blk/small", &small)
+        .await
+        .expect("small");
     let head = reqwest_etag(&minio, "conf", "pfx/blk/small").await;
     assert!(!head.contains('-'), "etag {head}");
 

@@ -26,21 +26,4 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A block directory is unusable (unreadable meta.json, missing index or chunks).
-    #[error("block {block}: {message}")]
-    CorruptBlock {
-        /// The block directory.
-        block: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// A bucket operation failed.
-    #[error("block {block}: {source}")]
-    Bucket {
-        /// The block id.
-        block: String,
-        /// The bucket error.
-        #[source]
-        source: strata_objstore::Error,
-    },
 }

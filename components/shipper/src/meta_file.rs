@@ -68,10 +68,11 @@ impl ShipperMeta {
             &mut data,
             serde_json::ser::PrettyFormatter::with_indent(b"\t"),
         );
-        self.serialize(&mut ser).map_err(|e| Error::BadShipperMeta {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        self.serialize(&mut ser)
+            .map_err(|e| Error::BadShipperMeta {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         data.push(b'\n');
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");

@@ -94,10 +94,16 @@ impl ObjectStore for Recording {
     ) -> BoxStream<'static, object_store::Result<ObjPath>> {
         self.inner.delete_stream(locations)
     }
-    fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    fn list(
+        &self,
+        prefix: Option<&ObjPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.inner.list(prefix)
     }
-    async fn list_with_delimiter(&self, prefix: Option<&ObjPath>) -> object_store::Result<ListResult> {
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjPath>,
+    ) -> object_store::Result<ListResult> {
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(
@@ -156,7 +162,8 @@ async fn ships_in_order_meta_last_with_thanos_section() {
     let bucket = Bucket::from_store(store.clone(), "rec");
     let a = make_block(tsdb.path(), 0, 1, 10);
     let b = make_block(tsdb.path(), 5000, 1, 10);
-    let local_meta_before = fs::read(tsdb.path().join(a.to_string()).join("meta.json")).expect("meta");
+    let local_meta_before =
+        fs::read(tsdb.path().join(a.to_string()).join("meta.json")).expect("meta");
     let (s, registry) = shipper(tsdb.path(), &bucket, ShipperOptions::default());
 
     let report = s.sync().await.expect("sync");
@@ -169,7 +176,11 @@ async fn ships_in_order_meta_last_with_thanos_section() {
                 .map(move |f| format!("{id}/{f}"))
         })
         .collect();
-    assert_eq!(store.puts(), expected, "chunks, index, meta.json last; no tombstones");
+    assert_eq!(
+        store.puts(),
+        expected,
+        "chunks, index, meta.json last; no tombstones"
+    );
 
     // Objects are the local bytes.
     let idx = bucket.get(&format!("{a}/index")).await.expect("index");
@@ -183,11 +194,18 @@ async fn ships_in_order_meta_last_with_thanos_section() {
     assert_eq!(t.source, "sidecar");
     assert_eq!(t.downsample.resolution, 0);
     assert_eq!(t.segment_files, vec!["000001", "000002"]);
-    let files: Vec<(String, i64)> = t.files.iter().map(|f| (f.rel_path.clone(), f.size_bytes)).collect();
+    let files: Vec<(String, i64)> = t
+        .files
+        .iter()
+        .map(|f| (f.rel_path.clone(), f.size_bytes))
+        .collect();
     assert_eq!(
         files,
         vec![
-            ("chunks/000001".to_string(), format!("seg1-{a}").len() as i64),
+            (
+                "chunks/000001".to_string(),
+                format!("seg1-{a}").len() as i64
+            ),
             ("chunks/000002".to_string(), 11),
             ("index".to_string(), format!("index-{a}").len() as i64),
             ("meta.json".to_string(), 0),
@@ -201,7 +219,10 @@ async fn ships_in_order_meta_last_with_thanos_section() {
     assert_eq!(shipped(tsdb.path()), vec![a, b]);
     let text = metrics(&registry);
     assert!(text.contains("strata_shipper_uploads_total 2"), "{text}");
-    assert!(!text.contains("strata_shipper_last_successful_upload_time 0.0"), "{text}");
+    assert!(
+        !text.contains("strata_shipper_last_successful_upload_time 0.0"),
+        "{text}"
+    );
 
     // A second sync uploads nothing.
     let report = s.sync().await.expect("sync 2");
@@ -217,7 +238,11 @@ async fn selection_rules() {
     let empty = make_block(tsdb.path(), 1000, 1, 0);
     let compacted = make_block(tsdb.path(), 2000, 2, 10);
     let marked = make_block(tsdb.path(), 3000, 1, 10);
-    fs::write(tsdb.path().join(marked.to_string()).join(DELETION_MARK), "{}").expect("mark");
+    fs::write(
+        tsdb.path().join(marked.to_string()).join(DELETION_MARK),
+        "{}",
+    )
+    .expect("mark");
     // A temporary dir as Prometheus leaves it, and a dir without meta.json.
     let tmp = format!("{}.tmp-for-creation", Ulid::new());
     fs::create_dir_all(tsdb.path().join(&tmp)).expect("tmp");
@@ -238,7 +263,10 @@ async fn selection_rules() {
     let (s, _r) = shipper(tsdb.path(), &bucket, opts);
     let report = s.sync().await.expect("sync compacted");
     assert_eq!(report.uploaded, vec![compacted]);
-    let m = bucket.get(&format!("{compacted}/meta.json")).await.expect("meta");
+    let m = bucket
+        .get(&format!("{compacted}/meta.json"))
+        .await
+        .expect("meta");
     let m = BlockMeta::from_slice(&m, Path::new("m")).expect("parse");
     assert_eq!(m.thanos.expect("thanos").source, "ruler");
 
@@ -252,7 +280,12 @@ async fn selection_rules() {
     let (s, _r) = shipper(tsdb2.path(), &bucket, opts);
     let report = s.sync().await.expect("sync min time");
     assert_eq!(report.uploaded, vec![new]);
-    assert!(!bucket.exists(&format!("{old}/meta.json")).await.expect("exists"));
+    assert!(
+        !bucket
+            .exists(&format!("{old}/meta.json"))
+            .await
+            .expect("exists")
+    );
 }
 
 #[tokio::test]
@@ -270,7 +303,11 @@ async fn crash_at_every_step_then_restart_ships_fully() {
         assert!(!report.failed.is_empty(), "n={n}: {report:?}");
         // Never a meta.json without all files of its block.
         for id in [a, b] {
-            if bucket.exists(&format!("{id}/meta.json")).await.expect("exists") {
+            if bucket
+                .exists(&format!("{id}/meta.json"))
+                .await
+                .expect("exists")
+            {
                 for f in ["chunks/000001", "chunks/000002", "index"] {
                     assert!(
                         bucket.exists(&format!("{id}/{f}")).await.expect("exists"),
@@ -289,7 +326,13 @@ async fn crash_at_every_step_then_restart_ships_fully() {
         let report = s.sync().await.expect("sync after restart");
         assert!(report.failed.is_empty(), "n={n}: {report:?}");
         for id in [a, b] {
-            assert!(bucket.exists(&format!("{id}/meta.json")).await.expect("exists"), "n={n}");
+            assert!(
+                bucket
+                    .exists(&format!("{id}/meta.json"))
+                    .await
+                    .expect("exists"),
+                "n={n}"
+            );
             let idx = bucket.get(&format!("{id}/index")).await.expect("index");
             assert_eq!(idx, format!("index-{id}"));
         }
@@ -319,7 +362,12 @@ async fn meta_in_bucket_is_recorded_without_reupload_and_file_is_trusted() {
     let report = s.sync().await.expect("sync");
     assert_eq!(report.already_in_bucket, vec![a]);
     assert!(report.uploaded.is_empty());
-    assert_eq!(store.puts().len(), 1, "only the test's own put: {:?}", store.puts());
+    assert_eq!(
+        store.puts().len(),
+        1,
+        "only the test's own put: {:?}",
+        store.puts()
+    );
     let mut got = shipped(tsdb.path());
     got.sort();
     let mut want = vec![a, b];
@@ -340,7 +388,11 @@ async fn corrupt_blocks_are_skipped_and_counted() {
     let no_index = make_block(tsdb.path(), 1000, 1, 10);
     fs::remove_file(tsdb.path().join(no_index.to_string()).join("index")).expect("rm index");
     let bad_meta = make_block(tsdb.path(), 2000, 1, 10);
-    fs::write(tsdb.path().join(bad_meta.to_string()).join("meta.json"), "{not json").expect("bad");
+    fs::write(
+        tsdb.path().join(bad_meta.to_string()).join("meta.json"),
+        "{not json",
+    )
+    .expect("bad");
     let later = make_block(tsdb.path(), 3000, 1, 10);
     // A garbage shipper file is overwritten, not fatal.
     fs::write(tsdb.path().join(SHIPPER_META_FILENAME), "garbage").expect("garbage");
@@ -349,9 +401,17 @@ async fn corrupt_blocks_are_skipped_and_counted() {
     let report = s.sync().await.expect("sync");
     assert_eq!(report.uploaded, vec![good, later]);
     assert_eq!(report.corrupted.len(), 2, "{report:?}");
-    assert!(!bucket.exists(&format!("{no_index}/meta.json")).await.expect("exists"));
+    assert!(
+        !bucket
+            .exists(&format!("{no_index}/meta.json"))
+            .await
+            .expect("exists")
+    );
     let text = metrics(&registry);
-    assert!(text.contains("strata_shipper_corrupted_blocks_total 2"), "{text}");
+    assert!(
+        text.contains("strata_shipper_corrupted_blocks_total 2"),
+        "{text}"
+    );
     assert_eq!(shipped(tsdb.path()), vec![good, later]);
 }
 

@@ -38,9 +38,11 @@ fn finished_blocks(data: &Path) -> Vec<Ulid> {
 #[tokio::test]
 async fn ships_real_prometheus_blocks_to_minio() {
     let minio = Minio::start().await.expect("minio");
-    wait_until("MinIO accepts CreateBucket", Duration::from_secs(30), || async {
-        minio.create_bucket("blocks").await.ok()
-    })
+    wait_until(
+        "MinIO accepts CreateBucket",
+        Duration::from_secs(30),
+        || async { minio.create_bucket("blocks").await.ok() },
+    )
     .await
     .expect("create bucket");
     let cfg = BucketConfig::parse(&minio.objstore_yaml("blocks"), "minio.yml").expect("config");
@@ -84,9 +86,15 @@ async fn ships_real_prometheus_blocks_to_minio() {
     .expect("a block");
 
     let report = shipper.sync().await.expect("sync");
-    assert!(report.failed.is_empty() && report.corrupted.is_empty(), "{report:?}");
+    assert!(
+        report.failed.is_empty() && report.corrupted.is_empty(),
+        "{report:?}"
+    );
     for id in &blocks {
-        assert!(report.uploaded.contains(id), "{id} not uploaded: {report:?}");
+        assert!(
+            report.uploaded.contains(id),
+            "{id} not uploaded: {report:?}"
+        );
     }
     let file = ShipperMeta::read(&data.join(SHIPPER_META_FILENAME))
         .expect("read")
@@ -99,7 +107,9 @@ async fn ships_real_prometheus_blocks_to_minio() {
     for id in &blocks {
         let local = data.join(id.to_string());
         let mut objects = bucket.list_recursive(&id.to_string()).await.expect("list");
-        objects.iter_mut().for_each(|o| *o = o[id.to_string().len() + 1..].to_string());
+        objects
+            .iter_mut()
+            .for_each(|o| *o = o[id.to_string().len() + 1..].to_string());
         assert_eq!(objects, local_files(&local), "objects of {id}");
         let copy = download.path().join(id.to_string());
         std::fs::create_dir_all(copy.join("chunks")).expect("mkdir");
@@ -112,11 +122,17 @@ async fn ships_real_prometheus_blocks_to_minio() {
             let want = std::fs::read(local.join(rel)).expect("local file");
             assert!(got == want[..], "{id}/{rel} differs from the local file");
         }
-        let up = BlockMeta::from_slice(&std::fs::read(copy.join("meta.json")).expect("meta"), Path::new("meta.json"))
-            .expect("uploaded meta parses");
+        let up = BlockMeta::from_slice(
+            &std::fs::read(copy.join("meta.json")).expect("meta"),
+            Path::new("meta.json"),
+        )
+        .expect("uploaded meta parses");
         let local_meta = BlockMeta::read_from_dir(&local).expect("local meta");
         assert!(local_meta.thanos.is_none(), "local meta.json was modified");
-        assert_eq!((up.min_time, up.max_time), (local_meta.min_time, local_meta.max_time));
+        assert_eq!(
+            (up.min_time, up.max_time),
+            (local_meta.min_time, local_meta.max_time)
+        );
         let t = up.thanos.expect("thanos section");
         assert_eq!(t.labels, Some(labels.clone()));
         assert_eq!(t.source, "sidecar");
@@ -142,5 +158,8 @@ async fn ships_real_prometheus_blocks_to_minio() {
 
     // Nothing is shipped twice.
     let again = shipper.sync().await.expect("sync again");
-    assert!(again.uploaded.iter().all(|id| !blocks.contains(id)), "{again:?}");
+    assert!(
+        again.uploaded.iter().all(|id| !blocks.contains(id)),
+        "{again:?}"
+    );
 }
