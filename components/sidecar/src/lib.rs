@@ -3,8 +3,13 @@
 //! Series come from Prometheus's streamed remote read ([`remote_read`]), labels from its HTTP API
 //! ([`prom`]); external labels are read from Prometheus's configuration and added to every series.
 
+pub mod matchers;
 pub mod prom;
 pub mod remote_read;
+mod run;
+pub mod store;
+
+pub use run::{RunError, Sidecar, SidecarConfig, TlsConfig, run};
 
 /// The Prometheus remote-read protobuf messages (package `prometheus`, the subset the sidecar needs).
 #[allow(missing_docs)]
