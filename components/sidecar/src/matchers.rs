@@ -37,7 +37,12 @@ pub fn compile(matchers: &[LabelMatcher]) -> Result<Vec<Compiled>, String> {
                 Ok(Type::Neq) => MatchKind::NotEqual,
                 Ok(Type::Re) => MatchKind::Regex,
                 Ok(Type::Nre) => MatchKind::NotRegex,
-                Err(_) => return Err(format!("matcher on {:?}: unknown type {}", m.name, m.r#type)),
+                Err(_) => {
+                    return Err(format!(
+                        "matcher on {:?}: unknown type {}",
+                        m.name, m.r#type
+                    ));
+                }
             };
             let regex = match kind {
                 MatchKind::Regex | MatchKind::NotRegex => Some(
@@ -110,13 +115,21 @@ mod tests {
         assert!(!c[0].matches("xfoo"));
         let err = compile(&[m(Type::Re, "a", "(")]).expect_err("invalid");
         assert!(err.contains("invalid regex"), "{err}");
-        assert!(compile(&[LabelMatcher { r#type: 9, name: "a".into(), value: String::new() }]).is_err());
+        assert!(
+            compile(&[LabelMatcher {
+                r#type: 9,
+                name: "a".into(),
+                value: String::new()
+            }])
+            .is_err()
+        );
     }
 
     #[test]
     fn external_label_matchers_are_checked_and_removed() {
         let ext = [l("cluster", "eu"), l("replica", "0")];
-        let ok = compile(&[m(Type::Eq, "cluster", "eu"), m(Type::Re, "job", "p.*")]).expect("valid");
+        let ok =
+            compile(&[m(Type::Eq, "cluster", "eu"), m(Type::Re, "job", "p.*")]).expect("valid");
         let rest = strip_external(ok, &ext).expect("matches");
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].matcher.name, "job");

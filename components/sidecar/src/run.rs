@@ -110,7 +110,8 @@ pub struct Sidecar {
 }
 
 fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, RunError> {
-    std::fs::read(path).map_err(|e| RunError::Config(format!("read {what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| RunError::Config(format!("read {what} {}: {e}", path.display())))
 }
 
 fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, RunError> {
@@ -120,7 +121,10 @@ fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, RunError> {
     );
     let mut config = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read_file(ca, "--grpc-server-tls-client-ca")?));
+        config = config.client_ca_root(Certificate::from_pem(read_file(
+            ca,
+            "--grpc-server-tls-client-ca",
+        )?));
     }
     Ok(config)
 }
@@ -156,7 +160,10 @@ impl Sidecar {
                     url: client.url().to_string(), waited: started.elapsed(), last }),
             }
         }
-        let external = client.external_labels().await.map_err(RunError::Prometheus)?;
+        let external = client
+            .external_labels()
+            .await
+            .map_err(RunError::Prometheus)?;
         if external.is_empty() {
             return Err(RunError::NoExternalLabels {
                 url: client.url().to_string(),

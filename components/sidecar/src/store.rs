@@ -17,10 +17,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::Error;
 use crate::matchers::{Compiled, compile, extend_sorted, strip_external};
 use crate::pb::{ChunkedSeries, Label};
 use crate::prom::{Matcher, PrometheusClient, Range};
-use crate::Error;
 
 /// Series responses buffered between Prometheus and the gRPC stream; a slow client stops the reading
 /// of Prometheus's body once this many are queued.
@@ -181,7 +181,10 @@ fn to_series(
         .into_iter()
         .map(|c| {
             let enc = map_encoding(c.r#type).ok_or_else(|| {
-                Status::internal(format!("prometheus sent a chunk with unknown encoding {}", c.r#type))
+                Status::internal(format!(
+                    "prometheus sent a chunk with unknown encoding {}",
+                    c.r#type
+                ))
             })?;
             Ok(AggrChunk {
                 min_time: c.min_time_ms,
@@ -215,7 +218,9 @@ impl Batcher {
             });
         }
         self.buf.push(s);
-        (self.buf.len() >= self.batch).then(|| self.flush()).flatten()
+        (self.buf.len() >= self.batch)
+            .then(|| self.flush())
+            .flatten()
     }
 
     fn flush(&mut self) -> Option<SeriesResponse> {
@@ -267,7 +272,9 @@ fn plan(state: &State, r: SeriesRequest) -> Result<Option<Plan>, Status> {
         drop: r.without_replica_labels,
         limit: usize::try_from(r.limit).unwrap_or(0),
         skip_chunks: r.skip_chunks,
-        batch: usize::try_from(r.response_batch_size).unwrap_or(1).clamp(1, MAX_BATCH),
+        batch: usize::try_from(r.response_batch_size)
+            .unwrap_or(1)
+            .clamp(1, MAX_BATCH),
     }))
 }
 
@@ -296,7 +303,11 @@ async fn stream_labels_only(
         .map(|set| extend_sorted(set, &plan.external, &plan.drop))
         .collect();
     sets.sort_by(|a, b| {
-        let key = |s: &Vec<Label>| s.iter().map(|l| (l.name.clone(), l.value.clone())).collect::<Vec<_>>();
+        let key = |s: &Vec<Label>| {
+            s.iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect::<Vec<_>>()
+        };
         key(a).cmp(&key(b))
     });
     for labels in sets {
