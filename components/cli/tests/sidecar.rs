@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use strata_e2e::{Process, Prometheus, free_port, wait_until};
+use strata_e2e::{Process, Prometheus, free_port};
 
 fn sidecar_command(prometheus_url: &str, grpc: u16, http: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));

@@ -191,7 +191,7 @@ fn to_series(
                 max_time: c.max_time_ms,
                 raw: Some(tpb::Chunk {
                     r#type: enc as i32,
-                    data: c.data.into(),
+                    data: c.data,
                     hash: 0,
                 }),
                 ..Default::default()
@@ -319,10 +319,10 @@ async fn stream_labels_only(
             chunks: Vec::new(),
         };
         sent += 1;
-        if let Some(resp) = batcher.push(s) {
-            if tx.send(Ok(resp)).await.is_err() {
-                return Ok(());
-            }
+        if let Some(resp) = batcher.push(s)
+            && tx.send(Ok(resp)).await.is_err()
+        {
+            return Ok(());
         }
     }
 
@@ -341,10 +341,10 @@ fn label_range(start: i64, end: i64, limit: i64) -> Range {
 }
 
 fn truncate(v: &mut Vec<String>, limit: i64) {
-    if let Ok(l) = usize::try_from(limit) {
-        if l > 0 {
-            v.truncate(l);
-        }
+    if let Ok(l) = usize::try_from(limit)
+        && l > 0
+    {
+        v.truncate(l);
     }
 }
 
@@ -507,10 +507,10 @@ async fn stream_remote(
         };
         let s = to_series(series, &plan.external, &plan.drop)?;
         sent += 1;
-        if let Some(resp) = batcher.push(s) {
-            if tx.send(Ok(resp)).await.is_err() {
-                return Ok(());
-            }
+        if let Some(resp) = batcher.push(s)
+            && tx.send(Ok(resp)).await.is_err()
+        {
+            return Ok(());
         }
     }
     if let Some(resp) = batcher.flush() {

@@ -97,10 +97,10 @@ fn samples(s: &Series, start: i64, end: i64) -> Vec<(i64, f64)> {
         // Thanos XOR (0) is Prometheus encoding 1.
         let chunk = Chunk::new(1, raw.data.clone().into()).expect("chunk");
         for sample in chunk.samples().expect("decode") {
-            if let Sample::Float { t, v } = sample {
-                if t >= start && t <= end {
-                    out.push((t, v));
-                }
+            match sample {
+                Sample::Float { t, v } if t >= start && t <= end => out.push((t, v)),
+                Sample::Float { .. } => {}
+                other => panic!("`up` has float samples only, got {other:?}"),
             }
         }
     }
