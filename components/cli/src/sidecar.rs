@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
-use strata_sidecar::{RunError, SidecarConfig, TlsConfig};
+use strata_sidecar::{RunError, ServerTlsFiles, SidecarConfig};
 
 use crate::exit::ConfigError;
 
@@ -82,7 +82,7 @@ impl SidecarArgs {
         c.ready_timeout = self.ready_timeout;
         c.refresh_interval = self.refresh_interval;
         c.tls = match (&self.grpc_server_tls_cert, &self.grpc_server_tls_key) {
-            (Some(cert), Some(key)) => Some(TlsConfig {
+            (Some(cert), Some(key)) => Some(ServerTlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: self.grpc_server_tls_client_ca.clone(),

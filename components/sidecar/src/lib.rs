@@ -9,7 +9,8 @@ pub mod remote_read;
 mod run;
 pub mod store;
 
-pub use run::{RunError, Sidecar, SidecarConfig, TlsConfig, run};
+pub use run::{RunError, Sidecar, SidecarConfig, run};
+pub use strata_storeapi::ServerTlsFiles;
 
 /// The Prometheus remote-read protobuf messages (package `prometheus`, the subset the sidecar needs).
 #[allow(missing_docs)]

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use strata_runtime::{Readiness, Shutdown};
-use strata_storeapi::pb::info::info_server::InfoServer;
-use strata_storeapi::pb::thanos::store_server::StoreServer;
+use strata_storeapi::{Listen, ServerOptions, ServerTlsFiles};
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::prom::PrometheusClient;
 use crate::store::{Metrics, SidecarStore, State};
@@ -58,17 +56,6 @@ pub enum RunError {
     Serve(String),
 }
 
-/// TLS for the gRPC server (PEM files).
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    /// Server certificate chain.
-    pub cert: PathBuf,
-    /// Server private key.
-    pub key: PathBuf,
-    /// When set, clients must present a certificate signed by this CA.
-    pub client_ca: Option<PathBuf>,
-}
-
 /// Everything the sidecar needs to run.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
@@ -79,7 +66,7 @@ pub struct SidecarConfig {
     /// Where the StoreAPI and Info gRPC services listen.
     pub grpc_address: SocketAddr,
     /// Optional TLS for the gRPC server.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ServerTlsFiles>,
     /// How long to wait for Prometheus to become ready at start.
     pub ready_timeout: Duration,
     /// How often external labels are re-read and Prometheus's health is checked.
@@ -105,28 +92,8 @@ impl SidecarConfig {
 pub struct Sidecar {
     state: Arc<State>,
     listener: TcpListener,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<ServerTlsFiles>,
     refresh_interval: Duration,
-}
-
-fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, RunError> {
-    std::fs::read(path)
-        .map_err(|e| RunError::Config(format!("read {what} {}: {e}", path.display())))
-}
-
-fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, RunError> {
-    let identity = Identity::from_pem(
-        read_file(&tls.cert, "--grpc-server-tls-cert")?,
-        read_file(&tls.key, "--grpc-server-tls-key")?,
-    );
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &tls.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read_file(
-            ca,
-            "--grpc-server-tls-client-ca",
-        )?));
-    }
-    Ok(config)
 }
 
 impl Sidecar {
@@ -137,7 +104,12 @@ impl Sidecar {
         registry: &mut Registry,
         shutdown: &Shutdown,
     ) -> Result<Self, RunError> {
-        let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        if let Some(tls) = &config.tls {
+            // Fail at start, not at serve, on unreadable or invalid PEM files.
+            tls.load()
+                .map_err(|e| RunError::Config(format!("grpc server tls: {e}")))?;
+        }
+        let tls = config.tls.clone();
         let client = PrometheusClient::new(&config.prometheus_url, Duration::from_secs(5))
             .map_err(|e| RunError::Config(e.to_string()))?;
         let started = tokio::time::Instant::now();
@@ -210,18 +182,18 @@ impl Sidecar {
             shutdown.clone(),
         ));
         let svc = SidecarStore::new(self.state.clone());
-        let mut builder = Server::builder();
-        if let Some(tls) = self.tls {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| RunError::Config(format!("grpc server tls: {e}")))?;
-        }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
-        let result = builder
-            .add_service(StoreServer::new(svc.clone()))
-            .add_service(InfoServer::new(svc))
-            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
-            .await;
+        let opts = ServerOptions {
+            tls: self.tls,
+            ..ServerOptions::default()
+        };
+        let result = strata_storeapi::serve(
+            Listen::Listener(self.listener),
+            svc.clone(),
+            svc,
+            opts,
+            async move { shutdown.cancelled().await },
+        )
+        .await;
         refresher.abort();
         result.map_err(|e| RunError::Serve(e.to_string()))
     }

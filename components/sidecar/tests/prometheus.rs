@@ -442,23 +442,26 @@ async fn serves_over_tls() {
     std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).expect("write");
 
     let mut cfg = config(p.url());
-    cfg.tls = Some(strata_sidecar::TlsConfig {
+    cfg.tls = Some(strata_sidecar::ServerTlsFiles {
         cert: dir.path().join("tls.crt"),
         key: dir.path().join("tls.key"),
         client_ca: None,
     });
     let sc = start_sidecar(cfg).await.expect("sidecar");
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://localhost:{}", sc.addr.port()))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
+    std::fs::write(dir.path().join("ca.crt"), ca.pem()).expect("write");
+    let opts = strata_storeapi::ClientOptions {
+        tls: Some(strata_storeapi::ClientTlsFiles {
+            ca: Some(dir.path().join("ca.crt")),
+            cert: None,
+            key: None,
+            server_name: Some("localhost".into()),
+        }),
+        ..Default::default()
+    };
+    let mut c = strata_storeapi::connect(&format!("127.0.0.1:{}", sc.addr.port()), &opts)
         .await
-        .expect("connect over TLS");
-    let mut c = StoreClient::new(channel);
+        .expect("connect over TLS")
+        .store;
     let (s, _) = series(
         &mut c,
         SeriesRequest {
