@@ -2,6 +2,7 @@
 //! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
 
 mod exit;
+mod sidecar;
 mod tools;
 mod version;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print the version, the git commit and the compiler it was built with.
     Version,
+    /// Serve a Prometheus's data over the StoreAPI (gRPC), next to it.
+    Sidecar(sidecar::SidecarArgs),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Version => version::print(),
+        Command::Sidecar(args) => sidecar::run(args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

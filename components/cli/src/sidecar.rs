@@ -1,0 +1,141 @@
+//! `strata sidecar`: serves a Prometheus's data over the StoreAPI. Flags here; the work is in
+//! `strata-sidecar`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
+use strata_sidecar::{RunError, ServerTlsFiles, SidecarConfig};
+
+use crate::exit::ConfigError;
+
+/// `strata sidecar` flags (names as in `thanos sidecar`).
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// URL of the Prometheus to serve.
+    #[arg(
+        long = "prometheus.url",
+        env = "STRATA_PROMETHEUS_URL",
+        default_value = "http://localhost:9090"
+    )]
+    prometheus_url: String,
+
+    /// Prometheus's TSDB directory (read by the block shipper).
+    #[arg(long = "tsdb.path", env = "STRATA_TSDB_PATH", default_value = "./data")]
+    tsdb_path: PathBuf,
+
+    /// Address of the StoreAPI and Info gRPC server.
+    #[arg(
+        long = "grpc-address",
+        env = "STRATA_GRPC_ADDRESS",
+        default_value = "0.0.0.0:10901"
+    )]
+    grpc_address: SocketAddr,
+
+    /// TLS certificate (PEM) of the gRPC server; enables TLS together with the key.
+    #[arg(
+        long = "grpc-server-tls-cert",
+        env = "STRATA_GRPC_SERVER_TLS_CERT",
+        requires = "grpc_server_tls_key"
+    )]
+    grpc_server_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of the gRPC server.
+    #[arg(
+        long = "grpc-server-tls-key",
+        env = "STRATA_GRPC_SERVER_TLS_KEY",
+        requires = "grpc_server_tls_cert"
+    )]
+    grpc_server_tls_key: Option<PathBuf>,
+
+    /// CA (PEM) that client certificates must be signed by; enables mutual TLS.
+    #[arg(
+        long = "grpc-server-tls-client-ca",
+        env = "STRATA_GRPC_SERVER_TLS_CLIENT_CA",
+        requires = "grpc_server_tls_cert"
+    )]
+    grpc_server_tls_client_ca: Option<PathBuf>,
+
+    /// How long to wait for Prometheus to become ready at start.
+    #[arg(long = "prometheus.ready_timeout", env = "STRATA_PROMETHEUS_READY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
+    ready_timeout: Duration,
+
+    /// How often Prometheus's external labels are re-read.
+    #[arg(long = "prometheus.refresh-interval", env = "STRATA_PROMETHEUS_REFRESH_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    refresh_interval: Duration,
+
+    // TODO(integrator): `--objstore.config` / `--objstore.config-file` go here, and the shipper loop
+    // (strata-shipper) starts next to `strata_sidecar::run` below, updating the Info min time.
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl SidecarArgs {
+    fn config(&self) -> SidecarConfig {
+        let mut c = SidecarConfig::new(&self.prometheus_url, self.grpc_address);
+        c.tsdb_path = Some(self.tsdb_path.clone());
+        c.ready_timeout = self.ready_timeout;
+        c.refresh_interval = self.refresh_interval;
+        c.tls = match (&self.grpc_server_tls_cert, &self.grpc_server_tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.grpc_server_tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+        c
+    }
+}
+
+/// Runs the sidecar until SIGTERM/SIGINT.
+pub fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    init_logging(args.server.log_level, args.server.log_format).context("set up logging")?;
+    let runtime = tokio::runtime::Runtime::new().context("start async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: SidecarArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals().context("install signal handlers")?;
+    let readiness = Readiness::new();
+    let mut registry = Registry::default();
+    let config = args.config();
+    let admin = AdminServer::bind(args.server.http_address)
+        .await
+        .context(ConfigError(format!(
+            "--http-address {}",
+            args.server.http_address
+        )))?;
+    // The sidecar registers its metrics before the registry is shared with /metrics.
+    let started = strata_sidecar::Sidecar::start(config, &mut registry, &shutdown).await;
+    let sidecar = match started {
+        Ok(s) => s,
+        Err(
+            e @ (RunError::NoExternalLabels { .. } | RunError::Config(_) | RunError::Bind { .. }),
+        ) => {
+            return Err(anyhow::Error::new(e).context(ConfigError("sidecar configuration".into())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let router = admin_router(Arc::new(registry), readiness.clone());
+    let admin_task = tokio::spawn(admin.serve(router, shutdown.clone()));
+    if let Ok(addr) = sidecar.local_addr() {
+        tracing::info!(%addr, prometheus = %args.prometheus_url, "serving StoreAPI");
+    }
+    readiness.set(true);
+    let served = strata_runtime::run_until_shutdown(
+        sidecar.serve(shutdown.clone()),
+        &shutdown,
+        args.server.shutdown_timeout,
+    )
+    .await;
+    readiness.set(false);
+    served.context("shutdown")??;
+    admin_task.await.context("admin server task")??;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! `strata-sidecar`: serves one Prometheus server's live data over the Thanos-compatible StoreAPI.
+//!
+//! Series come from Prometheus's streamed remote read ([`remote_read`]), labels from its HTTP API
+//! ([`prom`]); external labels are read from Prometheus's configuration and added to every series.
+
+pub mod matchers;
+pub mod prom;
+pub mod remote_read;
+mod run;
+pub mod store;
+
+pub use run::{RunError, Sidecar, SidecarConfig, run};
+pub use strata_storeapi::ServerTlsFiles;
+
+/// The Prometheus remote-read protobuf messages (package `prometheus`, the subset the sidecar needs).
+#[allow(missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
+/// Errors of the sidecar.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `--prometheus.url` is not a usable URL.
+    #[error("prometheus url {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// Prometheus could not be reached.
+    #[error("request {url}: {reason}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What the HTTP client said.
+        reason: String,
+    },
+    /// Prometheus answered with an unexpected HTTP status.
+    #[error("request {url}: HTTP {status}: {body}")]
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// Prometheus's API answered with an error.
+    #[error("request {url}: {error_type}: {error}")]
+    Api {
+        /// The URL requested.
+        url: String,
+        /// Prometheus's `errorType`.
+        error_type: String,
+        /// Prometheus's `error`.
+        error: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("decode answer of {url}: {reason}")]
+    Json {
+        /// The URL requested.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An answer was larger than allowed.
+    #[error("answer of {url} is larger than {max} bytes")]
+    BodyTooLarge {
+        /// The URL requested.
+        url: String,
+        /// The limit.
+        max: usize,
+    },
+    /// Prometheus's configuration YAML did not parse.
+    #[error("parse prometheus configuration: {0}")]
+    ConfigYaml(String),
+    /// Remote read answered with something other than streamed chunks.
+    #[error(
+        "remote read {url}: unexpected content type {content_type:?} (need streamed XOR chunks, Prometheus >= 2.13)"
+    )]
+    ContentType {
+        /// The URL requested.
+        url: String,
+        /// What it answered with.
+        content_type: String,
+    },
+    /// Snappy compression of the request failed.
+    #[error("snappy-compress remote read request: {0}")]
+    Snappy(String),
+    /// A frame announced more bytes than allowed.
+    #[error("remote read frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame length varint was malformed.
+    #[error("remote read frame length is not a valid varint")]
+    FrameLength,
+    /// A frame's CRC32-Castagnoli did not match its data.
+    #[error("remote read frame checksum mismatch: header {expected:#010x}, data {actual:#010x}")]
+    FrameChecksum {
+        /// The checksum in the frame header.
+        expected: u32,
+        /// The checksum of the data received.
+        actual: u32,
+    },
+    /// The body ended inside a frame.
+    #[error("remote read body ended inside a frame ({buffered} bytes left over)")]
+    TruncatedFrame {
+        /// Bytes of the incomplete frame.
+        buffered: usize,
+    },
+    /// A frame's protobuf did not decode.
+    #[error("decode remote read frame")]
+    DecodeFrame(#[source] prost::DecodeError),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,543 @@
+//! The StoreAPI (`thanos.Store`) and Info services over one Prometheus.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use strata_storeapi::pb::info::{InfoRequest, InfoResponse, StoreInfo, info_server::Info};
+use strata_storeapi::pb::thanos::{
+    self as tpb, AggrChunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    LabelValuesResponse, SeriesBatch, SeriesRequest, SeriesResponse, ZLabelSet, chunk::Encoding,
+    series_response, store_server::Store,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+use crate::matchers::{Compiled, compile, extend_sorted, strip_external};
+use crate::pb::{ChunkedSeries, Label};
+use crate::prom::{Matcher, PrometheusClient, Range};
+
+/// Series responses buffered between Prometheus and the gRPC stream; a slow client stops the reading
+/// of Prometheus's body once this many are queued.
+const CHANNEL_CAPACITY: usize = 8;
+/// The most series put into one `SeriesBatch`.
+const MAX_BATCH: usize = 10_000;
+
+/// The sidecar's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// 1 when the last request to Prometheus succeeded.
+    pub prometheus_up: Gauge,
+    /// Series requests by outcome.
+    pub series_requests: Family<Vec<(&'static str, &'static str)>, Counter>,
+}
+
+impl Metrics {
+    /// Registers the metrics in `registry` (names prefixed `strata_sidecar_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let sub = registry.sub_registry_with_prefix("strata_sidecar");
+        sub.register(
+            "prometheus_up",
+            "Whether the last request to Prometheus succeeded",
+            m.prometheus_up.clone(),
+        );
+        sub.register(
+            "series_requests",
+            "StoreAPI Series requests by outcome",
+            m.series_requests.clone(),
+        );
+        m
+    }
+
+    fn series_outcome(&self, outcome: &'static str) {
+        self.series_requests
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+}
+
+/// What the services share: the Prometheus client, the current external labels and time range.
+#[derive(Debug)]
+pub struct State {
+    client: PrometheusClient,
+    external: RwLock<Vec<Label>>,
+    min_time: AtomicI64,
+    metrics: Metrics,
+}
+
+impl State {
+    /// State over `client` with `external` labels (sorted by name).
+    pub fn new(client: PrometheusClient, external: Vec<Label>, metrics: Metrics) -> Self {
+        Self {
+            client,
+            external: RwLock::new(external),
+            min_time: AtomicI64::new(i64::MIN),
+            metrics,
+        }
+    }
+
+    /// The Prometheus client.
+    pub fn client(&self) -> &PrometheusClient {
+        &self.client
+    }
+
+    /// The external labels now in force.
+    pub fn external_labels(&self) -> Vec<Label> {
+        match self.external.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the external labels (after a configuration reload).
+    pub fn set_external_labels(&self, labels: Vec<Label>) {
+        match self.external.write() {
+            Ok(mut g) => *g = labels,
+            Err(poisoned) => *poisoned.into_inner() = labels,
+        }
+    }
+
+    /// The lowest time advertised by Info (`i64::MIN` until something, e.g. the shipper, sets it).
+    pub fn set_min_time(&self, min_time: i64) {
+        self.min_time.store(min_time, Ordering::Relaxed);
+    }
+
+    /// Records whether Prometheus answered.
+    pub fn set_up(&self, up: bool) {
+        self.metrics.prometheus_up.set(i64::from(up));
+    }
+
+    fn observe<T>(&self, r: &Result<T, Error>) {
+        match r {
+            Err(Error::Http { .. }) => self.set_up(false),
+            Err(Error::Status { status, .. }) if *status >= 500 => self.set_up(false),
+            _ => self.set_up(true),
+        }
+    }
+}
+
+/// Maps an error talking to Prometheus to a gRPC status.
+pub fn to_status(e: &Error) -> Status {
+    match e {
+        Error::Http { .. } => Status::unavailable(format!("prometheus unreachable: {e}")),
+        Error::Status { status, .. } if *status >= 500 || *status == 429 => {
+            Status::unavailable(e.to_string())
+        }
+        Error::Status { .. } => Status::invalid_argument(e.to_string()),
+        Error::Api { error_type, .. } if error_type == "bad_data" => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// The StoreAPI and Info services of the sidecar.
+#[derive(Debug, Clone)]
+pub struct SidecarStore {
+    state: Arc<State>,
+}
+
+impl SidecarStore {
+    /// Services over `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+fn to_thanos_labels(labels: Vec<Label>) -> Vec<tpb::Label> {
+    labels
+        .into_iter()
+        .map(|l| tpb::Label {
+            name: l.name,
+            value: l.value,
+        })
+        .collect()
+}
+
+/// Maps Prometheus's chunk encodings (1 XOR, 2 histogram, 3 float histogram) to Thanos's (0, 1, 2).
+fn map_encoding(prom: i32) -> Option<Encoding> {
+    match prom {
+        1 => Some(Encoding::Xor),
+        2 => Some(Encoding::Histogram),
+        3 => Some(Encoding::FloatHistogram),
+        _ => None,
+    }
+}
+
+fn to_series(
+    series: ChunkedSeries,
+    external: &[Label],
+    drop: &[String],
+) -> Result<tpb::Series, Status> {
+    let labels = extend_sorted(series.labels, external, drop);
+    let chunks = series
+        .chunks
+        .into_iter()
+        .map(|c| {
+            let enc = map_encoding(c.r#type).ok_or_else(|| {
+                Status::internal(format!(
+                    "prometheus sent a chunk with unknown encoding {}",
+                    c.r#type
+                ))
+            })?;
+            Ok(AggrChunk {
+                min_time: c.min_time_ms,
+                max_time: c.max_time_ms,
+                raw: Some(tpb::Chunk {
+                    r#type: enc as i32,
+                    data: c.data,
+                    hash: 0,
+                }),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(tpb::Series {
+        labels: to_thanos_labels(labels),
+        chunks,
+    })
+}
+
+/// Groups series into responses of `batch` series (1 = plain `Series` responses).
+struct Batcher {
+    batch: usize,
+    buf: Vec<tpb::Series>,
+}
+
+impl Batcher {
+    fn push(&mut self, s: tpb::Series) -> Option<SeriesResponse> {
+        if self.batch <= 1 {
+            return Some(SeriesResponse {
+                result: Some(series_response::Result::Series(s)),
+            });
+        }
+        self.buf.push(s);
+        (self.buf.len() >= self.batch)
+            .then(|| self.flush())
+            .flatten()
+    }
+
+    fn flush(&mut self) -> Option<SeriesResponse> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        Some(SeriesResponse {
+            result: Some(series_response::Result::Batch(SeriesBatch {
+                series: std::mem::take(&mut self.buf),
+            })),
+        })
+    }
+}
+
+/// A validated Series request.
+struct Plan {
+    start: i64,
+    end: i64,
+    matchers: Vec<Matcher>,
+    external: Vec<Label>,
+    drop: Vec<String>,
+    limit: usize,
+    skip_chunks: bool,
+    batch: usize,
+}
+
+fn plan(state: &State, r: SeriesRequest) -> Result<Option<Plan>, Status> {
+    if r.min_time > r.max_time {
+        return Err(Status::invalid_argument(format!(
+            "min_time {} is after max_time {}",
+            r.min_time, r.max_time
+        )));
+    }
+    let compiled = compile(&r.matchers).map_err(Status::invalid_argument)?;
+    let external = state.external_labels();
+    let Some(rest) = strip_external(compiled, &external) else {
+        return Ok(None);
+    };
+    if rest.is_empty() {
+        return Err(Status::invalid_argument(
+            "no matchers left after removing those on external labels",
+        ));
+    }
+    Ok(Some(Plan {
+        start: r.min_time,
+        end: r.max_time,
+        matchers: rest.into_iter().map(|c: Compiled| c.matcher).collect(),
+        external,
+        drop: r.without_replica_labels,
+        limit: usize::try_from(r.limit).unwrap_or(0),
+        skip_chunks: r.skip_chunks,
+        batch: usize::try_from(r.response_batch_size)
+            .unwrap_or(1)
+            .clamp(1, MAX_BATCH),
+    }))
+}
+
+/// Reads the label sets of `plan` (`skip_chunks`) from Prometheus's series API and sends them into `tx` until done or the client left.
+async fn stream_labels_only(
+    state: Arc<State>,
+    plan: Plan,
+    tx: mpsc::Sender<Result<SeriesResponse, Status>>,
+) -> Result<(), Status> {
+    let mut batcher = Batcher {
+        batch: plan.batch,
+        buf: Vec::new(),
+    };
+    let mut sent = 0usize;
+    let limit_reached = |sent: usize| plan.limit > 0 && sent >= plan.limit;
+    let range = Range {
+        start: Some(plan.start),
+        end: Some(plan.end),
+        limit: (plan.limit > 0).then_some(plan.limit as u64),
+    };
+    let r = state.client.series(&plan.matchers, range).await;
+    state.observe(&r);
+    let mut sets: Vec<Vec<Label>> = r
+        .map_err(|e| to_status(&e))?
+        .into_iter()
+        .map(|set| extend_sorted(set, &plan.external, &plan.drop))
+        .collect();
+    sets.sort_by(|a, b| {
+        let key = |s: &Vec<Label>| {
+            s.iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect::<Vec<_>>()
+        };
+        key(a).cmp(&key(b))
+    });
+    for labels in sets {
+        if limit_reached(sent) {
+            break;
+        }
+        let s = tpb::Series {
+            labels: to_thanos_labels(labels),
+            chunks: Vec::new(),
+        };
+        sent += 1;
+        if let Some(resp) = batcher.push(s)
+            && tx.send(Ok(resp)).await.is_err()
+        {
+            return Ok(());
+        }
+    }
+
+    if let Some(resp) = batcher.flush() {
+        let _ = tx.send(Ok(resp)).await;
+    }
+    Ok(())
+}
+
+fn label_range(start: i64, end: i64, limit: i64) -> Range {
+    Range {
+        start: Some(start),
+        end: Some(end),
+        limit: u64::try_from(limit).ok().filter(|&l| l > 0),
+    }
+}
+
+fn truncate(v: &mut Vec<String>, limit: i64) {
+    if let Ok(l) = usize::try_from(limit)
+        && l > 0
+    {
+        v.truncate(l);
+    }
+}
+
+#[tonic::async_trait]
+impl Store for SidecarStore {
+    type SeriesStream = ReceiverStream<Result<SeriesResponse, Status>>;
+
+    #[tracing::instrument(skip_all, fields(min_time = request.get_ref().min_time, max_time = request.get_ref().max_time))]
+    async fn series(
+        &self,
+        request: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let plan = match plan(&self.state, request.into_inner()) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                self.state.metrics.series_outcome("empty");
+                return Ok(Response::new(ReceiverStream::new(rx)));
+            }
+            Err(s) => {
+                self.state.metrics.series_outcome("invalid");
+                return Err(s);
+            }
+        };
+        let state = self.state.clone();
+        // Connection problems are reported as the call's status, before any response is streamed.
+        let first_try = if plan.skip_chunks {
+            None
+        } else {
+            let r = state
+                .client
+                .remote_read(plan.start, plan.end, &plan.matchers)
+                .await;
+            state.observe(&r);
+            Some(r.map_err(|e| {
+                state.metrics.series_outcome("error");
+                to_status(&e)
+            })?)
+        };
+        let span = tracing::Span::current();
+        tokio::spawn(async move {
+            let _enter = span.enter();
+            let result = match first_try {
+                Some(stream) => stream_remote(state.clone(), plan, stream, tx.clone()).await,
+                None => stream_labels_only(state.clone(), plan, tx.clone()).await,
+            };
+            match result {
+                Ok(()) => state.metrics.series_outcome("ok"),
+                Err(status) => {
+                    state.metrics.series_outcome("error");
+                    tracing::warn!(error = %status.message(), "series stream failed");
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn label_names(
+        &self,
+        request: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
+        let r = request.into_inner();
+        if r.start > r.end {
+            return Err(Status::invalid_argument("start is after end"));
+        }
+        let compiled = compile(&r.matchers).map_err(Status::invalid_argument)?;
+        let external = self.state.external_labels();
+        let Some(rest) = strip_external(compiled, &external) else {
+            return Ok(Response::new(LabelNamesResponse::default()));
+        };
+        let matchers: Vec<Matcher> = rest.into_iter().map(|c| c.matcher).collect();
+        let res = self
+            .state
+            .client
+            .label_names(&matchers, label_range(r.start, r.end, r.limit))
+            .await;
+        self.state.observe(&res);
+        let mut names = res.map_err(|e| to_status(&e))?;
+        if !names.is_empty() {
+            names.extend(
+                external
+                    .iter()
+                    .filter(|l| !r.without_replica_labels.contains(&l.name))
+                    .map(|l| l.name.clone()),
+            );
+        }
+        names.sort();
+        names.dedup();
+        truncate(&mut names, r.limit);
+        Ok(Response::new(LabelNamesResponse {
+            names,
+            ..Default::default()
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(label = %request.get_ref().label))]
+    async fn label_values(
+        &self,
+        request: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
+        let r = request.into_inner();
+        if r.label.is_empty() {
+            return Err(Status::invalid_argument("label name is empty"));
+        }
+        if r.start > r.end {
+            return Err(Status::invalid_argument("start is after end"));
+        }
+        let compiled = compile(&r.matchers).map_err(Status::invalid_argument)?;
+        let external = self.state.external_labels();
+        let Some(rest) = strip_external(compiled, &external) else {
+            return Ok(Response::new(LabelValuesResponse::default()));
+        };
+        if let Some(ext) = external.iter().find(|l| l.name == r.label) {
+            let values = if r.without_replica_labels.contains(&ext.name) {
+                Vec::new()
+            } else {
+                vec![ext.value.clone()]
+            };
+            return Ok(Response::new(LabelValuesResponse {
+                values,
+                ..Default::default()
+            }));
+        }
+        let matchers: Vec<Matcher> = rest.into_iter().map(|c| c.matcher).collect();
+        let res = self
+            .state
+            .client
+            .label_values(&r.label, &matchers, label_range(r.start, r.end, r.limit))
+            .await;
+        self.state.observe(&res);
+        let mut values = res.map_err(|e| to_status(&e))?;
+        values.sort();
+        truncate(&mut values, r.limit);
+        Ok(Response::new(LabelValuesResponse {
+            values,
+            ..Default::default()
+        }))
+    }
+}
+
+/// Streams an already opened remote-read body (the `skip_chunks` case is [`stream_labels_only`]).
+async fn stream_remote(
+    state: Arc<State>,
+    plan: Plan,
+    mut stream: crate::remote_read::SeriesStream,
+    tx: mpsc::Sender<Result<SeriesResponse, Status>>,
+) -> Result<(), Status> {
+    let mut batcher = Batcher {
+        batch: plan.batch,
+        buf: Vec::new(),
+    };
+    let mut sent = 0usize;
+    while plan.limit == 0 || sent < plan.limit {
+        let next = stream.next_series().await;
+        state.observe(&next);
+        let Some(series) = next.map_err(|e| to_status(&e))? else {
+            break;
+        };
+        let s = to_series(series, &plan.external, &plan.drop)?;
+        sent += 1;
+        if let Some(resp) = batcher.push(s)
+            && tx.send(Ok(resp)).await.is_err()
+        {
+            return Ok(());
+        }
+    }
+    if let Some(resp) = batcher.flush() {
+        let _ = tx.send(Ok(resp)).await;
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Info for SidecarStore {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let external = self.state.external_labels();
+        let min_time = self.state.min_time.load(Ordering::Relaxed);
+        Ok(Response::new(InfoResponse {
+            label_sets: vec![ZLabelSet {
+                labels: to_thanos_labels(external),
+            }],
+            component_type: "sidecar".into(),
+            store: Some(StoreInfo {
+                min_time,
+                max_time: i64::MAX,
+                supports_sharding: false,
+                supports_without_replica_labels: true,
+                tsdb_infos: Vec::new(),
+                supports_projections: false,
+            }),
+            ..Default::default()
+        }))
+    }
+}
