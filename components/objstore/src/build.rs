@@ -251,3 +251,69 @@ pub(crate) fn build(cfg: &BucketConfig) -> Result<(Arc<dyn ObjectStore>, Limits)
         .map_err(|e| invalid("prefix", e.to_string()))?;
     Ok((Arc::new(PrefixStore::new(store, prefix)), limits))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_err(yaml: &str) -> String {
+        let cfg = BucketConfig::parse(yaml, "b.yml").expect("parse");
+        match build(&cfg) {
+            Ok(_) => panic!("expected a build error for {yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn file_backed_keys_fail_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("absent.pem");
+        let msg = build_err(&format!(
+            "type: S3\nconfig:\n  bucket: b\n  endpoint: h:1\n  access_key: a\n  secret_key: s\n  http_config:\n    tls_config:\n      ca_file: {}\n",
+            missing.display()
+        ));
+        assert!(
+            msg.contains("config.http_config.tls_config.ca_file") && msg.contains("b.yml"),
+            "{msg}"
+        );
+
+        let short_key = dir.path().join("key");
+        std::fs::write(&short_key, b"too short").expect("write");
+        let msg = build_err(&format!(
+            "type: S3\nconfig:\n  bucket: b\n  endpoint: h:1\n  access_key: a\n  secret_key: s\n  sse_config:\n    type: SSE-C\n    encryption_key: {}\n",
+            short_key.display()
+        ));
+        assert!(
+            msg.contains("config.sse_config.encryption_key") && msg.contains("32 bytes"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn every_provider_builds_offline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, [7u8; 32]).expect("write key");
+        let yamls = [
+            format!(
+                "type: S3\nprefix: p\nconfig:\n  bucket: b\n  endpoint: minio:9000\n  access_key: a\n  secret_key: s\n  insecure: true\n  bucket_lookup_type: virtual-hosted\n  sse_config:\n    type: SSE-C\n    encryption_key: {}\n",
+                key.display()
+            ),
+            "type: S3\nconfig:\n  bucket: b\n  region: eu-west-1\n  access_key: a\n  secret_key: s\n  sse_config:\n    type: SSE-KMS\n    kms_key_id: k\n".to_string(),
+            "type: GCS\nconfig:\n  bucket: g\n".to_string(),
+            "type: AZURE\nconfig:\n  storage_account: acct\n  storage_account_key: a2V5\n  container: c\n  endpoint: blob.core.chinacloudapi.cn\n".to_string(),
+            format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", dir.path().join("fs").display()),
+        ];
+        for yaml in &yamls {
+            let cfg = BucketConfig::parse(yaml, "b.yml").expect("parse");
+            let (_, limits) = build(&cfg).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            if !matches!(cfg.provider, ProviderConfig::Filesystem(_)) {
+                assert!(limits.op_timeout.is_some(), "{yaml}");
+            }
+        }
+        assert!(
+            dir.path().join("fs").is_dir(),
+            "FILESYSTEM creates its directory"
+        );
+    }
+}

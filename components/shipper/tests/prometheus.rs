@@ -163,3 +163,73 @@ async fn ships_real_prometheus_blocks_to_minio() {
         "{again:?}"
     );
 }
+
+fn block_levels(data: &Path) -> Vec<(Ulid, u32)> {
+    finished_blocks(data)
+        .into_iter()
+        .filter_map(|id| {
+            let m = BlockMeta::read_from_dir(&data.join(id.to_string())).ok()?;
+            Some((id, m.compaction.level))
+        })
+        .collect()
+}
+
+/// `--storage.tsdb.delay-compact-file.path`: Prometheus leaves level-1 blocks alone until the shipper
+/// lists them in `thanos.shipper.json`, then compacts them.
+#[tokio::test]
+async fn prometheus_delays_compaction_until_blocks_are_shipped() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mut registry = Registry::default();
+    let shipper = Shipper::new(
+        &data,
+        Bucket::in_memory(),
+        BTreeMap::from([("cluster".to_string(), "delay".to_string())]),
+        ShipperOptions::default(),
+        &mut registry,
+    );
+    shipper.init().expect("init");
+    let _prom = Prometheus::builder()
+        .external_label("cluster", "delay")
+        .data_dir(&data)
+        .arg("--storage.tsdb.min-block-duration=20s")
+        .arg("--storage.tsdb.max-block-duration=60s")
+        .arg(&format!(
+            "--storage.tsdb.delay-compact-file.path={}",
+            data.join(SHIPPER_META_FILENAME).display()
+        ))
+        .start()
+        .await
+        .expect("prometheus");
+
+    // Enough level-1 blocks to fill a 60s range and more; none may be compacted while unshipped.
+    let levels = wait_until("five level-1 blocks", Duration::from_secs(240), || {
+        let data = data.clone();
+        async move {
+            let l = block_levels(&data);
+            (l.len() >= 5 || l.iter().any(|(_, lvl)| *lvl > 1)).then_some(l)
+        }
+    })
+    .await
+    .expect("blocks");
+    assert!(
+        levels.iter().all(|(_, lvl)| *lvl == 1),
+        "Prometheus compacted unshipped blocks: {levels:?}"
+    );
+
+    // Ship them; Prometheus re-reads the file within a minute and compacts.
+    let report = shipper.sync().await.expect("sync");
+    assert!(report.uploaded.len() >= 5, "{report:?}");
+    wait_until("a compacted block", Duration::from_secs(200), || {
+        let data = data.clone();
+        async move {
+            block_levels(&data)
+                .iter()
+                .any(|(_, lvl)| *lvl > 1)
+                .then_some(())
+        }
+    })
+    .await
+    .expect("Prometheus compacts shipped blocks");
+}
