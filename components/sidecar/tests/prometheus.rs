@@ -485,3 +485,82 @@ async fn serves_over_tls() {
         );
     }
 }
+
+/// Backfills a block with `samples` of `backfilled{src="promtool"}` (ms timestamps) into `dir`.
+fn backfill(dir: &std::path::Path, samples: &[(i64, f64)]) {
+    let mut om = String::from(
+        "# HELP backfilled Backfilled for the sidecar test.\n# TYPE backfilled gauge\n",
+    );
+    for (t, v) in samples {
+        om.push_str(&format!(
+            "backfilled{{src=\"promtool\"}} {v} {}.{:03}\n",
+            t / 1000,
+            t % 1000
+        ));
+    }
+    om.push_str("# EOF\n");
+    let input = dir.join("input.om");
+    std::fs::write(&input, om).expect("write openmetrics");
+    let data = dir.join("data");
+    let out = strata_e2e::promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        input.to_str().expect("utf-8 path"),
+        data.to_str().expect("utf-8 path"),
+    ])
+    .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_split_over_many_frames_arrives_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 900 samples, 5 s apart, ending ten minutes ago: several chunks in a block on disk.
+    let last = (now_ms() - 600_000) / 1000 * 1000;
+    let written: Vec<(i64, f64)> = (0..900)
+        .map(|i| (last - (899 - i) * 5_000, (i * i % 1000) as f64 / 8.0))
+        .collect();
+    backfill(dir.path(), &written);
+    // One chunk per frame: Prometheus must split the series into many frames.
+    let p = Prometheus::builder()
+        .external_label("cluster", "eu")
+        .data_dir(&dir.path().join("data"))
+        .arg("--storage.remote.read-max-bytes-in-frame=1")
+        .start()
+        .await
+        .expect("start prometheus");
+    let sc = start_sidecar(config(p.url())).await.expect("sidecar");
+    let mut c = client(sc.addr).await;
+    let (first, end) = (written[0].0, last);
+    let (got, _) = series(
+        &mut c,
+        SeriesRequest {
+            min_time: first,
+            max_time: end,
+            matchers: vec![m(Type::Eq, "__name__", "backfilled")],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("series");
+    assert_eq!(got.len(), 1, "one series, not one per frame");
+    assert!(
+        got[0].chunks.len() >= 5,
+        "several chunks: {}",
+        got[0].chunks.len()
+    );
+    assert_eq!(
+        labels(&got[0]),
+        [
+            ("__name__".to_string(), "backfilled".to_string()),
+            ("cluster".into(), "eu".into()),
+            ("src".into(), "promtool".into())
+        ]
+    );
+    assert_eq!(samples(&got[0], first, end), written);
+}
