@@ -32,6 +32,7 @@ fn now_ms() -> i64 {
 
 struct Running {
     addr: std::net::SocketAddr,
+    registry: Registry,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
@@ -44,6 +45,7 @@ async fn start_sidecar(config: SidecarConfig) -> Result<Running, RunError> {
     let task = tokio::spawn(sidecar.serve(shutdown.clone()));
     Ok(Running {
         addr,
+        registry,
         shutdown,
         task,
     })
@@ -414,14 +416,30 @@ async fn prometheus_outage_is_unavailable_then_recovers() {
         .await
         .expect_err("down");
     assert_eq!(err.code(), tonic::Code::Unavailable);
+    let metrics = encode(&sc.registry);
+    assert!(
+        metrics.contains("strata_sidecar_prometheus_up 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_sidecar_series_requests_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
 
     let _prom = prometheus_on(port, dir.path()).await;
     let (s, _) = series(&mut c, req)
         .await
         .expect("works again without a sidecar restart");
     assert_eq!(s.len(), 1);
+    assert!(encode(&sc.registry).contains("strata_sidecar_prometheus_up 1"));
     sc.shutdown.trigger();
     sc.task.await.expect("join").expect("clean stop");
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("encode metrics");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
