@@ -19,7 +19,6 @@
 //!   marked place and `strata sidecar`'s TODO;
 //! - `--min-time` (Thanos's lower bound on served data) and hints in responses (`hints` Any fields);
 //! - `supports_sharding` is advertised false: `shard_info` is ignored;
-//! - native-histogram chunks pass through (encodings mapped) but no test reads histograms yet;
 //! - no test measures memory on a huge response (back-pressure is a bounded channel of 8 responses).
 
 pub mod matchers;

@@ -347,11 +347,16 @@ async fn refuses_to_start_without_external_labels() {
 
 /// Starts Prometheus on a fixed port (so it can come back on the same address).
 async fn prometheus_on(port: u16, dir: &std::path::Path) -> Process {
+    prometheus_with(port, dir, "").await
+}
+
+/// Starts Prometheus on `port` scraping itself, with `job_extra` lines added to its scrape job.
+async fn prometheus_with(port: u16, dir: &std::path::Path, job_extra: &str) -> Process {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: eu\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: eu\nscrape_configs:\n  - job_name: prometheus\n{job_extra}    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ),
     )
     .expect("write config");
@@ -581,4 +586,96 @@ async fn a_series_split_over_many_frames_arrives_whole() {
         ]
     );
     assert_eq!(samples(&got[0], first, end), written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histogram_chunks_pass_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _prom = prometheus_with(port, dir.path(), "    scrape_native_histograms: true\n").await;
+    let url = format!("http://127.0.0.1:{port}");
+    let selector = "prometheus_http_request_duration_seconds{handler=\"/metrics\"}";
+    let api = reqwest::Client::new();
+    // Wait until a few native histogram samples exist.
+    wait_until("native histograms scraped", Duration::from_secs(30), || {
+        let api = api.clone();
+        let url = url.clone();
+        async move {
+            let body: serde_json::Value = api
+                .get(format!("{url}/api/v1/query"))
+                .query(&[("query", format!("{selector}[1m]"))])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let n = body["data"]["result"][0]["histograms"].as_array()?.len();
+            (n >= 4).then_some(())
+        }
+    })
+    .await
+    .expect("histograms");
+
+    let sc = start_sidecar(config(&url)).await.expect("sidecar");
+    let mut c = client(sc.addr).await;
+    let end = now_ms();
+    let start = end - 60_000;
+    let (got, _) = series(
+        &mut c,
+        SeriesRequest {
+            min_time: start + 1,
+            max_time: end,
+            matchers: vec![
+                m(
+                    Type::Eq,
+                    "__name__",
+                    "prometheus_http_request_duration_seconds",
+                ),
+                m(Type::Eq, "handler", "/metrics"),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("series");
+    assert_eq!(got.len(), 1);
+    let mut ours = Vec::new();
+    for ch in &got[0].chunks {
+        let raw = ch.raw.as_ref().expect("raw");
+        assert_eq!(raw.r#type, 1, "HISTOGRAM in Thanos numbering");
+        let chunk = Chunk::new(2, raw.data.clone().into()).expect("histogram chunk");
+        for sample in chunk.samples().expect("decode") {
+            match sample {
+                Sample::Histogram { t, h } if t > start && t <= end => {
+                    ours.push((t, h.count, h.sum))
+                }
+                Sample::Histogram { .. } => {}
+                other => panic!("expected integer histograms, got {other:?}"),
+            }
+        }
+    }
+    let time = format!("{}.{:03}", end / 1000, end % 1000);
+    let body: serde_json::Value = api
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", format!("{selector}[60s]")), ("time", time)])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    let theirs: Vec<(i64, u64, f64)> = body["data"]["result"][0]["histograms"]
+        .as_array()
+        .expect("histograms")
+        .iter()
+        .map(|h| {
+            let t = (h[0].as_f64().expect("t") * 1000.0).round() as i64;
+            let count = h[1]["count"].as_str().expect("count").parse().expect("int");
+            let sum = h[1]["sum"].as_str().expect("sum").parse().expect("float");
+            (t, count, sum)
+        })
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    assert_eq!(ours, theirs);
 }
