@@ -2,10 +2,21 @@
 //! protos compiled without `protoc`, and domain-neutral server/client helpers — request validation,
 //! external-label matching, k-way series merging, response framing with back-pressure, TLS/mTLS,
 //! gzip and snappy compression, `serve` and `connect`.
+//!
+//! Interoperability: the protos follow Thanos main (`response_batch_size`/`SeriesBatch` from v0.41,
+//! `limit` from v0.37, `without_replica_labels` from v0.31); the old `thanos.Store/Info` rpc, removed
+//! in Thanos v0.37.0, is not served — peers discover us through `thanos.info.Info/Info`.
+//!
+//! NOT DONE:
+//! - snappy is decoded on requests only; responses go back gzip or uncompressed (valid gRPC, and
+//!   Thanos binaries register gzip). Our client does not send snappy (it can send gzip).
+//! - replica de-duplication of merged series (the architecture lists it for this crate) is not here.
+//! - no test against a real Thanos binary (none is installed by `e2e/tools/install.sh`).
 
 pub mod client;
 pub mod error;
 pub mod extlabels;
+pub mod hints;
 pub mod merge;
 pub mod pb;
 pub mod respond;

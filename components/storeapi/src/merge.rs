@@ -22,6 +22,8 @@ struct Input<'a> {
 struct Merge<'a> {
     inputs: Vec<Input<'a>>,
     failed: bool,
+    /// Labels of the last series sent, to catch unsorted inputs.
+    last: Option<Vec<crate::pb::thanos::Label>>,
 }
 
 impl Merge<'_> {
@@ -70,6 +72,15 @@ impl Merge<'_> {
         let Some(mut out) = self.inputs[min].head.take() else {
             return Ok(None);
         };
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|l| compare_labels(&out.labels, l) != Ordering::Greater)
+        {
+            return Err(Status::internal(format!(
+                "series stream {min} is not sorted by labels"
+            )));
+        }
         loop {
             for i in &mut self.inputs {
                 if i.head
@@ -92,6 +103,7 @@ impl Merge<'_> {
             }
         }
         out.chunks.sort_by_key(|c| (c.min_time, c.max_time));
+        self.last = Some(out.labels.clone());
         Ok(Some(out))
     }
 }
@@ -114,6 +126,7 @@ where
             })
             .collect(),
         failed: false,
+        last: None,
     };
     futures::stream::unfold(state, |mut st| async move {
         if st.failed {
@@ -202,6 +215,14 @@ mod tests {
             rest.iter()
                 .all(|r| r.as_ref().is_ok_and(|s| s.labels[0].value != "z"))
         );
+    }
+
+    #[test]
+    fn unsorted_input_is_an_error() {
+        let out = run(vec![vec![Ok(series("b", &[1])), Ok(series("a", &[2]))]]);
+        let e = out.last().and_then(|r| r.as_ref().err()).expect("error");
+        assert_eq!(e.code(), tonic::Code::Internal);
+        assert_eq!(e.message(), "series stream 0 is not sorted by labels");
     }
 
     proptest! {

@@ -17,10 +17,14 @@ pub type SeriesStream =
 /// Largest batch we preallocate room for, whatever the client asks.
 const MAX_PREALLOC: usize = 1024;
 
+/// Largest batch we build, whatever the client asks: a batch is held in memory and sent as one
+/// message. Smaller batches than asked are valid for Thanos queriers.
+pub const MAX_BATCH: usize = 10_000;
+
 /// How to frame a series stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResponseOptions {
-    /// Series per `SeriesBatch` frame; 0 sends single `Series` frames.
+    /// Series per `SeriesBatch` frame (at most [`MAX_BATCH`]); 0 sends single `Series` frames.
     pub batch_size: usize,
     /// At most this many series; later series are dropped (not an error, as in Thanos).
     pub limit: Option<usize>,
@@ -85,7 +89,7 @@ where
                 }
             }
         });
-    let batch = opts.batch_size;
+    let batch = opts.batch_size.min(MAX_BATCH);
     struct St<S> {
         inner: Pin<Box<S>>,
         pending_err: Option<Status>,
@@ -205,6 +209,16 @@ mod tests {
         };
         let out = run((0..8).map(|i| Ok(s(i))).collect(), o);
         assert_eq!(shape(&out), ["b3", "b3", "b2"]);
+    }
+
+    #[test]
+    fn huge_batch_size_is_capped() {
+        let o = ResponseOptions {
+            batch_size: usize::MAX,
+            ..Default::default()
+        };
+        let out = run((0..MAX_BATCH + 5).map(|i| Ok(s(i))).collect(), o);
+        assert_eq!(shape(&out), [format!("b{MAX_BATCH}"), "b5".to_string()]);
     }
 
     #[test]
