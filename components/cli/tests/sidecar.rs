@@ -90,4 +90,16 @@ fn bad_flags_exit_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ftp://x"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "sidecar",
+            "--http-address=127.0.0.1:0",
+            "--grpc-server-tls-cert=/nonexistent/tls.crt",
+            "--grpc-server-tls-key=/nonexistent/tls.key",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }

@@ -1,7 +1,26 @@
 //! `strata-sidecar`: serves one Prometheus server's live data over the Thanos-compatible StoreAPI.
 //!
 //! Series come from Prometheus's streamed remote read ([`remote_read`]), labels from its HTTP API
-//! ([`prom`]); external labels are read from Prometheus's configuration and added to every series.
+//! ([`prom`]); external labels are read from Prometheus's configuration and added to every series
+//! (an external label replaces a series label of the same name, as in Thanos). [`run`] waits for
+//! Prometheus, refuses to start when it has no external labels, re-reads them periodically and serves
+//! `thanos.Store` + `thanos.info.Info` through `strata_storeapi::serve`.
+//!
+//! Semantics chosen to match the Thanos sidecar:
+//! - matchers on external labels are checked against their values and removed before asking
+//!   Prometheus; a failing one selects nothing; no matcher left → InvalidArgument;
+//! - `skip_chunks` uses Prometheus's series API; `without_replica_labels` drops those external labels;
+//! - Info: component type `sidecar`, max time `i64::MAX`, min time `i64::MIN` until the shipper sets it
+//!   ([`store::State::set_min_time`]), as a Thanos sidecar without uploads advertises;
+//! - Prometheus unreachable → `Unavailable` naming the URL; the sidecar keeps serving and recovers.
+//!
+//! NOT DONE:
+//! - block shipping (`--objstore.config`): the integrator wires `strata-shipper` in `Sidecar::start`'s
+//!   marked place and `strata sidecar`'s TODO;
+//! - `--min-time` (Thanos's lower bound on served data) and hints in responses (`hints` Any fields);
+//! - `supports_sharding` is advertised false: `shard_info` is ignored;
+//! - back-pressure is tested by counting frames read ahead of a stalled client (≤ 10), not by
+//!   measuring process memory on a huge real response.
 
 pub mod matchers;
 pub mod prom;

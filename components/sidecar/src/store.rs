@@ -541,3 +541,135 @@ impl Info for SidecarStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use prost::Message;
+
+    use super::*;
+    use crate::pb::{Chunk, ChunkedReadResponse};
+    use crate::remote_read::{SeriesStream, encode_frame};
+
+    const SERIES: usize = 5_000;
+
+    /// A lazily generated remote-read body of `SERIES` one-frame series; `produced` counts frames
+    /// handed to the decoder.
+    fn lazy_body(produced: Arc<AtomicUsize>) -> SeriesStream {
+        let body = futures::stream::unfold(0usize, move |i| {
+            let produced = produced.clone();
+            async move {
+                if i == SERIES {
+                    return None;
+                }
+                produced.fetch_add(1, Ordering::SeqCst);
+                let resp = ChunkedReadResponse {
+                    chunked_series: vec![ChunkedSeries {
+                        labels: vec![Label {
+                            name: "__name__".into(),
+                            value: format!("s{i:06}"),
+                        }],
+                        chunks: vec![Chunk {
+                            min_time_ms: 0,
+                            max_time_ms: 1,
+                            r#type: 1,
+                            data: vec![0; 64],
+                        }],
+                    }],
+                    query_index: 0,
+                };
+                let mut frame = Vec::new();
+                encode_frame(&resp.encode_to_vec(), &mut frame);
+                Some((Ok(Bytes::from(frame)), i + 1))
+            }
+        });
+        SeriesStream::new(body, 1 << 20)
+    }
+
+    fn plan(batch: usize) -> Plan {
+        Plan {
+            start: 0,
+            end: 1,
+            matchers: Vec::new(),
+            external: vec![Label {
+                name: "cluster".into(),
+                value: "eu".into(),
+            }],
+            drop: Vec::new(),
+            limit: 0,
+            skip_chunks: false,
+            batch,
+        }
+    }
+
+    fn state() -> Arc<State> {
+        let client =
+            PrometheusClient::new("http://127.0.0.1:1", Duration::from_secs(1)).expect("valid url");
+        Arc::new(State::new(client, Vec::new(), Metrics::default()))
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_stops_the_reading_of_prometheus() {
+        let produced = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = tokio::spawn(stream_remote(
+            state(),
+            plan(1),
+            lazy_body(produced.clone()),
+            tx,
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let read_ahead = produced.load(Ordering::SeqCst);
+        assert!(
+            read_ahead <= CHANNEL_CAPACITY + 2,
+            "read {read_ahead} series ahead of a client that reads nothing"
+        );
+        let mut got = 0;
+        while let Some(resp) = rx.recv().await {
+            match resp.expect("ok").result {
+                Some(series_response::Result::Series(s)) => {
+                    assert_eq!(s.labels.len(), 2, "external label added");
+                    got += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        task.await.expect("join").expect("stream ok");
+        assert_eq!(got, SERIES);
+        assert_eq!(produced.load(Ordering::SeqCst), SERIES);
+    }
+
+    #[tokio::test]
+    async fn batches_hold_at_most_the_batch_size() {
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = tokio::spawn(stream_remote(
+            state(),
+            plan(64),
+            lazy_body(Arc::new(AtomicUsize::new(0))),
+            tx,
+        ));
+        let mut sizes = Vec::new();
+        while let Some(resp) = rx.recv().await {
+            match resp.expect("ok").result {
+                Some(series_response::Result::Batch(b)) => sizes.push(b.series.len()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        task.await.expect("join").expect("stream ok");
+        assert_eq!(sizes.iter().sum::<usize>(), SERIES);
+        assert!(sizes.iter().all(|&n| n <= 64));
+        assert_eq!(sizes.len(), SERIES.div_ceil(64));
+    }
+
+    #[test]
+    fn prometheus_chunk_encodings_map_to_thanos() {
+        assert_eq!(map_encoding(1), Some(Encoding::Xor));
+        assert_eq!(map_encoding(2), Some(Encoding::Histogram));
+        assert_eq!(map_encoding(3), Some(Encoding::FloatHistogram));
+        assert_eq!(map_encoding(0), None);
+        assert_eq!(map_encoding(4), None);
+    }
+}

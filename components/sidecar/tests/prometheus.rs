@@ -32,6 +32,7 @@ fn now_ms() -> i64 {
 
 struct Running {
     addr: std::net::SocketAddr,
+    registry: Registry,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
@@ -44,6 +45,7 @@ async fn start_sidecar(config: SidecarConfig) -> Result<Running, RunError> {
     let task = tokio::spawn(sidecar.serve(shutdown.clone()));
     Ok(Running {
         addr,
+        registry,
         shutdown,
         task,
     })
@@ -345,11 +347,16 @@ async fn refuses_to_start_without_external_labels() {
 
 /// Starts Prometheus on a fixed port (so it can come back on the same address).
 async fn prometheus_on(port: u16, dir: &std::path::Path) -> Process {
+    prometheus_with(port, dir, "").await
+}
+
+/// Starts Prometheus on `port` scraping itself, with `job_extra` lines added to its scrape job.
+async fn prometheus_with(port: u16, dir: &std::path::Path, job_extra: &str) -> Process {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: eu\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: eu\nscrape_configs:\n  - job_name: prometheus\n{job_extra}    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ),
     )
     .expect("write config");
@@ -414,14 +421,30 @@ async fn prometheus_outage_is_unavailable_then_recovers() {
         .await
         .expect_err("down");
     assert_eq!(err.code(), tonic::Code::Unavailable);
+    let metrics = encode(&sc.registry);
+    assert!(
+        metrics.contains("strata_sidecar_prometheus_up 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_sidecar_series_requests_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
 
     let _prom = prometheus_on(port, dir.path()).await;
     let (s, _) = series(&mut c, req)
         .await
         .expect("works again without a sidecar restart");
     assert_eq!(s.len(), 1);
+    assert!(encode(&sc.registry).contains("strata_sidecar_prometheus_up 1"));
     sc.shutdown.trigger();
     sc.task.await.expect("join").expect("clean stop");
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("encode metrics");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,4 +507,175 @@ async fn serves_over_tls() {
                 .is_err()
         );
     }
+}
+
+/// Backfills a block with `samples` of `backfilled{src="promtool"}` (ms timestamps) into `dir`.
+fn backfill(dir: &std::path::Path, samples: &[(i64, f64)]) {
+    let mut om = String::from(
+        "# HELP backfilled Backfilled for the sidecar test.\n# TYPE backfilled gauge\n",
+    );
+    for (t, v) in samples {
+        om.push_str(&format!(
+            "backfilled{{src=\"promtool\"}} {v} {}.{:03}\n",
+            t / 1000,
+            t % 1000
+        ));
+    }
+    om.push_str("# EOF\n");
+    let input = dir.join("input.om");
+    std::fs::write(&input, om).expect("write openmetrics");
+    let data = dir.join("data");
+    let out = strata_e2e::promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        input.to_str().expect("utf-8 path"),
+        data.to_str().expect("utf-8 path"),
+    ])
+    .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_split_over_many_frames_arrives_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 900 samples, 5 s apart, ending ten minutes ago: several chunks in a block on disk.
+    let last = (now_ms() - 600_000) / 1000 * 1000;
+    let written: Vec<(i64, f64)> = (0..900)
+        .map(|i| (last - (899 - i) * 5_000, (i * i % 1000) as f64 / 8.0))
+        .collect();
+    backfill(dir.path(), &written);
+    // One chunk per frame: Prometheus must split the series into many frames.
+    let p = Prometheus::builder()
+        .external_label("cluster", "eu")
+        .data_dir(&dir.path().join("data"))
+        .arg("--storage.remote.read-max-bytes-in-frame=1")
+        .start()
+        .await
+        .expect("start prometheus");
+    let sc = start_sidecar(config(p.url())).await.expect("sidecar");
+    let mut c = client(sc.addr).await;
+    let (first, end) = (written[0].0, last);
+    let (got, _) = series(
+        &mut c,
+        SeriesRequest {
+            min_time: first,
+            max_time: end,
+            matchers: vec![m(Type::Eq, "__name__", "backfilled")],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("series");
+    assert_eq!(got.len(), 1, "one series, not one per frame");
+    assert!(
+        got[0].chunks.len() >= 5,
+        "several chunks: {}",
+        got[0].chunks.len()
+    );
+    assert_eq!(
+        labels(&got[0]),
+        [
+            ("__name__".to_string(), "backfilled".to_string()),
+            ("cluster".into(), "eu".into()),
+            ("src".into(), "promtool".into())
+        ]
+    );
+    assert_eq!(samples(&got[0], first, end), written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histogram_chunks_pass_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _prom = prometheus_with(port, dir.path(), "    scrape_native_histograms: true\n").await;
+    let url = format!("http://127.0.0.1:{port}");
+    let selector = "prometheus_http_request_duration_seconds{handler=\"/metrics\"}";
+    let api = reqwest::Client::new();
+    // Wait until a few native histogram samples exist.
+    wait_until("native histograms scraped", Duration::from_secs(30), || {
+        let api = api.clone();
+        let url = url.clone();
+        async move {
+            let body: serde_json::Value = api
+                .get(format!("{url}/api/v1/query"))
+                .query(&[("query", format!("{selector}[1m]"))])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let n = body["data"]["result"][0]["histograms"].as_array()?.len();
+            (n >= 4).then_some(())
+        }
+    })
+    .await
+    .expect("histograms");
+
+    let sc = start_sidecar(config(&url)).await.expect("sidecar");
+    let mut c = client(sc.addr).await;
+    let end = now_ms();
+    let start = end - 60_000;
+    let (got, _) = series(
+        &mut c,
+        SeriesRequest {
+            min_time: start + 1,
+            max_time: end,
+            matchers: vec![
+                m(
+                    Type::Eq,
+                    "__name__",
+                    "prometheus_http_request_duration_seconds",
+                ),
+                m(Type::Eq, "handler", "/metrics"),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("series");
+    assert_eq!(got.len(), 1);
+    let mut ours = Vec::new();
+    for ch in &got[0].chunks {
+        let raw = ch.raw.as_ref().expect("raw");
+        assert_eq!(raw.r#type, 1, "HISTOGRAM in Thanos numbering");
+        let chunk = Chunk::new(2, raw.data.clone().into()).expect("histogram chunk");
+        for sample in chunk.samples().expect("decode") {
+            match sample {
+                Sample::Histogram { t, h } if t > start && t <= end => {
+                    ours.push((t, h.count, h.sum))
+                }
+                Sample::Histogram { .. } => {}
+                other => panic!("expected integer histograms, got {other:?}"),
+            }
+        }
+    }
+    let time = format!("{}.{:03}", end / 1000, end % 1000);
+    let body: serde_json::Value = api
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", format!("{selector}[60s]")), ("time", time)])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    let theirs: Vec<(i64, u64, f64)> = body["data"]["result"][0]["histograms"]
+        .as_array()
+        .expect("histograms")
+        .iter()
+        .map(|h| {
+            let t = (h[0].as_f64().expect("t") * 1000.0).round() as i64;
+            let count = h[1]["count"].as_str().expect("count").parse().expect("int");
+            let sum = h[1]["sum"].as_str().expect("sum").parse().expect("float");
+            (t, count, sum)
+        })
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    assert_eq!(ours, theirs);
 }
