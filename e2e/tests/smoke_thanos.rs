@@ -1,10 +1,16 @@
 //! Smoke test: a real `thanos query` reads a real Prometheus through a real `thanos sidecar` (StoreAPI
-//! over gRPC) and answers exactly what the Prometheus answers.
+//! over gRPC) and answers exactly what the Prometheus answers; the sidecar ships a block to a real MinIO
+//! with the objstore YAML the harness writes.
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
-use strata_e2e::{Prometheus, ThanosQuery, ThanosSidecar, thanos_version, wait_until};
+use strata_e2e::{
+    Minio, Prometheus, ThanosQuery, ThanosSidecar, promtool, thanos_version, wait_until,
+};
 
 /// A result vector/matrix as `(labels, samples)` pairs sorted by labels, so that two answers can be
 /// compared whatever order the servers return series in.
@@ -132,4 +138,91 @@ async fn thanos_query_through_sidecar_returns_what_prometheus_returns() {
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g, w);
     }
+}
+
+#[tokio::test]
+async fn thanos_sidecar_uploads_a_block_to_minio_with_the_objstore_yaml() {
+    // A block backfilled by the real promtool, an hour old, so Prometheus keeps it and the sidecar's
+    // shipper (which uploads level-1 blocks at start and then every 30 s) finds it.
+    let scratch = tempfile::tempdir().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let t0 = (now_ms - 3_600_000) / 1000;
+    let mut om = String::from("# TYPE strata_backfill gauge\n");
+    for i in 0..60u128 {
+        om.push_str(&format!("strata_backfill{{n=\"1\"}} {i} {}\n", t0 + i * 15));
+    }
+    om.push_str("# EOF\n");
+    let input = scratch.path().join("in.om");
+    std::fs::write(&input, om).unwrap();
+    let data = scratch.path().join("data");
+    let out = promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        input.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let minio = Minio::start().await.unwrap();
+    // MinIO can still answer 503 XMinioServerNotInitialized right after /minio/health/ready.
+    wait_until("bucket created", Duration::from_secs(30), || async {
+        minio.create_bucket("thanos").await.ok()
+    })
+    .await
+    .unwrap();
+    let prom = Prometheus::builder()
+        .external_label("replica", "a")
+        .data_dir(&data)
+        // The sidecar refuses to upload unless Prometheus itself never compacts.
+        .arg("--storage.tsdb.min-block-duration=2h")
+        .arg("--storage.tsdb.max-block-duration=2h")
+        .start()
+        .await
+        .unwrap();
+    let _sidecar = ThanosSidecar::start(
+        prom.url(),
+        prom.data_dir(),
+        Some(&minio.objstore_yaml("thanos")),
+    )
+    .await
+    .unwrap();
+
+    let store = minio.object_store("thanos").unwrap();
+    let metas = wait_until("a block in the bucket", Duration::from_secs(60), || async {
+        let listed: Vec<String> = store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .ok()?;
+        let metas: Vec<String> = listed
+            .into_iter()
+            .filter(|p| p.ends_with("/meta.json"))
+            .collect();
+        (!metas.is_empty()).then_some(metas)
+    })
+    .await
+    .unwrap();
+    assert_eq!(metas.len(), 1, "{metas:?}");
+    let meta = store
+        .get(&Path::from(metas[0].as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let meta: Value = serde_json::from_slice(&meta).unwrap();
+    println!("uploaded {}: {meta}", metas[0]);
+    assert_eq!(meta["stats"]["numSamples"], 60, "{meta}");
+    assert_eq!(
+        meta["thanos"]["labels"],
+        serde_json::json!({"replica": "a"})
+    );
+    assert_eq!(meta["thanos"]["source"], "sidecar");
+    assert_eq!(meta["compaction"]["level"], 1);
 }
