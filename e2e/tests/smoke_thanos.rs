@@ -226,3 +226,16 @@ async fn thanos_sidecar_uploads_a_block_to_minio_with_the_objstore_yaml() {
     assert_eq!(meta["thanos"]["source"], "sidecar");
     assert_eq!(meta["compaction"]["level"], 1);
 }
+
+#[tokio::test]
+async fn thanos_sidecar_without_external_labels_fails_with_its_log() {
+    let prom = Prometheus::builder().start().await.unwrap();
+    let err = ThanosSidecar::start(prom.url(), prom.data_dir(), None)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("exited") && text.contains("no external labels configured"),
+        "{text}"
+    );
+}
