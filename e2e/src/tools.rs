@@ -21,6 +21,8 @@ pub enum Tool {
     KubeApiserver,
     /// The Helm CLI.
     Helm,
+    /// Thanos (one binary for query, sidecar, store, compact, ...).
+    Thanos,
 }
 
 impl Tool {
@@ -33,6 +35,7 @@ impl Tool {
             Tool::Etcd => "STRATA_ETCD",
             Tool::KubeApiserver => "STRATA_KUBE_APISERVER",
             Tool::Helm => "STRATA_HELM",
+            Tool::Thanos => "STRATA_THANOS",
         }
     }
 
@@ -44,6 +47,7 @@ impl Tool {
             Tool::Etcd => "etcd",
             Tool::KubeApiserver => "kube-apiserver",
             Tool::Helm => "helm",
+            Tool::Thanos => "thanos",
         }
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real test peers for Strata's e2e tests from pinned Go modules.
 #
-#   e2e/tools/install.sh [-j N] [peer...]     peers: prometheus minio etcd kube-apiserver helm
+#   e2e/tools/install.sh [-j N] [peer...]     peers: prometheus minio etcd kube-apiserver helm thanos
 #                                             (default: all of them)
 #
 # Binaries go to ${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/<name>-<version>/bin/,
@@ -12,7 +12,7 @@
 # recipe (go.mod, go.sum, flags) is skipped ("cached"). At the end
 # ${STRATA_TOOLS_DIR}/env.sh is (re)written with absolute paths of every
 # installed peer (STRATA_PROMETHEUS, STRATA_PROMTOOL, STRATA_MINIO, STRATA_ETCD,
-# STRATA_KUBE_APISERVER, STRATA_HELM).
+# STRATA_KUBE_APISERVER, STRATA_HELM, STRATA_THANOS).
 #
 # Options / environment:
 #   -j N, STRATA_TOOLS_JOBS=N   build up to N peers concurrently (default 1; on a
@@ -30,7 +30,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}"
 JOBS="${STRATA_TOOLS_JOBS:-1}"
-ALL_PEERS=(prometheus minio etcd kube-apiserver helm)
+ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos)
 
 if [[ -z "${GO:-}" ]]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"; else GO=/usr/local/go/bin/go; fi
@@ -58,6 +58,9 @@ KUBE_DATE=2026-07-22T18:07:38Z
 HELM_VERSION=v3.22.0                   # helm.sh/helm/v3 v3.22.0
 HELM_K8S_MAJOR=1                       # from its k8s.io/client-go v0.37.0, as helm's Makefile does
 HELM_K8S_MINOR=37
+
+THANOS_VERSION=0.42.4                  # github.com/thanos-io/thanos v0.42.4 (v0.42.5: same code, needs Go 1.26.10)
+THANOS_DATE=20260730-13:04:27
 
 # ---------------------------------------------------------------------------
 # Per-peer recipes. peer_<name> sets:
@@ -142,6 +145,20 @@ peer_helm() {
   done
   P_VERSION=("helm version")
   P_ENV=(STRATA_HELM=helm)
+}
+
+peer_thanos() {
+  local v=github.com/prometheus/common/version
+  P_DIR="thanos-${THANOS_VERSION}"
+  P_MOD=thanos
+  P_BINS=(thanos)
+  P_PKGS=(github.com/thanos-io/thanos/cmd/thanos)
+  # Upstream's release tags (.promu.yml): slicelabels selects the labels
+  # implementation Thanos is written against.
+  P_TAGS="netgo,slicelabels"
+  P_LDFLAGS="-s -w -X ${v}.Version=${THANOS_VERSION} -X ${v}.Revision=unknown -X ${v}.Branch=v${THANOS_VERSION} -X ${v}.BuildUser=strata-e2e -X ${v}.BuildDate=${THANOS_DATE}"
+  P_VERSION=("thanos --version")
+  P_ENV=(STRATA_THANOS=thanos)
 }
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Starts each installed peer on loopback with the flag sets documented in
 # e2e/tools/README.md, checks that it answers, and stops it again.
 #
-#   e2e/tools/smoke.sh [peer...]    peers: prometheus minio etcd kube-apiserver helm (default: all)
+#   e2e/tools/smoke.sh [peer...]    peers: prometheus minio etcd kube-apiserver helm thanos (default: all)
 #
 # Reads binary paths from ${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/env.sh
 # (written by install.sh). Needs curl and openssl. Exits non-zero on the first failure.
@@ -138,7 +138,39 @@ smoke_helm() {
   echo "helm ok: $out; create + template work"
 }
 
+# Prometheus (external label replica=a) -> thanos sidecar -> thanos query; `up` read through Thanos.
+smoke_thanos() {
+  local pport sgrpc shttp qgrpc qhttp dir="$WORK/thanos" ppid spid qpid out
+  pport=$(free_port); sgrpc=$(free_port); shttp=$(free_port); qgrpc=$(free_port); qhttp=$(free_port)
+  mkdir -p "$dir"
+  printf '%s\n' 'global:' '  scrape_interval: 1s' '  external_labels:' '    replica: a' \
+    'scrape_configs:' '  - job_name: self' '    static_configs:' \
+    "      - targets: ['127.0.0.1:$pport']" >"$dir/prometheus.yml"
+  "$STRATA_PROMETHEUS" --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+    --web.listen-address="127.0.0.1:$pport" --log.level=warn >"$dir/prometheus.log" 2>&1 &
+  ppid=$!; PIDS+=("$ppid")
+  wait_for 60 "$dir/prometheus.log" "http://127.0.0.1:$pport/-/ready"
+  "$STRATA_THANOS" sidecar --prometheus.url="http://127.0.0.1:$pport" --tsdb.path="$dir/data" \
+    --grpc-address="127.0.0.1:$sgrpc" --http-address="127.0.0.1:$shttp" >"$dir/sidecar.log" 2>&1 &
+  spid=$!; PIDS+=("$spid")
+  wait_for 60 "$dir/sidecar.log" "http://127.0.0.1:$shttp/-/ready"
+  "$STRATA_THANOS" query --grpc-address="127.0.0.1:$qgrpc" --http-address="127.0.0.1:$qhttp" \
+    --endpoint.sd-config="$(printf 'endpoints:\n  - address: 127.0.0.1:%s\n' "$sgrpc")" \
+    --query.replica-label=replica >"$dir/query.log" 2>&1 &
+  qpid=$!; PIDS+=("$qpid")
+  wait_for 60 "$dir/query.log" "http://127.0.0.1:$qhttp/-/ready"
+  # dedup=false keeps the sidecar's external label, which proves the answer came through it.
+  local deadline=$((SECONDS + 60))
+  until out=$(curl -fsS "http://127.0.0.1:$qhttp/api/v1/query?query=up&dedup=false") &&
+        [[ "$out" == *'"replica":"a"'* ]]; do
+    ((SECONDS < deadline)) || { echo "no 'up' through thanos query: $out" >&2; tail -n 20 "$dir/query.log" >&2; return 1; }
+    sleep 0.5
+  done
+  echo "thanos ok: $("$STRATA_THANOS" --version 2>&1 | head -n1); query via sidecar: $out"
+  stop "$qpid"; stop "$spid"; stop "$ppid"
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(prometheus minio etcd kube-apiserver helm)
+((${#peers[@]})) || peers=(prometheus minio etcd kube-apiserver helm thanos)
 for p in "${peers[@]}"; do "smoke_$p"; done
 echo "all smoke checks passed: ${peers[*]}"
