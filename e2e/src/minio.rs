@@ -97,17 +97,26 @@ impl Minio {
         let signed = bucket
             .create_bucket(&credentials)
             .sign(Duration::from_secs(60));
-        let resp = reqwest::Client::new()
-            .put(signed.as_str())
-            .send()
-            .await
-            .map_err(|e| bad(e.to_string()))?;
-        if !resp.status().is_success() {
+        // MinIO may answer 503 XMinioServerNotInitialized for a moment after it reports ready.
+        let started = std::time::Instant::now();
+        loop {
+            let resp = reqwest::Client::new()
+                .put(signed.as_str())
+                .send()
+                .await
+                .map_err(|e| bad(e.to_string()))?;
             let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
             let body = resp.text().await.unwrap_or_default();
-            return Err(bad(format!("HTTP {status}: {body}")));
+            if status != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || started.elapsed() > Duration::from_secs(30)
+            {
+                return Err(bad(format!("HTTP {status}: {body}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 
     /// An `object_store` client for `bucket`.

@@ -6,6 +6,8 @@
 //! Run with `cargo bench -p strata --bench sidecar_vs_remote_read`. `cargo test --benches` runs it
 //! without `--bench`: then it only checks that it was built.
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use strata_e2e::{Process, Prometheus, free_port, promtool};
 use strata_sidecar::prom::{MatchKind, Matcher, PrometheusClient};
-use strata_storeapi::pb::thanos::{LabelMatcher, SeriesRequest, label_matcher::Type, series_response};
+use strata_storeapi::pb::thanos::{
+    LabelMatcher, SeriesRequest, label_matcher::Type, series_response,
+};
 use strata_storeapi::{ClientOptions, connect};
 use strata_tsdb::chunkenc::Chunk;
 
@@ -29,7 +33,12 @@ fn bench_dir() -> PathBuf {
 /// Samples in a chunk (Prometheus encoding numbers), decoded in full.
 fn count(encoding: u8, data: Vec<u8>) -> u64 {
     let chunk = Chunk::new(encoding, data.into()).expect("known chunk encoding");
-    chunk.iter().map(|s| s.expect("decodes")).count() as u64
+    let mut n = 0;
+    for s in chunk.iter() {
+        s.expect("decodes");
+        n += 1;
+    }
+    n
 }
 
 /// Peak resident set of `pid` in KiB, from /proc.
@@ -63,7 +72,10 @@ async fn via_remote_read(client: &PrometheusClient, max_t: i64) -> u64 {
         name: "__name__".into(),
         value: ".+".into(),
     }];
-    let mut stream = client.remote_read(0, max_t, &all).await.expect("remote read");
+    let mut stream = client
+        .remote_read(0, max_t, &all)
+        .await
+        .expect("remote read");
     let mut n = 0;
     while let Some(series) = stream.next_series().await.expect("frame") {
         for c in series.chunks {
@@ -87,7 +99,12 @@ async fn via_sidecar(endpoint: &str, max_t: i64) -> u64 {
         }],
         ..Default::default()
     };
-    let mut stream = clients.store.series(req).await.expect("series").into_inner();
+    let mut stream = clients
+        .store
+        .series(req)
+        .await
+        .expect("series")
+        .into_inner();
     let mut n = 0;
     let mut add = |s: strata_storeapi::pb::thanos::Series| {
         for c in s.chunks {
@@ -138,7 +155,11 @@ async fn run() {
         data.to_str().expect("utf-8"),
     ])
     .expect("promtool backfill");
-    assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let prom = Prometheus::builder()
         .external_label("cluster", "bench")
@@ -159,7 +180,10 @@ async fn run() {
     let ready = Instant::now();
     while connect(&grpc, &ClientOptions::default()).await.is_err() {
         sidecar.check_running().expect("sidecar running");
-        assert!(ready.elapsed() < Duration::from_secs(60), "sidecar not serving");
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "sidecar not serving"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -167,7 +191,11 @@ async fn run() {
     let max_t = i64::MAX / 2;
     // Warm both paths (page cache, Prometheus's block readers).
     let warm = via_remote_read(&client, max_t).await;
-    assert_eq!(warm, via_sidecar(&grpc, max_t).await, "both paths return every sample");
+    assert_eq!(
+        warm,
+        via_sidecar(&grpc, max_t).await,
+        "both paths return every sample"
+    );
 
     let pid = sidecar.pid();
     let (mut rr, mut sc) = (Vec::new(), Vec::new());

@@ -23,7 +23,7 @@ enum Command {
     /// Print the version, the git commit and the compiler it was built with.
     Version,
     /// Serve a Prometheus's data over the StoreAPI (gRPC), next to it.
-    Sidecar(sidecar::SidecarArgs),
+    Sidecar(Box<sidecar::SidecarArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Version => version::print(),
-        Command::Sidecar(args) => sidecar::run(args),
+        Command::Sidecar(args) => sidecar::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

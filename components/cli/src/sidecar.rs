@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use strata_objstore::{Bucket, ObjstoreArgs};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
-use strata_sidecar::{RunError, ServerTlsFiles, SidecarConfig};
+use strata_sidecar::{RunError, ServerTlsFiles, ShippingConfig, SidecarConfig};
 
 use crate::exit::ConfigError;
 
@@ -69,13 +70,41 @@ pub struct SidecarArgs {
     #[arg(long = "prometheus.refresh-interval", env = "STRATA_PROMETHEUS_REFRESH_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     refresh_interval: Duration,
 
-    // TODO(integrator): `--objstore.config` / `--objstore.config-file` go here, and the shipper loop
-    // (strata-shipper) starts next to `strata_sidecar::run` below, updating the Info min time.
+    /// Bucket for block uploads (Thanos objstore YAML); without one the sidecar only serves.
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
+
+    /// How often the TSDB directory is scanned for new blocks to upload.
+    #[arg(long = "shipper.sync-interval", env = "STRATA_SHIPPER_SYNC_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    shipper_sync_interval: Duration,
+
+    /// Also upload blocks Prometheus compacted itself (level > 1), as `thanos sidecar
+    /// --shipper.upload-compacted`.
+    #[arg(
+        long = "shipper.upload-compacted",
+        env = "STRATA_SHIPPER_UPLOAD_COMPACTED"
+    )]
+    shipper_upload_compacted: bool,
+
     #[command(flatten)]
     server: ServerArgs,
 }
 
 impl SidecarArgs {
+    /// The bucket when `--objstore.config(-file)` is given; errors name the flag or file.
+    fn bucket(&self, registry: &mut Registry) -> anyhow::Result<Option<Bucket>> {
+        if self.objstore.config.is_none() && self.objstore.config_file.is_none() {
+            return Ok(None);
+        }
+        let config = self
+            .objstore
+            .load()
+            .map_err(|e| anyhow::Error::new(e).context(ConfigError("object storage".into())))?;
+        let bucket = Bucket::new(&config, registry)
+            .map_err(|e| anyhow::Error::new(e).context(ConfigError("object storage".into())))?;
+        Ok(Some(bucket))
+    }
+
     fn config(&self) -> SidecarConfig {
         let mut c = SidecarConfig::new(&self.prometheus_url, self.grpc_address);
         c.tsdb_path = Some(self.tsdb_path.clone());
@@ -104,7 +133,12 @@ async fn serve(args: SidecarArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("install signal handlers")?;
     let readiness = Readiness::new();
     let mut registry = Registry::default();
-    let config = args.config();
+    let mut config = args.config();
+    config.shipping = args.bucket(&mut registry)?.map(|bucket| ShippingConfig {
+        bucket,
+        interval: args.shipper_sync_interval,
+        upload_compacted: args.shipper_upload_compacted,
+    });
     let admin = AdminServer::bind(args.server.http_address)
         .await
         .context(ConfigError(format!(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use strata_e2e::{Minio, Process, Prometheus, Proxy, free_port, promtool};
 
 const BUCKET: &str = "blocks";
@@ -123,7 +123,8 @@ async fn check_complete_blocks(store: &Arc<object_store::aws::AmazonS3>) -> BTre
     complete
 }
 
-/// Files of a local block, relative to it, except meta.json.
+/// Files of a local block, relative to it, except meta.json and tombstones (which Thanos's shipper
+/// does not upload either).
 fn block_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -132,7 +133,10 @@ fn block_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n != "meta.json") {
+            } else if p
+                .file_name()
+                .is_some_and(|n| n != "meta.json" && n != "tombstones")
+            {
                 out.push(p.strip_prefix(dir).expect("inside").to_path_buf());
             }
         }
@@ -157,23 +161,33 @@ async fn every_block_shipped_exactly_once_across_sigkills() {
     let mut partial_seen = 0;
     while kills < 3 {
         // Wait for an upload in progress: objects of a block whose meta.json is not there yet.
-        let partial = poll("an upload in progress", Duration::from_secs(180), &mut sidecar, || async {
-            let objects = bucket_objects(&store).await;
-            let complete = check_complete_blocks(&store).await;
-            let started: BTreeSet<String> = objects
-                .keys()
-                .filter_map(|n| n.split('/').next().map(str::to_owned))
-                .collect();
-            let partial: Vec<String> = started.difference(&complete).cloned().collect();
-            if partial.is_empty() {
-                return Err("no partial block yet".to_owned());
-            }
-            Ok(partial)
-        })
+        let partial = poll(
+            "an upload in progress",
+            Duration::from_secs(180),
+            &mut sidecar,
+            || async {
+                let objects = bucket_objects(&store).await;
+                let complete = check_complete_blocks(&store).await;
+                let started: BTreeSet<String> = objects
+                    .keys()
+                    .filter_map(|n| n.split('/').next().map(str::to_owned))
+                    .collect();
+                let partial: Vec<String> = started.difference(&complete).cloned().collect();
+                if partial.is_empty() {
+                    return Err("no partial block yet".to_owned());
+                }
+                Ok(partial)
+            },
+        )
         .await;
         partial_seen += partial.len();
-        sidecar.signal(nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
-        sidecar.wait_exit(Duration::from_secs(10)).await.expect("dies");
+        sidecar
+            .signal(nix::sys::signal::Signal::SIGKILL)
+            .expect("SIGKILL");
+        sidecar
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("dies");
         kills += 1;
         // No reader may ever see a block without all its files.
         check_complete_blocks(&store).await;
@@ -186,14 +200,19 @@ async fn every_block_shipped_exactly_once_across_sigkills() {
     let data = prom.data_dir().to_path_buf();
     let wanted = local_blocks(&data);
     assert!(!wanted.is_empty(), "Prometheus has cut blocks");
-    let shipped = poll("all blocks shipped", Duration::from_secs(120), &mut sidecar, || async {
-        let complete = check_complete_blocks(&store).await;
-        if wanted.is_subset(&complete) {
-            Ok(complete)
-        } else {
-            Err(format!("have {complete:?}, want {wanted:?}"))
-        }
-    })
+    let shipped = poll(
+        "all blocks shipped",
+        Duration::from_secs(120),
+        &mut sidecar,
+        || async {
+            let complete = check_complete_blocks(&store).await;
+            if wanted.is_subset(&complete) {
+                Ok(complete)
+            } else {
+                Err(format!("have {complete:?}, want {wanted:?}"))
+            }
+        },
+    )
     .await;
 
     // Exactly once: no stray block dirs beyond complete blocks (the ones cut meanwhile are complete
@@ -225,7 +244,10 @@ async fn every_block_shipped_exactly_once_across_sigkills() {
                 .await
                 .expect("read object");
             let here = std::fs::read(local.join(&rel)).expect("read local file");
-            assert!(remote.as_ref() == here.as_slice(), "{name} differs from the local file");
+            assert!(
+                remote.as_ref() == here.as_slice(),
+                "{name} differs from the local file"
+            );
             let copy = tmp.path().join(block).join(&rel);
             std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
             std::fs::write(&copy, &remote).expect("write copy");
@@ -280,7 +302,10 @@ async fn every_block_shipped_exactly_once_across_sigkills() {
         .iter()
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
-    assert!(wanted.is_subset(&listed), "{listed:?} lacks some of {wanted:?}");
+    assert!(
+        wanted.is_subset(&listed),
+        "{listed:?} lacks some of {wanted:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,27 +321,111 @@ async fn bucket_outage_delays_uploads_and_loses_nothing() {
     let mut sidecar = start_sidecar(&prom, &yaml);
     let data = prom.data_dir().to_path_buf();
     // Blocks get cut while the bucket is unreachable; the sidecar keeps running.
-    poll("a block while the bucket is down", Duration::from_secs(180), &mut sidecar, || async {
-        if local_blocks(&data).is_empty() {
-            Err("no block yet".to_owned())
-        } else {
-            Ok(())
-        }
-    })
+    poll(
+        "a block while the bucket is down",
+        Duration::from_secs(180),
+        &mut sidecar,
+        || async {
+            if local_blocks(&data).is_empty() {
+                Err("no block yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    sidecar.check_running().expect("the sidecar survives a bucket outage");
+    sidecar
+        .check_running()
+        .expect("the sidecar survives a bucket outage");
     assert!(bucket_objects(&store).await.is_empty());
 
     proxy.set_down(false);
     let wanted = local_blocks(&data);
-    poll("blocks shipped after the outage", Duration::from_secs(120), &mut sidecar, || async {
-        let complete = check_complete_blocks(&store).await;
-        if wanted.is_subset(&complete) {
-            Ok(())
-        } else {
-            Err(format!("have {complete:?}, want {wanted:?}"))
-        }
-    })
+    poll(
+        "blocks shipped after the outage",
+        Duration::from_secs(120),
+        &mut sidecar,
+        || async {
+            let complete = check_complete_blocks(&store).await;
+            if wanted.is_subset(&complete) {
+                Ok(())
+            } else {
+                Err(format!("have {complete:?}, want {wanted:?}"))
+            }
+        },
+    )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_compaction_needs_the_delay_compact_file() {
+    let minio = Minio::start().await.expect("start MinIO");
+    minio.create_bucket(BUCKET).await.expect("create bucket");
+    let yaml = minio.objstore_yaml(BUCKET);
+
+    // Local compaction on, nothing holding unshipped blocks back: refused, naming the way out.
+    let prom = Prometheus::builder()
+        .external_label("replica", "a")
+        .arg("--storage.tsdb.min-block-duration=20s")
+        .arg("--storage.tsdb.max-block-duration=60s")
+        .start()
+        .await
+        .expect("start Prometheus");
+    let mut refused = start_sidecar(&prom, &yaml);
+    let status = refused
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the sidecar exits");
+    assert_eq!(status.code(), Some(2), "{}", refused.log());
+    let log = refused.log();
+    assert!(
+        log.contains("compacts blocks locally") && log.contains("delay-compact-file.path"),
+        "{log}"
+    );
+    drop(prom);
+
+    // With Prometheus's delay-compact file pointed at the shipper's file: runs and ships.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let prom = Prometheus::builder()
+        .external_label("replica", "a")
+        .data_dir(&data)
+        .arg("--storage.tsdb.min-block-duration=20s")
+        .arg("--storage.tsdb.max-block-duration=60s")
+        .arg(&format!(
+            "--storage.tsdb.delay-compact-file.path={}",
+            data.join("thanos.shipper.json").display()
+        ))
+        .start()
+        .await
+        .expect("start Prometheus");
+    let store = minio.object_store(BUCKET).expect("S3 client");
+    let mut sidecar = start_sidecar(&prom, &yaml);
+    let shipped = poll(
+        "a shipped block",
+        Duration::from_secs(180),
+        &mut sidecar,
+        || async {
+            let complete = check_complete_blocks(&store).await;
+            if complete.is_empty() {
+                Err("nothing shipped yet".to_owned())
+            } else {
+                Ok(complete)
+            }
+        },
+    )
+    .await;
+    // Only level-1 blocks are shipped, each once.
+    for block in &shipped {
+        let meta = store
+            .get(&ObjPath::from(format!("{block}/meta.json").as_str()))
+            .await
+            .expect("get meta.json")
+            .bytes()
+            .await
+            .expect("read");
+        let meta: serde_json::Value = serde_json::from_slice(&meta).expect("JSON");
+        assert_eq!(meta["compaction"]["level"], 1, "{meta}");
+    }
 }

@@ -28,7 +28,7 @@ pub mod remote_read;
 mod run;
 pub mod store;
 
-pub use run::{RunError, Sidecar, SidecarConfig, run};
+pub use run::{RunError, ShippingConfig, Sidecar, SidecarConfig, run};
 pub use strata_storeapi::ServerTlsFiles;
 
 /// The Prometheus remote-read protobuf messages (package `prometheus`, the subset the sidecar needs).

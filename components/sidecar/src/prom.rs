@@ -129,7 +129,7 @@ struct GlobalConfig {
 /// Parses Prometheus's configuration YAML and returns `global.external_labels`, sorted by name.
 pub fn parse_external_labels(yaml: &str) -> Result<Vec<Label>> {
     let config: PromConfig =
-        serde_yaml_ng::from_str(yaml).map_err(|e| Error::ConfigYaml(e.to_string()))?;
+        serde_norway::from_str(yaml).map_err(|e| Error::ConfigYaml(e.to_string()))?;
     Ok(config
         .global
         .external_labels

@@ -10,6 +10,9 @@ use strata_runtime::{Readiness, Shutdown};
 use strata_storeapi::{Listen, ServerOptions, ServerTlsFiles};
 use tokio::net::TcpListener;
 
+use strata_objstore::Bucket;
+use strata_shipper::{Shipper, ShipperOptions};
+
 use crate::prom::PrometheusClient;
 use crate::store::{Metrics, SidecarStore, State};
 
@@ -71,6 +74,20 @@ pub struct SidecarConfig {
     pub ready_timeout: Duration,
     /// How often external labels are re-read and Prometheus's health is checked.
     pub refresh_interval: Duration,
+    /// Block shipping to object storage; `None` serves the StoreAPI only.
+    pub shipping: Option<ShippingConfig>,
+}
+
+/// Where and how the sidecar uploads Prometheus's blocks.
+#[derive(Debug, Clone)]
+pub struct ShippingConfig {
+    /// The bucket blocks go to.
+    pub bucket: Bucket,
+    /// How often the TSDB directory is scanned for new blocks.
+    pub interval: Duration,
+    /// Also upload blocks Prometheus compacted itself (level > 1), as Thanos's
+    /// `--shipper.upload-compacted`.
+    pub upload_compacted: bool,
 }
 
 impl SidecarConfig {
@@ -83,6 +100,7 @@ impl SidecarConfig {
             tls: None,
             ready_timeout: Duration::from_secs(600),
             refresh_interval: Duration::from_secs(30),
+            shipping: None,
         }
     }
 }
@@ -94,6 +112,7 @@ pub struct Sidecar {
     listener: TcpListener,
     tls: Option<ServerTlsFiles>,
     refresh_interval: Duration,
+    shipper: Option<(Arc<Shipper>, Duration)>,
 }
 
 impl Sidecar {
@@ -154,13 +173,37 @@ impl Sidecar {
                 address: config.grpc_address,
                 source,
             })?;
-        // NOT DONE / integrator: the shipper (`--objstore.config`) starts here and calls
-        // `state.set_min_time` with the oldest uploaded block's min time.
+        let shipper = match &config.shipping {
+            None => None,
+            Some(shipping) => {
+                let dir = config
+                    .tsdb_path
+                    .clone()
+                    .ok_or_else(|| RunError::Config("block shipping needs --tsdb.path".into()))?;
+                let meta_file = compaction_guard(state.client(), &dir).await?;
+                let labels = state
+                    .external_labels()
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                let opts = ShipperOptions {
+                    upload_compacted: shipping.upload_compacted,
+                    meta_file,
+                    ..ShipperOptions::default()
+                };
+                let shipper = Shipper::new(dir, shipping.bucket.clone(), labels, opts, registry);
+                shipper.init().map_err(|e| {
+                    RunError::Config(format!("prepare {}: {e}", shipper.meta_file().display()))
+                })?;
+                Some((Arc::new(shipper), shipping.interval))
+            }
+        };
         Ok(Self {
             state,
             listener,
             tls,
             refresh_interval: config.refresh_interval,
+            shipper,
         })
     }
 
@@ -181,6 +224,9 @@ impl Sidecar {
             self.refresh_interval,
             shutdown.clone(),
         ));
+        let shipping = self
+            .shipper
+            .map(|(shipper, every)| tokio::spawn(ship_loop(shipper, every, shutdown.clone())));
         let svc = SidecarStore::new(self.state.clone());
         let opts = ServerOptions {
             tls: self.tls,
@@ -195,7 +241,80 @@ impl Sidecar {
         )
         .await;
         refresher.abort();
+        if let Some(task) = shipping {
+            // Stopping mid-upload is safe: meta.json goes last, a restart redoes the block.
+            task.abort();
+        }
         result.map_err(|e| RunError::Serve(e.to_string()))
+    }
+}
+
+/// Flag names of Prometheus's block durations and (≥ 3.9) its delay-compact file.
+const MIN_BLOCK: &str = "storage.tsdb.min-block-duration";
+const MAX_BLOCK: &str = "storage.tsdb.max-block-duration";
+const DELAY_COMPACT: &str = "storage.tsdb.delay-compact-file.path";
+
+/// Refuses to ship from a Prometheus that compacts blocks locally unless it holds back unshipped
+/// blocks through its delay-compact file; otherwise blocks would reach the bucket twice, in two
+/// shapes, or be compacted away before they are shipped. Returns the shipped-blocks file to write
+/// when it is not `<tsdb>/thanos.shipper.json`.
+async fn compaction_guard(
+    client: &crate::prom::PrometheusClient,
+    tsdb: &std::path::Path,
+) -> Result<Option<PathBuf>, RunError> {
+    let flags = client.flags().await.map_err(RunError::Prometheus)?;
+    let (min, max) = (
+        flags.get(MIN_BLOCK).cloned().unwrap_or_default(),
+        flags.get(MAX_BLOCK).cloned().unwrap_or_default(),
+    );
+    let delay = flags
+        .get(DELAY_COMPACT)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    match delay {
+        Some(path) if path.is_absolute() => {
+            tracing::info!(file = %path.display(), "prometheus delays compaction of unshipped blocks");
+            Ok((path != tsdb.join(strata_shipper::SHIPPER_META_FILENAME)).then_some(path))
+        }
+        Some(path) => Err(RunError::Config(format!(
+            "prometheus's --{DELAY_COMPACT}={} is relative; give it as an absolute path both \
+             processes see (e.g. {})",
+            path.display(),
+            tsdb.join(strata_shipper::SHIPPER_META_FILENAME).display()
+        ))),
+        None if min != max => Err(RunError::Config(format!(
+            "prometheus compacts blocks locally (--{MIN_BLOCK}={min}, --{MAX_BLOCK}={max}), so \
+             shipped blocks would be compacted again and uploaded twice: set both to the same \
+             value, or (Prometheus >= 3.9) keep compaction and add \
+             --{DELAY_COMPACT}={}",
+            tsdb.join(strata_shipper::SHIPPER_META_FILENAME).display()
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Ships new blocks every `every` until `shutdown`; failures are logged, counted by the shipper's
+/// metrics and retried on the next round.
+async fn ship_loop(shipper: Arc<Shipper>, every: Duration, shutdown: Shutdown) {
+    loop {
+        match shipper.sync().await {
+            Ok(report) => {
+                for id in &report.uploaded {
+                    tracing::info!(block = %id, "block uploaded");
+                }
+                for (id, why) in &report.failed {
+                    tracing::warn!(block = %id, error = %why, "block upload failed; retrying later");
+                }
+                for (path, why) in &report.corrupted {
+                    tracing::error!(dir = %path.display(), error = %why, "skipping unreadable block");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "block shipping round failed; retrying later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 
