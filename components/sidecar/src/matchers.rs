@@ -1,66 +1,49 @@
 //! StoreAPI matchers: validation (bad regex → InvalidArgument) and matching against external labels.
 
-use regex::Regex;
-use strata_storeapi::pb::thanos::{LabelMatcher, label_matcher::Type};
+use strata_storeapi::pb::thanos::LabelMatcher;
+use strata_storeapi::validate::{self, MatchOp};
 
 use crate::pb::Label;
 use crate::prom::{MatchKind, Matcher};
 
-/// A validated matcher with its compiled (fully anchored) regex.
+/// A validated matcher: what Prometheus is sent, and the StoreAPI matcher (with its regex compiled
+/// the way `strata-storeapi` validates every StoreAPI request) to evaluate external labels.
 #[derive(Debug, Clone)]
 pub struct Compiled {
     /// The matcher as sent to Prometheus.
     pub matcher: Matcher,
-    regex: Option<Regex>,
+    checked: validate::Matcher,
 }
 
 impl Compiled {
     /// Whether `value` satisfies the matcher (a missing label has value "").
     pub fn matches(&self, value: &str) -> bool {
-        match (self.matcher.kind, &self.regex) {
-            (MatchKind::Equal, _) => value == self.matcher.value,
-            (MatchKind::NotEqual, _) => value != self.matcher.value,
-            (MatchKind::Regex, Some(r)) => r.is_match(value),
-            (MatchKind::NotRegex, Some(r)) => !r.is_match(value),
-            (_, None) => false,
-        }
+        self.checked.matches(value)
     }
 }
 
 /// Validates and compiles StoreAPI matchers; the error text is meant for an InvalidArgument status.
 pub fn compile(matchers: &[LabelMatcher]) -> Result<Vec<Compiled>, String> {
-    matchers
-        .iter()
-        .map(|m| {
-            let kind = match Type::try_from(m.r#type) {
-                Ok(Type::Eq) => MatchKind::Equal,
-                Ok(Type::Neq) => MatchKind::NotEqual,
-                Ok(Type::Re) => MatchKind::Regex,
-                Ok(Type::Nre) => MatchKind::NotRegex,
-                Err(_) => {
-                    return Err(format!(
-                        "matcher on {:?}: unknown type {}",
-                        m.name, m.r#type
-                    ));
-                }
+    let checked = validate::matchers(matchers).map_err(|s| s.message().to_owned())?;
+    Ok(checked
+        .into_iter()
+        .map(|c| {
+            let (kind, value) = match &c.op {
+                MatchOp::Eq(v) => (MatchKind::Equal, v.clone()),
+                MatchOp::Neq(v) => (MatchKind::NotEqual, v.clone()),
+                MatchOp::Re(src, _) => (MatchKind::Regex, src.clone()),
+                MatchOp::Nre(src, _) => (MatchKind::NotRegex, src.clone()),
             };
-            let regex = match kind {
-                MatchKind::Regex | MatchKind::NotRegex => Some(
-                    Regex::new(&format!("^(?s:{})$", m.value))
-                        .map_err(|e| format!("matcher {}: invalid regex: {e}", m.name))?,
-                ),
-                _ => None,
-            };
-            Ok(Compiled {
+            Compiled {
                 matcher: Matcher {
                     kind,
-                    name: m.name.clone(),
-                    value: m.value.clone(),
+                    name: c.name.clone(),
+                    value,
                 },
-                regex,
-            })
+                checked: c,
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Checks the matchers on external label names against their values: `None` when one fails (the
@@ -92,6 +75,7 @@ pub fn extend_sorted(series: Vec<Label>, external: &[Label], drop: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_storeapi::pb::thanos::label_matcher::Type;
 
     fn m(t: Type, name: &str, value: &str) -> LabelMatcher {
         LabelMatcher {
@@ -114,7 +98,7 @@ mod tests {
         assert!(c[0].matches("foo"));
         assert!(!c[0].matches("xfoo"));
         let err = compile(&[m(Type::Re, "a", "(")]).expect_err("invalid");
-        assert!(err.contains("invalid regex"), "{err}");
+        assert!(err.contains("bad regex"), "{err}");
         assert!(
             compile(&[LabelMatcher {
                 r#type: 9,

@@ -27,9 +27,9 @@ pub enum MatchOp {
     Eq(String),
     /// `!=`
     Neq(String),
-    /// `=~`: the source as given and the compiled `^(?:re)$`.
+    /// `=~`: the source as given and the compiled `^(?s:re)$` (as Prometheus 3: `.` matches a newline too).
     Re(String, Regex),
-    /// `!~`: the source as given and the compiled `^(?:re)$`.
+    /// `!~`: the source as given and the compiled `^(?s:re)$` (as Prometheus 3: `.` matches a newline too).
     Nre(String, Regex),
 }
 
@@ -84,7 +84,7 @@ impl Matcher {
 }
 
 fn compile(name: &str, re: &str) -> Result<Regex, Status> {
-    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+    regex::RegexBuilder::new(&format!("^(?s:{re})$"))
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| Status::invalid_argument(format!("bad regex {re:?} for label {name:?}: {e}")))
@@ -297,6 +297,13 @@ mod tests {
             label_values(&lv).map(|_| ()).unwrap_err().code(),
             Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn regex_dot_matches_newline_as_in_prometheus() {
+        let v = series(&req(vec![m(2, "msg", "a.b")])).expect("valid");
+        assert!(v.matchers[0].matches("a\nb"));
+        assert!(!v.matchers[0].matches("a\nbc"));
     }
 
     #[test]
