@@ -27,11 +27,15 @@ async fn prometheus() -> Prometheus {
 }
 
 fn start_sidecar(prom: &Prometheus, objstore_yaml: &str) -> Process {
+    start_sidecar_on(prom, objstore_yaml, &format!("127.0.0.1:{}", free_port()))
+}
+
+fn start_sidecar_on(prom: &Prometheus, objstore_yaml: &str, grpc: &str) -> Process {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
     cmd.arg("sidecar")
         .arg(format!("--prometheus.url={}", prom.url()))
         .arg(format!("--tsdb.path={}", prom.data_dir().display()))
-        .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
+        .arg(format!("--grpc-address={grpc}"))
         .arg(format!("--http-address=127.0.0.1:{}", free_port()))
         .arg(format!("--objstore.config={objstore_yaml}"))
         .arg("--shipper.sync-interval=1s")
@@ -318,7 +322,8 @@ async fn bucket_outage_delays_uploads_and_loses_nothing() {
     let prom = prometheus().await;
 
     proxy.set_down(true);
-    let mut sidecar = start_sidecar(&prom, &yaml);
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let mut sidecar = start_sidecar_on(&prom, &yaml, &grpc);
     let data = prom.data_dir().to_path_buf();
     // Blocks get cut while the bucket is unreachable; the sidecar keeps running.
     poll(
@@ -356,6 +361,44 @@ async fn bucket_outage_delays_uploads_and_loses_nothing() {
         },
     )
     .await;
+
+    // With uploads on, Info advertises the oldest local block's min time, as a Thanos sidecar does:
+    // older data is the store gateway's.
+    let oldest = std::fs::read_dir(&data)
+        .expect("read data dir")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("meta.json")).ok())
+        .filter_map(|raw| {
+            serde_json::from_slice::<serde_json::Value>(&raw).ok()?["minTime"].as_i64()
+        })
+        .min()
+        .expect("local blocks");
+    let clients = strata_storeapi::connect(&grpc, &strata_storeapi::ClientOptions::default())
+        .await
+        .expect("connect to the sidecar");
+    let min = poll(
+        "Info min time",
+        Duration::from_secs(30),
+        &mut sidecar,
+        || {
+            let mut info = clients.info.clone();
+            async move {
+                let r = info
+                    .info(strata_storeapi::pb::info::InfoRequest::default())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                let min = r.store.as_ref().map(|s| s.min_time).unwrap_or_default();
+                if min == i64::MIN {
+                    Err("min time not set yet".to_owned())
+                } else {
+                    Ok(min)
+                }
+            }
+        },
+    )
+    .await;
+    // Prometheus may cut (and we ship) newer blocks meanwhile; the oldest stays the oldest.
+    assert_eq!(min, oldest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
