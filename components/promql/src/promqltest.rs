@@ -1,0 +1,702 @@
+//! Prometheus's PromQL test-script language: parse a script, run it against the engine over an
+//! in-memory store, and report pass/fail per statement (`load` and `eval` commands).
+
+use std::fmt;
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::Expr;
+
+use crate::engine::{Engine, QueryValue, RangeSeries};
+use crate::queryable::MemQueryable;
+use crate::value::{Labels, STALE_NAN_BITS};
+
+/// One failing statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// 1-based line of the command.
+    pub line: usize,
+    /// What was expected and what happened.
+    pub message: String,
+}
+
+/// The outcome of running one script.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Statements that passed.
+    pub passed: usize,
+    /// Statements that failed (unsupported ones included).
+    pub failures: Vec<Failure>,
+}
+
+impl Report {
+    /// The number of failed statements.
+    pub fn failed(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// Writes one `file:line: message` line per failure and a final `N passed, M failed` line.
+    pub fn render(&self, file: &str) -> String {
+        let mut s = String::new();
+        for f in &self.failures {
+            s.push_str(&format!("{file}:{}: {}\n", f.line, f.message));
+        }
+        s.push_str(&format!(
+            "{} passed, {} failed\n",
+            self.passed,
+            self.failed()
+        ));
+        s
+    }
+}
+
+/// A value in the series notation: a float, a staleness marker, or nothing (`_`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Point {
+    /// No sample at this step.
+    Omitted,
+    /// A float sample (a staleness marker is the stale NaN).
+    Value(f64),
+}
+
+/// Errors in a script's syntax.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ScriptError {
+    /// A value token of the series notation is malformed.
+    #[error("invalid series value {0:?}")]
+    BadValue(String),
+    /// A series descriptor does not parse.
+    #[error("invalid series descriptor {0:?}: {1}")]
+    BadSeries(String, String),
+    /// A duration or timestamp does not parse.
+    #[error("invalid duration {0:?}")]
+    BadDuration(String),
+    /// A command is malformed.
+    #[error("invalid command: {0}")]
+    BadCommand(String),
+    /// A feature of the language this runner does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        _ => {
+            if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
+            }
+            s.parse::<f64>().ok()
+        }
+    }
+}
+
+/// Expands the series notation (`1 2+3x4 _ _x2 stale Inf -1-1x3`) to points.
+pub fn expand_values(tokens: &[&str]) -> Result<Vec<Point>, ScriptError> {
+    const MAX_POINTS: u64 = 1_000_000;
+    let mut out = Vec::new();
+    for &tok in tokens {
+        if tok.starts_with("{{") {
+            return Err(ScriptError::Unsupported("native histogram samples".into()));
+        }
+        if tok == "_" {
+            out.push(Point::Omitted);
+            continue;
+        }
+        if tok == "stale" {
+            out.push(Point::Value(f64::from_bits(STALE_NAN_BITS)));
+            continue;
+        }
+        if let Some(f) = parse_float(tok) {
+            out.push(Point::Value(f));
+            continue;
+        }
+        // `…xN` forms.
+        let Some(xpos) = tok.rfind('x') else {
+            return Err(ScriptError::BadValue(tok.into()));
+        };
+        let (head, count) = (&tok[..xpos], &tok[xpos + 1..]);
+        let n: u64 = count
+            .parse()
+            .map_err(|_| ScriptError::BadValue(tok.into()))?;
+        if n > MAX_POINTS {
+            return Err(ScriptError::BadValue(tok.into()));
+        }
+        if head == "_" {
+            out.extend(std::iter::repeat_n(Point::Omitted, n as usize));
+            continue;
+        }
+        if head == "stale" {
+            out.extend(std::iter::repeat_n(
+                Point::Value(f64::from_bits(STALE_NAN_BITS)),
+                n as usize + 1,
+            ));
+            continue;
+        }
+        if let Some(f) = parse_float(head) {
+            out.extend(std::iter::repeat_n(Point::Value(f), n as usize + 1));
+            continue;
+        }
+        // a+b or a-b: the operator is the last +/- not at the start and not after an exponent `e`.
+        let bytes = head.as_bytes();
+        let op = (1..bytes.len()).rev().find(|&i| {
+            (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E')
+        });
+        let Some(op) = op else {
+            return Err(ScriptError::BadValue(tok.into()));
+        };
+        let a = parse_float(&head[..op]).ok_or_else(|| ScriptError::BadValue(tok.into()))?;
+        let mut b =
+            parse_float(&head[op + 1..]).ok_or_else(|| ScriptError::BadValue(tok.into()))?;
+        if bytes[op] == b'-' {
+            b = -b;
+        }
+        let mut cur = a;
+        for _ in 0..=n {
+            out.push(Point::Value(cur));
+            cur += b;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a series descriptor such as `metric{a="b"}` or `{a="b"}` to a label set.
+pub fn parse_series(desc: &str) -> Result<Labels, ScriptError> {
+    let d = desc.trim();
+    if d == "{}" {
+        return Ok(Labels::default());
+    }
+    let expr = promql_parser::parser::parse(d).map_err(|e| ScriptError::BadSeries(d.into(), e))?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(ScriptError::BadSeries(
+            d.into(),
+            "not a series selector".into(),
+        ));
+    };
+    let mut pairs = Vec::new();
+    if let Some(n) = &vs.name {
+        pairs.push(("__name__".to_string(), n.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        if !matches!(m.op, MatchOp::Equal) {
+            return Err(ScriptError::BadSeries(
+                d.into(),
+                "only = matchers describe a series".into(),
+            ));
+        }
+        pairs.push((m.name.clone(), m.value.clone()));
+    }
+    Ok(Labels::new(pairs))
+}
+
+/// Splits `desc values…` where desc may contain spaces inside `{…}` and quotes.
+fn split_series_line(line: &str) -> (&str, &str) {
+    let mut depth = 0i32;
+    let mut in_q: Option<char> = None;
+    let mut prev = '\0';
+    for (i, ch) in line.char_indices() {
+        if let Some(q) = in_q {
+            if ch == q && prev != '\\' {
+                in_q = None;
+            }
+        } else {
+            match ch {
+                '"' | '\'' | '`' => in_q = Some(ch),
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return (&line[..=i], line[i + 1..].trim());
+                    }
+                }
+                c if c.is_whitespace() && depth == 0 => return (&line[..i], line[i..].trim()),
+                _ => {}
+            }
+        }
+        prev = if prev == '\\' && ch == '\\' { '\0' } else { ch };
+    }
+    (line, "")
+}
+
+/// Parses a duration such as `5m`, `1h30m`, `0`; returns ms.
+pub fn parse_duration_ms(s: &str) -> Result<i64, ScriptError> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    if let Some(rest) = s.strip_prefix('-') {
+        return parse_duration_ms(rest).map(|v| -v);
+    }
+    promql_parser::util::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| ScriptError::BadDuration(s.into()))
+}
+
+#[derive(Debug, Default)]
+struct Expect {
+    fail: bool,
+    fail_msg: Option<String>,
+    fail_regex: Option<String>,
+    ordered: bool,
+    warn: bool,
+    info: bool,
+}
+
+enum Cmd {
+    Load {
+        line: usize,
+        interval: i64,
+        series: Vec<(usize, String)>,
+        nhcb: bool,
+    },
+    Clear,
+    Eval {
+        line: usize,
+        query: String,
+        start: i64,
+        end: i64,
+        step: Option<i64>,
+        expect: Expect,
+        results: Vec<(usize, String)>,
+    },
+    Bad {
+        line: usize,
+        msg: String,
+    },
+}
+
+fn parse_script(src: &str) -> Vec<Cmd> {
+    let lines: Vec<&str> = src.lines().collect();
+    let mut cmds = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let raw = lines[i];
+        let t = raw.trim();
+        let lineno = i + 1;
+        i += 1;
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        // The block: following non-blank lines.
+        let mut block = Vec::new();
+        while i < lines.len() && !lines[i].trim().is_empty() {
+            let l = lines[i].trim();
+            if !l.starts_with('#') {
+                if is_command(l) {
+                    break;
+                }
+                block.push((i + 1, l.to_string()));
+            }
+            i += 1;
+        }
+        cmds.push(parse_cmd(lineno, t, block));
+    }
+    cmds
+}
+
+fn is_command(l: &str) -> bool {
+    let w = l.split_whitespace().next().unwrap_or("");
+    matches!(
+        w,
+        "load"
+            | "load_with_nhcb"
+            | "clear"
+            | "eval"
+            | "eval_fail"
+            | "eval_ordered"
+            | "eval_warn"
+            | "eval_info"
+    )
+}
+
+fn parse_cmd(line: usize, t: &str, block: Vec<(usize, String)>) -> Cmd {
+    let mut words = t.split_whitespace();
+    let cmd = words.next().unwrap_or("");
+    match cmd {
+        "clear" => Cmd::Clear,
+        "load" | "load_with_nhcb" => match words.next().map(parse_duration_ms) {
+            Some(Ok(interval)) => Cmd::Load {
+                line,
+                interval,
+                series: block,
+                nhcb: cmd == "load_with_nhcb",
+            },
+            _ => Cmd::Bad {
+                line,
+                msg: format!("invalid load command: {t}"),
+            },
+        },
+        "eval" | "eval_fail" | "eval_ordered" | "eval_warn" | "eval_info" => {
+            match parse_eval(line, cmd, t, block) {
+                Ok(c) => c,
+                Err(e) => Cmd::Bad {
+                    line,
+                    msg: e.to_string(),
+                },
+            }
+        }
+        _ => Cmd::Bad {
+            line,
+            msg: format!("unknown command: {t}"),
+        },
+    }
+}
+
+fn parse_eval(
+    line: usize,
+    cmd: &str,
+    t: &str,
+    block: Vec<(usize, String)>,
+) -> Result<Cmd, ScriptError> {
+    let rest = t[cmd.len()..].trim_start();
+    let mut expect = Expect {
+        fail: cmd == "eval_fail",
+        ordered: cmd == "eval_ordered",
+        warn: cmd == "eval_warn",
+        info: cmd == "eval_info",
+        ..Default::default()
+    };
+    let (start, end, step, query) = if let Some(r) = rest.strip_prefix("instant") {
+        let r = r
+            .trim_start()
+            .strip_prefix("at")
+            .ok_or_else(|| ScriptError::BadCommand(t.into()))?
+            .trim_start();
+        let (at, q) = r
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| ScriptError::BadCommand(t.into()))?;
+        let at = parse_duration_ms(at)?;
+        (at, at, None, q.trim().to_string())
+    } else if let Some(r) = rest.strip_prefix("range") {
+        let w: Vec<&str> = r.split_whitespace().collect();
+        if w.len() < 7 || w[0] != "from" || w[2] != "to" || w[4] != "step" {
+            return Err(ScriptError::BadCommand(t.into()));
+        }
+        let q_start = r.find(w[5]).map(|p| p + w[5].len()).unwrap_or(0);
+        let query = r[q_start..].trim().to_string();
+        (
+            parse_duration_ms(w[1])?,
+            parse_duration_ms(w[3])?,
+            Some(parse_duration_ms(w[5])?),
+            query,
+        )
+    } else {
+        return Err(ScriptError::BadCommand(t.into()));
+    };
+    let mut results = Vec::new();
+    for (ln, l) in block {
+        if let Some(e) = l.strip_prefix("expect ") {
+            let e = e.trim();
+            let (kind, arg) = match e.split_once(char::is_whitespace) {
+                Some((k, a)) => (k, Some(a.trim())),
+                None => (e, None),
+            };
+            let parse_arg = |a: Option<&str>| -> (Option<String>, Option<String>) {
+                match a {
+                    Some(a) if a.starts_with("msg:") => {
+                        (Some(unquote(a["msg:".len()..].trim())), None)
+                    }
+                    Some(a) if a.starts_with("regex:") => {
+                        (None, Some(unquote(a["regex:".len()..].trim())))
+                    }
+                    _ => (None, None),
+                }
+            };
+            match kind {
+                "fail" => {
+                    expect.fail = true;
+                    let (m, r) = parse_arg(arg);
+                    expect.fail_msg = m;
+                    expect.fail_regex = r;
+                }
+                "ordered" => expect.ordered = true,
+                "warn" => expect.warn = true,
+                "info" => expect.info = true,
+                "no_warn" | "no_info" => {}
+                other => return Err(ScriptError::BadCommand(format!("unknown expect {other}"))),
+            }
+        } else if let Some(m) = l.strip_prefix("expected_fail_message") {
+            expect.fail_msg = Some(m.trim().to_string());
+        } else if let Some(m) = l.strip_prefix("expected_fail_regexp") {
+            expect.fail_regex = Some(m.trim().to_string());
+        } else {
+            results.push((ln, l));
+        }
+    }
+    Ok(Cmd::Eval {
+        line,
+        query,
+        start,
+        end,
+        step,
+        expect,
+        results,
+    })
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    if s.len() >= 2
+        && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('`') && s.ends_with('`')))
+    {
+        return s[1..s.len() - 1].to_string();
+    }
+    s.to_string()
+}
+
+/// Prometheus's float comparison in tests: equal, both NaN, or within a relative 1e-6.
+pub fn almost_equal(a: f64, b: f64) -> bool {
+    const EPS: f64 = 1e-6;
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a == b || (a.is_nan() && b.is_nan()) {
+        return true;
+    }
+    let diff = (a - b).abs();
+    let abs_sum = a.abs() + b.abs();
+    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < EPS * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < EPS
+}
+
+struct Shown<'a>(&'a [(Labels, Vec<(i64, f64)>)]);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[")?;
+        for (i, (l, pts)) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            let v: Vec<String> = pts.iter().map(|(t, v)| format!("{v}@{t}")).collect();
+            write!(f, "{l} {}", v.join(" "))?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// Runs a script; every `load` and `eval` is one statement.
+pub fn run_script(src: &str) -> Report {
+    let engine = Engine::default();
+    let mut store = MemQueryable::new();
+    let mut report = Report::default();
+    for cmd in parse_script(src) {
+        match cmd {
+            Cmd::Clear => store.clear(),
+            Cmd::Bad { line, msg } => report.failures.push(Failure { line, message: msg }),
+            Cmd::Load {
+                line,
+                interval,
+                series,
+                nhcb,
+            } => {
+                let mut err = None;
+                for (ln, l) in series {
+                    let (desc, vals) = split_series_line(&l);
+                    let toks: Vec<&str> = vals.split_whitespace().collect();
+                    let res = parse_series(desc)
+                        .and_then(|labels| expand_values(&toks).map(|p| (labels, p)));
+                    match res {
+                        Ok((labels, points)) => {
+                            let samples: Vec<(i64, f64)> = points
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, p)| match p {
+                                    Point::Value(f) => Some((i as i64 * interval, *f)),
+                                    Point::Omitted => None,
+                                })
+                                .collect();
+                            store.add(labels, &samples);
+                        }
+                        Err(e) => err = Some(format!("line {ln}: {e}")),
+                    }
+                }
+                if nhcb && err.is_none() {
+                    err = Some(
+                        "unsupported: load_with_nhcb (native histograms with custom buckets)"
+                            .into(),
+                    );
+                }
+                match err {
+                    None => report.passed += 1,
+                    Some(message) => report.failures.push(Failure { line, message }),
+                }
+            }
+            Cmd::Eval {
+                line,
+                query,
+                start,
+                end,
+                step,
+                expect,
+                results,
+            } => match run_eval(&engine, &store, &query, start, end, step, &expect, &results) {
+                Ok(()) => report.passed += 1,
+                Err(message) => report.failures.push(Failure {
+                    line,
+                    message: format!("{query}: {message}"),
+                }),
+            },
+        }
+    }
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_eval(
+    engine: &Engine,
+    store: &MemQueryable,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    expect: &Expect,
+    results: &[(usize, String)],
+) -> Result<(), String> {
+    if expect.warn || expect.info {
+        return Err("unsupported: annotations (expect warn/info)".into());
+    }
+    let res = futures::executor::block_on(async {
+        match step {
+            None => engine.instant_query(store, query, start).await,
+            Some(s) => engine.range_query(store, query, start, end, s).await,
+        }
+    });
+    let got = match res {
+        Err(e) => {
+            if !expect.fail {
+                return Err(format!("expected success, got error: {e}"));
+            }
+            let msg = e.to_string();
+            if let Some(m) = &expect.fail_msg {
+                if *m != msg {
+                    return Err(format!("expected error {m:?}, got {msg:?}"));
+                }
+            }
+            if let Some(r) = &expect.fail_regex {
+                let re = regex::Regex::new(r).map_err(|e| format!("bad regex in test: {e}"))?;
+                if !re.is_match(&msg) {
+                    return Err(format!("expected error matching {r:?}, got {msg:?}"));
+                }
+            }
+            return Ok(());
+        }
+        Ok(v) => v,
+    };
+    if expect.fail {
+        return Err("expected error, got success".into());
+    }
+    // Expected: scalar / string / series lines.
+    match got {
+        QueryValue::Scalar(_, f) => {
+            let [(_, l)] = results else {
+                return Err(format!("expected {} lines, got scalar {f}", results.len()));
+            };
+            let want =
+                parse_float(l.trim()).ok_or_else(|| format!("expected {l}, got scalar {f}"))?;
+            if !almost_equal(want, f) {
+                return Err(format!("expected scalar {want}, got {f}"));
+            }
+            Ok(())
+        }
+        QueryValue::String(s) => {
+            let [(_, l)] = results else {
+                return Err(format!(
+                    "expected {} lines, got string {s:?}",
+                    results.len()
+                ));
+            };
+            if unquote(l) != s {
+                return Err(format!("expected {l}, got string {s:?}"));
+            }
+            Ok(())
+        }
+        QueryValue::Vector(v) => {
+            let got: Vec<(Labels, Vec<(i64, f64)>)> = v
+                .into_iter()
+                .map(|s| (s.labels, vec![(s.t, s.f)]))
+                .collect();
+            compare(got, results, start, 0, expect.ordered, false)
+        }
+        QueryValue::Matrix(m) => {
+            let range = step.is_some();
+            let got: Vec<(Labels, Vec<(i64, f64)>)> = m
+                .into_iter()
+                .map(|RangeSeries { labels, points }| (labels, points))
+                .collect();
+            compare(
+                got,
+                results,
+                start,
+                step.unwrap_or(0),
+                expect.ordered,
+                !range,
+            )
+        }
+    }
+}
+
+fn compare(
+    got: Vec<(Labels, Vec<(i64, f64)>)>,
+    results: &[(usize, String)],
+    start: i64,
+    step: i64,
+    ordered: bool,
+    ignore_ts: bool,
+) -> Result<(), String> {
+    let mut want: Vec<(Labels, Vec<Point>)> = Vec::new();
+    for (_, l) in results {
+        let (desc, vals) = split_series_line(l);
+        let labels = parse_series(desc).map_err(|e| e.to_string())?;
+        let toks: Vec<&str> = vals.split_whitespace().collect();
+        want.push((labels, expand_values(&toks).map_err(|e| e.to_string())?));
+    }
+    let mismatch = || format!("expected {} got {}", show_want(&want), Shown(&got));
+    if want.len() != got.len() {
+        return Err(mismatch());
+    }
+    for (wi, (wl, wp)) in want.iter().enumerate() {
+        let Some(gi) = got.iter().position(|(gl, _)| gl == wl) else {
+            return Err(mismatch());
+        };
+        if ordered && gi != wi {
+            return Err(format!("ordering: {}", mismatch()));
+        }
+        let gp = &got[gi].1;
+        let wpts: Vec<(i64, f64)> = wp
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Point::Value(f) => Some((start + i as i64 * step, *f)),
+                Point::Omitted => None,
+            })
+            .collect();
+        if wpts.len() != gp.len() {
+            return Err(mismatch());
+        }
+        for (a, b) in wpts.iter().zip(gp) {
+            if (!ignore_ts && a.0 != b.0) || !almost_equal(a.1, b.1) {
+                return Err(mismatch());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_want(w: &[(Labels, Vec<Point>)]) -> String {
+    let parts: Vec<String> = w
+        .iter()
+        .map(|(l, p)| {
+            let v: Vec<String> = p
+                .iter()
+                .map(|x| match x {
+                    Point::Omitted => "_".into(),
+                    Point::Value(f) => format!("{f}"),
+                })
+                .collect();
+            format!("{l} {}", v.join(" "))
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
