@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use promql_parser::label::{Matcher, Matchers};
+use promql_parser::label::{MatchOp, Matcher, Matchers};
 use promql_parser::parser::ast::{
     AggregateExpr, AtModifier, BinaryExpr, Call, LabelModifier, Offset, SubqueryExpr,
     VectorMatchCardinality, VectorSelector,
@@ -255,7 +255,7 @@ impl Engine {
             let key = selector_key(vs);
             let entry = needs
                 .entry(key)
-                .or_insert((vs.matchers.clone(), min_t, max_t));
+                .or_insert((effective_matchers(vs), min_t, max_t));
             entry.1 = entry.1.min(min_t);
             entry.2 = entry.2.max(max_t);
         };
@@ -322,7 +322,26 @@ fn subquery_range(engine: &Engine, sq: &SubqueryExpr, top: Range, r: Range) -> R
     }
 }
 
+/// The selector's matchers with its metric name (kept apart by the parser) as a `__name__` matcher.
+fn effective_matchers(vs: &VectorSelector) -> Matchers {
+    let mut ms = vs.matchers.clone();
+    if let Some(name) = &vs.name {
+        let m = Matcher::new(MatchOp::Equal, "__name__", name);
+        if !ms.matchers.contains(&m) {
+            ms.matchers.push(m.clone());
+        }
+        for g in &mut ms.or_matchers {
+            if !g.contains(&m) {
+                g.push(m.clone());
+            }
+        }
+    }
+    ms
+}
+
 fn selector_key(vs: &VectorSelector) -> String {
+    let ms = effective_matchers(vs);
+    let vs = &VectorSelector { matchers: ms, ..vs.clone() };
     let mut parts: Vec<String> = vs.matchers.matchers.iter().map(|m| m.to_string()).collect();
     parts.sort();
     let mut key = parts.join(",");

@@ -219,18 +219,44 @@ fn split_series_line(line: &str) -> (&str, &str) {
     (line, "")
 }
 
-/// Parses a duration such as `5m`, `1h30m`, `0`; returns ms.
+/// Parses a duration such as `5m`, `1h30m`, `0`, `0s`, `-10s`; returns ms.
 pub fn parse_duration_ms(s: &str) -> Result<i64, ScriptError> {
     let s = s.trim();
+    let bad = || ScriptError::BadDuration(s.into());
     if s == "0" {
         return Ok(0);
     }
     if let Some(rest) = s.strip_prefix('-') {
         return parse_duration_ms(rest).map(|v| -v);
     }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|_| ScriptError::BadDuration(s.into()))
+    let b = s.as_bytes();
+    let (mut i, mut total) = (0usize, 0i64);
+    if b.is_empty() {
+        return Err(bad());
+    }
+    while i < b.len() {
+        let ds = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n: i64 = s[ds..i].parse().map_err(|_| bad())?;
+        let us = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit = match &s[us..i] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return Err(bad()),
+        };
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+    }
+    Ok(total)
 }
 
 #[derive(Debug, Default)]
