@@ -341,7 +341,10 @@ fn effective_matchers(vs: &VectorSelector) -> Matchers {
 
 fn selector_key(vs: &VectorSelector) -> String {
     let ms = effective_matchers(vs);
-    let vs = &VectorSelector { matchers: ms, ..vs.clone() };
+    let vs = &VectorSelector {
+        matchers: ms,
+        ..vs.clone()
+    };
     let mut parts: Vec<String> = vs.matchers.matchers.iter().map(|m| m.to_string()).collect();
     parts.sort();
     let mut key = parts.join(",");
@@ -846,9 +849,16 @@ impl Ctx<'_> {
             for (j, s) in one.iter().enumerate() {
                 if s.vals[i].is_some() && one_map.insert(&one_sig[j], j).is_some() {
                     let side = if swapped { "left" } else { "right" };
+                    let dups: Vec<String> = one
+                        .iter()
+                        .zip(&one_sig)
+                        .filter(|(o, sig)| o.vals[i].is_some() && *sig == &one_sig[j])
+                        .map(|(o, _)| o.labels.go_string())
+                        .collect();
                     return Err(EngineError::Eval(format!(
-                        "found duplicate series for the match group {} on the {side} hand side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
-                        one_sig[j], s.labels
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        one_sig[j].go_string(),
+                        dups.join(", ")
                     )));
                 }
             }

@@ -82,7 +82,13 @@ fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    vals.sort_by(|a, b| a.total_cmp(b));
+    // NaN sorts first, as Go's sort.Float64s does.
+    vals.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
     let n = vals.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);
@@ -125,15 +131,11 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             None => Err(EngineError::Eval(format!("{op} requires a parameter"))),
         }
     };
+    // Grouping sees names not yet dropped (Prometheus 3's delayed name removal); a group drops
+    // its name when any member would.
     let keys: Vec<Labels> = input
         .iter()
-        .map(|s| {
-            let mut l = s.labels.clone();
-            if s.drop_name {
-                l.remove("__name__");
-            }
-            group_labels(&l, &a.modifier)
-        })
+        .map(|s| group_labels(&s.labels, &a.modifier))
         .collect();
     // Groups in first-seen order.
     let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
@@ -191,6 +193,15 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 }
             }
             out.retain(|s| s.vals.iter().any(Option::is_some));
+            // Instant results come out best first, as Prometheus returns them.
+            let last = n - 1;
+            out.sort_by(|x, y| {
+                let (a, b) = (
+                    x.vals[last].unwrap_or(f64::NAN),
+                    y.vals[last].unwrap_or(f64::NAN),
+                );
+                cmp_nan_last(a, b, op == "topk")
+            });
             return Ok(Val::Vector(out));
         }
         "count_values" => {
@@ -277,10 +288,11 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 other => return Err(EngineError::Unsupported(format!("aggregation {other}"))),
             });
         }
+        let drop_name = members.iter().any(|&i| input[i].drop_name);
         out.push(VSeries {
             labels: g,
             vals,
-            drop_name: false,
+            drop_name,
         });
     }
     Ok(Val::Vector(out))

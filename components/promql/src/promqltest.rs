@@ -254,7 +254,10 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, ScriptError> {
             "y" => 31_536_000_000,
             _ => return Err(bad()),
         };
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     Ok(total)
 }
@@ -267,6 +270,8 @@ struct Expect {
     ordered: bool,
     warn: bool,
     info: bool,
+    string: Option<String>,
+    range_vector: Option<(i64, i64)>,
 }
 
 enum Cmd {
@@ -399,8 +404,7 @@ fn parse_eval(
         if w.len() < 7 || w[0] != "from" || w[2] != "to" || w[4] != "step" {
             return Err(ScriptError::BadCommand(t.into()));
         }
-        let q_start = r.find(w[5]).map(|p| p + w[5].len()).unwrap_or(0);
-        let query = r[q_start..].trim().to_string();
+        let query = skip_words(r, 6).trim().to_string();
         (
             parse_duration_ms(w[1])?,
             parse_duration_ms(w[3])?,
@@ -437,6 +441,21 @@ fn parse_eval(
                     expect.fail_regex = r;
                 }
                 "ordered" => expect.ordered = true,
+                "string" => expect.string = Some(unquote(arg.unwrap_or(""))),
+                "range" => {
+                    // `expect range vector from A to B step S`
+                    let w: Vec<&str> = arg.unwrap_or("").split_whitespace().collect();
+                    if w.len() != 7
+                        || w[0] != "vector"
+                        || w[1] != "from"
+                        || w[3] != "to"
+                        || w[5] != "step"
+                    {
+                        return Err(ScriptError::BadCommand(l.clone()));
+                    }
+                    expect.range_vector =
+                        Some((parse_duration_ms(w[2])?, parse_duration_ms(w[6])?));
+                }
                 "warn" => expect.warn = true,
                 "info" => expect.info = true,
                 "no_warn" | "no_info" => {}
@@ -459,6 +478,17 @@ fn parse_eval(
         expect,
         results,
     })
+}
+
+/// `s` after its first `n` whitespace-separated words.
+fn skip_words(s: &str, n: usize) -> &str {
+    let mut rest = s;
+    for _ in 0..n {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    rest
 }
 
 fn unquote(s: &str) -> String {
@@ -626,39 +656,29 @@ fn run_eval(
             }
             Ok(())
         }
-        QueryValue::String(s) => {
-            let [(_, l)] = results else {
-                return Err(format!(
-                    "expected {} lines, got string {s:?}",
-                    results.len()
-                ));
-            };
-            if unquote(l) != s {
-                return Err(format!("expected {l}, got string {s:?}"));
-            }
-            Ok(())
-        }
+        QueryValue::String(s) => match &expect.string {
+            Some(want) if *want == s && results.is_empty() => Ok(()),
+            _ => Err(format!("expected {:?}, got string {s:?}", expect.string)),
+        },
         QueryValue::Vector(v) => {
             let got: Vec<(Labels, Vec<(i64, f64)>)> = v
                 .into_iter()
                 .map(|s| (s.labels, vec![(s.t, s.f)]))
                 .collect();
-            compare(got, results, start, 0, expect.ordered, false)
+            compare(got, results, start, 0, expect.ordered)
         }
         QueryValue::Matrix(m) => {
-            let range = step.is_some();
             let got: Vec<(Labels, Vec<(i64, f64)>)> = m
                 .into_iter()
                 .map(|RangeSeries { labels, points }| (labels, points))
                 .collect();
-            compare(
-                got,
-                results,
-                start,
-                step.unwrap_or(0),
-                expect.ordered,
-                !range,
-            )
+            match (step, expect.range_vector) {
+                (Some(step), _) => compare(got, results, start, step, expect.ordered),
+                (None, Some((from, step))) => compare(got, results, from, step, expect.ordered),
+                (None, None) => Err(
+                    "instant query returned a range vector; expected `expect range vector`".into(),
+                ),
+            }
         }
     }
 }
@@ -669,7 +689,6 @@ fn compare(
     start: i64,
     step: i64,
     ordered: bool,
-    ignore_ts: bool,
 ) -> Result<(), String> {
     let mut want: Vec<(Labels, Vec<Point>)> = Vec::new();
     for (_, l) in results {
@@ -702,7 +721,7 @@ fn compare(
             return Err(mismatch());
         }
         for (a, b) in wpts.iter().zip(gp) {
-            if (!ignore_ts && a.0 != b.0) || !almost_equal(a.1, b.1) {
+            if a.0 != b.0 || !almost_equal(a.1, b.1) {
                 return Err(mismatch());
             }
         }

@@ -79,6 +79,12 @@ impl Labels {
         )
     }
 
+    /// Go's `%s` form of a label set as Prometheus errors print it: `{__name__="a", b="c"}`.
+    pub fn go_string(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{{{}}}", parts.join(", "))
+    }
+
     /// True when there are no labels.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
