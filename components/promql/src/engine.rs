@@ -870,12 +870,10 @@ impl Ctx<'_> {
                     continue;
                 };
                 let Some(ov) = one[j].vals[i] else { continue };
-                if one_to_one {
-                    if matched_one.insert(&many_sig[k], k).is_some() {
-                        return Err(EngineError::Eval(
-                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                        ));
-                    }
+                if one_to_one && matched_one.insert(&many_sig[k], k).is_some() {
+                    return Err(EngineError::Eval(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
                 }
                 let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
                 let (mut v, keep) = scalar_op(op, lv, rv)?;

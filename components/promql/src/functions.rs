@@ -158,8 +158,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     drop_name: s.drop_name,
                 })
                 .collect();
-            for step in 0..n {
-                let kf = k[step];
+            for (step, &kf) in k.iter().enumerate() {
                 if kf.is_nan() {
                     return Err(EngineError::Eval("Parameter value is NaN".into()));
                 }
@@ -298,7 +297,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     Ok(Val::Vector(out))
 }
 
-fn arg<'a>(c: &'a Call, i: usize) -> Result<&'a Expr> {
+fn arg(c: &Call, i: usize) -> Result<&Expr> {
     c.args
         .args
         .get(i)

@@ -625,10 +625,8 @@ fn run_eval(
                 return Err(format!("expected success, got error: {e}"));
             }
             let msg = e.to_string();
-            if let Some(m) = &expect.fail_msg {
-                if *m != msg {
-                    return Err(format!("expected error {m:?}, got {msg:?}"));
-                }
+            if let Some(m) = expect.fail_msg.as_ref().filter(|m| **m != msg) {
+                return Err(format!("expected error {m:?}, got {msg:?}"));
             }
             if let Some(r) = &expect.fail_regex {
                 let re = regex::Regex::new(r).map_err(|e| format!("bad regex in test: {e}"))?;
@@ -744,4 +742,157 @@ fn show_want(w: &[(Labels, Vec<Point>)]) -> String {
         })
         .collect();
     format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_notation_expands() {
+        let got = expand_values(&[
+            "1", "2+3x2", "_", "_x2", "5-1x1", "stale", "Inf", "NaN", "7x2",
+        ])
+        .expect("valid notation");
+        let v = |f| Point::Value(f);
+        assert_eq!(got.len(), 15);
+        assert_eq!(
+            &got[..6],
+            &[
+                v(1.0),
+                v(2.0),
+                v(5.0),
+                v(8.0),
+                Point::Omitted,
+                Point::Omitted
+            ]
+        );
+        assert_eq!(&got[6..9], &[Point::Omitted, v(5.0), v(4.0)]);
+        assert!(matches!(got[9], Point::Value(f) if f.to_bits() == STALE_NAN_BITS));
+        assert_eq!(got[10], v(f64::INFINITY));
+        assert!(matches!(got[11], Point::Value(f) if f.is_nan() && f.to_bits() != STALE_NAN_BITS));
+        assert_eq!(&got[12..], &[v(7.0), v(7.0), v(7.0)]);
+        assert!(expand_values(&["1+x"]).is_err());
+        assert!(expand_values(&["1x99999999999"]).is_err());
+        assert!(matches!(
+            expand_values(&["{{schema:0}}"]),
+            Err(ScriptError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("0"), Ok(0));
+        assert_eq!(parse_duration_ms("0m"), Ok(0));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("-10s"), Ok(-10_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert!(parse_duration_ms("10").is_err());
+        assert!(parse_duration_ms("5x").is_err());
+    }
+
+    /// A small script over what this slice implements; every statement must pass, and the
+    /// deliberately wrong ones at the end must fail.
+    const SCRIPT: &str = r#"
+load 1m
+    http_requests{job="api", instance="0"} 0+10x10
+    http_requests{job="api", instance="1"} 0+20x10
+    http_requests{job="db", instance="0"}  5 _ stale 7
+    up{job="api"} 1x10
+
+# lookback, staleness, offset, @
+eval instant at 10m http_requests{job="api"}
+    http_requests{job="api", instance="0"} 100
+    http_requests{job="api", instance="1"} 200
+
+eval instant at 2m http_requests{job="db"}
+
+eval instant at 1m http_requests{job="db"}
+    http_requests{job="db", instance="0"} 5
+
+eval instant at 10m http_requests{instance="1"} offset 5m
+    http_requests{job="api", instance="1"} 100
+
+eval instant at 10m http_requests{instance="1"} @ 120
+    http_requests{job="api", instance="1"} 40
+
+eval range from 0 to 4m step 1m http_requests{job="db"}
+    http_requests{job="db", instance="0"} 5 5 _ 7 7
+
+# range functions (left-open windows)
+eval instant at 10m rate(http_requests{job="api"}[5m])
+    {job="api", instance="0"} 0.16666666666666666
+    {job="api", instance="1"} 0.3333333333333333
+
+eval instant at 10m count_over_time(http_requests{instance="0", job="api"}[2m])
+    {job="api", instance="0"} 2
+
+eval instant at 10m last_over_time(http_requests{instance="0", job="api"}[2m])
+    http_requests{job="api", instance="0"} 100
+
+# aggregation, binary operators, matching
+eval instant at 10m sum by (job) (http_requests)
+    {job="api"} 300
+
+eval instant at 10m http_requests{job="api"} / ignoring(instance) group_left up
+    {job="api", instance="0"} 100
+    {job="api", instance="1"} 200
+
+eval instant at 10m http_requests > bool 100
+    {job="api", instance="0"} 0
+    {job="api", instance="1"} 1
+
+eval instant at 4m http_requests{job="api"} unless on(instance) http_requests{job="db"}
+    http_requests{job="api", instance="1"} 80
+
+eval instant at 10m topk(1, http_requests)
+    expect ordered
+    http_requests{job="api", instance="1"} 200
+
+eval instant at 10m scalar(up) * 2
+    2
+
+eval range from 0 to 2m step 1m time()
+    {} 0 60 120
+
+eval instant at 10m label_replace(up, "dst", "x-$1", "job", "(.*)")
+    up{job="api", dst="x-api"} 1
+
+eval instant at 10m absent(nonexistent{job="x"})
+    {job="x"} 1
+
+eval instant at 1m "hello"
+    expect string "hello"
+
+eval instant at 1m http_requests{job="api"} + on() up
+    expect fail regex: many-to-one matching must be explicit
+
+# wrong on purpose: these three must be reported as failures
+eval instant at 10m up
+    up{job="api"} 2
+
+eval instant at 10m up
+    expect fail
+
+eval instant at 10m nonexistent_function(up)
+    {} 1
+"#;
+
+    #[test]
+    fn inline_script_runs() {
+        let report = run_script(SCRIPT);
+        let lines: Vec<usize> = report.failures.iter().map(|f| f.line).collect();
+        assert_eq!(report.failed(), 3, "{}", report.render("inline"));
+        assert_eq!(report.passed, 21, "{}", report.render("inline"));
+        let text: Vec<&str> = SCRIPT.lines().collect();
+        for l in lines {
+            assert!(text[l - 1].starts_with("eval instant at 10m"), "line {l}");
+        }
+        let out = report.render("inline");
+        assert!(out.ends_with("21 passed, 3 failed\n"), "{out}");
+        assert!(
+            out.contains("expected [up{job=\"api\"} 2] got [up{job=\"api\"} 1@600000]"),
+            "{out}"
+        );
+    }
 }
