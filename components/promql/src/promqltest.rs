@@ -56,6 +56,27 @@ pub enum Point {
     Omitted,
     /// A float sample (a staleness marker is the stale NaN).
     Value(f64),
+    /// A native histogram sample, which this slice cannot represent.
+    Histogram,
+}
+
+/// Splits a values field into tokens, keeping `{{…}}` histograms (which hold spaces) whole.
+fn value_tokens(vals: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for w in vals.split_whitespace() {
+        if open {
+            if let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(w);
+            }
+        } else {
+            out.push(w.to_string());
+        }
+        let cur = out.last().map(String::as_str).unwrap_or("");
+        open = cur.starts_with("{{") && !cur.contains("}}");
+    }
+    out
 }
 
 /// Errors in a script's syntax.
@@ -93,12 +114,24 @@ fn parse_float(s: &str) -> Option<f64> {
 }
 
 /// Expands the series notation (`1 2+3x4 _ _x2 stale Inf -1-1x3`) to points.
-pub fn expand_values(tokens: &[&str]) -> Result<Vec<Point>, ScriptError> {
+pub fn expand_values<S: AsRef<str>>(tokens: &[S]) -> Result<Vec<Point>, ScriptError> {
     const MAX_POINTS: u64 = 1_000_000;
     let mut out = Vec::new();
-    for &tok in tokens {
+    for tok in tokens {
+        let tok = tok.as_ref();
         if tok.starts_with("{{") {
-            return Err(ScriptError::Unsupported("native histogram samples".into()));
+            // `{{…}}` or `{{…}}xN`: one histogram, or N+1 of them.
+            let n = match tok.rsplit_once("}}x") {
+                Some((_, n)) => n
+                    .parse::<u64>()
+                    .map_err(|_| ScriptError::BadValue(tok.into()))?,
+                None => 0,
+            };
+            if n > MAX_POINTS {
+                return Err(ScriptError::BadValue(tok.into()));
+            }
+            out.extend(std::iter::repeat_n(Point::Histogram, n as usize + 1));
+            continue;
         }
         if tok == "_" {
             out.push(Point::Omitted);
@@ -550,17 +583,22 @@ pub fn run_script(src: &str) -> Report {
                 let mut err = None;
                 for (ln, l) in series {
                     let (desc, vals) = split_series_line(&l);
-                    let toks: Vec<&str> = vals.split_whitespace().collect();
+                    let toks = value_tokens(vals);
                     let res = parse_series(desc)
                         .and_then(|labels| expand_values(&toks).map(|p| (labels, p)));
                     match res {
                         Ok((labels, points)) => {
+                            if points.contains(&Point::Histogram) {
+                                err = Some(format!(
+                                    "line {ln}: unsupported: native histogram samples (the float samples were loaded)"
+                                ));
+                            }
                             let samples: Vec<(i64, f64)> = points
                                 .iter()
                                 .enumerate()
                                 .filter_map(|(i, p)| match p {
                                     Point::Value(f) => Some((i as i64 * interval, *f)),
-                                    Point::Omitted => None,
+                                    Point::Omitted | Point::Histogram => None,
                                 })
                                 .collect();
                             store.add(labels, &samples);
@@ -692,8 +730,11 @@ fn compare(
     for (_, l) in results {
         let (desc, vals) = split_series_line(l);
         let labels = parse_series(desc).map_err(|e| e.to_string())?;
-        let toks: Vec<&str> = vals.split_whitespace().collect();
+        let toks = value_tokens(vals);
         want.push((labels, expand_values(&toks).map_err(|e| e.to_string())?));
+    }
+    if want.iter().any(|(_, p)| p.contains(&Point::Histogram)) {
+        return Err("unsupported: native histogram samples in the expected result".into());
     }
     let mismatch = || format!("expected {} got {}", show_want(&want), Shown(&got));
     if want.len() != got.len() {
@@ -712,7 +753,7 @@ fn compare(
             .enumerate()
             .filter_map(|(i, p)| match p {
                 Point::Value(f) => Some((start + i as i64 * step, *f)),
-                Point::Omitted => None,
+                Point::Omitted | Point::Histogram => None,
             })
             .collect();
         if wpts.len() != gp.len() {
@@ -735,6 +776,7 @@ fn show_want(w: &[(Labels, Vec<Point>)]) -> String {
                 .iter()
                 .map(|x| match x {
                     Point::Omitted => "_".into(),
+                    Point::Histogram => "{{…}}".into(),
                     Point::Value(f) => format!("{f}"),
                 })
                 .collect();
@@ -774,10 +816,14 @@ mod tests {
         assert_eq!(&got[12..], &[v(7.0), v(7.0), v(7.0)]);
         assert!(expand_values(&["1+x"]).is_err());
         assert!(expand_values(&["1x99999999999"]).is_err());
-        assert!(matches!(
-            expand_values(&["{{schema:0}}"]),
-            Err(ScriptError::Unsupported(_))
-        ));
+        assert_eq!(
+            expand_values(&["{{schema:0}}x2"]),
+            Ok(vec![Point::Histogram; 3])
+        );
+        assert_eq!(
+            value_tokens("1 {{schema:0 sum:1}} 2"),
+            vec!["1", "{{schema:0 sum:1}}", "2"]
+        );
     }
 
     #[test]
