@@ -233,6 +233,7 @@ impl Engine {
             ts: (0..n).map(|i| start + i as i64 * step).collect(),
             query_start: start,
             query_end: end,
+            query_step: step,
         };
         ctx.eval(expr)
     }
@@ -408,7 +409,7 @@ pub(crate) struct MatrixVal {
     pub series: Vec<MSeries>,
     pub range: i64,
     pub ends: Vec<i64>,
-    /// The evaluation time of each step (after `@`, before `offset`).
+    /// The evaluation time of each step (the step's own time, whatever `@` and `offset` say).
     pub eval_ts: Vec<i64>,
 }
 
@@ -481,6 +482,8 @@ pub(crate) struct Ctx<'a> {
     pub ts: Vec<i64>,
     pub query_start: i64,
     pub query_end: i64,
+    /// The top-level query's step (ms); 1 for instant queries' single step.
+    pub query_step: i64,
 }
 
 impl Ctx<'_> {
@@ -574,8 +577,8 @@ impl Ctx<'_> {
     fn matrix_selector(&self, vs: &VectorSelector, range: i64) -> MatrixVal {
         let at = at_ms(&vs.at, self.top());
         let off = offset_ms(&vs.offset);
-        let eval_ts: Vec<i64> = self.ts.iter().map(|&t| at.unwrap_or(t)).collect();
-        let ends: Vec<i64> = eval_ts.iter().map(|t| t - off).collect();
+        let eval_ts: Vec<i64> = self.ts.clone();
+        let ends: Vec<i64> = self.ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
         let series = self
             .series_for(vs)
             .iter()
@@ -617,8 +620,8 @@ impl Ctx<'_> {
         }
         let at = at_ms(&sq.at, self.top());
         let off = offset_ms(&sq.offset);
-        let eval_ts: Vec<i64> = self.ts.iter().map(|&t| at.unwrap_or(t)).collect();
-        let ends: Vec<i64> = eval_ts.iter().map(|t| t - off).collect();
+        let eval_ts: Vec<i64> = self.ts.clone();
+        let ends: Vec<i64> = self.ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
         let range = dur_ms(&sq.range);
         if ts.is_empty() {
             return Ok(Val::Matrix(MatrixVal {
@@ -634,6 +637,7 @@ impl Ctx<'_> {
             ts: ts.clone(),
             query_start: self.query_start,
             query_end: self.query_end,
+            query_step: self.query_step,
         };
         let series = match sub.eval(&sq.expr)? {
             Val::Vector(vs) => vs

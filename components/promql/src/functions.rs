@@ -552,6 +552,79 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "deg" => math(f64::to_degrees),
         "rad" => math(f64::to_radians),
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
+        "start" => Ok(Val::Scalar(vec![ctx.query_start as f64 / 1000.0; n])),
+        "end" => Ok(Val::Scalar(vec![ctx.query_end as f64 / 1000.0; n])),
+        "range" => Ok(Val::Scalar(vec![
+            (ctx.query_end - ctx.query_start) as f64
+                / 1000.0;
+            n
+        ])),
+        "step" => {
+            let step = if ctx.query_end == ctx.query_start {
+                0
+            } else {
+                ctx.query_step
+            };
+            Ok(Val::Scalar(vec![step as f64 / 1000.0; n]))
+        }
+        "min_of" | "max_of" => {
+            let mut acc: Option<Vec<f64>> = None;
+            for a in &c.args.args {
+                let v = ctx.eval_scalar(a)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(prev) => prev
+                        .iter()
+                        .zip(&v)
+                        .map(|(x, y)| {
+                            if name == "min_of" {
+                                go_min(*x, *y)
+                            } else {
+                                go_max(*x, *y)
+                            }
+                        })
+                        .collect(),
+                });
+            }
+            Ok(Val::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; n])))
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let m = ctx.eval_matrix(arg(c, 0)?)?;
+            let sf = ctx.eval_scalar(arg(c, 1)?)?;
+            let tf = ctx.eval_scalar(arg(c, 2)?)?;
+            for i in 0..n {
+                if !(sf[i] > 0.0 && sf[i] < 1.0) {
+                    return Err(EngineError::Eval(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {:.6}",
+                        sf[i]
+                    )));
+                }
+                if !(tf[i] > 0.0 && tf[i] < 1.0) {
+                    return Err(EngineError::Eval(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {:.6}",
+                        tf[i]
+                    )));
+                }
+            }
+            Ok(over_time(m, false, |w, i, _| {
+                if w.len() < 2 {
+                    return None;
+                }
+                let (sf, tf) = (sf[i], tf[i]);
+                let (mut s0, mut s1) = (0.0, w[0].1);
+                let mut b = w[1].1 - w[0].1;
+                for (j, p) in w.iter().enumerate().skip(1) {
+                    let x = sf * p.1;
+                    if j > 1 {
+                        b = tf * (s1 - s0) + (1.0 - tf) * b;
+                    }
+                    let y = (1.0 - sf) * (s1 + b);
+                    s0 = s1;
+                    s1 = x + y;
+                }
+                Some(s1)
+            }))
+        }
         "round" => {
             let v = ctx.eval_vector(arg(c, 0)?)?;
             let to = match c.args.args.get(1) {
@@ -852,11 +925,23 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                 Some(k)
             }))
         }
-        "sum_over_time" | "avg_over_time" | "count_over_time" | "min_over_time"
-        | "max_over_time" | "last_over_time" | "present_over_time" | "stddev_over_time"
-        | "stdvar_over_time" => {
+        "sum_over_time"
+        | "avg_over_time"
+        | "count_over_time"
+        | "min_over_time"
+        | "max_over_time"
+        | "last_over_time"
+        | "present_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "first_over_time"
+        | "mad_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_max_over_time"
+        | "ts_of_first_over_time"
+        | "ts_of_last_over_time" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
-            let keep = name == "last_over_time";
+            let keep = name == "last_over_time" || name == "first_over_time";
             Ok(over_time(m, keep, |w, _, _| {
                 let xs: Vec<f64> = w.iter().map(|p| p.1).collect();
                 Some(match name {
@@ -872,6 +957,33 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         .copied()
                         .fold(f64::NAN, |m, x| if x > m || m.is_nan() { x } else { m }),
                     "last_over_time" => xs[xs.len() - 1],
+                    "first_over_time" => xs[0],
+                    "ts_of_first_over_time" => w[0].0 as f64 / 1000.0,
+                    "ts_of_last_over_time" => w[w.len() - 1].0 as f64 / 1000.0,
+                    "ts_of_min_over_time" | "ts_of_max_over_time" => {
+                        // The latest sample holding the extreme value; NaN only when all are NaN.
+                        let min = name == "ts_of_min_over_time";
+                        let mut best: Option<(i64, f64)> = None;
+                        for &(t, f) in w {
+                            let better = match best {
+                                None => true,
+                                Some((_, b)) => {
+                                    b.is_nan() || (!f.is_nan() && if min { f <= b } else { f >= b })
+                                }
+                            };
+                            if better {
+                                best = Some((t, f));
+                            }
+                        }
+                        best.map(|(t, _)| t as f64 / 1000.0).unwrap_or(f64::NAN)
+                    }
+                    "mad_over_time" if xs.iter().any(|x| x.is_nan()) => f64::NAN,
+                    "mad_over_time" => {
+                        let mut v = xs.clone();
+                        let med = quantile(0.5, &mut v);
+                        let mut dev: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
+                        quantile(0.5, &mut dev)
+                    }
                     "present_over_time" => 1.0,
                     "stdvar_over_time" => stdvar(&xs),
                     _ => stdvar(&xs).sqrt(),

@@ -104,12 +104,7 @@ fn parse_float(s: &str) -> Option<f64> {
         "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
         "NaN" | "nan" => Some(f64::NAN),
-        _ => {
-            if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
-            }
-            s.parse::<f64>().ok()
-        }
+        _ => s.parse::<f64>().ok(),
     }
 }
 
