@@ -148,7 +148,14 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
         groups[g].1.push(i);
     }
     match op.as_str() {
-        "topk" | "bottomk" => {
+        "limit_ratio" => {
+            let r = param_scalar(&a.param)?;
+            if r.iter().any(|x| x.is_nan()) {
+                return Err(EngineError::Eval("Ratio value is NaN".into()));
+            }
+            return Err(EngineError::Unsupported("aggregation limit_ratio".into()));
+        }
+        "topk" | "bottomk" | "limitk" => {
             let k = param_scalar(&a.param)?;
             let mut out: Vec<VSeries> = input
                 .iter()
@@ -175,8 +182,11 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                         .iter()
                         .filter_map(|&i| input[i].vals[step].map(|v| (i, v)))
                         .collect();
-                    // NaN sorts last for both.
+                    // NaN sorts last for both; limitk keeps input (label) order.
                     m.sort_by(|x, y| {
+                        if op == "limitk" {
+                            return std::cmp::Ordering::Equal;
+                        }
                         let (a, b) = (x.1, y.1);
                         match (a.is_nan(), b.is_nan()) {
                             (true, true) => std::cmp::Ordering::Equal,
@@ -192,6 +202,9 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 }
             }
             out.retain(|s| s.vals.iter().any(Option::is_some));
+            if op == "limitk" {
+                return Ok(Val::Vector(out));
+            }
             // Instant results come out best first, as Prometheus returns them.
             let last = n - 1;
             out.sort_by(|x, y| {
