@@ -34,6 +34,12 @@ pub enum EngineError {
 
 type Result<T> = std::result::Result<T, EngineError>;
 
+/// Prometheus's limit on the steps of a range query.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Bound on the inner steps of one subquery evaluation (memory grows with series × steps).
+const MAX_SUBQUERY_STEPS: i64 = 1_000_000;
+
 /// A query result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryValue {
@@ -160,6 +166,11 @@ impl Engine {
                 ));
             }
             _ => {}
+        }
+        if (end - start) / step > MAX_POINTS_PER_SERIES {
+            return Err(EngineError::Eval(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
         }
         let n = ((end - start) / step + 1) as usize;
         let v = self.run(q, &expr, start, end, step).await?;
@@ -612,6 +623,11 @@ impl Ctx<'_> {
                 step: 1,
             },
         );
+        if inner.end >= inner.start && (inner.end - inner.start) / inner.step > MAX_SUBQUERY_STEPS {
+            return Err(EngineError::Eval(format!(
+                "subquery would evaluate more than {MAX_SUBQUERY_STEPS} steps; use a larger subquery step"
+            )));
+        }
         let mut ts = Vec::new();
         let mut t = inner.start;
         while t <= inner.end {
@@ -1017,5 +1033,133 @@ fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
             l.remove("__name__");
             l
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::queryable::MemQueryable;
+
+    /// Records every `select` call, answers from an in-memory store.
+    struct Recording {
+        inner: MemQueryable,
+        calls: Mutex<Vec<(Vec<String>, i64, i64)>>,
+    }
+
+    #[async_trait]
+    impl Queryable for Recording {
+        async fn select(
+            &self,
+            matchers: &[Matcher],
+            min_t: i64,
+            max_t: i64,
+        ) -> std::result::Result<Vec<Series>, QueryableError> {
+            let mut names: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
+            names.sort();
+            self.calls
+                .lock()
+                .map_err(|_| QueryableError::Storage("poisoned".into()))?
+                .push((names, min_t, max_t));
+            self.inner.select(matchers, min_t, max_t).await
+        }
+
+        async fn label_names(
+            &self,
+            a: i64,
+            b: i64,
+        ) -> std::result::Result<Vec<String>, QueryableError> {
+            self.inner.label_names(a, b).await
+        }
+
+        async fn label_values(
+            &self,
+            n: &str,
+            a: i64,
+            b: i64,
+        ) -> std::result::Result<Vec<String>, QueryableError> {
+            self.inner.label_values(n, a, b).await
+        }
+    }
+
+    fn store() -> Recording {
+        let mut inner = MemQueryable::new();
+        let labels = Labels::new([("__name__".to_string(), "x".to_string())]);
+        let samples: Vec<(i64, f64)> = (0..=20).map(|i| (i * 60_000, i as f64)).collect();
+        inner.add(labels, &samples);
+        Recording {
+            inner,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn calls(r: &Recording) -> Vec<(Vec<String>, i64, i64)> {
+        r.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn fetch_phase_asks_for_exactly_the_needed_range_once_per_selector() {
+        let q = store();
+        let e = Engine::default();
+        let got = futures::executor::block_on(e.range_query(
+            &q,
+            "rate(x[5m] offset 1m) + x + x @ 120",
+            600_000,
+            900_000,
+            60_000,
+        ));
+        assert!(got.is_ok(), "{got:?}");
+        let mut c = calls(&q);
+        c.sort();
+        // One fetch for the `x` selector (all three uses share it), covering the matrix window
+        // (start - offset - range), the lookback of `x`, and `@ 120` (120s - 5m lookback).
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, vec!["__name__=\"x\"".to_string()]);
+        assert_eq!(c[0].1, 120_000 - 300_000);
+        assert_eq!(c[0].2, 900_000);
+    }
+
+    #[test]
+    fn range_evaluation_matches_instant_evaluation_at_every_step() {
+        let q = store();
+        let e = Engine::default();
+        let expr = "sum_over_time(x[3m]) / deriv(x[4m:30s]) - x offset 2m";
+        let range =
+            futures::executor::block_on(e.range_query(&q, expr, 300_000, 1_200_000, 60_000));
+        let Ok(QueryValue::Matrix(m)) = range else {
+            panic!("range query failed: {range:?}")
+        };
+        assert_eq!(m.len(), 1);
+        for &(t, f) in &m[0].points {
+            let inst = futures::executor::block_on(e.instant_query(&q, expr, t));
+            let Ok(QueryValue::Vector(v)) = inst else {
+                panic!("instant query failed: {inst:?}")
+            };
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].f.to_bits(), f.to_bits(), "at {t}");
+        }
+        assert_eq!(m[0].points.len(), 16);
+    }
+
+    #[test]
+    fn staleness_marker_ends_a_series_and_resolution_is_bounded() {
+        let mut inner = MemQueryable::new();
+        let l = Labels::new([("__name__".to_string(), "s".to_string())]);
+        inner.add(
+            l,
+            &[(0, 1.0), (60_000, f64::from_bits(crate::STALE_NAN_BITS))],
+        );
+        let e = Engine::default();
+        let at = |t| futures::executor::block_on(e.instant_query(&inner, "s", t));
+        assert!(matches!(at(30_000), Ok(QueryValue::Vector(v)) if v.len() == 1));
+        assert!(matches!(at(90_000), Ok(QueryValue::Vector(v)) if v.is_empty()));
+        let too_many = futures::executor::block_on(e.range_query(&inner, "s", 0, 20_000_000, 1));
+        assert!(matches!(too_many, Err(EngineError::Eval(m)) if m.contains("11,000 points")));
+        let bad = futures::executor::block_on(e.instant_query(&inner, "sum(", 0));
+        assert!(matches!(bad, Err(EngineError::Parse(_))));
     }
 }
