@@ -504,6 +504,74 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     start + (end - start) * (rank / count)
 }
 
+/// The fraction of observations between `lower` and `upper` in classic cumulative buckets
+/// `(upper bound, count)`, interpolating linearly inside buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    match buckets.last() {
+        Some(b) if b.0 == f64::INFINITY => {}
+        _ => return f64::NAN,
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let total = merged[merged.len() - 1].1;
+    if total == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    // Positive-only buckets start at 0; otherwise the first bucket reaches down to -Inf.
+    let mut lb = if merged[0].0 <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for (i, &(ub, count)) in merged.iter().enumerate() {
+        if i > 0 {
+            lb = merged[i - 1].0;
+        }
+        let interp = |v: f64| rank + (count - rank) * (v - lb) / (ub - lb);
+        if !lower_set && lb >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lb >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lb < lower && ub > lower {
+            lower_rank = interp(lower);
+            lower_set = true;
+        }
+        if !upper_set && lb < upper && ub > upper {
+            upper_rank = interp(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = count;
+    }
+    if !lower_set || lower_rank > total {
+        lower_rank = total;
+    }
+    if !upper_set || upper_rank > total {
+        upper_rank = total;
+    }
+    (upper_rank - lower_rank) / total
+}
+
 fn go_regex(re: &str) -> Result<regex::Regex> {
     regex::Regex::new(&format!("^(?s:{re})$")).map_err(|_| {
         EngineError::Eval(format!(
@@ -828,9 +896,15 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             }
             Ok(Val::Vector(out))
         }
-        "histogram_quantile" => {
+        "histogram_quantile" | "histogram_fraction" => {
+            let fraction = name == "histogram_fraction";
             let q = ctx.eval_scalar(arg(c, 0)?)?;
-            let v = ctx.eval_vector(arg(c, 1)?)?;
+            let upper = if fraction {
+                ctx.eval_scalar(arg(c, 1)?)?
+            } else {
+                Vec::new()
+            };
+            let v = ctx.eval_vector(arg(c, if fraction { 2 } else { 1 })?)?;
             let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
             let mut gi: HashMap<Labels, usize> = HashMap::new();
             for (k, s) in v.iter().enumerate() {
@@ -856,6 +930,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                             .collect();
                         if b.is_empty() {
                             None
+                        } else if fraction {
+                            Some(bucket_fraction(q[i], upper[i], &mut b))
                         } else {
                             Some(bucket_quantile(q[i], &mut b))
                         }
