@@ -572,6 +572,52 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / total
 }
 
+/// Groups classic `le` bucket series by their other labels and applies `f` to each group's
+/// `(upper bound, count)` buckets at every step.
+fn classic_buckets(
+    v: &[VSeries],
+    n: usize,
+    f: impl Fn(&mut Vec<(f64, f64)>, usize) -> f64,
+) -> Vec<VSeries> {
+    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    let mut gi: HashMap<Labels, usize> = HashMap::new();
+    for (k, s) in v.iter().enumerate() {
+        let Some(le) = s.labels.get("le").and_then(parse_le) else {
+            continue;
+        };
+        let mut l = s.labels.clone();
+        l.remove("le");
+        l.remove("__name__");
+        let g = *gi.entry(l.clone()).or_insert_with(|| {
+            groups.push((l, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push((le, k));
+    }
+    let mut out = Vec::new();
+    for (l, members) in groups {
+        let vals: Vec<Option<f64>> = (0..n)
+            .map(|i| {
+                let mut b: Vec<(f64, f64)> = members
+                    .iter()
+                    .filter_map(|&(le, k)| v[k].vals[i].map(|c| (le, c)))
+                    .collect();
+                if b.is_empty() {
+                    None
+                } else {
+                    Some(f(&mut b, i))
+                }
+            })
+            .collect();
+        out.push(VSeries {
+            labels: l,
+            vals,
+            drop_name: false,
+        });
+    }
+    out
+}
+
 fn go_regex(re: &str) -> Result<regex::Regex> {
     regex::Regex::new(&format!("^(?s:{re})$")).map_err(|_| {
         EngineError::Eval(format!(
@@ -896,6 +942,25 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             }
             Ok(Val::Vector(out))
         }
+        "histogram_quantiles" => {
+            let v = ctx.eval_vector(arg(c, 0)?)?;
+            let label = string_arg(ctx, c, 1)?;
+            if v.iter().any(|s| s.labels.get(&label).is_some()) {
+                return Err(EngineError::Eval(format!(
+                    "label {label:?} already exists in the input to histogram_quantiles"
+                )));
+            }
+            let mut out = Vec::new();
+            for i in 2..c.args.args.len() {
+                let q = ctx.eval_scalar(arg(c, i)?)?;
+                let q_label = format!("{:?}", q.first().copied().unwrap_or(f64::NAN));
+                for mut s in classic_buckets(&v, n, |b, step| bucket_quantile(q[step], b)) {
+                    s.labels.set(&label, &q_label);
+                    out.push(s);
+                }
+            }
+            Ok(Val::Vector(out))
+        }
         "histogram_quantile" | "histogram_fraction" => {
             let fraction = name == "histogram_fraction";
             let q = ctx.eval_scalar(arg(c, 0)?)?;
@@ -905,45 +970,13 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                 Vec::new()
             };
             let v = ctx.eval_vector(arg(c, if fraction { 2 } else { 1 })?)?;
-            let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
-            let mut gi: HashMap<Labels, usize> = HashMap::new();
-            for (k, s) in v.iter().enumerate() {
-                let Some(le) = s.labels.get("le").and_then(parse_le) else {
-                    continue;
-                };
-                let mut l = s.labels.clone();
-                l.remove("le");
-                l.remove("__name__");
-                let g = *gi.entry(l.clone()).or_insert_with(|| {
-                    groups.push((l, Vec::new()));
-                    groups.len() - 1
-                });
-                groups[g].1.push((le, k));
-            }
-            let mut out = Vec::new();
-            for (l, members) in groups {
-                let vals: Vec<Option<f64>> = (0..n)
-                    .map(|i| {
-                        let mut b: Vec<(f64, f64)> = members
-                            .iter()
-                            .filter_map(|&(le, k)| v[k].vals[i].map(|c| (le, c)))
-                            .collect();
-                        if b.is_empty() {
-                            None
-                        } else if fraction {
-                            Some(bucket_fraction(q[i], upper[i], &mut b))
-                        } else {
-                            Some(bucket_quantile(q[i], &mut b))
-                        }
-                    })
-                    .collect();
-                out.push(VSeries {
-                    labels: l,
-                    vals,
-                    drop_name: false,
-                });
-            }
-            Ok(Val::Vector(out))
+            Ok(Val::Vector(classic_buckets(&v, n, |b, i| {
+                if fraction {
+                    bucket_fraction(q[i], upper[i], b)
+                } else {
+                    bucket_quantile(q[i], b)
+                }
+            })))
         }
         "rate" | "increase" | "delta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
