@@ -232,6 +232,9 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     ));
                 }
             };
+            if !valid_label_name(&label) {
+                return Err(EngineError::Eval(format!("invalid label name {label:?}")));
+            }
             let mut out: Vec<VSeries> = Vec::new();
             let mut idx: HashMap<Labels, usize> = HashMap::new();
             for step in 0..n {

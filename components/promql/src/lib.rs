@@ -9,12 +9,20 @@
 //! [`promqltest`] parses and runs Prometheus's test-script language against the engine.
 //!
 //! NOT DONE (this slice):
-//! - native histograms (samples are floats only; `{{…}}` in test scripts is reported unsupported);
-//! - annotations (warnings/infos): none are produced, so `expect warn`/`expect info` fail;
-//! - experimental functions and modifiers (`limitk`, `limit_ratio`, `info`, `fill`, duration
-//!   expressions, `ts_of_*`, `first_over_time`, `mad_over_time`, …);
+//! - native histograms: samples are floats only. `{{…}}` samples in test scripts are skipped
+//!   (the statement is reported failed) and `load_with_nhcb` does not build NHCB series, so the
+//!   `histogram_*` functions work on classic `le` buckets only (`histogram_quantile(s)`,
+//!   `histogram_fraction`); `histogram_count/sum/avg/stddev/stdvar` are missing;
+//! - annotations (warnings/infos) are not produced, so `expect warn`/`expect info` statements
+//!   fail; `promql-parser` keeps no source positions, which Prometheus's messages quote;
+//! - `limit_ratio` (needs Prometheus's label hash), `info()`, `fill` modifiers, duration
+//!   expressions and other experimental syntax the parser lacks;
+//! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are not rejected: the parser
+//!   decodes the escape to a valid `char`;
 //! - `label_names`/`label_values` on the [`Queryable`] are not used by the engine yet;
-//! - query limits (samples, timeouts) and cancellation.
+//! - query limits beyond the 11,000-step resolution bound and a subquery step bound (no sample
+//!   limit, no timeout, no cancellation); results of `topk`/`bottomk`/`sort*` keep Prometheus's
+//!   order for instant queries only.
 
 pub mod engine;
 mod functions;
