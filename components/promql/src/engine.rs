@@ -53,6 +53,34 @@ pub enum QueryValue {
     Matrix(Vec<RangeSeries>),
 }
 
+/// How serious an [`Annotation`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationKind {
+    /// The result may be wrong or meaningless.
+    Warning,
+    /// Something the user may want to know.
+    Info,
+}
+
+/// A warning or info attached to a result, worded as Prometheus words it (without the
+/// `(line:column)` position Prometheus appends: the parser keeps no positions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    /// Warning or info.
+    pub kind: AnnotationKind,
+    /// The message, e.g. `PromQL warning: quantile value should be between 0 and 1, got 2`.
+    pub message: String,
+}
+
+/// A query's value and the annotations its evaluation raised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    /// The value.
+    pub value: QueryValue,
+    /// Warnings and infos, deduplicated, in the order first raised.
+    pub annotations: Vec<Annotation>,
+}
+
 /// One series of a matrix result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeSeries {
@@ -93,10 +121,10 @@ impl Engine {
         q: &dyn Queryable,
         query: &str,
         t: i64,
-    ) -> Result<QueryValue> {
+    ) -> Result<QueryResult> {
         let expr = parse(query)?;
-        let v = self.run(q, &expr, t, t, 1).await?;
-        Ok(match v {
+        let (v, annotations) = self.run(q, &expr, t, t, 1).await?;
+        let value = match v {
             Val::Scalar(s) => QueryValue::Scalar(t, s[0]),
             Val::Str(s) => QueryValue::String(s),
             Val::Vector(vs) => {
@@ -130,7 +158,8 @@ impl Engine {
                     .collect();
                 QueryValue::Matrix(out)
             }
-        })
+        };
+        Ok(QueryResult { value, annotations })
     }
 
     /// Evaluates `query` at every step from `start` to `end` (ms, inclusive).
@@ -142,7 +171,7 @@ impl Engine {
         start: i64,
         end: i64,
         step: i64,
-    ) -> Result<QueryValue> {
+    ) -> Result<QueryResult> {
         let expr = parse(query)?;
         if step <= 0 {
             return Err(EngineError::Eval(
@@ -173,7 +202,7 @@ impl Engine {
             ));
         }
         let n = ((end - start) / step + 1) as usize;
-        let v = self.run(q, &expr, start, end, step).await?;
+        let (v, annotations) = self.run(q, &expr, start, end, step).await?;
         let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
         let series = match v {
             Val::Scalar(s) => vec![VSeries {
@@ -202,7 +231,10 @@ impl Engine {
             .filter(|s| !s.points.is_empty())
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(QueryValue::Matrix(out))
+        Ok(QueryResult {
+            value: QueryValue::Matrix(out),
+            annotations,
+        })
     }
 
     async fn run(
@@ -212,7 +244,7 @@ impl Engine {
         start: i64,
         end: i64,
         step: i64,
-    ) -> Result<Val> {
+    ) -> Result<(Val, Vec<Annotation>)> {
         let step = step.max(1);
         // Phase 1: the time range each selector needs, then one fetch per distinct selector.
         let mut needs: HashMap<String, (Matchers, i64, i64)> = HashMap::new();
@@ -245,8 +277,10 @@ impl Engine {
             query_start: start,
             query_end: end,
             query_step: step,
+            annotations: Default::default(),
         };
-        ctx.eval(expr)
+        let v = ctx.eval(expr)?;
+        Ok((v, ctx.annotations.into_inner()))
     }
 
     fn plan(
@@ -495,9 +529,19 @@ pub(crate) struct Ctx<'a> {
     pub query_end: i64,
     /// The top-level query's step (ms); 1 for instant queries' single step.
     pub query_step: i64,
+    /// Annotations raised so far (shared with subquery contexts by copying back).
+    pub annotations: std::cell::RefCell<Vec<Annotation>>,
 }
 
 impl Ctx<'_> {
+    /// Records an annotation once.
+    pub(crate) fn annotate(&self, kind: AnnotationKind, message: String) {
+        let mut a = self.annotations.borrow_mut();
+        if !a.iter().any(|x| x.kind == kind && x.message == message) {
+            a.push(Annotation { kind, message });
+        }
+    }
+
     fn top(&self) -> Range {
         Range {
             start: self.query_start,
@@ -654,8 +698,13 @@ impl Ctx<'_> {
             query_start: self.query_start,
             query_end: self.query_end,
             query_step: self.query_step,
+            annotations: Default::default(),
         };
-        let series = match sub.eval(&sq.expr)? {
+        let inner = sub.eval(&sq.expr);
+        for a in sub.annotations.into_inner() {
+            self.annotate(a.kind, a.message);
+        }
+        let series = match inner? {
             Val::Vector(vs) => vs
                 .into_iter()
                 .map(|s| MSeries {
@@ -1129,13 +1178,14 @@ mod tests {
         let e = Engine::default();
         let expr = "sum_over_time(x[3m]) / deriv(x[4m:30s]) - x offset 2m";
         let range =
-            futures::executor::block_on(e.range_query(&q, expr, 300_000, 1_200_000, 60_000));
+            futures::executor::block_on(e.range_query(&q, expr, 300_000, 1_200_000, 60_000))
+                .map(|r| r.value);
         let Ok(QueryValue::Matrix(m)) = range else {
             panic!("range query failed: {range:?}")
         };
         assert_eq!(m.len(), 1);
         for &(t, f) in &m[0].points {
-            let inst = futures::executor::block_on(e.instant_query(&q, expr, t));
+            let inst = futures::executor::block_on(e.instant_query(&q, expr, t)).map(|r| r.value);
             let Ok(QueryValue::Vector(v)) = inst else {
                 panic!("instant query failed: {inst:?}")
             };
@@ -1154,7 +1204,7 @@ mod tests {
             &[(0, 1.0), (60_000, f64::from_bits(crate::STALE_NAN_BITS))],
         );
         let e = Engine::default();
-        let at = |t| futures::executor::block_on(e.instant_query(&inner, "s", t));
+        let at = |t| futures::executor::block_on(e.instant_query(&inner, "s", t)).map(|r| r.value);
         assert!(matches!(at(30_000), Ok(QueryValue::Vector(v)) if v.len() == 1));
         assert!(matches!(at(90_000), Ok(QueryValue::Vector(v)) if v.is_empty()));
         let too_many = futures::executor::block_on(e.range_query(&inner, "s", 0, 20_000_000, 1));

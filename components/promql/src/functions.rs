@@ -5,7 +5,37 @@ use std::collections::HashMap;
 use promql_parser::parser::Expr;
 use promql_parser::parser::ast::{AggregateExpr, Call, LabelModifier};
 
-use crate::engine::{Ctx, EngineError, MatrixVal, VSeries, Val, window};
+use crate::engine::{AnnotationKind, Ctx, EngineError, MatrixVal, VSeries, Val, window};
+
+/// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step.
+fn check_quantile(ctx: &Ctx<'_>, q: &[f64]) {
+    for &x in q {
+        if x.is_nan() || !(0.0..=1.0).contains(&x) {
+            ctx.annotate(
+                AnnotationKind::Warning,
+                format!(
+                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                    go_g(x)
+                ),
+            );
+        }
+    }
+}
+
+/// Go's `%g` for the values annotations print.
+fn go_g(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{x}")
+    }
+}
 use crate::value::Labels;
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -269,7 +299,9 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
         _ => {}
     }
     let q = if op == "quantile" {
-        Some(param_scalar(&a.param)?)
+        let q = param_scalar(&a.param)?;
+        check_quantile(ctx, &q);
+        Some(q)
     } else {
         None
     };
@@ -870,6 +902,12 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ctx.eval_vector(arg(c, 0)?)?;
+            if ctx.query_start != ctx.query_end {
+                ctx.annotate(
+                    AnnotationKind::Warning,
+                    format!("PromQL warning: {name} is ineffective for range queries since results are always ordered by labels"),
+                );
+            }
             let last = |s: &VSeries| s.vals[n - 1].unwrap_or(f64::NAN);
             match name {
                 "sort" => v.sort_by(|a, b| cmp_nan_last(last(a), last(b), false)),
@@ -956,6 +994,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let mut out = Vec::new();
             for i in 2..c.args.args.len() {
                 let q = ctx.eval_scalar(arg(c, i)?)?;
+                check_quantile(ctx, &q);
                 let q_label = format!("{:?}", q.first().copied().unwrap_or(f64::NAN));
                 for mut s in classic_buckets(&v, n, |b, step| bucket_quantile(q[step], b)) {
                     s.labels.set(&label, &q_label);
@@ -967,6 +1006,9 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "histogram_quantile" | "histogram_fraction" => {
             let fraction = name == "histogram_fraction";
             let q = ctx.eval_scalar(arg(c, 0)?)?;
+            if !fraction {
+                check_quantile(ctx, &q);
+            }
             let upper = if fraction {
                 ctx.eval_scalar(arg(c, 1)?)?
             } else {
@@ -983,6 +1025,24 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "rate" | "increase" | "delta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
+            if name != "delta" && matches!(unwrap_parens(arg(c, 0)?), Expr::MatrixSelector(_)) {
+                for s in &m.series {
+                    let Some(metric) = s.labels.get("__name__") else {
+                        continue;
+                    };
+                    let counter_like = ["_total", "_sum", "_count", "_bucket"]
+                        .iter()
+                        .any(|suffix| metric.ends_with(suffix));
+                    let sampled = (0..m.ends.len())
+                        .any(|i| !window(&s.samples, m.ends[i], m.range).is_empty());
+                    if !counter_like && sampled {
+                        ctx.annotate(
+                            AnnotationKind::Info,
+                            format!("PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"),
+                        );
+                    }
+                }
+            }
             let counter = name != "delta";
             let rate = name == "rate";
             Ok(over_time(m, false, |w, i, m| {
@@ -1117,6 +1177,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "quantile_over_time" => {
             let q = ctx.eval_scalar(arg(c, 0)?)?;
+            check_quantile(ctx, &q);
             let m = ctx.eval_matrix(arg(c, 1)?)?;
             Ok(over_time(m, false, |w, i, _| {
                 let mut xs: Vec<f64> = w.iter().map(|p| p.1).collect();

@@ -13,8 +13,9 @@
 //!   (the statement is reported failed) and `load_with_nhcb` does not build NHCB series, so the
 //!   `histogram_*` functions work on classic `le` buckets only (`histogram_quantile(s)`,
 //!   `histogram_fraction`); `histogram_count/sum/avg/stddev/stdvar` are missing;
-//! - annotations (warnings/infos) are not produced, so `expect warn`/`expect info` statements
-//!   fail; `promql-parser` keeps no source positions, which Prometheus's messages quote;
+//! - annotations: only the quantile-out-of-range and sort-in-range-query warnings and the
+//!   "might not be a counter" info are raised, and without Prometheus's `(line:column)` suffix
+//!   (`promql-parser` keeps no source positions), so `expect … msg:` lines quoting positions fail;
 //! - `limit_ratio` (needs Prometheus's label hash), `info()`, `fill` modifiers, duration
 //!   expressions and other experimental syntax the parser lacks;
 //! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are not rejected: the parser
@@ -30,6 +31,6 @@ pub mod promqltest;
 pub mod queryable;
 pub mod value;
 
-pub use engine::{Engine, EngineError, QueryValue};
+pub use engine::{Annotation, AnnotationKind, Engine, EngineError, QueryResult, QueryValue};
 pub use queryable::{MemQueryable, Queryable, QueryableError};
 pub use value::{Labels, STALE_NAN_BITS, Sample, Series, is_stale_nan};

@@ -6,7 +6,7 @@ use std::fmt;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 
-use crate::engine::{Engine, QueryValue, RangeSeries};
+use crate::engine::{Annotation, AnnotationKind, Engine, QueryValue, RangeSeries};
 use crate::queryable::MemQueryable;
 use crate::value::{Labels, STALE_NAN_BITS};
 
@@ -296,8 +296,10 @@ struct Expect {
     fail_msg: Option<String>,
     fail_regex: Option<String>,
     ordered: bool,
-    warn: bool,
-    info: bool,
+    /// `expect warn`/`expect info` lines: kind, and an optional exact message or regex.
+    annos: Vec<(AnnotationKind, Option<String>, Option<String>)>,
+    no_warn: bool,
+    no_info: bool,
     string: Option<String>,
     range_vector: Option<(i64, i64)>,
 }
@@ -412,8 +414,11 @@ fn parse_eval(
     let mut expect = Expect {
         fail: cmd == "eval_fail",
         ordered: cmd == "eval_ordered",
-        warn: cmd == "eval_warn",
-        info: cmd == "eval_info",
+        annos: match cmd {
+            "eval_warn" => vec![(AnnotationKind::Warning, None, None)],
+            "eval_info" => vec![(AnnotationKind::Info, None, None)],
+            _ => Vec::new(),
+        },
         ..Default::default()
     };
     let (start, end, step, query) = if let Some(r) = rest.strip_prefix("instant") {
@@ -484,9 +489,17 @@ fn parse_eval(
                     expect.range_vector =
                         Some((parse_duration_ms(w[2])?, parse_duration_ms(w[6])?));
                 }
-                "warn" => expect.warn = true,
-                "info" => expect.info = true,
-                "no_warn" | "no_info" => {}
+                "warn" | "info" => {
+                    let kind = if kind == "warn" {
+                        AnnotationKind::Warning
+                    } else {
+                        AnnotationKind::Info
+                    };
+                    let (m, r) = parse_arg(arg);
+                    expect.annos.push((kind, m, r));
+                }
+                "no_warn" => expect.no_warn = true,
+                "no_info" => expect.no_info = true,
                 other => return Err(ScriptError::BadCommand(format!("unknown expect {other}"))),
             }
         } else if let Some(m) = l.strip_prefix("expected_fail_message") {
@@ -643,9 +656,6 @@ fn run_eval(
     expect: &Expect,
     results: &[(usize, String)],
 ) -> Result<(), String> {
-    if expect.warn || expect.info {
-        return Err("unsupported: annotations (expect warn/info)".into());
-    }
     let res = futures::executor::block_on(async {
         match step {
             None => engine.instant_query(store, query, start).await,
@@ -678,6 +688,8 @@ fn run_eval(
     if expect.fail {
         return Err("expected error, got success".into());
     }
+    check_annotations(expect, &got.annotations)?;
+    let got = got.value;
     // Expected: scalar / string / series lines.
     match got {
         QueryValue::Scalar(_, f) => {
@@ -716,6 +728,56 @@ fn run_eval(
             }
         }
     }
+}
+
+/// Every `expect warn/info` line must match an annotation of its kind; when a kind has expect
+/// lines, every annotation of that kind must match one; `no_warn`/`no_info` forbid the kind.
+fn check_annotations(expect: &Expect, got: &[Annotation]) -> Result<(), String> {
+    let matches =
+        |m: &Option<String>, r: &Option<String>, a: &Annotation| -> Result<bool, String> {
+            if let Some(m) = m {
+                return Ok(a.message == *m);
+            }
+            if let Some(r) = r {
+                let re = regex::Regex::new(r).map_err(|e| format!("bad regex in test: {e}"))?;
+                return Ok(re.is_match(&a.message));
+            }
+            Ok(true)
+        };
+    for kind in [AnnotationKind::Warning, AnnotationKind::Info] {
+        let of_kind: Vec<&Annotation> = got.iter().filter(|a| a.kind == kind).collect();
+        let lines: Vec<_> = expect.annos.iter().filter(|e| e.0 == kind).collect();
+        let forbidden = match kind {
+            AnnotationKind::Warning => expect.no_warn,
+            AnnotationKind::Info => expect.no_info,
+        };
+        if forbidden && !of_kind.is_empty() {
+            return Err(format!("expected no {kind:?} annotations, got {of_kind:?}"));
+        }
+        for (_, m, r) in &lines {
+            let mut hit = false;
+            for a in &of_kind {
+                hit |= matches(m, r, a)?;
+            }
+            if !hit {
+                return Err(format!(
+                    "expected a {kind:?} annotation matching {m:?}{r:?}, got {of_kind:?}"
+                ));
+            }
+        }
+        if !lines.is_empty() {
+            for a in &of_kind {
+                let mut hit = false;
+                for (_, m, r) in &lines {
+                    hit |= matches(m, r, a)?;
+                }
+                if !hit {
+                    return Err(format!("unexpected {kind:?} annotation {:?}", a.message));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn compare(
@@ -912,6 +974,16 @@ eval instant at 1m "hello"
 eval instant at 1m http_requests{job="api"} + on() up
     expect fail regex: many-to-one matching must be explicit
 
+eval instant at 10m quantile(2, up)
+    expect warn msg: PromQL warning: quantile value should be between 0 and 1, got 2
+    expect no_info
+    {} +Inf
+
+eval instant at 10m rate(up[5m])
+    expect info regex: might not be a counter
+    expect no_warn
+    {job="api"} 0
+
 # wrong on purpose: these three must be reported as failures
 eval instant at 10m up
     up{job="api"} 2
@@ -928,13 +1000,13 @@ eval instant at 10m nonexistent_function(up)
         let report = run_script(SCRIPT);
         let lines: Vec<usize> = report.failures.iter().map(|f| f.line).collect();
         assert_eq!(report.failed(), 3, "{}", report.render("inline"));
-        assert_eq!(report.passed, 21, "{}", report.render("inline"));
+        assert_eq!(report.passed, 23, "{}", report.render("inline"));
         let text: Vec<&str> = SCRIPT.lines().collect();
         for l in lines {
             assert!(text[l - 1].starts_with("eval instant at 10m"), "line {l}");
         }
         let out = report.render("inline");
-        assert!(out.ends_with("21 passed, 3 failed\n"), "{out}");
+        assert!(out.ends_with("23 passed, 3 failed\n"), "{out}");
         assert!(
             out.contains("expected [up{job=\"api\"} 2] got [up{job=\"api\"} 1@600000]"),
             "{out}"
