@@ -278,3 +278,44 @@ fn run_tsdb(cmd: TsdbCommand) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write script");
+        p
+    }
+
+    #[test]
+    fn promqltest_fails_only_when_a_statement_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = script(
+            &dir,
+            "good.test",
+            "load 1m\n  m{a=\"b\"} 1+1x3\n\neval instant at 2m m\n  m{a=\"b\"} 3\n",
+        );
+        let bad = script(
+            &dir,
+            "bad.test",
+            "load 1m\n  m 1\n\neval instant at 0m m\n  m 2\n",
+        );
+        assert!(
+            run_promqltest(PromqlTestArgs {
+                files: vec![good.clone()]
+            })
+            .is_ok()
+        );
+        let err = run_promqltest(PromqlTestArgs {
+            files: vec![good, bad],
+        })
+        .expect_err("bad.test fails");
+        assert!(err.to_string().contains("1 statement(s) failed"), "{err}");
+        let missing = run_promqltest(PromqlTestArgs {
+            files: vec![dir.path().join("nope.test")],
+        });
+        assert!(missing.is_err());
+    }
+}
