@@ -74,7 +74,7 @@ fn value_tokens(vals: &str) -> Vec<String> {
             out.push(w.to_string());
         }
         let cur = out.last().map(String::as_str).unwrap_or("");
-        open = cur.starts_with("{{") && !cur.contains("}}");
+        open = cur.matches("{{").count() > cur.matches("}}").count();
     }
     out
 }
@@ -880,6 +880,10 @@ mod tests {
         assert_eq!(
             expand_values(&["{{schema:0}}x2"]),
             Ok(vec![Point::Histogram; 3])
+        );
+        assert_eq!(
+            value_tokens("{{sum:6 count:6}}+{{sum:3 count:3}}x5 7"),
+            vec!["{{sum:6 count:6}}+{{sum:3 count:3}}x5", "7"]
         );
         assert_eq!(
             value_tokens("1 {{schema:0 sum:1}} 2"),
