@@ -8,6 +8,14 @@
 //!
 //! [`promqltest`] parses and runs Prometheus's test-script language against the engine.
 //!
+//! Layout: `engine` holds the fetch plan, selectors, subqueries, binary operators and vector
+//! matching; `functions` holds aggregations and function calls. Every node evaluates to one
+//! value per step (`Vec<Option<f64>>` per series), range vectors carry per-step window ends.
+//! Prometheus 3's delayed `__name__` removal is a per-series flag applied when a result is
+//! returned. `strata tools promqltest FILE…` runs scripts from the command line;
+//! `tests/conformance.rs` runs Prometheus's core files and holds the pass counts to a ratchet
+//! (`STRATA_PROMQL_VERBOSE=1` prints every failing statement).
+//!
 //! NOT DONE (this slice):
 //! - native histograms: samples are floats only. `{{…}}` samples in test scripts are skipped
 //!   (the statement is reported failed) and `load_with_nhcb` does not build NHCB series, so the
