@@ -750,7 +750,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             }
             Ok(Val::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; n])))
         }
-        "double_exponential_smoothing" | "holt_winters" => {
+        "double_exponential_smoothing" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let sf = ctx.eval_scalar(arg(c, 1)?)?;
             let tf = ctx.eval_scalar(arg(c, 2)?)?;
