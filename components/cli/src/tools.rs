@@ -22,6 +22,15 @@ enum ToolsCommand {
     /// Work with Prometheus TSDB blocks.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
+    /// Run Prometheus PromQL test scripts (`load`/`eval`/`clear`) against Strata's engine.
+    Promqltest(PromqlTestArgs),
+}
+
+#[derive(Debug, Args)]
+struct PromqlTestArgs {
+    /// Test script files (the `promql/promqltest/testdata/*.test` format).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +160,27 @@ fn parse_selector(flag: &str, s: &str) -> anyhow::Result<Vec<Vec<Matcher>>> {
 pub fn run(args: ToolsArgs) -> anyhow::Result<()> {
     match args.command {
         ToolsCommand::Tsdb(cmd) => run_tsdb(cmd),
+        ToolsCommand::Promqltest(a) => run_promqltest(a),
     }
+}
+
+/// Prints one line per failing statement and `N passed, M failed` per file; fails when any did.
+fn run_promqltest(a: PromqlTestArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for path in &a.files {
+        let src = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .context(ConfigError(format!("cannot read {}", path.display())))?;
+        let report = strata_promql::promqltest::run_script(&src);
+        failed += report.failed();
+        out.write_all(report.render(&path.display().to_string()).as_bytes())?;
+    }
+    out.flush()?;
+    if failed > 0 {
+        bail!("{failed} statement(s) failed");
+    }
+    Ok(())
 }
 
 fn run_tsdb(cmd: TsdbCommand) -> anyhow::Result<()> {
@@ -248,4 +277,45 @@ fn run_tsdb(cmd: TsdbCommand) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write script");
+        p
+    }
+
+    #[test]
+    fn promqltest_fails_only_when_a_statement_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = script(
+            &dir,
+            "good.test",
+            "load 1m\n  m{a=\"b\"} 1+1x3\n\neval instant at 2m m\n  m{a=\"b\"} 3\n",
+        );
+        let bad = script(
+            &dir,
+            "bad.test",
+            "load 1m\n  m 1\n\neval instant at 0m m\n  m 2\n",
+        );
+        assert!(
+            run_promqltest(PromqlTestArgs {
+                files: vec![good.clone()]
+            })
+            .is_ok()
+        );
+        let err = run_promqltest(PromqlTestArgs {
+            files: vec![good, bad],
+        })
+        .expect_err("bad.test fails");
+        assert!(err.to_string().contains("1 statement(s) failed"), "{err}");
+        let missing = run_promqltest(PromqlTestArgs {
+            files: vec![dir.path().join("nope.test")],
+        });
+        assert!(missing.is_err());
+    }
 }

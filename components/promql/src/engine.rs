@@ -1,0 +1,1215 @@
+//! The evaluator: fetch phase (async) then range evaluation over in-memory data (sync).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::parser::ast::{
+    AggregateExpr, AtModifier, BinaryExpr, Call, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
+};
+use promql_parser::parser::{self, Expr};
+use tracing::instrument;
+
+use crate::functions;
+use crate::queryable::{Queryable, QueryableError};
+use crate::value::{Labels, Sample, Series, is_stale_nan};
+
+/// Errors of parsing or evaluating a query, worded as Prometheus words them where known.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The query does not parse.
+    #[error("{0}")]
+    Parse(String),
+    /// The query parsed but cannot be evaluated.
+    #[error("{0}")]
+    Eval(String),
+    /// A feature this engine does not implement yet.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] QueryableError),
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// Prometheus's limit on the steps of a range query.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Bound on the inner steps of one subquery evaluation (memory grows with series × steps).
+const MAX_SUBQUERY_STEPS: i64 = 1_000_000;
+
+/// A query result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    /// A scalar at the evaluation time.
+    Scalar(i64, f64),
+    /// A string literal.
+    String(String),
+    /// An instant vector.
+    Vector(Vec<Sample>),
+    /// Series of points: a range query result, or a range vector from an instant query.
+    Matrix(Vec<RangeSeries>),
+}
+
+/// How serious an [`Annotation`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationKind {
+    /// The result may be wrong or meaningless.
+    Warning,
+    /// Something the user may want to know.
+    Info,
+}
+
+/// A warning or info attached to a result, worded as Prometheus words it (without the
+/// `(line:column)` position Prometheus appends: the parser keeps no positions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    /// Warning or info.
+    pub kind: AnnotationKind,
+    /// The message, e.g. `PromQL warning: quantile value should be between 0 and 1, got 2`.
+    pub message: String,
+}
+
+/// A query's value and the annotations its evaluation raised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    /// The value.
+    pub value: QueryValue,
+    /// Warnings and infos, deduplicated, in the order first raised.
+    pub annotations: Vec<Annotation>,
+}
+
+/// One series of a matrix result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// The series' labels.
+    pub labels: Labels,
+    /// `(timestamp ms, value)` in time order.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// The PromQL engine: settings shared by all queries.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// How far back an instant selector looks for a sample (ms); Prometheus's default is 5m.
+    pub lookback_ms: i64,
+    /// Subquery step when the query gives none (ms); Prometheus uses the global evaluation interval.
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            lookback_ms: 5 * 60 * 1000,
+            default_subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+/// Parses a PromQL expression.
+pub fn parse(query: &str) -> Result<Expr> {
+    parser::parse(query).map_err(EngineError::Parse)
+}
+
+impl Engine {
+    /// Evaluates `query` at `t` (ms).
+    #[instrument(skip(self, q), fields(query = %query))]
+    pub async fn instant_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        t: i64,
+    ) -> Result<QueryResult> {
+        let expr = parse(query)?;
+        let (v, annotations) = self.run(q, &expr, t, t, 1).await?;
+        let value = match v {
+            Val::Scalar(s) => QueryValue::Scalar(t, s[0]),
+            Val::Str(s) => QueryValue::String(s),
+            Val::Vector(vs) => {
+                let vs = finish_vector(vs)?;
+                QueryValue::Vector(
+                    vs.into_iter()
+                        .filter_map(|s| {
+                            s.vals[0].map(|f| Sample {
+                                labels: s.labels,
+                                t,
+                                f,
+                            })
+                        })
+                        .collect(),
+                )
+            }
+            Val::Matrix(m) => {
+                let end = m.ends[0];
+                let out = m
+                    .series
+                    .into_iter()
+                    .map(|s| {
+                        let mut labels = s.labels;
+                        if s.drop_name {
+                            labels.remove("__name__");
+                        }
+                        let points: Vec<_> = window(&s.samples, end, m.range).to_vec();
+                        RangeSeries { labels, points }
+                    })
+                    .filter(|s| !s.points.is_empty())
+                    .collect();
+                QueryValue::Matrix(out)
+            }
+        };
+        Ok(QueryResult { value, annotations })
+    }
+
+    /// Evaluates `query` at every step from `start` to `end` (ms, inclusive).
+    #[instrument(skip(self, q), fields(query = %query))]
+    pub async fn range_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult> {
+        let expr = parse(query)?;
+        if step <= 0 {
+            return Err(EngineError::Eval(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(EngineError::Eval(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        match expr.value_type() {
+            parser::value::ValueType::String => {
+                return Err(EngineError::Eval(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+                ));
+            }
+            parser::value::ValueType::Matrix => {
+                return Err(EngineError::Eval(
+                    "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+                ));
+            }
+            _ => {}
+        }
+        if (end - start) / step > MAX_POINTS_PER_SERIES {
+            return Err(EngineError::Eval(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
+        let n = ((end - start) / step + 1) as usize;
+        let (v, annotations) = self.run(q, &expr, start, end, step).await?;
+        let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
+        let series = match v {
+            Val::Scalar(s) => vec![VSeries {
+                labels: Labels::default(),
+                vals: s.into_iter().map(Some).collect(),
+                drop_name: false,
+            }],
+            Val::Vector(vs) => finish_vector(vs)?,
+            _ => {
+                return Err(EngineError::Eval(
+                    "unexpected value type for range query".into(),
+                ));
+            }
+        };
+        let mut out: Vec<RangeSeries> = series
+            .into_iter()
+            .map(|s| RangeSeries {
+                labels: s.labels,
+                points: s
+                    .vals
+                    .iter()
+                    .zip(&ts)
+                    .filter_map(|(v, t)| v.map(|f| (*t, f)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(QueryResult {
+            value: QueryValue::Matrix(out),
+            annotations,
+        })
+    }
+
+    async fn run(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(Val, Vec<Annotation>)> {
+        let step = step.max(1);
+        // Phase 1: the time range each selector needs, then one fetch per distinct selector.
+        let mut needs: HashMap<String, (Matchers, i64, i64)> = HashMap::new();
+        let top = Range { start, end, step };
+        self.plan(expr, top, top, &mut needs)?;
+        let mut data: HashMap<String, Vec<Series>> = HashMap::new();
+        for (key, (ms, min_t, max_t)) in needs {
+            let mut got: Vec<Series> = Vec::new();
+            let groups: Vec<Vec<Matcher>> = if ms.or_matchers.is_empty() {
+                vec![ms.matchers.clone()]
+            } else {
+                ms.or_matchers.clone()
+            };
+            for g in groups {
+                for s in q.select(&g, min_t, max_t).await? {
+                    if !got.iter().any(|x| x.labels == s.labels) {
+                        got.push(s);
+                    }
+                }
+            }
+            got.sort_by(|a, b| a.labels.cmp(&b.labels));
+            data.insert(key, got);
+        }
+        // Phase 2: evaluate every node for all steps at once.
+        let n = ((end - start) / step + 1) as usize;
+        let ctx = Ctx {
+            engine: self,
+            data: &data,
+            ts: (0..n).map(|i| start + i as i64 * step).collect(),
+            query_start: start,
+            query_end: end,
+            query_step: step,
+            annotations: Default::default(),
+        };
+        let v = ctx.eval(expr)?;
+        Ok((v, ctx.annotations.into_inner()))
+    }
+
+    fn plan(
+        &self,
+        expr: &Expr,
+        top: Range,
+        r: Range,
+        needs: &mut HashMap<String, (Matchers, i64, i64)>,
+    ) -> Result<()> {
+        let mut add = |vs: &VectorSelector, back: i64, r: Range| {
+            let (s, e) = match at_ms(&vs.at, top) {
+                Some(a) => (a, a),
+                None => (r.start, r.end),
+            };
+            let off = offset_ms(&vs.offset);
+            let min_t = s - off - back;
+            let max_t = e - off;
+            let key = selector_key(vs);
+            let entry = needs
+                .entry(key)
+                .or_insert((effective_matchers(vs), min_t, max_t));
+            entry.1 = entry.1.min(min_t);
+            entry.2 = entry.2.max(max_t);
+        };
+        match expr {
+            Expr::VectorSelector(vs) => add(vs, self.lookback_ms, r),
+            Expr::MatrixSelector(ms) => add(&ms.vs, dur_ms(&ms.range), r),
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(p, top, r, needs)?;
+                }
+                self.plan(&a.expr, top, r, needs)?;
+            }
+            Expr::Unary(u) => self.plan(&u.expr, top, r, needs)?,
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, top, r, needs)?;
+                self.plan(&b.rhs, top, r, needs)?;
+            }
+            Expr::Paren(p) => self.plan(&p.expr, top, r, needs)?,
+            Expr::Subquery(sq) => {
+                let inner = subquery_range(self, sq, top, r);
+                self.plan(&sq.expr, top, inner, needs)?;
+            }
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.plan(a, top, r, needs)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+            Expr::Extension(_) => {
+                return Err(EngineError::Unsupported("extension expressions".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    start: i64,
+    end: i64,
+    step: i64,
+}
+
+fn subquery_range(engine: &Engine, sq: &SubqueryExpr, top: Range, r: Range) -> Range {
+    let step = sq
+        .step
+        .as_ref()
+        .map(dur_ms)
+        .filter(|s| *s > 0)
+        .unwrap_or(engine.default_subquery_step_ms);
+    let (s, e) = match at_ms(&sq.at, top) {
+        Some(a) => (a, a),
+        None => (r.start, r.end),
+    };
+    let off = offset_ms(&sq.offset);
+    let range = dur_ms(&sq.range);
+    let lo = s - off - range;
+    let start = lo.div_euclid(step) * step;
+    let start = if start < lo { start + step } else { start };
+    Range {
+        start,
+        end: e - off,
+        step,
+    }
+}
+
+/// The selector's matchers with its metric name (kept apart by the parser) as a `__name__` matcher.
+fn effective_matchers(vs: &VectorSelector) -> Matchers {
+    let mut ms = vs.matchers.clone();
+    if let Some(name) = &vs.name {
+        let m = Matcher::new(MatchOp::Equal, "__name__", name);
+        if !ms.matchers.contains(&m) {
+            ms.matchers.push(m.clone());
+        }
+        for g in &mut ms.or_matchers {
+            if !g.contains(&m) {
+                g.push(m.clone());
+            }
+        }
+    }
+    ms
+}
+
+fn selector_key(vs: &VectorSelector) -> String {
+    let ms = effective_matchers(vs);
+    let vs = &VectorSelector {
+        matchers: ms,
+        ..vs.clone()
+    };
+    let mut parts: Vec<String> = vs.matchers.matchers.iter().map(|m| m.to_string()).collect();
+    parts.sort();
+    let mut key = parts.join(",");
+    for g in &vs.matchers.or_matchers {
+        let mut p: Vec<String> = g.iter().map(|m| m.to_string()).collect();
+        p.sort();
+        key.push_str(" or ");
+        key.push_str(&p.join(","));
+    }
+    key
+}
+
+pub(crate) fn dur_ms(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
+    }
+}
+
+fn systime_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+fn at_ms(at: &Option<AtModifier>, top: Range) -> Option<i64> {
+    match at {
+        None => None,
+        Some(AtModifier::Start) => Some(top.start),
+        Some(AtModifier::End) => Some(top.end),
+        Some(AtModifier::At(t)) => Some(systime_ms(t)),
+    }
+}
+
+/// An instant-vector series during evaluation: one optional value per step.
+#[derive(Debug, Clone)]
+pub(crate) struct VSeries {
+    pub labels: Labels,
+    pub vals: Vec<Option<f64>>,
+    /// Drop `__name__` when the result is returned (Prometheus 3's delayed name removal).
+    pub drop_name: bool,
+}
+
+/// A range-vector series during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct MSeries {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+    pub drop_name: bool,
+}
+
+/// A range vector: windows `(ends[i] - range, ends[i]]` per step over each series.
+#[derive(Debug, Clone)]
+pub(crate) struct MatrixVal {
+    pub series: Vec<MSeries>,
+    pub range: i64,
+    pub ends: Vec<i64>,
+    /// The evaluation time of each step (the step's own time, whatever `@` and `offset` say).
+    pub eval_ts: Vec<i64>,
+}
+
+/// An evaluated node.
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<VSeries>),
+    Matrix(MatrixVal),
+}
+
+impl Val {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+/// The samples of `samples` in `(end - range, end]`.
+pub(crate) fn window(samples: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
+    let lo = samples.partition_point(|p| p.0 <= end - range);
+    let hi = samples.partition_point(|p| p.0 <= end);
+    if lo >= hi { &[] } else { &samples[lo..hi] }
+}
+
+/// Drops flagged names and checks the result has no duplicate label sets; merges series that
+/// became equal but never overlap in time.
+pub(crate) fn finish_vector(vs: Vec<VSeries>) -> Result<Vec<VSeries>> {
+    let mut out: Vec<VSeries> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for mut s in vs {
+        if s.drop_name {
+            s.labels.remove("__name__");
+            s.drop_name = false;
+        }
+        if s.vals.iter().all(Option::is_none) {
+            continue;
+        }
+        match index.get(&s.labels) {
+            Some(&i) => {
+                let o = &mut out[i];
+                for (a, b) in o.vals.iter_mut().zip(s.vals) {
+                    if b.is_some() {
+                        if a.is_some() {
+                            return Err(EngineError::Eval(
+                                "vector cannot contain metrics with the same labelset".into(),
+                            ));
+                        }
+                        *a = b;
+                    }
+                }
+            }
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub data: &'a HashMap<String, Vec<Series>>,
+    pub ts: Vec<i64>,
+    pub query_start: i64,
+    pub query_end: i64,
+    /// The top-level query's step (ms); 1 for instant queries' single step.
+    pub query_step: i64,
+    /// Annotations raised so far (shared with subquery contexts by copying back).
+    pub annotations: std::cell::RefCell<Vec<Annotation>>,
+}
+
+impl Ctx<'_> {
+    /// Records an annotation once.
+    pub(crate) fn annotate(&self, kind: AnnotationKind, message: String) {
+        let mut a = self.annotations.borrow_mut();
+        if !a.iter().any(|x| x.kind == kind && x.message == message) {
+            a.push(Annotation { kind, message });
+        }
+    }
+
+    fn top(&self) -> Range {
+        Range {
+            start: self.query_start,
+            end: self.query_end,
+            step: 1,
+        }
+    }
+
+    pub(crate) fn n(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub(crate) fn eval(&self, expr: &Expr) -> Result<Val> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.n()])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.vector_selector(vs, false))),
+            Expr::MatrixSelector(ms) => {
+                Ok(Val::Matrix(self.matrix_selector(&ms.vs, dur_ms(&ms.range))))
+            }
+            Expr::Subquery(sq) => self.subquery(sq),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Val::Scalar(s) => Ok(Val::Scalar(s.into_iter().map(|f| -f).collect())),
+                Val::Vector(vs) => Ok(Val::Vector(
+                    vs.into_iter()
+                        .map(|mut s| {
+                            s.vals.iter_mut().for_each(|v| *v = v.map(|f| -f));
+                            s.drop_name = true;
+                            s
+                        })
+                        .collect(),
+                )),
+                other => Err(EngineError::Eval(format!(
+                    "unary expression only allowed on expressions of type scalar or vector, got: {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::Binary(b) => self.binary(b),
+            Expr::Aggregate(a) => self.aggregate(a),
+            Expr::Call(c) => self.call(c),
+            Expr::Extension(_) => Err(EngineError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    fn series_for(&self, vs: &VectorSelector) -> &[Series] {
+        self.data
+            .get(&selector_key(vs))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Per step: the latest sample in `(t - lookback, t]` unless it is a staleness marker.
+    /// With `timestamps`, the sample's timestamp (seconds) instead of its value.
+    pub(crate) fn vector_selector(&self, vs: &VectorSelector, timestamps: bool) -> Vec<VSeries> {
+        let at = at_ms(&vs.at, self.top());
+        let off = offset_ms(&vs.offset);
+        let lookback = self.engine.lookback_ms;
+        let mut out = Vec::new();
+        for s in self.series_for(vs) {
+            let vals: Vec<Option<f64>> = self
+                .ts
+                .iter()
+                .map(|&t| {
+                    let t = at.unwrap_or(t) - off;
+                    let i = s.samples.partition_point(|p| p.0 <= t);
+                    if i == 0 {
+                        return None;
+                    }
+                    let (st, f) = s.samples[i - 1];
+                    if st <= t - lookback || is_stale_nan(f) {
+                        return None;
+                    }
+                    Some(if timestamps { st as f64 / 1000.0 } else { f })
+                })
+                .collect();
+            if vals.iter().any(Option::is_some) {
+                out.push(VSeries {
+                    labels: s.labels.clone(),
+                    vals,
+                    drop_name: false,
+                });
+            }
+        }
+        out
+    }
+
+    fn matrix_selector(&self, vs: &VectorSelector, range: i64) -> MatrixVal {
+        let at = at_ms(&vs.at, self.top());
+        let off = offset_ms(&vs.offset);
+        let eval_ts: Vec<i64> = self.ts.clone();
+        let ends: Vec<i64> = self.ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
+        let series = self
+            .series_for(vs)
+            .iter()
+            .map(|s| MSeries {
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|p| !is_stale_nan(p.1))
+                    .collect(),
+                drop_name: false,
+            })
+            .collect();
+        MatrixVal {
+            series,
+            range,
+            ends,
+            eval_ts,
+        }
+    }
+
+    fn subquery(&self, sq: &SubqueryExpr) -> Result<Val> {
+        let inner = subquery_range(
+            self.engine,
+            sq,
+            self.top(),
+            Range {
+                start: self.ts[0],
+                end: self.ts[self.n() - 1],
+                step: 1,
+            },
+        );
+        if inner.end >= inner.start && (inner.end - inner.start) / inner.step > MAX_SUBQUERY_STEPS {
+            return Err(EngineError::Eval(format!(
+                "subquery would evaluate more than {MAX_SUBQUERY_STEPS} steps; use a larger subquery step"
+            )));
+        }
+        let mut ts = Vec::new();
+        let mut t = inner.start;
+        while t <= inner.end {
+            ts.push(t);
+            t += inner.step;
+        }
+        let at = at_ms(&sq.at, self.top());
+        let off = offset_ms(&sq.offset);
+        let eval_ts: Vec<i64> = self.ts.clone();
+        let ends: Vec<i64> = self.ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
+        let range = dur_ms(&sq.range);
+        if ts.is_empty() {
+            return Ok(Val::Matrix(MatrixVal {
+                series: vec![],
+                range,
+                ends,
+                eval_ts,
+            }));
+        }
+        let sub = Ctx {
+            engine: self.engine,
+            data: self.data,
+            ts: ts.clone(),
+            query_start: self.query_start,
+            query_end: self.query_end,
+            query_step: self.query_step,
+            annotations: Default::default(),
+        };
+        let inner = sub.eval(&sq.expr);
+        for a in sub.annotations.into_inner() {
+            self.annotate(a.kind, a.message);
+        }
+        let series = match inner? {
+            Val::Vector(vs) => vs
+                .into_iter()
+                .map(|s| MSeries {
+                    labels: s.labels,
+                    samples: s
+                        .vals
+                        .iter()
+                        .zip(&ts)
+                        .filter_map(|(v, t)| v.map(|f| (*t, f)))
+                        .collect(),
+                    drop_name: s.drop_name,
+                })
+                .collect(),
+            Val::Scalar(s) => vec![MSeries {
+                labels: Labels::default(),
+                samples: s.into_iter().zip(&ts).map(|(f, t)| (*t, f)).collect(),
+                drop_name: false,
+            }],
+            other => {
+                return Err(EngineError::Eval(format!(
+                    "subquery is only allowed on instant vector, got {} instead",
+                    other.type_name()
+                )));
+            }
+        };
+        Ok(Val::Matrix(MatrixVal {
+            series,
+            range,
+            ends,
+            eval_ts,
+        }))
+    }
+
+    pub(crate) fn eval_scalar(&self, e: &Expr) -> Result<Vec<f64>> {
+        match self.eval(e)? {
+            Val::Scalar(s) => Ok(s),
+            other => Err(EngineError::Eval(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub(crate) fn eval_vector(&self, e: &Expr) -> Result<Vec<VSeries>> {
+        match self.eval(e)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(EngineError::Eval(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub(crate) fn eval_matrix(&self, e: &Expr) -> Result<MatrixVal> {
+        match self.eval(e)? {
+            Val::Matrix(m) => Ok(m),
+            other => Err(EngineError::Eval(format!(
+                "expected range vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn binary(&self, b: &BinaryExpr) -> Result<Val> {
+        let op = b.op.to_string().to_lowercase();
+        let return_bool = b.return_bool();
+        let lhs = self.eval(&b.lhs)?;
+        let rhs = self.eval(&b.rhs)?;
+        match (lhs, rhs) {
+            (Val::Scalar(l), Val::Scalar(r)) => {
+                let out = l
+                    .iter()
+                    .zip(&r)
+                    .map(|(a, c)| {
+                        let (v, keep) = scalar_op(&op, *a, *c)?;
+                        Ok(if is_comparison(&op) {
+                            if keep { 1.0 } else { 0.0 }
+                        } else {
+                            v
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Val::Scalar(out))
+            }
+            (Val::Vector(v), Val::Scalar(s)) => {
+                Ok(Val::Vector(vector_scalar(&op, v, &s, false, return_bool)?))
+            }
+            (Val::Scalar(s), Val::Vector(v)) => {
+                Ok(Val::Vector(vector_scalar(&op, v, &s, true, return_bool)?))
+            }
+            (Val::Vector(l), Val::Vector(r)) => {
+                let card = b
+                    .modifier
+                    .as_ref()
+                    .map(|m| m.card.clone())
+                    .unwrap_or(VectorMatchCardinality::OneToOne);
+                let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
+                match op.as_str() {
+                    "and" | "or" | "unless" => Ok(Val::Vector(self.set_op(&op, l, r, &matching))),
+                    _ => Ok(Val::Vector(self.vector_vector(
+                        &op,
+                        l,
+                        r,
+                        &card,
+                        &matching,
+                        return_bool,
+                    )?)),
+                }
+            }
+            (l, r) => Err(EngineError::Eval(format!(
+                "binary expression must contain only scalar and instant vector types, got {} and {}",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+
+    fn set_op(
+        &self,
+        op: &str,
+        l: Vec<VSeries>,
+        r: Vec<VSeries>,
+        matching: &Option<LabelModifier>,
+    ) -> Vec<VSeries> {
+        let n = self.n();
+        let lsig: Vec<Labels> = l.iter().map(|s| signature(&s.labels, matching)).collect();
+        let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels, matching)).collect();
+        let mut present_r: Vec<std::collections::HashSet<&Labels>> = vec![Default::default(); n];
+        for (s, sig) in r.iter().zip(&rsig) {
+            for (i, v) in s.vals.iter().enumerate() {
+                if v.is_some() {
+                    present_r[i].insert(sig);
+                }
+            }
+        }
+        match op {
+            "and" | "unless" => {
+                let want = op == "and";
+                l.into_iter()
+                    .zip(&lsig)
+                    .map(|(mut s, sig)| {
+                        for (i, v) in s.vals.iter_mut().enumerate() {
+                            if present_r[i].contains(sig) != want {
+                                *v = None;
+                            }
+                        }
+                        s
+                    })
+                    .filter(|s| s.vals.iter().any(Option::is_some))
+                    .collect()
+            }
+            _ => {
+                let mut present_l: Vec<std::collections::HashSet<&Labels>> =
+                    vec![Default::default(); n];
+                for (s, sig) in l.iter().zip(&lsig) {
+                    for (i, v) in s.vals.iter().enumerate() {
+                        if v.is_some() {
+                            present_l[i].insert(sig);
+                        }
+                    }
+                }
+                let rest: Vec<VSeries> = r
+                    .iter()
+                    .zip(&rsig)
+                    .map(|(s, sig)| {
+                        let mut s = s.clone();
+                        for (i, v) in s.vals.iter_mut().enumerate() {
+                            if present_l[i].contains(sig) {
+                                *v = None;
+                            }
+                        }
+                        s
+                    })
+                    .filter(|s| s.vals.iter().any(Option::is_some))
+                    .collect();
+                let mut out = l.clone();
+                out.extend(rest);
+                out
+            }
+        }
+    }
+
+    fn vector_vector(
+        &self,
+        op: &str,
+        l: Vec<VSeries>,
+        r: Vec<VSeries>,
+        card: &VectorMatchCardinality,
+        matching: &Option<LabelModifier>,
+        return_bool: bool,
+    ) -> Result<Vec<VSeries>> {
+        let n = self.n();
+        // For group_right the "many" side is the right: swap so `many` is always the many side.
+        let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
+        let (many, one) = if swapped { (&r, &l) } else { (&l, &r) };
+        let include: Vec<String> = card
+            .labels()
+            .map(|ls| ls.labels.clone())
+            .unwrap_or_default();
+        let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+        let many_sig: Vec<Labels> = many
+            .iter()
+            .map(|s| signature(&s.labels, matching))
+            .collect();
+        let one_sig: Vec<Labels> = one.iter().map(|s| signature(&s.labels, matching)).collect();
+        let mut out: Vec<VSeries> = Vec::new();
+        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+        let drop = is_arith(op) || return_bool;
+        for i in 0..n {
+            let mut one_map: HashMap<&Labels, usize> = HashMap::new();
+            for (j, s) in one.iter().enumerate() {
+                if s.vals[i].is_some() && one_map.insert(&one_sig[j], j).is_some() {
+                    let side = if swapped { "left" } else { "right" };
+                    let dups: Vec<String> = one
+                        .iter()
+                        .zip(&one_sig)
+                        .filter(|(o, sig)| o.vals[i].is_some() && *sig == &one_sig[j])
+                        .map(|(o, _)| o.labels.go_string())
+                        .collect();
+                    return Err(EngineError::Eval(format!(
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        one_sig[j].go_string(),
+                        dups.join(", ")
+                    )));
+                }
+            }
+            let mut matched_one: HashMap<&Labels, usize> = HashMap::new();
+            let mut step_out: std::collections::HashSet<Labels> = Default::default();
+            for (k, s) in many.iter().enumerate() {
+                let Some(mv) = s.vals[i] else { continue };
+                let Some(&j) = one_map.get(&many_sig[k]) else {
+                    continue;
+                };
+                let Some(ov) = one[j].vals[i] else { continue };
+                if one_to_one && matched_one.insert(&many_sig[k], k).is_some() {
+                    return Err(EngineError::Eval(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
+                let (mut v, keep) = scalar_op(op, lv, rv)?;
+                if is_comparison(op) {
+                    if return_bool {
+                        v = if keep { 1.0 } else { 0.0 };
+                    } else if !keep {
+                        continue;
+                    } else {
+                        v = lv;
+                    }
+                }
+                // Result labels.
+                let mut labels = s.labels.clone();
+                if drop {
+                    labels.remove("__name__");
+                }
+                if one_to_one {
+                    match matching {
+                        Some(LabelModifier::Include(on)) => labels = labels.keep(&on.labels),
+                        Some(LabelModifier::Exclude(ign)) => labels = labels.drop(&ign.labels),
+                        None => {}
+                    }
+                } else {
+                    for name in &include {
+                        match one[j].labels.get(name) {
+                            Some(val) => labels.set(name, val),
+                            None => labels.remove(name),
+                        }
+                    }
+                }
+                let keep_flag = if drop { false } else { s.drop_name };
+                if !step_out.insert(labels.clone()) {
+                    return Err(EngineError::Eval(
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
+                    ));
+                }
+                let idx = *index.entry((labels.clone(), keep_flag)).or_insert_with(|| {
+                    out.push(VSeries {
+                        labels,
+                        vals: vec![None; n],
+                        drop_name: keep_flag,
+                    });
+                    out.len() - 1
+                });
+                out[idx].vals[i] = Some(v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn aggregate(&self, a: &AggregateExpr) -> Result<Val> {
+        crate::functions::aggregate(self, a)
+    }
+
+    fn call(&self, c: &Call) -> Result<Val> {
+        functions::call(self, c)
+    }
+}
+
+pub(crate) fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+fn is_arith(op: &str) -> bool {
+    matches!(op, "+" | "-" | "*" | "/" | "%" | "^" | "atan2")
+}
+
+/// Applies a binary operator; for comparisons, returns `(lhs, condition)`.
+fn scalar_op(op: &str, l: f64, r: f64) -> Result<(f64, bool)> {
+    Ok(match op {
+        "+" => (l + r, true),
+        "-" => (l - r, true),
+        "*" => (l * r, true),
+        "/" => (l / r, true),
+        "%" => (l % r, true),
+        "^" => (l.powf(r), true),
+        "atan2" => (l.atan2(r), true),
+        "==" => (l, l == r),
+        "!=" => (l, l != r),
+        ">" => (l, l > r),
+        "<" => (l, l < r),
+        ">=" => (l, l >= r),
+        "<=" => (l, l <= r),
+        other => return Err(EngineError::Unsupported(format!("binary operator {other}"))),
+    })
+}
+
+fn vector_scalar(
+    op: &str,
+    v: Vec<VSeries>,
+    s: &[f64],
+    swap: bool,
+    return_bool: bool,
+) -> Result<Vec<VSeries>> {
+    let drop = is_arith(op) || return_bool;
+    let mut out = Vec::with_capacity(v.len());
+    for mut series in v {
+        for (i, val) in series.vals.iter_mut().enumerate() {
+            let Some(x) = *val else { continue };
+            let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
+            let (res, keep) = scalar_op(op, l, r)?;
+            *val = if is_comparison(op) {
+                if return_bool {
+                    Some(if keep { 1.0 } else { 0.0 })
+                } else if keep {
+                    Some(x)
+                } else {
+                    None
+                }
+            } else {
+                Some(res)
+            };
+        }
+        if drop {
+            series.labels.remove("__name__");
+        }
+        if series.vals.iter().any(Option::is_some) {
+            out.push(series);
+        }
+    }
+    Ok(out)
+}
+
+/// The labels two series are matched on.
+fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
+        Some(LabelModifier::Exclude(ign)) => {
+            let mut l = labels.drop(&ign.labels);
+            l.remove("__name__");
+            l
+        }
+        None => {
+            let mut l = labels.clone();
+            l.remove("__name__");
+            l
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::queryable::MemQueryable;
+
+    /// Records every `select` call, answers from an in-memory store.
+    struct Recording {
+        inner: MemQueryable,
+        calls: Mutex<Vec<(Vec<String>, i64, i64)>>,
+    }
+
+    #[async_trait]
+    impl Queryable for Recording {
+        async fn select(
+            &self,
+            matchers: &[Matcher],
+            min_t: i64,
+            max_t: i64,
+        ) -> std::result::Result<Vec<Series>, QueryableError> {
+            let mut names: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
+            names.sort();
+            self.calls
+                .lock()
+                .map_err(|_| QueryableError::Storage("poisoned".into()))?
+                .push((names, min_t, max_t));
+            self.inner.select(matchers, min_t, max_t).await
+        }
+
+        async fn label_names(
+            &self,
+            a: i64,
+            b: i64,
+        ) -> std::result::Result<Vec<String>, QueryableError> {
+            self.inner.label_names(a, b).await
+        }
+
+        async fn label_values(
+            &self,
+            n: &str,
+            a: i64,
+            b: i64,
+        ) -> std::result::Result<Vec<String>, QueryableError> {
+            self.inner.label_values(n, a, b).await
+        }
+    }
+
+    fn store() -> Recording {
+        let mut inner = MemQueryable::new();
+        let labels = Labels::new([("__name__".to_string(), "x".to_string())]);
+        let samples: Vec<(i64, f64)> = (0..=20).map(|i| (i * 60_000, i as f64)).collect();
+        inner.add(labels, &samples);
+        Recording {
+            inner,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn calls(r: &Recording) -> Vec<(Vec<String>, i64, i64)> {
+        r.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn fetch_phase_asks_for_exactly_the_needed_range_once_per_selector() {
+        let q = store();
+        let e = Engine::default();
+        let got = futures::executor::block_on(e.range_query(
+            &q,
+            "rate(x[5m] offset 1m) + x + x @ 120",
+            600_000,
+            900_000,
+            60_000,
+        ));
+        assert!(got.is_ok(), "{got:?}");
+        let mut c = calls(&q);
+        c.sort();
+        // One fetch for the `x` selector (all three uses share it), covering the matrix window
+        // (start - offset - range), the lookback of `x`, and `@ 120` (120s - 5m lookback).
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, vec!["__name__=\"x\"".to_string()]);
+        assert_eq!(c[0].1, 120_000 - 300_000);
+        assert_eq!(c[0].2, 900_000);
+    }
+
+    #[test]
+    fn range_evaluation_matches_instant_evaluation_at_every_step() {
+        let q = store();
+        let e = Engine::default();
+        let expr = "sum_over_time(x[3m]) / deriv(x[4m:30s]) - x offset 2m";
+        let range =
+            futures::executor::block_on(e.range_query(&q, expr, 300_000, 1_200_000, 60_000))
+                .map(|r| r.value);
+        let Ok(QueryValue::Matrix(m)) = range else {
+            panic!("range query failed: {range:?}")
+        };
+        assert_eq!(m.len(), 1);
+        for &(t, f) in &m[0].points {
+            let inst = futures::executor::block_on(e.instant_query(&q, expr, t)).map(|r| r.value);
+            let Ok(QueryValue::Vector(v)) = inst else {
+                panic!("instant query failed: {inst:?}")
+            };
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].f.to_bits(), f.to_bits(), "at {t}");
+        }
+        assert_eq!(m[0].points.len(), 16);
+    }
+
+    #[test]
+    fn staleness_marker_ends_a_series_and_resolution_is_bounded() {
+        let mut inner = MemQueryable::new();
+        let l = Labels::new([("__name__".to_string(), "s".to_string())]);
+        inner.add(
+            l,
+            &[(0, 1.0), (60_000, f64::from_bits(crate::STALE_NAN_BITS))],
+        );
+        let e = Engine::default();
+        let at = |t| futures::executor::block_on(e.instant_query(&inner, "s", t)).map(|r| r.value);
+        assert!(matches!(at(30_000), Ok(QueryValue::Vector(v)) if v.len() == 1));
+        assert!(matches!(at(90_000), Ok(QueryValue::Vector(v)) if v.is_empty()));
+        let too_many = futures::executor::block_on(e.range_query(&inner, "s", 0, 20_000_000, 1));
+        assert!(matches!(too_many, Err(EngineError::Eval(m)) if m.contains("11,000 points")));
+        let bad = futures::executor::block_on(e.instant_query(&inner, "sum(", 0));
+        assert!(matches!(bad, Err(EngineError::Parse(_))));
+    }
+}

@@ -1,0 +1,123 @@
+//! The storage the engine reads: [`Queryable`], and an in-memory implementation.
+
+use async_trait::async_trait;
+use promql_parser::label::Matcher;
+
+use crate::value::{Labels, Series};
+
+/// Errors a [`Queryable`] returns.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryableError {
+    /// The operation is not implemented by this queryable.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    /// The storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Storage the engine selects series from.
+#[async_trait]
+pub trait Queryable: Send + Sync {
+    /// Every series matching all `matchers`, with its samples in `[min_t, max_t]` (ms).
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Series>, QueryableError>;
+
+    /// Label names present in `[min_t, max_t]`.
+    async fn label_names(&self, min_t: i64, max_t: i64) -> Result<Vec<String>, QueryableError>;
+
+    /// Values of label `name` present in `[min_t, max_t]`.
+    async fn label_values(
+        &self,
+        name: &str,
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>, QueryableError>;
+}
+
+/// Series held in memory (used by tests and the promqltest runner).
+#[derive(Debug, Default, Clone)]
+pub struct MemQueryable {
+    series: Vec<Series>,
+}
+
+impl MemQueryable {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends samples to the series with `labels` (created if new); keeps samples time-sorted,
+    /// a later sample at the same timestamp replaces the earlier one.
+    pub fn add(&mut self, labels: Labels, samples: &[(i64, f64)]) {
+        let idx = match self.series.iter().position(|s| s.labels == labels) {
+            Some(i) => i,
+            None => {
+                self.series.push(Series {
+                    labels,
+                    samples: Vec::new(),
+                });
+                self.series.len() - 1
+            }
+        };
+        let s = &mut self.series[idx];
+        for &(t, f) in samples {
+            match s.samples.binary_search_by_key(&t, |p| p.0) {
+                Ok(i) => s.samples[i] = (t, f),
+                Err(i) => s.samples.insert(i, (t, f)),
+            }
+        }
+    }
+
+    /// Removes every series.
+    pub fn clear(&mut self) {
+        self.series.clear();
+    }
+}
+
+fn matches(labels: &Labels, m: &Matcher) -> bool {
+    m.is_match(labels.get(&m.name).unwrap_or(""))
+}
+
+#[async_trait]
+impl Queryable for MemQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Series>, QueryableError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| matchers.iter().all(|m| matches(&s.labels, m)))
+            .map(|s| Series {
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|p| p.0 >= min_t && p.0 <= max_t)
+                    .collect(),
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect())
+    }
+
+    async fn label_names(&self, _min_t: i64, _max_t: i64) -> Result<Vec<String>, QueryableError> {
+        Err(QueryableError::Unsupported("label_names"))
+    }
+
+    async fn label_values(
+        &self,
+        _name: &str,
+        _min_t: i64,
+        _max_t: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        Err(QueryableError::Unsupported("label_values"))
+    }
+}

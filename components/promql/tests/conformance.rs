@@ -1,0 +1,77 @@
+//! Runs Prometheus's core PromQL test files and holds the pass count to a ratchet: a change that
+//! breaks passing statements fails here. Raise the numbers when more statements pass.
+
+use std::path::PathBuf;
+
+use strata_promql::promqltest::run_script;
+
+/// (file, statements that passed when this ratchet was last raised).
+const CORE: &[(&str, usize)] = &[
+    ("aggregators", 137),
+    ("at_modifier", 83),
+    ("collision", 4),
+    ("functions", 406),
+    ("histograms", 81),
+    ("literals", 25),
+    ("name_label_dropping", 33),
+    ("operators", 159),
+    ("range_queries", 21),
+    ("selectors", 38),
+    ("staleness", 19),
+    ("subquery", 37),
+    ("trig_functions", 20),
+];
+
+/// Native histogram and experimental-feature files: counts are printed, not gated.
+const OTHER: &[&str] = &[
+    "native_histograms",
+    "duration_expression",
+    "extended_vectors",
+    "fill-modifier",
+    "info",
+    "limit",
+    "start_timestamps",
+    "type_and_unit",
+];
+
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("STRATA_PROMQL_TESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/promql-tests"))
+}
+
+#[test]
+fn core_files_do_not_regress() {
+    let dir = corpus_dir();
+    let mut regressions = Vec::new();
+    let (mut total_pass, mut total) = (0, 0);
+    for (name, floor) in CORE {
+        let path = dir.join(format!("{name}.test"));
+        let src = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
+        let report = run_script(&src);
+        let n = report.passed + report.failed();
+        total_pass += report.passed;
+        total += n;
+        eprintln!("{name}: {}/{n} passed", report.passed);
+        if std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
+            eprint!("{}", report.render(name));
+        }
+        if report.passed < *floor {
+            regressions.push(format!(
+                "{name}: {} passed, ratchet is {floor}",
+                report.passed
+            ));
+        }
+    }
+    eprintln!("core total: {total_pass}/{total} passed");
+    for name in OTHER {
+        let path = dir.join(format!("{name}.test"));
+        let src = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
+        let report = run_script(&src);
+        let n = report.passed + report.failed();
+        eprintln!("(not gated) {name}: {}/{n} passed", report.passed);
+    }
+    assert!(regressions.is_empty(), "regressions: {regressions:?}");
+}
