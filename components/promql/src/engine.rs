@@ -9,6 +9,8 @@ use promql_parser::parser::ast::{
     VectorMatchCardinality, VectorSelector,
 };
 use promql_parser::parser::{self, Expr};
+
+use crate::positions::Positions;
 use tracing::instrument;
 
 use crate::functions;
@@ -62,8 +64,8 @@ pub enum AnnotationKind {
     Info,
 }
 
-/// A warning or info attached to a result, worded as Prometheus words it (without the
-/// `(line:column)` position Prometheus appends: the parser keeps no positions).
+/// A warning or info attached to a result, worded as Prometheus words it; the quantile and
+/// sort warnings end with Prometheus's `(line:column)` source position, the others do not yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Annotation {
     /// Warning or info.
@@ -123,7 +125,7 @@ impl Engine {
         t: i64,
     ) -> Result<QueryResult> {
         let expr = parse(query)?;
-        let (v, annotations) = self.run(q, &expr, t, t, 1).await?;
+        let (v, annotations) = self.run(q, query, &expr, t, t, 1).await?;
         let value = match v {
             Val::Scalar(s) => QueryValue::Scalar(t, s[0]),
             Val::Str(s) => QueryValue::String(s),
@@ -202,7 +204,7 @@ impl Engine {
             ));
         }
         let n = ((end - start) / step + 1) as usize;
-        let (v, annotations) = self.run(q, &expr, start, end, step).await?;
+        let (v, annotations) = self.run(q, query, &expr, start, end, step).await?;
         let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
         let series = match v {
             Val::Scalar(s) => vec![VSeries {
@@ -240,6 +242,7 @@ impl Engine {
     async fn run(
         &self,
         q: &dyn Queryable,
+        query: &str,
         expr: &Expr,
         start: i64,
         end: i64,
@@ -269,6 +272,7 @@ impl Engine {
             data.insert(key, got);
         }
         // Phase 2: evaluate every node for all steps at once.
+        let positions = Positions::new(query, expr);
         let n = ((end - start) / step + 1) as usize;
         let ctx = Ctx {
             engine: self,
@@ -278,6 +282,7 @@ impl Engine {
             query_end: end,
             query_step: step,
             annotations: Default::default(),
+            positions: &positions,
         };
         let v = ctx.eval(expr)?;
         Ok((v, ctx.annotations.into_inner()))
@@ -531,6 +536,8 @@ pub(crate) struct Ctx<'a> {
     pub query_step: i64,
     /// Annotations raised so far (shared with subquery contexts by copying back).
     pub annotations: std::cell::RefCell<Vec<Annotation>>,
+    /// Source positions of calls and aggregations, for annotation suffixes.
+    pub positions: &'a Positions,
 }
 
 impl Ctx<'_> {
@@ -699,6 +706,7 @@ impl Ctx<'_> {
             query_end: self.query_end,
             query_step: self.query_step,
             annotations: Default::default(),
+            positions: self.positions,
         };
         let inner = sub.eval(&sq.expr);
         for a in sub.annotations.into_inner() {

@@ -7,14 +7,15 @@ use promql_parser::parser::ast::{AggregateExpr, Call, LabelModifier};
 
 use crate::engine::{AnnotationKind, Ctx, EngineError, MatrixVal, VSeries, Val, window};
 
-/// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step.
-fn check_quantile(ctx: &Ctx<'_>, q: &[f64]) {
+/// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step; `pos` is the
+/// quantile argument's ` (line:column)` suffix, or "".
+fn check_quantile(ctx: &Ctx<'_>, q: &[f64], pos: &str) {
     for &x in q {
         if x.is_nan() || !(0.0..=1.0).contains(&x) {
             ctx.annotate(
                 AnnotationKind::Warning,
                 format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                    "PromQL warning: quantile value should be between 0 and 1, got {}{pos}",
                     go_g(x)
                 ),
             );
@@ -300,7 +301,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     }
     let q = if op == "quantile" {
         let q = param_scalar(&a.param)?;
-        check_quantile(ctx, &q);
+        check_quantile(ctx, &q, &ctx.positions.of_first_arg(a));
         Some(q)
     } else {
         None
@@ -905,7 +906,10 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             if ctx.query_start != ctx.query_end {
                 ctx.annotate(
                     AnnotationKind::Warning,
-                    format!("PromQL warning: {name} is ineffective for range queries since results are always ordered by labels"),
+                    format!(
+                        "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{}",
+                        ctx.positions.of(c)
+                    ),
                 );
             }
             let last = |s: &VSeries| s.vals[n - 1].unwrap_or(f64::NAN);
@@ -994,7 +998,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let mut out = Vec::new();
             for i in 2..c.args.args.len() {
                 let q = ctx.eval_scalar(arg(c, i)?)?;
-                check_quantile(ctx, &q);
+                check_quantile(ctx, &q, "");
                 let q_label = format!("{:?}", q.first().copied().unwrap_or(f64::NAN));
                 for mut s in classic_buckets(&v, n, |b, step| bucket_quantile(q[step], b)) {
                     s.labels.set(&label, &q_label);
@@ -1007,7 +1011,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let fraction = name == "histogram_fraction";
             let q = ctx.eval_scalar(arg(c, 0)?)?;
             if !fraction {
-                check_quantile(ctx, &q);
+                check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
             }
             let upper = if fraction {
                 ctx.eval_scalar(arg(c, 1)?)?
@@ -1177,7 +1181,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "quantile_over_time" => {
             let q = ctx.eval_scalar(arg(c, 0)?)?;
-            check_quantile(ctx, &q);
+            check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
             let m = ctx.eval_matrix(arg(c, 1)?)?;
             Ok(over_time(m, false, |w, i, _| {
                 let mut xs: Vec<f64> = w.iter().map(|p| p.1).collect();

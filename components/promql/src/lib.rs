@@ -35,6 +35,7 @@
 
 pub mod engine;
 mod functions;
+mod positions;
 pub mod promqltest;
 pub mod queryable;
 pub mod value;

@@ -979,7 +979,7 @@ eval instant at 1m http_requests{job="api"} + on() up
     expect fail regex: many-to-one matching must be explicit
 
 eval instant at 10m quantile(2, up)
-    expect warn msg: PromQL warning: quantile value should be between 0 and 1, got 2
+    expect warn msg: PromQL warning: quantile value should be between 0 and 1, got 2 (1:10)
     expect no_info
     {} +Inf
 

@@ -1,0 +1,229 @@
+//! Source positions of function calls and aggregations, for annotation suffixes.
+//!
+//! `promql-parser` keeps no positions, but Prometheus ends many annotations with the
+//! `(line:column)` of the node that raised them. This module scans the query text for names
+//! followed by `(` (skipping strings and comments) and pairs them, in source order, with the
+//! AST's calls and aggregations, which a pre-order walk visits in the same order.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::Expr;
+
+/// A name followed by `(`: where the name starts and where its first argument starts.
+struct Opening {
+    name: String,
+    at: usize,
+    first_arg: usize,
+}
+
+/// Positions keyed by AST node address.
+#[derive(Default)]
+pub(crate) struct Positions {
+    /// `(line:column)` of a call's or aggregation's name, keyed by the `Call`/`AggregateExpr`.
+    node: HashMap<usize, String>,
+    /// `(line:column)` of a call's or aggregation's first argument, keyed the same way.
+    first_arg: HashMap<usize, String>,
+}
+
+impl Positions {
+    /// Works out the positions of every call and aggregation in `expr`, parsed from `query`.
+    pub(crate) fn new(query: &str, expr: &Expr) -> Positions {
+        let openings = scan(query);
+        let mut nodes = Vec::new();
+        preorder(expr, &mut nodes);
+        let mut out = Positions::default();
+        let mut cursor = 0;
+        for (key, name) in nodes {
+            if let Some(i) = (cursor..openings.len()).find(|&i| openings[i].name == name) {
+                out.node.insert(key, line_col(query, openings[i].at));
+                out.first_arg
+                    .insert(key, line_col(query, openings[i].first_arg));
+                cursor = i + 1;
+            }
+        }
+        out
+    }
+
+    /// The ` (line:column)` suffix for `node` (a `Call` or `AggregateExpr`), or "" when unknown.
+    pub(crate) fn of<T>(&self, node: &T) -> String {
+        self.node
+            .get(&(node as *const T as usize))
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default()
+    }
+
+    /// The ` (line:column)` suffix for the first argument of `node`, or "".
+    pub(crate) fn of_first_arg<T>(&self, node: &T) -> String {
+        self.first_arg
+            .get(&(node as *const T as usize))
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default()
+    }
+}
+
+/// `(line:column)`, both 1-based, column in bytes as Prometheus counts it.
+fn line_col(query: &str, at: usize) -> String {
+    let before = &query.as_bytes()[..at.min(query.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = match before.iter().rposition(|b| *b == b'\n') {
+        Some(nl) => at - nl,
+        None => at + 1,
+    };
+    format!("({line}:{col})")
+}
+
+/// Calls and aggregations in source order, as `(address, lowercase name)`.
+fn preorder(expr: &Expr, out: &mut Vec<(usize, String)>) {
+    match expr {
+        Expr::Aggregate(a) => {
+            out.push((a as *const _ as usize, a.op.to_string().to_lowercase()));
+            if let Some(p) = &a.param {
+                preorder(p, out);
+            }
+            preorder(&a.expr, out);
+        }
+        Expr::Call(c) => {
+            out.push((c as *const _ as usize, c.func.name.to_lowercase()));
+            for a in &c.args.args {
+                preorder(a, out);
+            }
+        }
+        Expr::Unary(u) => preorder(&u.expr, out),
+        Expr::Binary(b) => {
+            preorder(&b.lhs, out);
+            preorder(&b.rhs, out);
+        }
+        Expr::Paren(p) => preorder(&p.expr, out),
+        Expr::Subquery(s) => preorder(&s.expr, out),
+        _ => {}
+    }
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+}
+
+fn is_ident(b: u8) -> bool {
+    is_ident_start(b) || b.is_ascii_digit()
+}
+
+/// Skips a string literal starting at `i` (its quote); returns the index after it.
+fn skip_string(s: &[u8], i: usize) -> usize {
+    let q = s[i];
+    let mut j = i + 1;
+    while j < s.len() {
+        if s[j] == b'\\' && q != b'`' {
+            j += 2;
+            continue;
+        }
+        if s[j] == q {
+            return j + 1;
+        }
+        j += 1;
+    }
+    s.len()
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && s[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// Every identifier followed by `(`, allowing a `by (…)`/`without (…)` clause in between.
+fn scan(query: &str) -> Vec<Opening> {
+    let s = query.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'"' || b == b'\'' || b == b'`' {
+            i = skip_string(s, i);
+        } else if b == b'#' {
+            while i < s.len() && s[i] != b'\n' {
+                i += 1;
+            }
+        } else if is_ident_start(b) && (i == 0 || !is_ident(s[i - 1])) {
+            let start = i;
+            while i < s.len() && is_ident(s[i]) {
+                i += 1;
+            }
+            let name = query[start..i].to_lowercase();
+            let mut j = skip_ws(s, i);
+            // An aggregation's grouping clause may come before its arguments.
+            let word_end = {
+                let mut k = j;
+                while k < s.len() && is_ident(s[k]) {
+                    k += 1;
+                }
+                k
+            };
+            let word = query[j..word_end].to_lowercase();
+            if word == "by" || word == "without" {
+                j = skip_ws(s, word_end);
+                if j < s.len() && s[j] == b'(' {
+                    j += 1;
+                    while j < s.len() && s[j] != b')' {
+                        if s[j] == b'"' || s[j] == b'\'' || s[j] == b'`' {
+                            j = skip_string(s, j);
+                        } else {
+                            j += 1;
+                        }
+                    }
+                    j = skip_ws(s, j + 1);
+                }
+            }
+            if j < s.len() && s[j] == b'(' {
+                out.push(Opening {
+                    name,
+                    at: start,
+                    first_arg: skip_ws(s, j + 1),
+                });
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promql_parser::parser::parse;
+
+    fn call_pos(q: &str) -> Vec<String> {
+        let e = parse(q).expect("parses");
+        let p = Positions::new(q, &e);
+        let mut nodes = Vec::new();
+        preorder(&e, &mut nodes);
+        nodes
+            .iter()
+            .map(|(k, _)| p.node.get(k).cloned().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn calls_and_aggregations_get_their_name_positions() {
+        assert_eq!(call_pos("sort(x)"), vec!["(1:1)"]);
+        assert_eq!(call_pos("sum(sort(series))"), vec!["(1:1)", "(1:5)"]);
+        assert_eq!(
+            call_pos("sum by (a) (rate(x{l=\"abs(\"}[5m])) + abs(y)"),
+            vec!["(1:1)", "(1:13)", "(1:38)"]
+        );
+        assert_eq!(call_pos("x +\n  abs(y)"), vec!["(2:3)"]);
+    }
+
+    #[test]
+    fn first_argument_after_a_grouping_clause() {
+        let q = "quantile without(point)(NaN, data)";
+        let e = parse(q).expect("parses");
+        let p = Positions::new(q, &e);
+        let Expr::Aggregate(a) = &e else {
+            panic!("not an aggregation")
+        };
+        assert_eq!(p.of(a), " (1:1)");
+        assert_eq!(p.of_first_arg(a), " (1:25)");
+    }
+}
