@@ -263,6 +263,9 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     ));
                 }
             };
+            if let Some(q) = ctx.positions.invalid_utf8(&label) {
+                return Err(EngineError::Eval(format!("invalid label name {q}")));
+            }
             if !valid_label_name(&label) {
                 return Err(EngineError::Eval(format!("invalid label name {label:?}")));
             }
@@ -946,7 +949,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let src = string_arg(ctx, c, 3)?;
             let re_s = string_arg(ctx, c, 4)?;
             let re = go_regex(&re_s)?;
-            if !valid_label_name(&dst) {
+            if !valid_label_name(&dst) || ctx.positions.invalid_utf8(&dst).is_some() {
                 return Err(EngineError::Eval(format!(
                     "invalid destination label name in label_replace(): {dst}"
                 )));
@@ -972,7 +975,18 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let sep = string_arg(ctx, c, 2)?;
             let mut srcs = Vec::new();
             for i in 3..c.args.args.len() {
-                srcs.push(string_arg(ctx, c, i)?);
+                let src = string_arg(ctx, c, i)?;
+                if !valid_label_name(&src) || ctx.positions.invalid_utf8(&src).is_some() {
+                    return Err(EngineError::Eval(format!(
+                        "invalid source label name in label_join(): {src}"
+                    )));
+                }
+                srcs.push(src);
+            }
+            if !valid_label_name(&dst) || ctx.positions.invalid_utf8(&dst).is_some() {
+                return Err(EngineError::Eval(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
             }
             let mut out = Vec::with_capacity(v.len());
             for mut s in v {

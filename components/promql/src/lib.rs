@@ -22,12 +22,16 @@
 //!   `histogram_*` functions work on classic `le` buckets only (`histogram_quantile(s)`,
 //!   `histogram_fraction`); `histogram_count/sum/avg/stddev/stdvar` are missing;
 //! - annotations: only the quantile-out-of-range and sort-in-range-query warnings and the
-//!   "might not be a counter" info are raised, and without Prometheus's `(line:column)` suffix
-//!   (`promql-parser` keeps no source positions), so `expect … msg:` lines quoting positions fail;
+//!   "might not be a counter" info are raised. `promql-parser` keeps no source positions, so
+//!   the `(line:column)` suffix is recovered by scanning the query text for calls and
+//!   aggregations (`positions`) and is added to the quantile and sort warnings only
+//!   (not to the counter info, nor to `histogram_quantiles`' quantile warnings);
 //! - `limit_ratio` (needs Prometheus's label hash), `info()`, `fill` modifiers, duration
 //!   expressions and other experimental syntax the parser lacks;
-//! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are not rejected: the parser
-//!   decodes the escape to a valid `char`;
+//! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are rejected only by
+//!   `count_values`, `label_replace` and `label_join` (found by re-reading the query's string
+//!   literals, as the parser decodes the escape to a valid `char`), not in `by`/`without`
+//!   clauses or matchers;
 //! - `label_names`/`label_values` on the [`Queryable`] are not used by the engine yet;
 //! - query limits beyond the 11,000-step resolution bound and a subquery step bound (no sample
 //!   limit, no timeout, no cancellation); results of `topk`/`bottomk`/`sort*` keep Prometheus's

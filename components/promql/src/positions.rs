@@ -4,6 +4,11 @@
 //! `(line:column)` of the node that raised them. This module scans the query text for names
 //! followed by `(` (skipping strings and comments) and pairs them, in source order, with the
 //! AST's calls and aggregations, which a pre-order walk visits in the same order.
+//!
+//! It also finds string literals that are not valid UTF-8 the way Go reads them (`"\xff"` is
+//! one byte 0xFF in Go, but `promql-parser` decodes it to the valid `char` U+00FF), so that
+//! functions that take a label name can reject them as Prometheus does. Literals are matched
+//! by decoded value, so a valid `"ÿ"` in a query that also spells `"\xff"` is rejected too.
 
 use std::collections::HashMap;
 
@@ -23,12 +28,14 @@ pub(crate) struct Positions {
     node: HashMap<usize, String>,
     /// `(line:column)` of a call's or aggregation's first argument, keyed the same way.
     first_arg: HashMap<usize, String>,
+    /// Decoded string literals whose Go bytes are not UTF-8, with Go's `%q` rendering.
+    invalid_utf8: HashMap<String, String>,
 }
 
 impl Positions {
     /// Works out the positions of every call and aggregation in `expr`, parsed from `query`.
     pub(crate) fn new(query: &str, expr: &Expr) -> Positions {
-        let openings = scan(query);
+        let (openings, strings) = scan(query);
         let mut nodes = Vec::new();
         preorder(expr, &mut nodes);
         let mut out = Positions::default();
@@ -41,7 +48,20 @@ impl Positions {
                 cursor = i + 1;
             }
         }
+        for raw in strings {
+            if let Some(bytes) = go_bytes(raw)
+                && std::str::from_utf8(&bytes).is_err()
+                && let Ok(decoded) = promql_parser::util::unquote_string(raw)
+            {
+                out.invalid_utf8.insert(decoded, go_quote(&bytes));
+            }
+        }
         out
+    }
+
+    /// For a string the query spelled with bytes that are not UTF-8 in Go, its `%q` rendering.
+    pub(crate) fn invalid_utf8(&self, decoded: &str) -> Option<&str> {
+        self.invalid_utf8.get(decoded).map(String::as_str)
     }
 
     /// The ` (line:column)` suffix for `node` (a `Call` or `AggregateExpr`), or "" when unknown.
@@ -131,15 +151,91 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Every identifier followed by `(`, allowing a `by (…)`/`without (…)` clause in between.
-fn scan(query: &str) -> Vec<Opening> {
+/// The bytes Go's unquoting gives for a `"…"` or `'…'` literal (escapes `\xHH` and octal
+/// `\NNN` are single bytes); `None` for raw strings or malformed escapes.
+fn go_bytes(raw: &str) -> Option<Vec<u8>> {
+    let s = raw.as_bytes();
+    if s.len() < 2 || s[0] == b'`' {
+        return None;
+    }
+    let inner = &s[1..s.len() - 1];
+    let hex = |d: &[u8]| {
+        std::str::from_utf8(d)
+            .ok()
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] != b'\\' {
+            out.push(inner[i]);
+            i += 1;
+            continue;
+        }
+        let e = *inner.get(i + 1)?;
+        i += 2;
+        match e {
+            b'x' => {
+                out.push(u8::try_from(hex(inner.get(i..i + 2)?)?).ok()?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let d = std::str::from_utf8(inner.get(i - 1..i + 2)?).ok()?;
+                out.push(u8::try_from(u32::from_str_radix(d, 8).ok()?).ok()?);
+                i += 2;
+            }
+            b'u' | b'U' => {
+                let n = if e == b'u' { 4 } else { 8 };
+                let c = char::from_u32(hex(inner.get(i..i + n)?)?)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                i += n;
+            }
+            b'a' => out.push(0x07),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// Go's `%q` of a byte string: printable UTF-8 kept, invalid bytes as `\xHH`.
+fn go_quote(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Every identifier followed by `(` (allowing a `by (…)`/`without (…)` clause in between),
+/// and every quoted string literal's source text.
+fn scan(query: &str) -> (Vec<Opening>, Vec<&str>) {
     let s = query.as_bytes();
     let mut out = Vec::new();
+    let mut strings = Vec::new();
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
         if b == b'"' || b == b'\'' || b == b'`' {
+            let start = i;
             i = skip_string(s, i);
+            strings.push(&query[start..i]);
         } else if b == b'#' {
             while i < s.len() && s[i] != b'\n' {
                 i += 1;
@@ -185,7 +281,7 @@ fn scan(query: &str) -> Vec<Opening> {
             i += 1;
         }
     }
-    out
+    (out, strings)
 }
 
 #[cfg(test)]
@@ -213,6 +309,18 @@ mod tests {
             vec!["(1:1)", "(1:13)", "(1:38)"]
         );
         assert_eq!(call_pos("x +\n  abs(y)"), vec!["(2:3)"]);
+    }
+
+    #[test]
+    fn go_invalid_utf8_literals_are_found() {
+        let q = r#"label_replace(m, "a\xc5z", "\xc5\xbc", 'x\377', `\xff`)"#;
+        let e = parse(q).expect("parses");
+        let p = Positions::new(q, &e);
+        assert_eq!(p.invalid_utf8("a\u{c5}z"), Some(r#""a\xc5z""#));
+        assert_eq!(p.invalid_utf8("x\u{ff}"), Some(r#""x\xff""#));
+        // `\xc5\xbc` is valid UTF-8 (ż) in Go; raw strings are never unquoted.
+        assert_eq!(p.invalid_utf8("\u{c5}\u{bc}"), None);
+        assert_eq!(p.invalid_utf8("\\xff"), None);
     }
 
     #[test]
