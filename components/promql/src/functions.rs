@@ -1056,7 +1056,10 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     if !counter_like && sampled {
                         ctx.annotate(
                             AnnotationKind::Info,
-                            format!("PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"),
+                            format!(
+                                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{}",
+                                ctx.positions.of_first_arg(c)
+                            ),
                         );
                     }
                 }

@@ -24,8 +24,8 @@
 //! - annotations: only the quantile-out-of-range and sort-in-range-query warnings and the
 //!   "might not be a counter" info are raised. `promql-parser` keeps no source positions, so
 //!   the `(line:column)` suffix is recovered by scanning the query text for calls and
-//!   aggregations (`positions`) and is added to the quantile and sort warnings only
-//!   (not to the counter info, nor to `histogram_quantiles`' quantile warnings);
+//!   aggregations (`positions`) and is added to the quantile, sort and counter annotations
+//!   (not yet to `histogram_quantiles`' quantile warnings);
 //! - `limit_ratio` (needs Prometheus's label hash), `info()`, `fill` modifiers, duration
 //!   expressions and other experimental syntax the parser lacks;
 //! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are rejected only by

@@ -984,7 +984,7 @@ eval instant at 10m quantile(2, up)
     {} +Inf
 
 eval instant at 10m rate(up[5m])
-    expect info regex: might not be a counter
+    expect info msg: PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "up" (1:6)
     expect no_warn
     {job="api"} 0
 
