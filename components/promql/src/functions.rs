@@ -1012,7 +1012,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let mut out = Vec::new();
             for i in 2..c.args.args.len() {
                 let q = ctx.eval_scalar(arg(c, i)?)?;
-                check_quantile(ctx, &q, "");
+                check_quantile(ctx, &q, &ctx.positions.of_arg(c, i));
                 let q_label = format!("{:?}", q.first().copied().unwrap_or(f64::NAN));
                 for mut s in classic_buckets(&v, n, |b, step| bucket_quantile(q[step], b)) {
                     s.labels.set(&label, &q_label);

@@ -25,7 +25,7 @@
 //!   "might not be a counter" info are raised. `promql-parser` keeps no source positions, so
 //!   the `(line:column)` suffix is recovered by scanning the query text for calls and
 //!   aggregations (`positions`) and is added to the quantile, sort and counter annotations
-//!   (not yet to `histogram_quantiles`' quantile warnings);
+//!   only;
 //! - `limit_ratio` (needs Prometheus's label hash), `info()`, `fill` modifiers, duration
 //!   expressions and other experimental syntax the parser lacks;
 //! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are rejected only by

@@ -18,7 +18,8 @@ use promql_parser::parser::Expr;
 struct Opening {
     name: String,
     at: usize,
-    first_arg: usize,
+    /// Where each argument starts (top-level commas split them).
+    args: Vec<usize>,
 }
 
 /// Positions keyed by AST node address.
@@ -26,8 +27,8 @@ struct Opening {
 pub(crate) struct Positions {
     /// `(line:column)` of a call's or aggregation's name, keyed by the `Call`/`AggregateExpr`.
     node: HashMap<usize, String>,
-    /// `(line:column)` of a call's or aggregation's first argument, keyed the same way.
-    first_arg: HashMap<usize, String>,
+    /// `(line:column)` of each argument of a call or aggregation, keyed the same way.
+    args: HashMap<usize, Vec<String>>,
     /// Decoded string literals whose Go bytes are not UTF-8, with Go's `%q` rendering.
     invalid_utf8: HashMap<String, String>,
 }
@@ -43,8 +44,8 @@ impl Positions {
         for (key, name) in nodes {
             if let Some(i) = (cursor..openings.len()).find(|&i| openings[i].name == name) {
                 out.node.insert(key, line_col(query, openings[i].at));
-                out.first_arg
-                    .insert(key, line_col(query, openings[i].first_arg));
+                let args = openings[i].args.iter().map(|&a| line_col(query, a));
+                out.args.insert(key, args.collect());
                 cursor = i + 1;
             }
         }
@@ -74,8 +75,14 @@ impl Positions {
 
     /// The ` (line:column)` suffix for the first argument of `node`, or "".
     pub(crate) fn of_first_arg<T>(&self, node: &T) -> String {
-        self.first_arg
+        self.of_arg(node, 0)
+    }
+
+    /// The ` (line:column)` suffix for argument `i` of `node`, or "".
+    pub(crate) fn of_arg<T>(&self, node: &T, i: usize) -> String {
+        self.args
             .get(&(node as *const T as usize))
+            .and_then(|a| a.get(i))
             .map(|p| format!(" {p}"))
             .unwrap_or_default()
     }
@@ -223,6 +230,33 @@ fn go_quote(bytes: &[u8]) -> String {
     out
 }
 
+/// Where each argument of a call whose `(` ends just before `from` starts: the text after the
+/// opening parenthesis and after each comma outside nested brackets and strings.
+fn arg_starts(s: &[u8], from: usize) -> Vec<usize> {
+    let mut out = vec![skip_ws(s, from)];
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < s.len() {
+        match s[i] {
+            b'"' | b'\'' | b'`' => {
+                i = skip_string(s, i);
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            b',' if depth == 0 => out.push(skip_ws(s, i + 1)),
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Every identifier followed by `(` (allowing a `by (…)`/`without (…)` clause in between),
 /// and every quoted string literal's source text.
 fn scan(query: &str) -> (Vec<Opening>, Vec<&str>) {
@@ -274,7 +308,7 @@ fn scan(query: &str) -> (Vec<Opening>, Vec<&str>) {
                 out.push(Opening {
                     name,
                     at: start,
-                    first_arg: skip_ws(s, j + 1),
+                    args: arg_starts(s, j + 1),
                 });
             }
         } else {
@@ -333,5 +367,18 @@ mod tests {
         };
         assert_eq!(p.of(a), " (1:1)");
         assert_eq!(p.of_first_arg(a), " (1:25)");
+        assert_eq!(p.of_arg(a, 1), " (1:30)");
+    }
+
+    #[test]
+    fn arguments_split_at_top_level_commas_only() {
+        let q = r#"histogram_quantiles(sum by (a, b) (x{l=",", m="y"}), "q", 0.1,  0.5)"#;
+        let e = parse(q).expect("parses");
+        let p = Positions::new(q, &e);
+        let Expr::Call(c) = &e else {
+            panic!("not a call")
+        };
+        let got: Vec<String> = (0..5).map(|i| p.of_arg(c, i)).collect();
+        assert_eq!(got, [" (1:21)", " (1:54)", " (1:59)", " (1:65)", ""]);
     }
 }

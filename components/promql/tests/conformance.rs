@@ -11,7 +11,7 @@ const CORE: &[(&str, usize)] = &[
     ("at_modifier", 83),
     ("collision", 4),
     ("functions", 407),
-    ("histograms", 82),
+    ("histograms", 83),
     ("literals", 25),
     ("name_label_dropping", 33),
     ("operators", 159),
