@@ -405,16 +405,21 @@ impl Bucket {
         .await
     }
 
+    /// The listing prefix for `dir` (`None` for the bucket's root).
+    fn dir_prefix(op: &'static str, dir: &str) -> Result<Option<ObjPath>> {
+        let trimmed = dir.trim_end_matches('/');
+        if trimmed.is_empty() {
+            Ok(None)
+        } else {
+            Self::path(op, trimmed).map(Some)
+        }
+    }
+
     /// Thanos `Iter`: the entries directly under `dir` (`""` for the root), as full object names;
     /// "directories" end with `/`. Sorted.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>> {
         const OP: &str = "iter";
-        let trimmed = dir.trim_end_matches('/');
-        let prefix = if trimmed.is_empty() {
-            None
-        } else {
-            Some(Self::path(OP, trimmed)?)
-        };
+        let prefix = Self::dir_prefix(OP, dir)?;
         let store = &self.inner.store;
         self.run(
             OP,
@@ -442,12 +447,7 @@ impl Bucket {
     /// Thanos `Iter` with `WithRecursiveIter`: every object under `dir`, as full names. Sorted.
     pub async fn list_recursive(&self, dir: &str) -> Result<Vec<String>> {
         const OP: &str = "iter";
-        let trimmed = dir.trim_end_matches('/');
-        let prefix = if trimmed.is_empty() {
-            None
-        } else {
-            Some(Self::path(OP, trimmed)?)
-        };
+        let prefix = Self::dir_prefix(OP, dir)?;
         let store = &self.inner.store;
         self.run(
             OP,

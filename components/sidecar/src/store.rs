@@ -302,13 +302,11 @@ async fn stream_labels_only(
         .into_iter()
         .map(|set| extend_sorted(set, &plan.external, &plan.drop))
         .collect();
+    // Prometheus's label-set order: pairwise by name, then value; a prefix first. No copies.
     sets.sort_by(|a, b| {
-        let key = |s: &Vec<Label>| {
-            s.iter()
-                .map(|l| (l.name.clone(), l.value.clone()))
-                .collect::<Vec<_>>()
-        };
-        key(a).cmp(&key(b))
+        a.iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .cmp(b.iter().map(|l| (l.name.as_str(), l.value.as_str())))
     });
     for labels in sets {
         if limit_reached(sent) {
