@@ -93,6 +93,9 @@ pub struct SyncReport {
     pub failed: Vec<(Ulid, String)>,
     /// Corrupt block directories, with the reason.
     pub corrupted: Vec<(PathBuf, String)>,
+    /// The lowest `minTime` of the readable local blocks (`None` without any): the oldest data still on
+    /// local disk, which a sidecar advertises as its min time once older data lives in the bucket.
+    pub oldest_local_min_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -197,6 +200,7 @@ impl Shipper {
         };
         let mut report = SyncReport::default();
         let blocks = self.local_blocks(&mut report)?;
+        report.oldest_local_min_time = blocks.iter().map(|(_, m)| m.min_time).min();
         let local: HashSet<Ulid> = blocks.iter().map(|(_, m)| m.ulid).collect();
         let shipped_before: HashSet<Ulid> = previous.iter().copied().collect();
         let mut shipped: Vec<Ulid> = previous

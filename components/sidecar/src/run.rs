@@ -112,7 +112,7 @@ pub struct Sidecar {
     listener: TcpListener,
     tls: Option<ServerTlsFiles>,
     refresh_interval: Duration,
-    shipper: Option<(Arc<Shipper>, Duration, PathBuf)>,
+    shipper: Option<(Arc<Shipper>, Duration)>,
 }
 
 impl Sidecar {
@@ -191,12 +191,11 @@ impl Sidecar {
                     meta_file,
                     ..ShipperOptions::default()
                 };
-                let shipper =
-                    Shipper::new(dir.clone(), shipping.bucket.clone(), labels, opts, registry);
+                let shipper = Shipper::new(dir, shipping.bucket.clone(), labels, opts, registry);
                 shipper.init().map_err(|e| {
                     RunError::Config(format!("prepare {}: {e}", shipper.meta_file().display()))
                 })?;
-                Some((Arc::new(shipper), shipping.interval, dir))
+                Some((Arc::new(shipper), shipping.interval))
             }
         };
         Ok(Self {
@@ -225,10 +224,9 @@ impl Sidecar {
             self.refresh_interval,
             shutdown.clone(),
         ));
-        let shipping = self.shipper.map(|(shipper, every, dir)| {
+        let shipping = self.shipper.map(|(shipper, every)| {
             tokio::spawn(ship_loop(
                 shipper,
-                dir,
                 self.state.clone(),
                 every,
                 shutdown.clone(),
@@ -300,35 +298,14 @@ async fn compaction_guard(
     }
 }
 
-/// The lowest `minTime` of the block directories in `dir` (0 when there is none yet): with uploads
-/// on, older data lives in the bucket, so the sidecar advertises this as its Info min time, as a
-/// Thanos sidecar does; queriers then skip it for older ranges.
-fn oldest_local_block(dir: &std::path::Path) -> i64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read(e.path().join("meta.json")).ok())
-        .filter_map(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
-        .filter_map(|meta| meta.get("minTime").and_then(serde_json::Value::as_i64))
-        .min()
-        .unwrap_or(0)
-}
-
 /// Ships new blocks every `every` until `shutdown`; failures are logged, counted by the shipper's
 /// metrics and retried on the next round. After each round the Info min time follows the oldest
-/// local block.
-async fn ship_loop(
-    shipper: Arc<Shipper>,
-    dir: PathBuf,
-    state: Arc<State>,
-    every: Duration,
-    shutdown: Shutdown,
-) {
+/// local block (0 before the first one), as a Thanos sidecar's does: older data is in the bucket.
+async fn ship_loop(shipper: Arc<Shipper>, state: Arc<State>, every: Duration, shutdown: Shutdown) {
     loop {
         match shipper.sync().await {
             Ok(report) => {
+                state.set_min_time(report.oldest_local_min_time.unwrap_or(0));
                 for id in &report.uploaded {
                     tracing::info!(block = %id, "block uploaded");
                 }
@@ -341,7 +318,6 @@ async fn ship_loop(
             }
             Err(e) => tracing::warn!(error = %e, "block shipping round failed; retrying later"),
         }
-        state.set_min_time(oldest_local_block(&dir));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return,
