@@ -142,14 +142,16 @@ async fn thanos_query_through_sidecar_returns_what_prometheus_returns() {
 
 #[tokio::test]
 async fn thanos_sidecar_uploads_a_block_to_minio_with_the_objstore_yaml() {
-    // A block backfilled by the real promtool, an hour old, so Prometheus keeps it and the sidecar's
+    // A block backfilled by the real promtool, a few hours old, so Prometheus keeps it and the sidecar's
     // shipper (which uploads level-1 blocks at start and then every 30 s) finds it.
     let scratch = tempfile::tempdir().unwrap();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    let t0 = (now_ms - 3_600_000) / 1000;
+    // Start just after a 2h boundary a few hours back: promtool cuts blocks at 2h-aligned boundaries,
+    // and 15 minutes of samples from there stay in one block whatever the time of day.
+    let t0 = ((now_ms / 1000 - 3 * 3600) / 7200) * 7200 + 60;
     let mut om = String::from("# TYPE strata_backfill gauge\n");
     for i in 0..60u128 {
         om.push_str(&format!("strata_backfill{{n=\"1\"}} {i} {}\n", t0 + i * 15));
