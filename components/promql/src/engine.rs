@@ -90,6 +90,8 @@ pub struct RangeSeries {
     pub labels: Labels,
     /// `(timestamp ms, value)` in time order.
     pub points: Vec<(i64, f64)>,
+    /// `(timestamp ms, histogram)` in time order (native-histogram points).
+    pub histograms: Vec<(i64, std::sync::Arc<crate::histogram::FloatHistogram>)>,
 }
 
 /// The PromQL engine: settings shared by all queries.
@@ -138,6 +140,7 @@ impl Engine {
                                 labels: s.labels,
                                 t,
                                 f,
+                                h: None,
                             })
                         })
                         .collect(),
@@ -154,7 +157,11 @@ impl Engine {
                             labels.remove("__name__");
                         }
                         let points: Vec<_> = window(&s.samples, end, m.range).to_vec();
-                        RangeSeries { labels, points }
+                        RangeSeries {
+                            labels,
+                            points,
+                            histograms: Vec::new(),
+                        }
                     })
                     .filter(|s| !s.points.is_empty())
                     .collect();
@@ -229,6 +236,7 @@ impl Engine {
                     .zip(&ts)
                     .filter_map(|(v, t)| v.map(|f| (*t, f)))
                     .collect(),
+                histograms: Vec::new(),
             })
             .filter(|s| !s.points.is_empty())
             .collect();

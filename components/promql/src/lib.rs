@@ -39,6 +39,7 @@
 
 pub mod engine;
 mod functions;
+pub mod histogram;
 mod positions;
 pub mod promqltest;
 pub mod queryable;
@@ -46,4 +47,5 @@ pub mod value;
 
 pub use engine::{Annotation, AnnotationKind, Engine, EngineError, QueryResult, QueryValue};
 pub use queryable::{MemQueryable, Queryable, QueryableError};
+pub use histogram::FloatHistogram;
 pub use value::{Labels, STALE_NAN_BITS, Sample, Series, is_stale_nan};

@@ -717,7 +717,7 @@ fn run_eval(
         QueryValue::Matrix(m) => {
             let got: Vec<(Labels, Vec<(i64, f64)>)> = m
                 .into_iter()
-                .map(|RangeSeries { labels, points }| (labels, points))
+                .map(|RangeSeries { labels, points, .. }| (labels, points))
                 .collect();
             match (step, expect.range_vector) {
                 (Some(step), _) => compare(got, results, start, step, expect.ordered),

@@ -59,7 +59,7 @@ impl MemQueryable {
             None => {
                 self.series.push(Series {
                     labels,
-                    samples: Vec::new(),
+                    ..Default::default()
                 });
                 self.series.len() - 1
             }
@@ -103,8 +103,14 @@ impl Queryable for MemQueryable {
                     .copied()
                     .filter(|p| p.0 >= min_t && p.0 <= max_t)
                     .collect(),
+                histograms: s
+                    .histograms
+                    .iter()
+                    .filter(|p| p.0 >= min_t && p.0 <= max_t)
+                    .cloned()
+                    .collect(),
             })
-            .filter(|s| !s.samples.is_empty())
+            .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
             .collect())
     }
 

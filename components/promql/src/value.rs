@@ -1,6 +1,9 @@
 //! Values the engine reads and returns: label sets, stored series and query results.
 
 use std::fmt;
+use std::sync::Arc;
+
+use crate::histogram::FloatHistogram;
 
 /// The bit pattern Prometheus writes as a staleness marker: a NaN that ends a series.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -112,14 +115,16 @@ impl fmt::Display for Labels {
     }
 }
 
-/// A stored series: its labels (with `__name__`) and its float samples `(ms, value)` in time order.
-/// Native histograms are not carried yet; a sample enum will replace the `f64` when they are.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored series: its labels (with `__name__`), its float samples and its native-histogram
+/// samples, each in time order. A timestamp appears in at most one of the two lists.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Series {
     /// The series' labels.
     pub labels: Labels,
     /// `(timestamp ms, value)`, ascending by timestamp.
     pub samples: Vec<(i64, f64)>,
+    /// `(timestamp ms, histogram)`, ascending by timestamp.
+    pub histograms: Vec<(i64, Arc<FloatHistogram>)>,
 }
 
 /// One element of an instant-vector result.
@@ -129,6 +134,8 @@ pub struct Sample {
     pub labels: Labels,
     /// The evaluation timestamp in ms.
     pub t: i64,
-    /// The value.
+    /// The float value (0 when `h` is set).
     pub f: f64,
+    /// The native-histogram value, if this element is a histogram.
+    pub h: Option<Arc<FloatHistogram>>,
 }
