@@ -14,7 +14,7 @@ use crate::positions::Positions;
 use tracing::instrument;
 
 use crate::functions;
-use crate::queryable::{Queryable, QueryableError};
+use crate::queryable::{Queryable, QueryableError, SelectHints};
 use crate::value::{Labels, Sample, Series, is_stale_nan};
 
 /// Errors of parsing or evaluating a query, worded as Prometheus words them where known.
@@ -258,11 +258,11 @@ impl Engine {
     ) -> Result<(Val, Vec<Annotation>)> {
         let step = step.max(1);
         // Phase 1: the time range each selector needs, then one fetch per distinct selector.
-        let mut needs: HashMap<String, (Matchers, i64, i64)> = HashMap::new();
+        let mut needs: HashMap<String, (Matchers, i64, i64, SelectHints)> = HashMap::new();
         let top = Range { start, end, step };
-        self.plan(expr, top, top, &mut needs)?;
+        self.plan(expr, top, top, None, &mut needs)?;
         let mut data: HashMap<String, Vec<Series>> = HashMap::new();
-        for (key, (ms, min_t, max_t)) in needs {
+        for (key, (ms, min_t, max_t, hints)) in needs {
             let mut got: Vec<Series> = Vec::new();
             let groups: Vec<Vec<Matcher>> = if ms.or_matchers.is_empty() {
                 vec![ms.matchers.clone()]
@@ -270,7 +270,7 @@ impl Engine {
                 ms.or_matchers.clone()
             };
             for g in groups {
-                for s in q.select(&g, min_t, max_t).await? {
+                for s in q.select_with_hints(&g, min_t, max_t, &hints).await? {
                     if !got.iter().any(|x| x.labels == s.labels) {
                         got.push(s);
                     }
@@ -296,14 +296,17 @@ impl Engine {
         Ok((v, ctx.annotations.into_inner()))
     }
 
+    /// Records in `needs` the time range (and hints) of every selector under `expr`; `func` is
+    /// the function `expr` is a direct argument of.
     fn plan(
         &self,
         expr: &Expr,
         top: Range,
         r: Range,
-        needs: &mut HashMap<String, (Matchers, i64, i64)>,
+        func: Option<&str>,
+        needs: &mut HashMap<String, (Matchers, i64, i64, SelectHints)>,
     ) -> Result<()> {
-        let mut add = |vs: &VectorSelector, back: i64, r: Range| {
+        let mut add = |vs: &VectorSelector, back: i64, range: i64, r: Range| {
             let (s, e) = match at_ms(&vs.at, top) {
                 Some(a) => (a, a),
                 None => (r.start, r.end),
@@ -312,34 +315,48 @@ impl Engine {
             let min_t = s - off - back;
             let max_t = e - off;
             let key = selector_key(vs);
-            let entry = needs
-                .entry(key)
-                .or_insert((effective_matchers(vs), min_t, max_t));
+            let hints = SelectHints {
+                step_ms: r.step,
+                range_ms: range,
+                func: func.map(str::to_owned),
+            };
+            let entry =
+                needs
+                    .entry(key)
+                    .or_insert((effective_matchers(vs), min_t, max_t, hints.clone()));
             entry.1 = entry.1.min(min_t);
             entry.2 = entry.2.max(max_t);
+            if entry.3.func != hints.func {
+                entry.3.func = None;
+            }
+            entry.3.step_ms = entry.3.step_ms.min(hints.step_ms);
+            entry.3.range_ms = entry.3.range_ms.max(hints.range_ms);
         };
         match expr {
-            Expr::VectorSelector(vs) => add(vs, self.lookback_ms, r),
-            Expr::MatrixSelector(ms) => add(&ms.vs, dur_ms(&ms.range), r),
+            Expr::VectorSelector(vs) => add(vs, self.lookback_ms, 0, r),
+            Expr::MatrixSelector(ms) => {
+                let range = dur_ms(&ms.range);
+                add(&ms.vs, range, range, r)
+            }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
-                    self.plan(p, top, r, needs)?;
+                    self.plan(p, top, r, None, needs)?;
                 }
-                self.plan(&a.expr, top, r, needs)?;
+                self.plan(&a.expr, top, r, None, needs)?;
             }
-            Expr::Unary(u) => self.plan(&u.expr, top, r, needs)?,
+            Expr::Unary(u) => self.plan(&u.expr, top, r, None, needs)?,
             Expr::Binary(b) => {
-                self.plan(&b.lhs, top, r, needs)?;
-                self.plan(&b.rhs, top, r, needs)?;
+                self.plan(&b.lhs, top, r, None, needs)?;
+                self.plan(&b.rhs, top, r, None, needs)?;
             }
-            Expr::Paren(p) => self.plan(&p.expr, top, r, needs)?,
+            Expr::Paren(p) => self.plan(&p.expr, top, r, func, needs)?,
             Expr::Subquery(sq) => {
                 let inner = subquery_range(self, sq, top, r);
-                self.plan(&sq.expr, top, inner, needs)?;
+                self.plan(&sq.expr, top, inner, None, needs)?;
             }
             Expr::Call(c) => {
                 for a in &c.args.args {
-                    self.plan(a, top, r, needs)?;
+                    self.plan(a, top, r, Some(c.func.name), needs)?;
                 }
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
@@ -1114,6 +1131,7 @@ mod tests {
     struct Recording {
         inner: MemQueryable,
         calls: Mutex<Vec<(Vec<String>, i64, i64)>>,
+        hints: Mutex<Vec<SelectHints>>,
     }
 
     #[async_trait]
@@ -1131,6 +1149,20 @@ mod tests {
                 .map_err(|_| QueryableError::Storage("poisoned".into()))?
                 .push((names, min_t, max_t));
             self.inner.select(matchers, min_t, max_t).await
+        }
+
+        async fn select_with_hints(
+            &self,
+            matchers: &[Matcher],
+            min_t: i64,
+            max_t: i64,
+            hints: &SelectHints,
+        ) -> std::result::Result<Vec<Series>, QueryableError> {
+            self.hints
+                .lock()
+                .map_err(|_| QueryableError::Storage("poisoned".into()))?
+                .push(hints.clone());
+            self.select(matchers, min_t, max_t).await
         }
 
         async fn label_names(
@@ -1159,6 +1191,7 @@ mod tests {
         Recording {
             inner,
             calls: Mutex::new(Vec::new()),
+            hints: Mutex::new(Vec::new()),
         }
     }
 
@@ -1186,6 +1219,28 @@ mod tests {
         assert_eq!(c[0].0, vec!["__name__=\"x\"".to_string()]);
         assert_eq!(c[0].1, 120_000 - 300_000);
         assert_eq!(c[0].2, 900_000);
+    }
+
+    #[test]
+    fn hints_name_the_function_only_when_every_use_agrees() {
+        let hints_of = |query: &str| {
+            let q = store();
+            let got =
+                futures::executor::block_on(Engine::default().instant_query(&q, query, 600_000));
+            assert!(got.is_ok(), "{got:?}");
+            q.hints.lock().map(|h| h.clone()).unwrap_or_default()
+        };
+        let h = hints_of("sum(rate(x[5m]))");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].func.as_deref(), Some("rate"));
+        assert_eq!(h[0].range_ms, 300_000);
+        assert!(h[0].reads_counter());
+        let h = hints_of("rate(x[5m]) / x");
+        assert_eq!(h[0].func, None);
+        assert!(!h[0].reads_counter());
+        let h = hints_of("max_over_time(x[2m])");
+        assert_eq!(h[0].func.as_deref(), Some("max_over_time"));
+        assert!(!h[0].reads_counter());
     }
 
     #[test]

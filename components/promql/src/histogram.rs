@@ -223,9 +223,15 @@ mod tests {
             zero_threshold: 0.001,
             zero_count: 2.0,
             count: 8.0,
-            positive_spans: vec![Span { offset: 0, length: 2 }],
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
             positive_buckets: vec![1.0, 2.0],
-            negative_spans: vec![Span { offset: 1, length: 1 }],
+            negative_spans: vec![Span {
+                offset: 1,
+                length: 1,
+            }],
             negative_buckets: vec![3.0],
             ..Default::default()
         };
@@ -244,7 +250,10 @@ mod tests {
         let h = FloatHistogram {
             schema: CUSTOM_BUCKETS_SCHEMA,
             custom_values: vec![1.0, 5.0],
-            positive_spans: vec![Span { offset: 0, length: 3 }],
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 3,
+            }],
             positive_buckets: vec![1.0, 0.0, 4.0],
             ..Default::default()
         };

@@ -46,6 +46,6 @@ pub mod queryable;
 pub mod value;
 
 pub use engine::{Annotation, AnnotationKind, Engine, EngineError, QueryResult, QueryValue};
-pub use queryable::{MemQueryable, Queryable, QueryableError};
 pub use histogram::FloatHistogram;
+pub use queryable::{MemQueryable, Queryable, QueryableError, SelectHints};
 pub use value::{Labels, STALE_NAN_BITS, Sample, Series, is_stale_nan};

@@ -16,6 +16,29 @@ pub enum QueryableError {
     Storage(String),
 }
 
+/// What the engine knows about a selection, for storage that can use it (replica
+/// de-duplication that treats counters specially, downsampled data choice).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectHints {
+    /// The evaluation step of the selector's context, ms (1 for instant queries).
+    pub step_ms: i64,
+    /// The range of a range-vector selector, ms (0 for instant-vector selectors).
+    pub range_ms: i64,
+    /// The function every use of the selector feeds (e.g. `rate`), when all uses agree.
+    pub func: Option<String>,
+}
+
+impl SelectHints {
+    /// True when the selector only feeds functions that read counters (`rate`, `increase`,
+    /// `irate`, `resets`): a decrease in its samples means a counter reset.
+    pub fn reads_counter(&self) -> bool {
+        matches!(
+            self.func.as_deref(),
+            Some("rate" | "increase" | "irate" | "resets")
+        )
+    }
+}
+
 /// Storage the engine selects series from.
 #[async_trait]
 pub trait Queryable: Send + Sync {
@@ -26,6 +49,19 @@ pub trait Queryable: Send + Sync {
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<Series>, QueryableError>;
+
+    /// [`select`](Queryable::select) with what the engine knows about the selection; the
+    /// engine calls this one. The default ignores the hints.
+    async fn select_with_hints(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<Series>, QueryableError> {
+        let _ = hints;
+        self.select(matchers, min_t, max_t).await
+    }
 
     /// Label names present in `[min_t, max_t]`.
     async fn label_names(&self, min_t: i64, max_t: i64) -> Result<Vec<String>, QueryableError>;
