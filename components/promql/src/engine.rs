@@ -13,9 +13,12 @@ use promql_parser::parser::{self, Expr};
 use crate::positions::Positions;
 use tracing::instrument;
 
+use crate::eval_hist;
 use crate::functions;
 use crate::queryable::{Queryable, QueryableError, SelectHints};
+use crate::histogram::FloatHistogram;
 use crate::value::{Labels, Sample, Series, is_stale_nan};
+use std::sync::Arc;
 
 /// Errors of parsing or evaluating a query, worded as Prometheus words them where known.
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +139,22 @@ impl Engine {
                 QueryValue::Vector(
                     vs.into_iter()
                         .filter_map(|s| {
-                            s.vals[0].map(|f| Sample {
-                                labels: s.labels,
-                                t,
-                                f,
-                                h: None,
-                            })
+                            let h = s.hist(0).cloned();
+                            match (s.vals[0], h) {
+                                (Some(f), _) => Some(Sample {
+                                    labels: s.labels,
+                                    t,
+                                    f,
+                                    h: None,
+                                }),
+                                (None, Some(h)) => Some(Sample {
+                                    labels: s.labels,
+                                    t,
+                                    f: 0.0,
+                                    h: Some(h),
+                                }),
+                                (None, None) => None,
+                            }
                         })
                         .collect(),
                 )
@@ -157,13 +170,14 @@ impl Engine {
                             labels.remove("__name__");
                         }
                         let points: Vec<_> = window(&s.samples, end, m.range).to_vec();
+                        let histograms: Vec<_> = window(&s.hists, end, m.range).to_vec();
                         RangeSeries {
                             labels,
                             points,
-                            histograms: Vec::new(),
+                            histograms,
                         }
                     })
-                    .filter(|s| !s.points.is_empty())
+                    .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
                     .collect();
                 QueryValue::Matrix(out)
             }
@@ -214,11 +228,11 @@ impl Engine {
         let (v, annotations) = self.run(q, query, &expr, start, end, step).await?;
         let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
         let series = match v {
-            Val::Scalar(s) => vec![VSeries {
-                labels: Labels::default(),
-                vals: s.into_iter().map(Some).collect(),
-                drop_name: false,
-            }],
+            Val::Scalar(s) => vec![VSeries::floats(
+                Labels::default(),
+                s.into_iter().map(Some).collect(),
+                false,
+            )],
             Val::Vector(vs) => finish_vector(vs)?,
             _ => {
                 return Err(EngineError::Eval(
@@ -236,9 +250,14 @@ impl Engine {
                     .zip(&ts)
                     .filter_map(|(v, t)| v.map(|f| (*t, f)))
                     .collect(),
-                histograms: Vec::new(),
+                histograms: s
+                    .hists
+                    .iter()
+                    .zip(&ts)
+                    .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
+                    .collect(),
             })
-            .filter(|s| !s.points.is_empty())
+            .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(QueryResult {
@@ -461,13 +480,74 @@ fn at_ms(at: &Option<AtModifier>, top: Range) -> Option<i64> {
     }
 }
 
-/// An instant-vector series during evaluation: one optional value per step.
+/// A shared native-histogram value.
+pub(crate) type H = Arc<FloatHistogram>;
+
+/// An instant-vector series during evaluation: one optional value per step. A step holds a
+/// float (`vals[i]`) or a histogram (`hists[i]`), never both; `hists` stays empty while no
+/// step holds a histogram, so the float-only path pays nothing for it.
 #[derive(Debug, Clone)]
 pub(crate) struct VSeries {
     pub labels: Labels,
     pub vals: Vec<Option<f64>>,
+    /// Histogram values per step, or empty when there are none.
+    pub hists: Vec<Option<H>>,
     /// Drop `__name__` when the result is returned (Prometheus 3's delayed name removal).
     pub drop_name: bool,
+}
+
+impl VSeries {
+    /// A float-only series.
+    pub(crate) fn floats(labels: Labels, vals: Vec<Option<f64>>, drop_name: bool) -> VSeries {
+        VSeries {
+            labels,
+            vals,
+            hists: Vec::new(),
+            drop_name,
+        }
+    }
+
+    /// The histogram at step `i`, if that step holds one.
+    pub(crate) fn hist(&self, i: usize) -> Option<&H> {
+        self.hists.get(i).and_then(Option::as_ref)
+    }
+
+    /// True when step `i` holds a float or a histogram.
+    pub(crate) fn has(&self, i: usize) -> bool {
+        self.vals[i].is_some() || self.hist(i).is_some()
+    }
+
+    /// True when any step holds a value.
+    pub(crate) fn any(&self) -> bool {
+        self.vals.iter().any(Option::is_some) || self.hists.iter().any(Option::is_some)
+    }
+
+    /// True when some step holds a histogram.
+    pub(crate) fn has_hists(&self) -> bool {
+        self.hists.iter().any(Option::is_some)
+    }
+
+    /// Stores histogram `h` at step `i` (clearing the float there).
+    pub(crate) fn set_hist(&mut self, i: usize, h: H) {
+        if self.hists.is_empty() {
+            self.hists = vec![None; self.vals.len()];
+        }
+        self.vals[i] = None;
+        self.hists[i] = Some(h);
+    }
+
+    /// Removes whatever step `i` holds.
+    pub(crate) fn clear(&mut self, i: usize) {
+        self.vals[i] = None;
+        if let Some(h) = self.hists.get_mut(i) {
+            *h = None;
+        }
+    }
+
+    /// Drops every histogram value, keeping the floats.
+    pub(crate) fn drop_hists(&mut self) {
+        self.hists = Vec::new();
+    }
 }
 
 /// A range-vector series during evaluation.
@@ -475,6 +555,8 @@ pub(crate) struct VSeries {
 pub(crate) struct MSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// Histogram samples, time-sorted (a timestamp is in `samples` or here, not both).
+    pub hists: Vec<(i64, H)>,
     pub drop_name: bool,
 }
 
@@ -509,7 +591,7 @@ impl Val {
 }
 
 /// The samples of `samples` in `(end - range, end]`.
-pub(crate) fn window(samples: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
+pub(crate) fn window<T>(samples: &[(i64, T)], end: i64, range: i64) -> &[(i64, T)] {
     let lo = samples.partition_point(|p| p.0 <= end - range);
     let hi = samples.partition_point(|p| p.0 <= end);
     if lo >= hi { &[] } else { &samples[lo..hi] }
@@ -525,20 +607,24 @@ pub(crate) fn finish_vector(vs: Vec<VSeries>) -> Result<Vec<VSeries>> {
             s.labels.remove("__name__");
             s.drop_name = false;
         }
-        if s.vals.iter().all(Option::is_none) {
+        if !s.any() {
             continue;
         }
         match index.get(&s.labels) {
             Some(&i) => {
                 let o = &mut out[i];
-                for (a, b) in o.vals.iter_mut().zip(s.vals) {
-                    if b.is_some() {
-                        if a.is_some() {
-                            return Err(EngineError::Eval(
-                                "vector cannot contain metrics with the same labelset".into(),
-                            ));
-                        }
-                        *a = b;
+                for k in 0..s.vals.len() {
+                    if !s.has(k) {
+                        continue;
+                    }
+                    if o.has(k) {
+                        return Err(EngineError::Eval(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                    match s.hist(k) {
+                        Some(h) => o.set_hist(k, h.clone()),
+                        None => o.vals[k] = s.vals[k],
                     }
                 }
             }
@@ -602,6 +688,9 @@ impl Ctx<'_> {
                     vs.into_iter()
                         .map(|mut s| {
                             s.vals.iter_mut().for_each(|v| *v = v.map(|f| -f));
+                            for h in s.hists.iter_mut().flatten() {
+                                *h = Arc::new(eval_hist::mul(h, -1.0));
+                            }
                             s.drop_name = true;
                             s
                         })
@@ -634,28 +723,60 @@ impl Ctx<'_> {
         let lookback = self.engine.lookback_ms;
         let mut out = Vec::new();
         for s in self.series_for(vs) {
-            let vals: Vec<Option<f64>> = self
-                .ts
-                .iter()
-                .map(|&t| {
-                    let t = at.unwrap_or(t) - off;
-                    let i = s.samples.partition_point(|p| p.0 <= t);
-                    if i == 0 {
-                        return None;
+            if s.histograms.is_empty() {
+                let vals: Vec<Option<f64>> = self
+                    .ts
+                    .iter()
+                    .map(|&t| {
+                        let t = at.unwrap_or(t) - off;
+                        let i = s.samples.partition_point(|p| p.0 <= t);
+                        if i == 0 {
+                            return None;
+                        }
+                        let (st, f) = s.samples[i - 1];
+                        if st <= t - lookback || is_stale_nan(f) {
+                            return None;
+                        }
+                        Some(if timestamps { st as f64 / 1000.0 } else { f })
+                    })
+                    .collect();
+                if vals.iter().any(Option::is_some) {
+                    out.push(VSeries::floats(s.labels.clone(), vals, false));
+                }
+                continue;
+            }
+            // Floats and histograms: the later of the two latest samples wins.
+            let mut v = VSeries::floats(s.labels.clone(), vec![None; self.n()], false);
+            for (k, &t) in self.ts.iter().enumerate() {
+                let t = at.unwrap_or(t) - off;
+                let fi = s.samples.partition_point(|p| p.0 <= t);
+                let hi = s.histograms.partition_point(|p| p.0 <= t);
+                let f = fi.checked_sub(1).map(|i| s.samples[i]);
+                let h = hi.checked_sub(1).map(|i| &s.histograms[i]);
+                let take_h = match (f, h) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some((ft, _)), Some((ht, _))) => *ht > ft,
+                };
+                if take_h {
+                    let Some((ht, hv)) = h else { continue };
+                    if *ht <= t - lookback || is_stale_nan(hv.sum) {
+                        continue;
                     }
-                    let (st, f) = s.samples[i - 1];
-                    if st <= t - lookback || is_stale_nan(f) {
-                        return None;
+                    if timestamps {
+                        v.vals[k] = Some(*ht as f64 / 1000.0);
+                    } else {
+                        v.set_hist(k, hv.clone());
                     }
-                    Some(if timestamps { st as f64 / 1000.0 } else { f })
-                })
-                .collect();
-            if vals.iter().any(Option::is_some) {
-                out.push(VSeries {
-                    labels: s.labels.clone(),
-                    vals,
-                    drop_name: false,
-                });
+                } else if let Some((ft, fv)) = f {
+                    if ft <= t - lookback || is_stale_nan(fv) {
+                        continue;
+                    }
+                    v.vals[k] = Some(if timestamps { ft as f64 / 1000.0 } else { fv });
+                }
+            }
+            if v.any() {
+                out.push(v);
             }
         }
         out
@@ -676,6 +797,12 @@ impl Ctx<'_> {
                     .iter()
                     .copied()
                     .filter(|p| !is_stale_nan(p.1))
+                    .collect(),
+                hists: s
+                    .histograms
+                    .iter()
+                    .filter(|p| !is_stale_nan(p.1.sum))
+                    .cloned()
                     .collect(),
                 drop_name: false,
             })
@@ -741,19 +868,26 @@ impl Ctx<'_> {
             Val::Vector(vs) => vs
                 .into_iter()
                 .map(|s| MSeries {
-                    labels: s.labels,
                     samples: s
                         .vals
                         .iter()
                         .zip(&ts)
                         .filter_map(|(v, t)| v.map(|f| (*t, f)))
                         .collect(),
+                    hists: s
+                        .hists
+                        .iter()
+                        .zip(&ts)
+                        .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
+                        .collect(),
+                    labels: s.labels,
                     drop_name: s.drop_name,
                 })
                 .collect(),
             Val::Scalar(s) => vec![MSeries {
                 labels: Labels::default(),
                 samples: s.into_iter().zip(&ts).map(|(f, t)| (*t, f)).collect(),
+                hists: Vec::new(),
                 drop_name: false,
             }],
             other => {
@@ -822,12 +956,12 @@ impl Ctx<'_> {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Val::Scalar(out))
             }
-            (Val::Vector(v), Val::Scalar(s)) => {
-                Ok(Val::Vector(vector_scalar(&op, v, &s, false, return_bool)?))
-            }
-            (Val::Scalar(s), Val::Vector(v)) => {
-                Ok(Val::Vector(vector_scalar(&op, v, &s, true, return_bool)?))
-            }
+            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(
+                self.vector_scalar(&op, v, &s, false, return_bool)?,
+            )),
+            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(
+                self.vector_scalar(&op, v, &s, true, return_bool)?,
+            )),
             (Val::Vector(l), Val::Vector(r)) => {
                 let card = b
                     .modifier
@@ -867,8 +1001,8 @@ impl Ctx<'_> {
         let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels, matching)).collect();
         let mut present_r: Vec<std::collections::HashSet<&Labels>> = vec![Default::default(); n];
         for (s, sig) in r.iter().zip(&rsig) {
-            for (i, v) in s.vals.iter().enumerate() {
-                if v.is_some() {
+            for i in 0..n {
+                if s.has(i) {
                     present_r[i].insert(sig);
                 }
             }
@@ -879,22 +1013,22 @@ impl Ctx<'_> {
                 l.into_iter()
                     .zip(&lsig)
                     .map(|(mut s, sig)| {
-                        for (i, v) in s.vals.iter_mut().enumerate() {
+                        for i in 0..n {
                             if present_r[i].contains(sig) != want {
-                                *v = None;
+                                s.clear(i);
                             }
                         }
                         s
                     })
-                    .filter(|s| s.vals.iter().any(Option::is_some))
+                    .filter(VSeries::any)
                     .collect()
             }
             _ => {
                 let mut present_l: Vec<std::collections::HashSet<&Labels>> =
                     vec![Default::default(); n];
                 for (s, sig) in l.iter().zip(&lsig) {
-                    for (i, v) in s.vals.iter().enumerate() {
-                        if v.is_some() {
+                    for i in 0..n {
+                        if s.has(i) {
                             present_l[i].insert(sig);
                         }
                     }
@@ -904,14 +1038,14 @@ impl Ctx<'_> {
                     .zip(&rsig)
                     .map(|(s, sig)| {
                         let mut s = s.clone();
-                        for (i, v) in s.vals.iter_mut().enumerate() {
+                        for i in 0..n {
                             if present_l[i].contains(sig) {
-                                *v = None;
+                                s.clear(i);
                             }
                         }
                         s
                     })
-                    .filter(|s| s.vals.iter().any(Option::is_some))
+                    .filter(VSeries::any)
                     .collect();
                 let mut out = l.clone();
                 out.extend(rest);
@@ -949,12 +1083,12 @@ impl Ctx<'_> {
         for i in 0..n {
             let mut one_map: HashMap<&Labels, usize> = HashMap::new();
             for (j, s) in one.iter().enumerate() {
-                if s.vals[i].is_some() && one_map.insert(&one_sig[j], j).is_some() {
+                if s.has(i) && one_map.insert(&one_sig[j], j).is_some() {
                     let side = if swapped { "left" } else { "right" };
                     let dups: Vec<String> = one
                         .iter()
                         .zip(&one_sig)
-                        .filter(|(o, sig)| o.vals[i].is_some() && *sig == &one_sig[j])
+                        .filter(|(o, sig)| o.has(i) && *sig == &one_sig[j])
                         .map(|(o, _)| o.labels.go_string())
                         .collect();
                     return Err(EngineError::Eval(format!(
@@ -967,27 +1101,38 @@ impl Ctx<'_> {
             let mut matched_one: HashMap<&Labels, usize> = HashMap::new();
             let mut step_out: std::collections::HashSet<Labels> = Default::default();
             for (k, s) in many.iter().enumerate() {
-                let Some(mv) = s.vals[i] else { continue };
+                let Some(mv) = El::at(s, i) else { continue };
                 let Some(&j) = one_map.get(&many_sig[k]) else {
                     continue;
                 };
-                let Some(ov) = one[j].vals[i] else { continue };
+                let Some(ov) = El::at(&one[j], i) else {
+                    continue;
+                };
+                let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
+                let (v, keep) = match elem_binop(op, lv, rv)? {
+                    Ok((v, keep, note)) => {
+                        if let Some((kind, msg)) = note {
+                            self.annotate(kind, msg);
+                        }
+                        (v, keep)
+                    }
+                    Err((kind, msg)) => {
+                        self.annotate(kind, msg);
+                        continue;
+                    }
+                };
                 if one_to_one && matched_one.insert(&many_sig[k], k).is_some() {
                     return Err(EngineError::Eval(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                     ));
                 }
-                let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-                let (mut v, keep) = scalar_op(op, lv, rv)?;
-                if is_comparison(op) {
-                    if return_bool {
-                        v = if keep { 1.0 } else { 0.0 };
-                    } else if !keep {
-                        continue;
-                    } else {
-                        v = lv;
-                    }
-                }
+                let v = if return_bool {
+                    ElemOut::F(if keep { 1.0 } else { 0.0 })
+                } else if !keep {
+                    continue;
+                } else {
+                    v
+                };
                 // Result labels.
                 let mut labels = s.labels.clone();
                 if drop {
@@ -1015,14 +1160,87 @@ impl Ctx<'_> {
                     ));
                 }
                 let idx = *index.entry((labels.clone(), keep_flag)).or_insert_with(|| {
-                    out.push(VSeries {
-                        labels,
-                        vals: vec![None; n],
-                        drop_name: keep_flag,
-                    });
+                    out.push(VSeries::floats(labels, vec![None; n], keep_flag));
                     out.len() - 1
                 });
-                out[idx].vals[i] = Some(v);
+                match v {
+                    ElemOut::F(f) => out[idx].vals[i] = Some(f),
+                    ElemOut::H(h) => out[idx].set_hist(i, h),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn vector_scalar(
+        &self,
+        op: &str,
+        v: Vec<VSeries>,
+        s: &[f64],
+        swap: bool,
+        return_bool: bool,
+    ) -> Result<Vec<VSeries>> {
+        let drop = is_arith(op) || return_bool;
+        let mut out = Vec::with_capacity(v.len());
+        for mut series in v {
+            if series.hists.is_empty() {
+                for (i, val) in series.vals.iter_mut().enumerate() {
+                    let Some(x) = *val else { continue };
+                    let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
+                    let (res, keep) = scalar_op(op, l, r)?;
+                    *val = if is_comparison(op) {
+                        if return_bool {
+                            Some(if keep { 1.0 } else { 0.0 })
+                        } else if keep {
+                            Some(x)
+                        } else {
+                            None
+                        }
+                    } else {
+                        Some(res)
+                    };
+                }
+            } else {
+                for i in 0..series.vals.len() {
+                    let Some(x) = El::at(&series, i) else {
+                        continue;
+                    };
+                    let (l, r) = if swap {
+                        (El::F(s[i]), x.clone())
+                    } else {
+                        (x.clone(), El::F(s[i]))
+                    };
+                    let (mut res, keep) = match elem_binop(op, l, r)? {
+                        Ok((v, keep, _)) => (v, keep),
+                        Err((kind, msg)) => {
+                            self.annotate(kind, msg);
+                            series.clear(i);
+                            continue;
+                        }
+                    };
+                    if is_comparison(op) && swap {
+                        res = x.to_out();
+                    }
+                    let res = if return_bool {
+                        Some(ElemOut::F(if keep { 1.0 } else { 0.0 }))
+                    } else if keep {
+                        Some(res)
+                    } else {
+                        None
+                    };
+                    series.clear(i);
+                    match res {
+                        Some(ElemOut::F(f)) => series.vals[i] = Some(f),
+                        Some(ElemOut::H(h)) => series.set_hist(i, h),
+                        None => {}
+                    }
+                }
+            }
+            if drop {
+                series.labels.remove("__name__");
+            }
+            if series.any() {
+                out.push(series);
             }
         }
         Ok(out)
@@ -1065,40 +1283,106 @@ fn scalar_op(op: &str, l: f64, r: f64) -> Result<(f64, bool)> {
     })
 }
 
-fn vector_scalar(
-    op: &str,
-    v: Vec<VSeries>,
-    s: &[f64],
-    swap: bool,
-    return_bool: bool,
-) -> Result<Vec<VSeries>> {
-    let drop = is_arith(op) || return_bool;
-    let mut out = Vec::with_capacity(v.len());
-    for mut series in v {
-        for (i, val) in series.vals.iter_mut().enumerate() {
-            let Some(x) = *val else { continue };
-            let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
-            let (res, keep) = scalar_op(op, l, r)?;
-            *val = if is_comparison(op) {
-                if return_bool {
-                    Some(if keep { 1.0 } else { 0.0 })
-                } else if keep {
-                    Some(x)
-                } else {
-                    None
-                }
-            } else {
-                Some(res)
-            };
-        }
-        if drop {
-            series.labels.remove("__name__");
-        }
-        if series.vals.iter().any(Option::is_some) {
-            out.push(series);
+/// One step's value of a vector element: a float or a histogram.
+#[derive(Debug, Clone)]
+pub(crate) enum El<'a> {
+    F(f64),
+    H(&'a H),
+}
+
+impl<'a> El<'a> {
+    /// What series `s` holds at step `i`.
+    pub(crate) fn at(s: &'a VSeries, i: usize) -> Option<El<'a>> {
+        match s.vals[i] {
+            Some(f) => Some(El::F(f)),
+            None => s.hist(i).map(El::H),
         }
     }
-    Ok(out)
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            El::F(_) => "float",
+            El::H(_) => "histogram",
+        }
+    }
+
+    fn to_out(&self) -> ElemOut {
+        match self {
+            El::F(f) => ElemOut::F(*f),
+            El::H(h) => ElemOut::H(H::clone(h)),
+        }
+    }
+}
+
+/// The value a binary operation produces for one element.
+#[derive(Debug, Clone)]
+pub(crate) enum ElemOut {
+    F(f64),
+    H(H),
+}
+
+/// An annotation to raise: kind and message.
+type Note = (AnnotationKind, String);
+
+/// Applies a binary operator to two elements, as Prometheus's `vectorElemBinop`: the value and
+/// whether a comparison kept it (plus an annotation to raise), or the annotation explaining why
+/// the element is dropped.
+fn elem_binop(
+    op: &str,
+    l: El<'_>,
+    r: El<'_>,
+) -> Result<std::result::Result<(ElemOut, bool, Option<Note>), Note>> {
+    let incompatible = |l: &El<'_>, r: &El<'_>| {
+        Err((
+            AnnotationKind::Info,
+            format!(
+                "PromQL info: incompatible sample types encountered for binary operator {op:?}: {} {op} {}",
+                l.type_name(),
+                r.type_name()
+            ),
+        ))
+    };
+    Ok(match (&l, &r) {
+        (El::F(a), El::F(b)) => {
+            let (v, keep) = scalar_op(op, *a, *b)?;
+            Ok((ElemOut::F(v), keep, None))
+        }
+        (El::F(f), El::H(h)) if op == "*" => Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None)),
+        (El::H(h), El::F(f)) if op == "*" => Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None)),
+        (El::H(h), El::F(f)) if op == "/" => Ok((ElemOut::H(Arc::new(eval_hist::div(h, *f))), true, None)),
+        (El::H(a), El::H(b)) if op == "+" || op == "-" => {
+            let what = if op == "+" { "addition" } else { "subtraction" };
+            let res = if op == "+" {
+                eval_hist::add(a, b)
+            } else {
+                eval_hist::sub(a, b)
+            };
+            match res {
+                Err(_) => Err((
+                    AnnotationKind::Warning,
+                    format!("PromQL warning: incompatible bucket layout encountered for binary operator {op}"),
+                )),
+                Ok(_) if eval_hist::reset_collision(a, b) => Err((
+                    AnnotationKind::Warning,
+                    format!("PromQL warning: conflicting counter resets during histogram {what}"),
+                )),
+                Ok((h, reconciled)) => {
+                    let note = reconciled.then(|| {
+                        (
+                            AnnotationKind::Info,
+                            format!("PromQL info: mismatched custom buckets were reconciled during {what}"),
+                        )
+                    });
+                    Ok((ElemOut::H(Arc::new(h)), true, note))
+                }
+            }
+        }
+        (El::H(a), El::H(b)) if op == "==" || op == "!=" => {
+            let eq = eval_hist::equals(a, b);
+            Ok((ElemOut::H(H::clone(a)), eq == (op == "=="), None))
+        }
+        _ => incompatible(&l, &r),
+    })
 }
 
 /// The labels two series are matched on.

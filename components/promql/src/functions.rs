@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use promql_parser::parser::Expr;
 use promql_parser::parser::ast::{AggregateExpr, Call, LabelModifier};
 
-use crate::engine::{AnnotationKind, Ctx, EngineError, MatrixVal, VSeries, Val, window};
+use crate::engine::{
+    AnnotationKind, Ctx, ElemOut, EngineError, H, MSeries, MatrixVal, VSeries, Val, window,
+};
 
 /// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step; `pos` is the
 /// quantile argument's ` (line:column)` suffix, or "".
@@ -24,7 +26,7 @@ fn check_quantile(ctx: &Ctx<'_>, q: &[f64], pos: &str) {
 }
 
 /// Go's `%g` for the values annotations print.
-fn go_g(x: f64) -> String {
+pub(crate) fn go_g(x: f64) -> String {
     if x.is_nan() {
         "NaN".into()
     } else if x.is_infinite() {
@@ -38,6 +40,9 @@ fn go_g(x: f64) -> String {
     }
 }
 use crate::value::Labels;
+use crate::eval_hist;
+use crate::histogram::FloatHistogram;
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -190,11 +195,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             let k = param_scalar(&a.param)?;
             let mut out: Vec<VSeries> = input
                 .iter()
-                .map(|s| VSeries {
-                    labels: s.labels.clone(),
-                    vals: vec![None; n],
-                    drop_name: s.drop_name,
-                })
+                .map(|s| VSeries::floats(s.labels.clone(), vec![None; n], s.drop_name))
                 .collect();
             for (step, &kf) in k.iter().enumerate() {
                 if kf.is_nan() {
@@ -209,6 +210,25 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     continue;
                 }
                 for (_, members) in &groups {
+                    if op == "limitk" {
+                        // limitk keeps histograms too, in input order.
+                        for &i in members.iter().filter(|&&i| input[i].has(step)).take(kk) {
+                            match input[i].hist(step) {
+                                Some(h) => out[i].set_hist(step, h.clone()),
+                                None => out[i].vals[step] = input[i].vals[step],
+                            }
+                        }
+                        continue;
+                    }
+                    if members.iter().any(|&i| input[i].hist(step).is_some()) {
+                        ctx.annotate(
+                            AnnotationKind::Info,
+                            format!(
+                                "PromQL info: ignored histogram in {op} aggregation{}",
+                                ctx.positions.of(a)
+                            ),
+                        );
+                    }
                     let mut m: Vec<(usize, f64)> = members
                         .iter()
                         .filter_map(|&i| input[i].vals[step].map(|v| (i, v)))
@@ -232,7 +252,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     }
                 }
             }
-            out.retain(|s| s.vals.iter().any(Option::is_some));
+            out.retain(VSeries::any);
             if op == "limitk" {
                 return Ok(Val::Vector(out));
             }
@@ -275,8 +295,12 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 for (g, members) in &groups {
                     let mut counts: Vec<(String, f64)> = Vec::new();
                     for &i in members {
-                        if let Some(v) = input[i].vals[step] {
-                            let s = format_go_float(v);
+                        let s = match (input[i].vals[step], input[i].hist(step)) {
+                            (Some(v), _) => Some(format_go_float(v)),
+                            (None, Some(h)) => Some(crate::eval_hist::go_string(h)),
+                            (None, None) => None,
+                        };
+                        if let Some(s) = s {
                             match counts.iter_mut().find(|c| c.0 == s) {
                                 Some(c) => c.1 += 1.0,
                                 None => counts.push((s, 1.0)),
@@ -287,11 +311,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                         let mut l = g.clone();
                         l.set(&label, &s);
                         let j = *idx.entry(l.clone()).or_insert_with(|| {
-                            out.push(VSeries {
-                                labels: l,
-                                vals: vec![None; n],
-                                drop_name: false,
-                            });
+                            out.push(VSeries::floats(l, vec![None; n], false));
                             out.len() - 1
                         });
                         out[j].vals[step] = Some(c);
@@ -309,14 +329,69 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     } else {
         None
     };
+    // Where Prometheus places aggregation annotations: the aggregated expression.
+    let expr_pos = if a.param.is_some() {
+        ctx.positions.of_arg(a, 1)
+    } else {
+        ctx.positions.of_first_arg(a)
+    };
+    let any_hists = input.iter().any(VSeries::has_hists);
     let mut out = Vec::with_capacity(groups.len());
     for (g, members) in groups {
         let mut vals = vec![None; n];
+        let mut hist_out: Vec<Option<crate::engine::H>> = Vec::new();
         for (step, slot) in vals.iter_mut().enumerate() {
             let mut xs: Vec<f64> = members
                 .iter()
                 .filter_map(|&i| input[i].vals[step])
                 .collect();
+            if any_hists {
+                let hs: Vec<(usize, &crate::engine::H)> = members
+                    .iter()
+                    .filter_map(|&i| input[i].hist(step).map(|h| (i, h)))
+                    .collect();
+                if !hs.is_empty() {
+                    match op.as_str() {
+                        "count" => {
+                            *slot = Some((xs.len() + hs.len()) as f64);
+                            continue;
+                        }
+                        "group" => {
+                            *slot = Some(1.0);
+                            continue;
+                        }
+                        "sum" | "avg" => {
+                            if !xs.is_empty() {
+                                ctx.annotate(
+                                    AnnotationKind::Warning,
+                                    format!(
+                                        "PromQL warning: encountered a mix of histograms and floats for aggregation{expr_pos}"
+                                    ),
+                                );
+                                continue;
+                            }
+                            if let Some(h) = sum_histograms(ctx, &input, &hs, &expr_pos) {
+                                let h = if op == "avg" {
+                                    crate::eval_hist::div(&h, hs.len() as f64)
+                                } else {
+                                    h
+                                };
+                                if hist_out.is_empty() {
+                                    hist_out = vec![None; n];
+                                }
+                                hist_out[step] = Some(std::sync::Arc::new(h));
+                            }
+                            continue;
+                        }
+                        other => ctx.annotate(
+                            AnnotationKind::Info,
+                            format!(
+                                "PromQL info: ignored histogram in {other} aggregation{expr_pos}"
+                            ),
+                        ),
+                    }
+                }
+            }
             if xs.is_empty() {
                 continue;
             }
@@ -343,10 +418,62 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
         out.push(VSeries {
             labels: g,
             vals,
+            hists: hist_out,
             drop_name,
         });
     }
     Ok(Val::Vector(out))
+}
+
+/// The sum of one group's histograms at one step, with Prometheus's annotations; `None` when
+/// exponential and custom-bucket histograms meet.
+fn sum_histograms(
+    ctx: &Ctx<'_>,
+    input: &[VSeries],
+    hs: &[(usize, &crate::engine::H)],
+    pos: &str,
+) -> Option<crate::histogram::FloatHistogram> {
+    use crate::histogram::CounterResetHint;
+    let mut acc = crate::histogram::FloatHistogram::clone(hs[0].1);
+    let (mut reset, mut not_reset) = (false, false);
+    for (k, (i, h)) in hs.iter().enumerate() {
+        match h.counter_reset_hint {
+            CounterResetHint::CounterReset => reset = true,
+            CounterResetHint::NotCounterReset => not_reset = true,
+            _ => {}
+        }
+        if k == 0 {
+            continue;
+        }
+        match crate::eval_hist::add(&acc, h) {
+            Ok((sum, reconciled)) => {
+                acc = sum;
+                if reconciled {
+                    ctx.annotate(
+                        AnnotationKind::Info,
+                        format!("PromQL info: mismatched custom buckets were reconciled during aggregation{pos}"),
+                    );
+                }
+            }
+            Err(_) => {
+                ctx.annotate(
+                    AnnotationKind::Warning,
+                    format!(
+                        "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{pos}",
+                        input[*i].labels.get("__name__").unwrap_or("")
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    if reset && not_reset {
+        ctx.annotate(
+            AnnotationKind::Warning,
+            format!("PromQL warning: conflicting counter resets during histogram aggregation{pos}"),
+        );
+    }
+    Some(crate::eval_hist::compact(&acc))
 }
 
 fn arg(c: &Call, i: usize) -> Result<&Expr> {
@@ -364,24 +491,31 @@ fn unwrap_parens(e: &Expr) -> &Expr {
     }
 }
 
+/// Applies `f` to every float sample; histogram samples are dropped, as Prometheus's float
+/// functions drop them.
 fn map_vector(v: Vec<VSeries>, f: impl Fn(f64) -> f64, drop_name: bool) -> Val {
     Val::Vector(
         v.into_iter()
             .map(|mut s| {
                 s.vals.iter_mut().for_each(|x| *x = x.map(&f));
+                s.drop_hists();
                 if drop_name {
                     s.drop_name = true;
                 }
                 s
             })
+            .filter(VSeries::any)
             .collect(),
     )
 }
 
-/// Applies `f` to each window; the result series drop their name unless `keep_name`.
+/// Applies `f` to each window's float samples; the result series drop their name unless
+/// `keep_name`. Windows holding only histograms give no value; with `mixed_info` set, a window
+/// holding both raises Prometheus's "ignored histograms" info at that position suffix.
 fn over_time(
     m: MatrixVal,
     keep_name: bool,
+    mixed_info: Option<(&Ctx<'_>, String)>,
     f: impl Fn(&[(i64, f64)], usize, &MatrixVal) -> Option<f64>,
 ) -> Val {
     let mut out = Vec::with_capacity(m.series.len());
@@ -389,15 +523,68 @@ fn over_time(
         let vals: Vec<Option<f64>> = (0..m.ends.len())
             .map(|i| {
                 let w = window(&s.samples, m.ends[i], m.range);
-                if w.is_empty() { None } else { f(w, i, &m) }
+                if w.is_empty() {
+                    return None;
+                }
+                if let Some((ctx, pos)) = &mixed_info
+                    && !s.hists.is_empty()
+                    && !window(&s.hists, m.ends[i], m.range).is_empty()
+                {
+                    ctx.annotate(
+                        AnnotationKind::Info,
+                        format!(
+                            "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}{pos}",
+                            metric_name(&s.labels)
+                        ),
+                    );
+                }
+                f(w, i, &m)
             })
             .collect();
         if vals.iter().any(Option::is_some) {
-            out.push(VSeries {
-                labels: s.labels.clone(),
+            out.push(VSeries::floats(
+                s.labels.clone(),
                 vals,
-                drop_name: s.drop_name || !keep_name,
-            });
+                s.drop_name || !keep_name,
+            ));
+        }
+    }
+    Val::Vector(out)
+}
+
+/// The `__name__` of a label set, or "".
+pub(crate) fn metric_name(l: &Labels) -> &str {
+    l.get("__name__").unwrap_or("")
+}
+
+/// Applies `f` to each non-empty window, float samples and histogram samples apart; `f` may
+/// return a float or a histogram. The result series drop their name unless `keep_name`.
+fn over_time_h(
+    m: &MatrixVal,
+    keep_name: bool,
+    mut f: impl FnMut(&[(i64, f64)], &[(i64, H)], usize, &MSeries) -> Option<ElemOut>,
+) -> Val {
+    let mut out = Vec::with_capacity(m.series.len());
+    for s in &m.series {
+        let mut v = VSeries::floats(
+            s.labels.clone(),
+            vec![None; m.ends.len()],
+            s.drop_name || !keep_name,
+        );
+        for i in 0..m.ends.len() {
+            let wf = window(&s.samples, m.ends[i], m.range);
+            let wh = window(&s.hists, m.ends[i], m.range);
+            if wf.is_empty() && wh.is_empty() {
+                continue;
+            }
+            match f(wf, wh, i, s) {
+                Some(ElemOut::F(x)) => v.vals[i] = Some(x),
+                Some(ElemOut::H(h)) => v.set_hist(i, h),
+                None => {}
+            }
+        }
+        if v.any() {
+            out.push(v);
         }
     }
     Val::Vector(out)
@@ -413,8 +600,6 @@ fn extrapolated_rate(
     if w.len() < 2 {
         return None;
     }
-    let range_end = m.ends[i];
-    let range_start = range_end - m.range;
     let (first, last) = (w[0], w[w.len() - 1]);
     let mut result = last.1 - first.1;
     if counter {
@@ -426,16 +611,35 @@ fn extrapolated_rate(
             prev = v;
         }
     }
-    let mut to_start = (first.0 - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg_between = sampled / (w.len() - 1) as f64;
+    let zero_ratio = (result > 0.0 && first.1 >= 0.0).then(|| first.1 / result);
+    Some(result * rate_factor(first.0, last.0, w.len(), i, m, counter, rate, zero_ratio))
+}
+
+/// Prometheus's extrapolation factor for a window whose samples span `first_t..=last_t`;
+/// `zero_ratio` (first value / increase) lets a counter's extrapolation stop at zero.
+#[allow(clippy::too_many_arguments)]
+fn rate_factor(
+    first_t: i64,
+    last_t: i64,
+    samples: usize,
+    i: usize,
+    m: &MatrixVal,
+    counter: bool,
+    rate: bool,
+    zero_ratio: Option<f64>,
+) -> f64 {
+    let range_end = m.ends[i];
+    let range_start = range_end - m.range;
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled / (samples - 1) as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
-    if counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
+    if counter && let Some(r) = zero_ratio {
+        let to_zero = sampled * r;
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -447,7 +651,258 @@ fn extrapolated_rate(
     if rate {
         factor /= m.range as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
+}
+
+fn mixed_floats_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: encountered a mix of histograms and floats for metric name {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn mixed_schemas_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn not_counter_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: this native histogram metric is not a counter: {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn not_gauge_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: this native histogram metric is not a gauge: {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn reconciled_info(ctx: &Ctx<'_>, what: &str, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Info,
+        format!("PromQL info: mismatched custom buckets were reconciled during {what}{pos}"),
+    );
+}
+
+/// The increase (counter) or difference (gauge) of a window of at least two histograms, with
+/// counter resets accounted for, as Prometheus's `histogramRate` computes it (not yet scaled).
+fn histogram_rate(
+    ctx: &Ctx<'_>,
+    wh: &[(i64, H)],
+    counter: bool,
+    labels: &Labels,
+    pos: &str,
+) -> Option<FloatHistogram> {
+    use crate::histogram::CounterResetHint::Gauge;
+    let last = &wh[wh.len() - 1].1;
+    let mut prev: FloatHistogram = FloatHistogram::clone(&wh[0].1);
+    if counter && (prev.counter_reset_hint == Gauge || last.counter_reset_hint == Gauge) {
+        not_counter_warning(ctx, labels, pos);
+    }
+    if counter {
+        let second = &wh[1].1;
+        if eval_hist::detect_reset(second, &prev) {
+            prev = FloatHistogram {
+                schema: second.schema,
+                custom_values: second.custom_values.clone(),
+                ..Default::default()
+            };
+        }
+    }
+    if last.uses_custom_buckets() != prev.uses_custom_buckets() {
+        mixed_schemas_warning(ctx, labels, pos);
+        return None;
+    }
+    for (_, cur) in &wh[1..wh.len() - 1] {
+        if !counter {
+            continue;
+        }
+        if cur.counter_reset_hint == Gauge {
+            not_counter_warning(ctx, labels, pos);
+        }
+        if cur.uses_custom_buckets() != prev.uses_custom_buckets() {
+            mixed_schemas_warning(ctx, labels, pos);
+            return None;
+        }
+    }
+    let (mut h, reconciled) = match eval_hist::sub(last, &prev) {
+        Ok(r) => r,
+        Err(_) => {
+            mixed_schemas_warning(ctx, labels, pos);
+            return None;
+        }
+    };
+    if reconciled {
+        reconciled_info(ctx, "subtraction", pos);
+    }
+    if counter {
+        let mut p: &FloatHistogram = &prev;
+        for (_, cur) in &wh[1..] {
+            if eval_hist::detect_reset(cur, p) {
+                match eval_hist::add(&h, p) {
+                    Ok((sum, reconciled)) => {
+                        h = sum;
+                        if reconciled {
+                            reconciled_info(ctx, "addition", pos);
+                        }
+                    }
+                    Err(_) => {
+                        mixed_schemas_warning(ctx, labels, pos);
+                        return None;
+                    }
+                }
+            }
+            p = cur;
+        }
+    } else if wh[0].1.counter_reset_hint != Gauge || last.counter_reset_hint != Gauge {
+        not_gauge_warning(ctx, labels, pos);
+    }
+    h.counter_reset_hint = Gauge;
+    Some(eval_hist::compact(&h))
+}
+
+/// `irate`/`idelta` over the last two samples of a window (floats and histograms merged).
+fn instant_value(
+    ctx: &Ctx<'_>,
+    wf: &[(i64, f64)],
+    wh: &[(i64, H)],
+    is_rate: bool,
+    labels: &Labels,
+    pos: &str,
+) -> Option<ElemOut> {
+    use crate::engine::El;
+    use crate::histogram::CounterResetHint::Gauge;
+    if wf.len() + wh.len() < 2 {
+        return None;
+    }
+    // The last two samples in time order; on equal timestamps the histogram goes first.
+    let mut ss: Vec<(i64, El<'_>)> = wf[wf.len().saturating_sub(2)..]
+        .iter()
+        .map(|p| (p.0, El::F(p.1)))
+        .collect();
+    for p in &wh[wh.len().saturating_sub(2)..] {
+        let s = (p.0, El::H(&p.1));
+        match ss.len() {
+            0 => ss.push(s),
+            1 => {
+                if s.0 < ss[0].0 {
+                    ss.insert(0, s)
+                } else {
+                    ss.push(s)
+                }
+            }
+            _ if s.0 < ss[0].0 => {}
+            _ if s.0 > ss[1].0 => {
+                ss.remove(0);
+                ss.push(s);
+            }
+            _ => ss[0] = s,
+        }
+    }
+    let ((t0, v0), (t1, v1)) = (&ss[0], &ss[1]);
+    let dt = t1 - t0;
+    if dt == 0 {
+        return None;
+    }
+    let secs = dt as f64 / 1000.0;
+    match (v0, v1) {
+        (El::F(a), El::F(b)) => {
+            let d = if is_rate && b < a { *b } else { b - a };
+            Some(ElemOut::F(if is_rate { d / secs } else { d }))
+        }
+        (El::H(a), El::H(b)) => {
+            if is_rate && (b.counter_reset_hint == Gauge || a.counter_reset_hint == Gauge) {
+                not_counter_warning(ctx, labels, pos);
+            }
+            if !is_rate && (b.counter_reset_hint != Gauge || a.counter_reset_hint != Gauge) {
+                not_gauge_warning(ctx, labels, pos);
+            }
+            let mut h = FloatHistogram::clone(b);
+            if !is_rate || !eval_hist::detect_reset(b, a) {
+                match eval_hist::sub(b, a) {
+                    Ok((d, reconciled)) => {
+                        h = d;
+                        if reconciled {
+                            reconciled_info(ctx, "subtraction", pos);
+                        }
+                    }
+                    Err(_) => {
+                        mixed_schemas_warning(ctx, labels, pos);
+                        return None;
+                    }
+                }
+            }
+            h.counter_reset_hint = Gauge;
+            let h = if is_rate {
+                eval_hist::div(&h, secs)
+            } else {
+                eval_hist::compact(&h)
+            };
+            Some(ElemOut::H(Arc::new(h)))
+        }
+        _ => {
+            mixed_floats_warning(ctx, labels, pos);
+            None
+        }
+    }
+}
+
+/// The sum of a window's histograms for `sum_over_time`/`avg_over_time`.
+fn sum_over_time_histograms(
+    ctx: &Ctx<'_>,
+    hs: &[&H],
+    labels: &Labels,
+    pos: &str,
+) -> Option<FloatHistogram> {
+    use crate::histogram::CounterResetHint;
+    let mut acc = FloatHistogram::clone(hs[0]);
+    let (mut reset, mut not_reset) = (false, false);
+    for (k, h) in hs.iter().enumerate() {
+        match h.counter_reset_hint {
+            CounterResetHint::CounterReset => reset = true,
+            CounterResetHint::NotCounterReset => not_reset = true,
+            _ => {}
+        }
+        if k == 0 {
+            continue;
+        }
+        match eval_hist::add(&acc, h) {
+            Ok((sum, reconciled)) => {
+                acc = sum;
+                if reconciled {
+                    reconciled_info(ctx, "aggregation", pos);
+                }
+            }
+            Err(_) => {
+                mixed_schemas_warning(ctx, labels, pos);
+                return None;
+            }
+        }
+    }
+    if reset && not_reset {
+        ctx.annotate(
+            AnnotationKind::Warning,
+            format!("PromQL warning: conflicting counter resets during histogram aggregation{pos}"),
+        );
+    }
+    Some(eval_hist::compact(&acc))
 }
 
 fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
@@ -648,11 +1103,7 @@ fn classic_buckets(
                 }
             })
             .collect();
-        out.push(VSeries {
-            labels: l,
-            vals,
-            drop_name: false,
-        });
+        out.push(VSeries::floats(l, vals, false));
     }
     out
 }
@@ -772,7 +1223,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     )));
                 }
             }
-            Ok(over_time(m, false, |w, i, _| {
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, i, _| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -804,9 +1256,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                             let inv = 1.0 / to[i];
                             *x = x.map(|f| (f * inv + 0.5).floor() / inv);
                         }
+                        s.drop_hists();
                         s.drop_name = true;
                         s
                     })
+                    .filter(VSeries::any)
                     .collect(),
             ))
         }
@@ -819,6 +1273,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             };
             let mut out = Vec::new();
             for mut s in v {
+                s.drop_hists();
                 for (i, x) in s.vals.iter_mut().enumerate() {
                     if name == "clamp" && hi[i] < lo[i] {
                         *x = None;
@@ -844,9 +1299,12 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                 other => {
                     let mut v = ctx.eval_vector(other)?;
                     for s in &mut v {
-                        for (i, x) in s.vals.iter_mut().enumerate() {
-                            *x = x.map(|_| ctx.ts[i] as f64 / 1000.0);
+                        for i in 0..n {
+                            if s.has(i) {
+                                s.vals[i] = Some(ctx.ts[i] as f64 / 1000.0);
+                            }
                         }
+                        s.drop_hists();
                     }
                     v
                 }
@@ -855,11 +1313,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "vector" => {
             let s = ctx.eval_scalar(arg(c, 0)?)?;
-            Ok(Val::Vector(vec![VSeries {
-                labels: Labels::default(),
-                vals: s.into_iter().map(Some).collect(),
-                drop_name: false,
-            }]))
+            Ok(Val::Vector(vec![VSeries::floats(Labels::default(), s.into_iter().map(Some).collect(), false)]))
         }
         "scalar" => {
             let v = ctx.eval_vector(arg(c, 0)?)?;
@@ -877,16 +1331,15 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "absent" | "absent_over_time" => {
             let present: Vec<bool> = if name == "absent" {
                 let v = ctx.eval_vector(arg(c, 0)?)?;
-                (0..n)
-                    .map(|i| v.iter().any(|s| s.vals[i].is_some()))
-                    .collect()
+                (0..n).map(|i| v.iter().any(|s| s.has(i))).collect()
             } else {
                 let m = ctx.eval_matrix(arg(c, 0)?)?;
                 (0..n)
                     .map(|i| {
-                        m.series
-                            .iter()
-                            .any(|s| !window(&s.samples, m.ends[i], m.range).is_empty())
+                        m.series.iter().any(|s| {
+                            !window(&s.samples, m.ends[i], m.range).is_empty()
+                                || !window(&s.hists, m.ends[i], m.range).is_empty()
+                        })
                     })
                     .collect()
             };
@@ -898,11 +1351,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             if vals.iter().all(Option::is_none) {
                 return Ok(Val::Vector(vec![]));
             }
-            Ok(Val::Vector(vec![VSeries {
-                labels,
-                vals,
-                drop_name: false,
-            }]))
+            Ok(Val::Vector(vec![VSeries::floats(labels, vals, false)]))
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ctx.eval_vector(arg(c, 0)?)?;
@@ -1043,58 +1492,69 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "rate" | "increase" | "delta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
-            if name != "delta" && matches!(unwrap_parens(arg(c, 0)?), Expr::MatrixSelector(_)) {
-                for s in &m.series {
+            let counter = name != "delta";
+            let rate = name == "rate";
+            let pos = ctx.positions.of_first_arg(c);
+            let out = over_time_h(&m, false, |wf, wh, i, s| {
+                if !wf.is_empty() && !wh.is_empty() {
+                    mixed_floats_warning(ctx, &s.labels, &pos);
+                    return None;
+                }
+                if wh.is_empty() {
+                    return extrapolated_rate(wf, i, &m, counter, rate).map(ElemOut::F);
+                }
+                if wh.len() < 2 {
+                    return None;
+                }
+                let h = histogram_rate(ctx, wh, counter, &s.labels, &pos)?;
+                let f = wh[0].1.count;
+                let factor = rate_factor(
+                    wh[0].0,
+                    wh[wh.len() - 1].0,
+                    wh.len(),
+                    i,
+                    &m,
+                    counter,
+                    rate,
+                    (h.count > 0.0 && f >= 0.0).then(|| f / h.count),
+                );
+                Some(ElemOut::H(Arc::new(eval_hist::mul(&h, factor))))
+            });
+            if name != "delta"
+                && matches!(unwrap_parens(arg(c, 0)?), Expr::MatrixSelector(_))
+                && let Val::Vector(v) = &out
+            {
+                for s in v {
                     let Some(metric) = s.labels.get("__name__") else {
                         continue;
                     };
                     let counter_like = ["_total", "_sum", "_count", "_bucket"]
                         .iter()
                         .any(|suffix| metric.ends_with(suffix));
-                    let sampled = (0..m.ends.len())
-                        .any(|i| !window(&s.samples, m.ends[i], m.range).is_empty());
-                    if !counter_like && sampled {
+                    if !counter_like && s.vals.iter().any(Option::is_some) {
                         ctx.annotate(
                             AnnotationKind::Info,
                             format!(
-                                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{}",
-                                ctx.positions.of_first_arg(c)
+                                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{pos}"
                             ),
                         );
                     }
                 }
             }
-            let counter = name != "delta";
-            let rate = name == "rate";
-            Ok(over_time(m, false, |w, i, m| {
-                extrapolated_rate(w, i, m, counter, rate)
-            }))
+            Ok(out)
         }
         "irate" | "idelta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let is_rate = name == "irate";
-            Ok(over_time(m, false, |w, _, _| {
-                if w.len() < 2 {
-                    return None;
-                }
-                let (a, b) = (w[w.len() - 2], w[w.len() - 1]);
-                let mut d = b.1 - a.1;
-                if is_rate {
-                    if b.1 < a.1 {
-                        d = b.1;
-                    }
-                    let dt = b.0 - a.0;
-                    if dt == 0 {
-                        return None;
-                    }
-                    return Some(d / (dt as f64 / 1000.0));
-                }
-                Some(d)
+            let pos = ctx.positions.of_first_arg(c);
+            Ok(over_time_h(&m, false, |wf, wh, _, s| {
+                instant_value(ctx, wf, wh, is_rate, &s.labels, &pos)
             }))
         }
         "deriv" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
-            Ok(over_time(m, false, |w, _, _| {
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, _, _| {
                 if w.len() < 2 {
                     None
                 } else {
@@ -1105,7 +1565,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "predict_linear" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let d = ctx.eval_scalar(arg(c, 1)?)?;
-            Ok(over_time(m, false, |w, i, m| {
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, i, m| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -1116,44 +1577,117 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "changes" | "resets" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let resets = name == "resets";
-            Ok(over_time(m, false, |w, _, _| {
+            Ok(over_time_h(&m, false, |wf, wh, _, _| {
+                // Floats and histograms merged in time order.
                 let mut k = 0.0;
-                for p in w.windows(2) {
-                    let (a, b) = (p[0].1, p[1].1);
-                    if resets {
-                        if b < a {
+                let (mut fi, mut hi) = (0, 0);
+                let mut prev: Option<crate::engine::El<'_>> = None;
+                while fi < wf.len() || hi < wh.len() {
+                    let cur = if hi >= wh.len() || (fi < wf.len() && wf[fi].0 < wh[hi].0) {
+                        fi += 1;
+                        crate::engine::El::F(wf[fi - 1].1)
+                    } else {
+                        hi += 1;
+                        crate::engine::El::H(&wh[hi - 1].1)
+                    };
+                    if let Some(p) = &prev {
+                        use crate::engine::El;
+                        let changed = match (p, &cur) {
+                            (El::F(a), El::F(b)) => {
+                                if resets {
+                                    b < a
+                                } else {
+                                    a != b && !(a.is_nan() && b.is_nan())
+                                }
+                            }
+                            (El::H(a), El::H(b)) => {
+                                if resets {
+                                    eval_hist::detect_reset(b, a)
+                                } else {
+                                    !eval_hist::equals(b, a)
+                                }
+                            }
+                            _ => true,
+                        };
+                        if changed {
                             k += 1.0;
                         }
-                    } else if a != b && !(a.is_nan() && b.is_nan()) {
-                        k += 1.0;
                     }
+                    prev = Some(cur);
                 }
-                Some(k)
+                Some(ElemOut::F(k))
             }))
         }
-        "sum_over_time"
-        | "avg_over_time"
-        | "count_over_time"
-        | "min_over_time"
-        | "max_over_time"
-        | "last_over_time"
+        "sum_over_time" | "avg_over_time" => {
+            let m = ctx.eval_matrix(arg(c, 0)?)?;
+            let avg_of = name == "avg_over_time";
+            let pos = ctx.positions.of_first_arg(c);
+            Ok(over_time_h(&m, false, |wf, wh, _, s| {
+                if !wf.is_empty() && !wh.is_empty() {
+                    mixed_floats_warning(ctx, &s.labels, &pos);
+                    return None;
+                }
+                if wh.is_empty() {
+                    let xs: Vec<f64> = wf.iter().map(|p| p.1).collect();
+                    return Some(ElemOut::F(if avg_of {
+                        avg(&xs)
+                    } else {
+                        kahan_sum(xs.iter().copied())
+                    }));
+                }
+                let hs: Vec<&H> = wh.iter().map(|p| &p.1).collect();
+                let sum = sum_over_time_histograms(ctx, &hs, &s.labels, &pos)?;
+                let h = if avg_of {
+                    eval_hist::div(&sum, hs.len() as f64)
+                } else {
+                    sum
+                };
+                Some(ElemOut::H(Arc::new(h)))
+            }))
+        }
+        "count_over_time"
         | "present_over_time"
-        | "stddev_over_time"
-        | "stdvar_over_time"
+        | "last_over_time"
         | "first_over_time"
-        | "mad_over_time"
-        | "ts_of_min_over_time"
-        | "ts_of_max_over_time"
         | "ts_of_first_over_time"
         | "ts_of_last_over_time" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let keep = name == "last_over_time" || name == "first_over_time";
-            Ok(over_time(m, keep, |w, _, _| {
+            Ok(over_time_h(&m, keep, |wf, wh, _, _| {
+                let first = match (wf.first(), wh.first()) {
+                    (Some(f), Some(h)) if h.0 < f.0 => (h.0, ElemOut::H(h.1.clone())),
+                    (Some(f), _) => (f.0, ElemOut::F(f.1)),
+                    (None, Some(h)) => (h.0, ElemOut::H(h.1.clone())),
+                    (None, None) => return None,
+                };
+                let last = match (wf.last(), wh.last()) {
+                    (Some(f), Some(h)) if h.0 > f.0 => (h.0, ElemOut::H(h.1.clone())),
+                    (Some(f), _) => (f.0, ElemOut::F(f.1)),
+                    (None, Some(h)) => (h.0, ElemOut::H(h.1.clone())),
+                    (None, None) => return None,
+                };
+                Some(match name {
+                    "count_over_time" => ElemOut::F((wf.len() + wh.len()) as f64),
+                    "present_over_time" => ElemOut::F(1.0),
+                    "last_over_time" => last.1,
+                    "first_over_time" => first.1,
+                    "ts_of_first_over_time" => ElemOut::F(first.0 as f64 / 1000.0),
+                    _ => ElemOut::F(last.0 as f64 / 1000.0),
+                })
+            }))
+        }
+        "min_over_time"
+        | "max_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "mad_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_max_over_time" => {
+            let m = ctx.eval_matrix(arg(c, 0)?)?;
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, _, _| {
                 let xs: Vec<f64> = w.iter().map(|p| p.1).collect();
                 Some(match name {
-                    "sum_over_time" => kahan_sum(xs.iter().copied()),
-                    "avg_over_time" => avg(&xs),
-                    "count_over_time" => xs.len() as f64,
                     "min_over_time" => xs
                         .iter()
                         .copied()
@@ -1162,10 +1696,6 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         .iter()
                         .copied()
                         .fold(f64::NAN, |m, x| if x > m || m.is_nan() { x } else { m }),
-                    "last_over_time" => xs[xs.len() - 1],
-                    "first_over_time" => xs[0],
-                    "ts_of_first_over_time" => w[0].0 as f64 / 1000.0,
-                    "ts_of_last_over_time" => w[w.len() - 1].0 as f64 / 1000.0,
                     "ts_of_min_over_time" | "ts_of_max_over_time" => {
                         // The latest sample holding the extreme value; NaN only when all are NaN.
                         let min = name == "ts_of_min_over_time";
@@ -1190,7 +1720,6 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         let mut dev: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
                         quantile(0.5, &mut dev)
                     }
-                    "present_over_time" => 1.0,
                     "stdvar_over_time" => stdvar(&xs),
                     _ => stdvar(&xs).sqrt(),
                 })
@@ -1200,7 +1729,9 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let q = ctx.eval_scalar(arg(c, 0)?)?;
             check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
             let m = ctx.eval_matrix(arg(c, 1)?)?;
-            Ok(over_time(m, false, |w, i, _| {
+            // Prometheus reports ignored histograms at the quantile argument.
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, i, _| {
                 let mut xs: Vec<f64> = w.iter().map(|p| p.1).collect();
                 Some(quantile(q[i], &mut xs))
             }))
@@ -1209,11 +1740,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         | "month" | "year" => {
             let v = match c.args.args.first() {
                 Some(e) => ctx.eval_vector(e)?,
-                None => vec![VSeries {
-                    labels: Labels::default(),
-                    vals: ctx.ts.iter().map(|t| Some(*t as f64 / 1000.0)).collect(),
-                    drop_name: false,
-                }],
+                None => vec![VSeries::floats(Labels::default(), ctx.ts.iter().map(|t| Some(*t as f64 / 1000.0)).collect(), false)],
             };
             Ok(map_vector(v, |x| date_part(name, x), true))
         }

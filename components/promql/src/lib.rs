@@ -38,6 +38,7 @@
 //!   order for instant queries only.
 
 pub mod engine;
+mod eval_hist;
 mod functions;
 pub mod histogram;
 mod positions;
