@@ -161,6 +161,569 @@ impl FloatHistogram {
     }
 }
 
+/// Errors of histogram arithmetic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistogramError {
+    /// One operand has exponential buckets, the other custom buckets.
+    #[error(
+        "cannot apply this operation on histograms with a mix of exponential and custom bucket schemas"
+    )]
+    IncompatibleSchema,
+    /// A resolution change that cannot be done (to a higher schema, or with custom buckets).
+    #[error("cannot reduce resolution from schema {from} to schema {to}")]
+    BadResolution {
+        /// The histogram's schema.
+        from: i32,
+        /// The requested schema.
+        to: i32,
+    },
+}
+
+/// What an addition or subtraction noticed besides its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistOpOutcome {
+    /// One operand said "counter reset", the other "not a counter reset"; the result's hint
+    /// was set to unknown.
+    pub counter_reset_collision: bool,
+    /// Custom-bucket operands had different bounds; the result uses the bounds both share.
+    pub nhcb_reconciled: bool,
+}
+
+/// The index a bucket of `from` schema falls into at the lower `to` schema.
+fn target_index(index: i32, from: i32, to: i32) -> i32 {
+    ((index - 1) >> (from - to)) + 1
+}
+
+/// `(index, count)` pairs (ascending, unique) back to spans and counts; consecutive indexes
+/// share a span.
+fn spans_from_pairs(pairs: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
+    let mut spans: Vec<Span> = Vec::new();
+    let mut counts = Vec::with_capacity(pairs.len());
+    let mut next: Option<i32> = None;
+    for &(i, c) in pairs {
+        match next {
+            Some(n) if n == i => {
+                if let Some(last) = spans.last_mut() {
+                    last.length += 1;
+                }
+            }
+            Some(n) => spans.push(Span {
+                offset: i - n,
+                length: 1,
+            }),
+            None => spans.push(Span {
+                offset: i,
+                length: 1,
+            }),
+        }
+        counts.push(c);
+        next = Some(i + 1);
+    }
+    (spans, counts)
+}
+
+/// Adds `(index, count)` pairs into an ascending pair list (`sign` −1 subtracts).
+fn merge_pairs(a: &[(i32, f64)], b: &[(i32, f64)], sign: f64) -> Vec<(i32, f64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                out.push((x.0, x.1 + sign * y.1));
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                out.push(*x);
+                i += 1;
+            }
+            (Some(x), None) => {
+                out.push(*x);
+                i += 1;
+            }
+            (_, Some(y)) => {
+                out.push((y.0, sign * y.1));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// Merges the buckets of `pairs` (at `from` schema) down to the `to` schema.
+fn reduce_pairs(pairs: &[(i32, f64)], from: i32, to: i32) -> Vec<(i32, f64)> {
+    if from <= to {
+        return pairs.to_vec();
+    }
+    let mut out: Vec<(i32, f64)> = Vec::new();
+    for &(i, c) in pairs {
+        let t = target_index(i, from, to);
+        match out.last_mut() {
+            Some(last) if last.0 == t => last.1 += c,
+            _ => out.push((t, c)),
+        }
+    }
+    out
+}
+
+impl FloatHistogram {
+    /// Positive buckets as `(index, count)` pairs.
+    fn pos_pairs(&self) -> Vec<(i32, f64)> {
+        self.positive_indexed().collect()
+    }
+
+    /// Negative buckets as `(index, count)` pairs.
+    fn neg_pairs(&self) -> Vec<(i32, f64)> {
+        self.negative_indexed().collect()
+    }
+
+    fn set_pos(&mut self, pairs: &[(i32, f64)]) {
+        (self.positive_spans, self.positive_buckets) = spans_from_pairs(pairs);
+    }
+
+    fn set_neg(&mut self, pairs: &[(i32, f64)]) {
+        (self.negative_spans, self.negative_buckets) = spans_from_pairs(pairs);
+    }
+
+    /// Multiplies every count and the sum by `factor`; a negative factor makes a gauge.
+    pub fn mul(&mut self, factor: f64) {
+        self.zero_count *= factor;
+        self.count *= factor;
+        self.sum *= factor;
+        self.positive_buckets.iter_mut().for_each(|b| *b *= factor);
+        self.negative_buckets.iter_mut().for_each(|b| *b *= factor);
+        if factor < 0.0 {
+            self.counter_reset_hint = CounterResetHint::Gauge;
+        }
+    }
+
+    /// Divides every count and the sum by `divisor`; dividing by zero makes count, sum and
+    /// zero count ±Inf/NaN and removes every bucket; a negative divisor makes a gauge.
+    pub fn div(&mut self, divisor: f64) {
+        self.zero_count /= divisor;
+        self.count /= divisor;
+        self.sum /= divisor;
+        if divisor == 0.0 {
+            self.positive_buckets.clear();
+            self.negative_buckets.clear();
+            self.positive_spans.clear();
+            self.negative_spans.clear();
+            return;
+        }
+        self.positive_buckets.iter_mut().for_each(|b| *b /= divisor);
+        self.negative_buckets.iter_mut().for_each(|b| *b /= divisor);
+        if divisor < 0.0 {
+            self.counter_reset_hint = CounterResetHint::Gauge;
+        }
+    }
+
+    /// Unary minus: every count and the sum negated; the result is a gauge.
+    pub fn negate(&mut self) {
+        self.mul(-1.0);
+    }
+
+    /// Removes empty buckets; runs of up to `max_empty_buckets` empty buckets between
+    /// populated ones are kept inside one span (0 removes all of them).
+    pub fn compact(&mut self, max_empty_buckets: usize) {
+        fn fill(pairs: Vec<(i32, f64)>, max_empty: usize) -> Vec<(i32, f64)> {
+            let populated: Vec<(i32, f64)> = pairs.into_iter().filter(|p| p.1 != 0.0).collect();
+            let mut out: Vec<(i32, f64)> = Vec::with_capacity(populated.len());
+            for (i, c) in populated {
+                if let Some(&(prev, _)) = out.last() {
+                    let gap = i64::from(i) - i64::from(prev) - 1;
+                    if gap > 0 && gap as u64 <= max_empty as u64 {
+                        for k in prev + 1..i {
+                            out.push((k, 0.0));
+                        }
+                    }
+                }
+                out.push((i, c));
+            }
+            out
+        }
+        let pos = fill(self.pos_pairs(), max_empty_buckets);
+        let neg = fill(self.neg_pairs(), max_empty_buckets);
+        self.set_pos(&pos);
+        self.set_neg(&neg);
+    }
+
+    /// Merges buckets down to the lower-resolution `schema` (a no-op at the same schema).
+    pub fn reduce_resolution(&mut self, schema: i32) -> Result<(), HistogramError> {
+        if schema == self.schema {
+            return Ok(());
+        }
+        if self.uses_custom_buckets() || schema == CUSTOM_BUCKETS_SCHEMA || schema > self.schema {
+            return Err(HistogramError::BadResolution {
+                from: self.schema,
+                to: schema,
+            });
+        }
+        let pos = reduce_pairs(&self.pos_pairs(), self.schema, schema);
+        let neg = reduce_pairs(&self.neg_pairs(), self.schema, schema);
+        self.set_pos(&pos);
+        self.set_neg(&neg);
+        self.schema = schema;
+        Ok(())
+    }
+
+    /// The zero count this histogram would have with the zero bucket widened to `larger`,
+    /// and the threshold actually reached: when `larger` falls inside a populated bucket, the
+    /// threshold grows to that bucket's outer bound.
+    fn zero_count_for_threshold(&self, larger: f64) -> (f64, f64) {
+        let mut threshold = larger;
+        if threshold <= self.zero_threshold {
+            return (self.zero_count, self.zero_threshold.max(threshold));
+        }
+        'outer: loop {
+            let mut zero = self.zero_count;
+            for (i, c) in self.positive_indexed() {
+                let (lower, upper) = (self.bucket_upper_bound(i - 1), self.bucket_upper_bound(i));
+                if lower >= threshold {
+                    break;
+                }
+                zero += c;
+                if upper > threshold {
+                    if c != 0.0 {
+                        threshold = upper;
+                    }
+                    break;
+                }
+            }
+            for (i, c) in self.negative_indexed() {
+                let (lower, upper) = (self.bucket_upper_bound(i - 1), self.bucket_upper_bound(i));
+                if lower >= threshold {
+                    break;
+                }
+                zero += c;
+                if upper > threshold {
+                    if c != 0.0 {
+                        threshold = upper;
+                        continue 'outer;
+                    }
+                    break;
+                }
+            }
+            return (zero, threshold);
+        }
+    }
+
+    /// Widens this histogram's zero bucket to `threshold` (which must be at a bucket bound or
+    /// inside empty buckets), moving the buckets inside it into the zero count.
+    fn widen_zero_bucket(&mut self, threshold: f64) {
+        let (zero, t) = self.zero_count_for_threshold(threshold);
+        self.zero_count = zero;
+        self.zero_threshold = t;
+        let inside = |h: &FloatHistogram, i: i32| h.bucket_upper_bound(i - 1) < t;
+        let pos: Vec<(i32, f64)> = self
+            .positive_indexed()
+            .filter(|&(i, _)| !inside(self, i))
+            .collect();
+        let neg: Vec<(i32, f64)> = self
+            .negative_indexed()
+            .filter(|&(i, _)| !inside(self, i))
+            .collect();
+        self.set_pos(&pos);
+        self.set_neg(&neg);
+    }
+
+    /// Sets the counter reset hint for the sum or difference with `other`; true on a
+    /// reset/not-reset collision.
+    fn adjust_counter_reset(&mut self, other: &FloatHistogram) -> bool {
+        use CounterResetHint::*;
+        let (a, b) = (self.counter_reset_hint, other.counter_reset_hint);
+        match (a, b) {
+            _ if a == b => false,
+            (Gauge, _) => false,
+            (_, Gauge) => {
+                self.counter_reset_hint = Gauge;
+                false
+            }
+            (Unknown, _) => false,
+            (_, Unknown) => {
+                self.counter_reset_hint = Unknown;
+                false
+            }
+            _ => {
+                self.counter_reset_hint = Unknown;
+                true
+            }
+        }
+    }
+
+    /// Adds `other` to this histogram (see [`FloatHistogram::sub`] for the rules).
+    pub fn add(&mut self, other: &FloatHistogram) -> Result<HistOpOutcome, HistogramError> {
+        self.add_signed(other, 1.0)
+    }
+
+    /// Subtracts `other` from this histogram. Both must use exponential buckets, or both
+    /// custom buckets. Exponential operands meet at the lower schema and the wider zero
+    /// bucket (buckets inside it are merged into the zero count); custom-bucket operands with
+    /// different bounds are mapped onto the bounds both share (`nhcb_reconciled`).
+    pub fn sub(&mut self, other: &FloatHistogram) -> Result<HistOpOutcome, HistogramError> {
+        self.add_signed(other, -1.0)
+    }
+
+    fn add_signed(
+        &mut self,
+        other: &FloatHistogram,
+        sign: f64,
+    ) -> Result<HistOpOutcome, HistogramError> {
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::IncompatibleSchema);
+        }
+        let mut outcome = HistOpOutcome {
+            counter_reset_collision: self.adjust_counter_reset(other),
+            nhcb_reconciled: false,
+        };
+        self.count += sign * other.count;
+        self.sum += sign * other.sum;
+        if self.uses_custom_buckets() {
+            if self.custom_values == other.custom_values {
+                let pos = merge_pairs(&self.pos_pairs(), &other.pos_pairs(), sign);
+                self.set_pos(&pos);
+            } else {
+                outcome.nhcb_reconciled = true;
+                let shared = intersect_bounds(&self.custom_values, &other.custom_values);
+                let mut target = vec![0.0; shared.len() + 1];
+                map_custom(self, &shared, &mut target, 1.0);
+                map_custom(other, &shared, &mut target, sign);
+                let pairs: Vec<(i32, f64)> = target
+                    .into_iter()
+                    .enumerate()
+                    .filter(|p| p.1 != 0.0)
+                    .map(|(i, c)| (i as i32, c))
+                    .collect();
+                self.set_pos(&pairs);
+                self.custom_values = shared;
+            }
+            return Ok(outcome);
+        }
+        // Zero buckets: both widen to a common threshold at a bucket bound of both.
+        let mut other_zero = other.zero_count;
+        let mut other_threshold = other.zero_threshold;
+        while other_threshold != self.zero_threshold {
+            if self.zero_threshold > other_threshold {
+                (other_zero, other_threshold) = other.zero_count_for_threshold(self.zero_threshold);
+            }
+            if other_threshold > self.zero_threshold {
+                self.widen_zero_bucket(other_threshold);
+            }
+        }
+        self.zero_count += sign * other_zero;
+        let schema = self.schema.min(other.schema);
+        let mut own_pos = reduce_pairs(&self.pos_pairs(), self.schema, schema);
+        let mut own_neg = reduce_pairs(&self.neg_pairs(), self.schema, schema);
+        self.schema = schema;
+        let inside = |i: i32| exponential_bound(i, schema) <= self.zero_threshold;
+        let o_pos: Vec<(i32, f64)> = reduce_pairs(&other.pos_pairs(), other.schema, schema)
+            .into_iter()
+            .filter(|p| !inside(p.0))
+            .collect();
+        let o_neg: Vec<(i32, f64)> = reduce_pairs(&other.neg_pairs(), other.schema, schema)
+            .into_iter()
+            .filter(|p| !inside(p.0))
+            .collect();
+        own_pos = merge_pairs(&own_pos, &o_pos, sign);
+        own_neg = merge_pairs(&own_neg, &o_neg, sign);
+        self.set_pos(&own_pos);
+        self.set_neg(&own_neg);
+        Ok(outcome)
+    }
+
+    /// Whether this histogram, following `previous`, starts over as a counter: the hint
+    /// decides when it says reset or not-reset; otherwise a smaller count, a missing or
+    /// smaller bucket, a higher schema, a smaller or bucket-splitting zero threshold, or a
+    /// change between exponential and custom buckets is a reset. Different custom bounds are
+    /// compared on the bounds both share.
+    pub fn detect_reset(&self, previous: &FloatHistogram) -> bool {
+        match self.counter_reset_hint {
+            CounterResetHint::CounterReset => return true,
+            CounterResetHint::NotCounterReset => return false,
+            _ => {}
+        }
+        if self.count < previous.count {
+            return true;
+        }
+        if self.uses_custom_buckets() != previous.uses_custom_buckets() {
+            return true;
+        }
+        if self.uses_custom_buckets() {
+            if self.custom_values != previous.custom_values {
+                return custom_reset_on_shared_bounds(self, previous);
+            }
+            return pairs_reset(&self.pos_pairs(), &previous.pos_pairs());
+        }
+        if self.schema > previous.schema || self.zero_threshold < previous.zero_threshold {
+            return true;
+        }
+        let (prev_zero, t) = previous.zero_count_for_threshold(self.zero_threshold);
+        if t != self.zero_threshold {
+            return true;
+        }
+        if self.zero_count < prev_zero {
+            return true;
+        }
+        let outside = |pairs: Vec<(i32, f64)>, schema: i32| -> Vec<(i32, f64)> {
+            pairs
+                .into_iter()
+                .filter(|p| exponential_bound(p.0, schema) > self.zero_threshold)
+                .collect()
+        };
+        let cur_pos = outside(self.pos_pairs(), self.schema);
+        let cur_neg = outside(self.neg_pairs(), self.schema);
+        let prev_pos = outside(
+            reduce_pairs(&previous.pos_pairs(), previous.schema, self.schema),
+            self.schema,
+        );
+        let prev_neg = outside(
+            reduce_pairs(&previous.neg_pairs(), previous.schema, self.schema),
+            self.schema,
+        );
+        pairs_reset(&cur_pos, &prev_pos) || pairs_reset(&cur_neg, &prev_neg)
+    }
+
+    /// Exact equality as data: same schema, thresholds, custom bounds, and the same populated
+    /// and empty buckets with bit-identical counts (span boundaries may differ).
+    pub fn equals(&self, other: &FloatHistogram) -> bool {
+        let bits = |pairs: Vec<(i32, f64)>| -> Vec<(i32, u64)> {
+            pairs.into_iter().map(|(i, c)| (i, c.to_bits())).collect()
+        };
+        self.schema == other.schema
+            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
+            && self.zero_count.to_bits() == other.zero_count.to_bits()
+            && self.count.to_bits() == other.count.to_bits()
+            && self.sum.to_bits() == other.sum.to_bits()
+            && (!self.uses_custom_buckets() || self.custom_values == other.custom_values)
+            && bits(self.pos_pairs()) == bits(other.pos_pairs())
+            && bits(self.neg_pairs()) == bits(other.neg_pairs())
+    }
+}
+
+impl FloatHistogram {
+    /// The histogram in the notation of Prometheus's test scripts (`{{schema:1 count:3 …}}`),
+    /// gaps of up to 1024 empty buckets between populated ones written as 0.
+    pub fn test_expression(&self) -> String {
+        let mut m = self.clone();
+        m.compact(1024);
+        let mut parts: Vec<String> = Vec::new();
+        if m.schema != 0 {
+            parts.push(format!("schema:{}", m.schema));
+        }
+        if m.count != 0.0 {
+            parts.push(format!("count:{}", m.count));
+        }
+        if m.sum != 0.0 {
+            parts.push(format!("sum:{}", m.sum));
+        }
+        if m.zero_count != 0.0 {
+            parts.push(format!("z_bucket:{}", m.zero_count));
+        }
+        if m.zero_threshold != 0.0 {
+            parts.push(format!("z_bucket_w:{}", m.zero_threshold));
+        }
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if m.uses_custom_buckets() {
+            parts.push(format!("custom_values:[{}]", list(&m.custom_values)));
+        }
+        match m.counter_reset_hint {
+            CounterResetHint::Unknown => {}
+            CounterResetHint::CounterReset => parts.push("counter_reset_hint:reset".into()),
+            CounterResetHint::NotCounterReset => parts.push("counter_reset_hint:not_reset".into()),
+            CounterResetHint::Gauge => parts.push("counter_reset_hint:gauge".into()),
+        }
+        for (spans, buckets, off, key) in [
+            (&m.positive_spans, &m.positive_buckets, "offset", "buckets"),
+            (
+                &m.negative_spans,
+                &m.negative_buckets,
+                "n_offset",
+                "n_buckets",
+            ),
+        ] {
+            if let Some(first) = spans.first().filter(|s| s.offset != 0) {
+                parts.push(format!("{off}:{}", first.offset));
+            }
+            if !buckets.is_empty() {
+                parts.push(format!("{key}:[{}]", list(buckets)));
+            }
+        }
+        format!("{{{{{}}}}}", parts.join(" "))
+    }
+}
+
+/// True when some bucket populated in `prev` is missing (or empty) in `cur`, or smaller.
+fn pairs_reset(cur: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
+    let mut j = 0;
+    for &(i, p) in prev {
+        while j < cur.len() && cur[j].0 < i {
+            j += 1;
+        }
+        match cur.get(j) {
+            Some(&(ci, c)) if ci == i && c != 0.0 => {
+                if c < p {
+                    return true;
+                }
+            }
+            _ => {
+                if p != 0.0 {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The bounds both sorted lists hold.
+fn intersect_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push(a[i]);
+            i += 1;
+            j += 1;
+        } else if a[i] < b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Adds `sign ×` the custom buckets of `h` into `target`, indexed by the `shared` bounds
+/// (each bucket goes to the first shared bound at or above its own upper bound).
+fn map_custom(h: &FloatHistogram, shared: &[f64], target: &mut [f64], sign: f64) {
+    for (i, c) in h.positive_indexed() {
+        let upper = h.bucket_upper_bound(i);
+        let t = shared
+            .iter()
+            .position(|&b| b >= upper)
+            .unwrap_or(shared.len());
+        if let Some(slot) = target.get_mut(t) {
+            *slot += sign * c;
+        }
+    }
+}
+
+/// Reset detection between custom-bucket histograms with different bounds: the cumulative
+/// counts below each shared bound must not decrease.
+fn custom_reset_on_shared_bounds(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
+    let shared = intersect_bounds(&cur.custom_values, &prev.custom_values);
+    let mut a = vec![0.0; shared.len() + 1];
+    let mut b = vec![0.0; shared.len() + 1];
+    map_custom(cur, &shared, &mut a, 1.0);
+    map_custom(prev, &shared, &mut b, 1.0);
+    a.iter().zip(&b).any(|(x, y)| x < y)
+}
+
 fn indexed<'a>(spans: &'a [Span], counts: &'a [f64]) -> impl Iterator<Item = (i32, f64)> + 'a {
     let mut idx = 0i32;
     let mut first = true;
