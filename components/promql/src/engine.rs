@@ -874,11 +874,13 @@ impl Ctx<'_> {
                         .zip(&ts)
                         .filter_map(|(v, t)| v.map(|f| (*t, f)))
                         .collect(),
+                    // Counter-reset hints describe neighbouring raw samples, which the
+                    // subquery's steps are not: Prometheus forgets them here.
                     hists: s
                         .hists
                         .iter()
                         .zip(&ts)
-                        .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
+                        .filter_map(|(h, t)| h.as_ref().map(|h| (*t, forget_reset_hint(h))))
                         .collect(),
                     labels: s.labels,
                     drop_name: s.drop_name,
@@ -1383,6 +1385,19 @@ fn elem_binop(
         }
         _ => incompatible(&l, &r),
     })
+}
+
+/// `h` with a counter-reset or not-counter-reset hint turned into "unknown".
+fn forget_reset_hint(h: &H) -> H {
+    use crate::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    match h.counter_reset_hint {
+        CounterReset | NotCounterReset => {
+            let mut c = FloatHistogram::clone(h);
+            c.counter_reset_hint = Unknown;
+            Arc::new(c)
+        }
+        _ => h.clone(),
+    }
 }
 
 /// The labels two series are matched on.

@@ -289,33 +289,40 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             if !valid_label_name(&label) {
                 return Err(EngineError::Eval(format!("invalid label name {label:?}")));
             }
+            // Prometheus sets the value label first and groups the relabelled series, so
+            // a `by`/`without` clause naming the label sees the new value.
             let mut out: Vec<VSeries> = Vec::new();
             let mut idx: HashMap<Labels, usize> = HashMap::new();
             for step in 0..n {
-                for (g, members) in &groups {
-                    let mut counts: Vec<(String, f64)> = Vec::new();
-                    for &i in members {
-                        let s = match (input[i].vals[step], input[i].hist(step)) {
-                            (Some(v), _) => Some(format_go_float(v)),
-                            (None, Some(h)) => Some(crate::eval_hist::go_string(h)),
-                            (None, None) => None,
-                        };
-                        if let Some(s) = s {
-                            match counts.iter_mut().find(|c| c.0 == s) {
-                                Some(c) => c.1 += 1.0,
-                                None => counts.push((s, 1.0)),
-                            }
+                let mut counts: Vec<(Labels, f64)> = Vec::new();
+                let mut at: HashMap<Labels, usize> = HashMap::new();
+                for s in &input {
+                    let v = match (s.vals[step], s.hist(step)) {
+                        (Some(v), _) => format_go_float(v),
+                        (None, Some(h)) => crate::eval_hist::go_string(h),
+                        (None, None) => continue,
+                    };
+                    let mut l = s.labels.clone();
+                    l.set(&label, &v);
+                    let mut g = group_labels(&l, &a.modifier);
+                    if matches!(a.modifier, None | Some(LabelModifier::Include(_))) {
+                        // `by` keeps only the listed labels: the value label is added back.
+                        g.set(&label, &v);
+                    }
+                    match at.get(&g) {
+                        Some(&k) => counts[k].1 += 1.0,
+                        None => {
+                            at.insert(g.clone(), counts.len());
+                            counts.push((g, 1.0));
                         }
                     }
-                    for (s, c) in counts {
-                        let mut l = g.clone();
-                        l.set(&label, &s);
-                        let j = *idx.entry(l.clone()).or_insert_with(|| {
-                            out.push(VSeries::floats(l, vec![None; n], false));
-                            out.len() - 1
-                        });
-                        out[j].vals[step] = Some(c);
-                    }
+                }
+                for (l, c) in counts {
+                    let j = *idx.entry(l.clone()).or_insert_with(|| {
+                        out.push(VSeries::floats(l, vec![None; n], false));
+                        out.len() - 1
+                    });
+                    out[j].vals[step] = Some(c);
                 }
             }
             return Ok(Val::Vector(out));
@@ -1363,6 +1370,13 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         ctx.positions.of(c)
                     ),
                 );
+            }
+            if matches!(name, "sort" | "sort_desc") {
+                // Prometheus sorts float samples only; histograms are dropped.
+                for s in &mut v {
+                    s.drop_hists();
+                }
+                v.retain(VSeries::any);
             }
             let last = |s: &VSeries| s.vals[n - 1].unwrap_or(f64::NAN);
             match name {
