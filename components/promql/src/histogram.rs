@@ -5,6 +5,21 @@
 //! float counts. For exponential schemas (−4…8) the upper bound of bucket `i` is `2^(i·2^−schema)`;
 //! for the custom-bucket schema (−53) bucket `i` ends at `custom_values[i]` (and the last bucket at
 //! +Inf).
+//!
+//! Arithmetic and the functions' math follow Prometheus's semantics (for the engine):
+//! - `add(&mut self, &other)` / `sub(&mut self, &other) -> Result<HistOpOutcome, HistogramError>`:
+//!   in place; lower schema wins, zero buckets widen to a common threshold, custom bounds
+//!   are reconciled to the shared bounds (`HistOpOutcome::nhcb_reconciled`), a
+//!   reset/not-reset hint pair sets `counter_reset_collision`; exponential with custom →
+//!   `HistogramError::IncompatibleSchema`. Subtraction does not make the result a gauge
+//!   (Prometheus's engine sets that itself).
+//! - `mul(f64)`, `div(f64)` (÷0 drops the buckets), `negate()`: negative factors make gauges.
+//! - `compact(max_empty_buckets)`, `reduce_resolution(schema) -> Result<(), HistogramError>`,
+//!   `detect_reset(&previous) -> bool`, `equals(&other) -> bool`.
+//! - `quantile(q) -> (f64, Option<NanNote>)`, `fraction(lower, upper) -> (f64, Option<NanNote>)`
+//!   (the note asks for Prometheus's NaN-observation infos), `stddev()`, `stdvar()`, `avg()`.
+//! - `go_string()` (Go's `String()`, the label value `count_values` writes), `test_expression()`
+//!   (the `{{…}}` notation), [`go_g`] (Go's `%g`).
 
 /// The schema number of custom-bucket histograms (NHCB).
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
@@ -657,6 +672,385 @@ impl FloatHistogram {
     }
 }
 
+/// An annotation [`FloatHistogram::quantile`] or [`FloatHistogram::fraction`] asks for:
+/// the histogram holds NaN observations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NanNote {
+    /// The quantile fell among NaN observations; the result is NaN.
+    QuantileNaNResult,
+    /// NaN observations skew the quantile (it was computed without them).
+    QuantileNaNSkew,
+    /// NaN observations are in no bucket; the fraction leaves them out.
+    FractionNaNs,
+}
+
+impl FloatHistogram {
+    /// Every stored bucket (empty ones included) in ascending bound order: negative buckets,
+    /// the zero bucket (when populated), positive buckets. Bucket bounds inside the zero
+    /// bucket are clamped to its threshold.
+    fn all_buckets(&self) -> Vec<Bucket> {
+        let mut out = Vec::new();
+        let t = self.zero_threshold;
+        if self.uses_custom_buckets() {
+            for (i, c) in self.positive_indexed() {
+                let lower = if i == 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    self.bucket_upper_bound(i - 1)
+                };
+                out.push(Bucket {
+                    lower,
+                    upper: self.bucket_upper_bound(i),
+                    lower_inclusive: false,
+                    upper_inclusive: true,
+                    count: c,
+                });
+            }
+            return out;
+        }
+        let neg: Vec<(i32, f64)> = self.negative_indexed().collect();
+        for &(i, c) in neg.iter().rev() {
+            let mut upper = -self.bucket_upper_bound(i - 1);
+            if upper < 0.0 && upper > -t {
+                upper = -t;
+            }
+            out.push(Bucket {
+                lower: -self.bucket_upper_bound(i),
+                upper,
+                lower_inclusive: true,
+                upper_inclusive: false,
+                count: c,
+            });
+        }
+        if self.zero_count > 0.0 {
+            out.push(Bucket {
+                lower: -t,
+                upper: t,
+                lower_inclusive: true,
+                upper_inclusive: true,
+                count: self.zero_count,
+            });
+        }
+        for (i, c) in self.positive_indexed() {
+            let mut lower = self.bucket_upper_bound(i - 1);
+            if lower > 0.0 && lower < t {
+                lower = t;
+            }
+            out.push(Bucket {
+                lower,
+                upper: self.bucket_upper_bound(i),
+                lower_inclusive: false,
+                upper_inclusive: true,
+                count: c,
+            });
+        }
+        out
+    }
+
+    /// The arithmetic mean of the observations: `sum / count`.
+    pub fn avg(&self) -> f64 {
+        self.sum / self.count
+    }
+
+    /// The estimated `q`-quantile (`histogram_quantile`): q < 0 gives −Inf, q > 1 +Inf, an
+    /// empty histogram or NaN q gives NaN. Interpolates linearly in custom buckets and in the
+    /// zero bucket (which starts or ends at 0 when all other buckets are on one side), and
+    /// exponentially in exponential buckets; the first custom bucket ends at its upper bound
+    /// when that is ≤ 0 (starts at 0 otherwise) and the +Inf bucket yields its lower bound.
+    pub fn quantile(&self, q: f64) -> (f64, Option<NanNote>) {
+        if q < 0.0 {
+            return (f64::NEG_INFINITY, None);
+        }
+        if q > 1.0 {
+            return (f64::INFINITY, None);
+        }
+        if self.count == 0.0 || q.is_nan() {
+            return (f64::NAN, None);
+        }
+        let forward = self.sum.is_nan() || q < 0.5;
+        let mut buckets = self.all_buckets();
+        if !forward {
+            buckets.reverse();
+        }
+        let mut rank = if forward {
+            q * self.count
+        } else {
+            (1.0 - q) * self.count
+        };
+        let mut count = 0.0;
+        let mut pos = 0;
+        let mut bucket: Option<Bucket> = None;
+        while pos < buckets.len() {
+            let b = buckets[pos];
+            pos += 1;
+            bucket = Some(b);
+            if b.count == 0.0 {
+                continue;
+            }
+            count += b.count;
+            if count >= rank {
+                break;
+            }
+        }
+        let Some(mut b) = bucket else {
+            return (f64::NAN, None);
+        };
+        if !self.uses_custom_buckets() && b.lower < 0.0 && b.upper > 0.0 {
+            if self.negative_buckets.is_empty() && !self.positive_buckets.is_empty() {
+                b.lower = 0.0;
+            } else if self.positive_buckets.is_empty() && !self.negative_buckets.is_empty() {
+                b.upper = 0.0;
+            }
+        } else if self.uses_custom_buckets() {
+            if b.lower == f64::NEG_INFINITY {
+                if b.upper <= 0.0 {
+                    return (b.upper, None);
+                }
+                b.lower = 0.0;
+            } else if b.upper == f64::INFINITY {
+                return (b.lower, None);
+            }
+        }
+        if count > self.count {
+            count = self.count;
+        }
+        if count < rank {
+            if self.sum.is_nan() {
+                return (f64::NAN, Some(NanNote::QuantileNaNResult));
+            }
+            return (b.upper, None);
+        }
+        if forward {
+            rank -= count - b.count;
+        } else {
+            rank = count - rank;
+        }
+        let mut note = None;
+        if self.sum.is_nan() {
+            let total: f64 = count + buckets[pos..].iter().map(|b| b.count).sum::<f64>();
+            if total < self.count {
+                note = Some(NanNote::QuantileNaNSkew);
+            }
+        }
+        let fraction = rank / b.count;
+        if self.uses_custom_buckets() || (b.lower <= 0.0 && b.upper >= 0.0) {
+            return (b.lower + (b.upper - b.lower) * fraction, note);
+        }
+        let log_lower = b.lower.abs().log2();
+        let log_upper = b.upper.abs().log2();
+        if b.lower > 0.0 {
+            return (
+                (log_lower + (log_upper - log_lower) * fraction).exp2(),
+                note,
+            );
+        }
+        (
+            -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2(),
+            note,
+        )
+    }
+
+    /// The estimated fraction of observations between `lower` and `upper`
+    /// (`histogram_fraction`), interpolated like [`quantile`](FloatHistogram::quantile); NaN
+    /// for an empty histogram or a NaN bound, 0 when `lower >= upper`. Infinite-width buckets
+    /// contribute nothing when a bound falls inside them.
+    pub fn fraction(&self, lower: f64, upper: f64) -> (f64, Option<NanNote>) {
+        if self.count == 0.0 || lower.is_nan() || upper.is_nan() {
+            return (f64::NAN, None);
+        }
+        if lower >= upper {
+            return (0.0, None);
+        }
+        let buckets = self.all_buckets();
+        let custom = self.uses_custom_buckets();
+        let (mut count, mut rank) = (0.0, 0.0);
+        let (mut lower_rank, mut upper_rank) = (0.0, 0.0);
+        let (mut lower_set, mut upper_set) = (false, false);
+        let mut pos = 0;
+        while pos < buckets.len() {
+            let mut b = buckets[pos];
+            pos += 1;
+            count += b.count;
+            let mut zero_bucket = false;
+            if b.lower <= 0.0 && b.upper >= 0.0 {
+                zero_bucket = true;
+                if self.negative_buckets.is_empty() && !self.positive_buckets.is_empty() {
+                    b.lower = 0.0;
+                } else if self.positive_buckets.is_empty() && !self.negative_buckets.is_empty() {
+                    b.upper = 0.0;
+                }
+            }
+            let linear = custom || zero_bucket;
+            let below = |v: f64| -> f64 {
+                if linear {
+                    if b.lower == f64::NEG_INFINITY {
+                        return b.count;
+                    }
+                    return rank + b.count * fraction_below(&b, v, true);
+                }
+                rank + b.count * fraction_below(&b, v, false)
+            };
+            if !lower_set && b.lower >= lower {
+                lower_rank = rank;
+                lower_set = true;
+            }
+            if !upper_set && b.lower >= upper {
+                upper_rank = rank;
+                upper_set = true;
+            }
+            if lower_set && upper_set {
+                break;
+            }
+            if !lower_set && b.lower < lower && b.upper > lower {
+                lower_rank = below(lower);
+                lower_set = true;
+            }
+            if !upper_set && b.lower < upper && b.upper > upper {
+                upper_rank = below(upper);
+                upper_set = true;
+            }
+            if lower_set && upper_set {
+                break;
+            }
+            rank += b.count;
+        }
+        let mut note = None;
+        if self.sum.is_nan() {
+            count += buckets[pos.min(buckets.len())..]
+                .iter()
+                .map(|b| b.count)
+                .sum::<f64>();
+            if count < self.count {
+                note = Some(NanNote::FractionNaNs);
+            }
+        } else {
+            count = self.count;
+        }
+        if !lower_set || lower_rank > count {
+            lower_rank = count;
+        }
+        if !upper_set || upper_rank > count {
+            upper_rank = count;
+        }
+        ((upper_rank - lower_rank) / self.count, note)
+    }
+
+    /// The estimated population variance of the observations (`histogram_stdvar`): every
+    /// bucket's observations sit at its representative value (the arithmetic middle for
+    /// custom buckets, 0 in the zero bucket, the geometric middle of exponential buckets).
+    pub fn stdvar(&self) -> f64 {
+        let mean = self.sum / self.count;
+        let custom = self.uses_custom_buckets();
+        let (mut var, mut comp) = (0.0, 0.0);
+        for b in self.all_buckets() {
+            if b.count == 0.0 {
+                continue;
+            }
+            let val = if custom {
+                (b.upper + b.lower) / 2.0
+            } else if b.lower <= 0.0 && b.upper >= 0.0 {
+                0.0
+            } else {
+                let g = (b.upper * b.lower).sqrt();
+                if b.upper < 0.0 { -g } else { g }
+            };
+            let delta = val - mean;
+            kahan_inc(b.count * delta * delta, &mut var, &mut comp);
+        }
+        (var + comp) / self.count
+    }
+
+    /// The estimated standard deviation (`histogram_stddev`): the root of
+    /// [`stdvar`](FloatHistogram::stdvar).
+    pub fn stddev(&self) -> f64 {
+        self.stdvar().sqrt()
+    }
+
+    /// Go's `String()` of a Prometheus float histogram, e.g. `{count:20, sum:10,
+    /// [-2,-1):2, [-0.001,0.001]:2, (1,2]:2}` (what `count_values` uses as a label value).
+    pub fn go_string(&self) -> String {
+        let mut s = format!("{{count:{}, sum:{}", go_g(self.count), go_g(self.sum));
+        for b in self.buckets() {
+            s.push_str(&format!(
+                ", {}{},{}{}:{}",
+                if b.lower_inclusive { '[' } else { '(' },
+                go_g(b.lower),
+                go_g(b.upper),
+                if b.upper_inclusive { ']' } else { ')' },
+                go_g(b.count)
+            ));
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// Kahan–Babuška summation step: adds `inc` to `sum` with compensation `c`.
+fn kahan_inc(inc: f64, sum: &mut f64, c: &mut f64) {
+    let t = *sum + inc;
+    if t.is_infinite() {
+        *c = 0.0;
+    } else if sum.abs() >= inc.abs() {
+        *c += (*sum - t) + inc;
+    } else {
+        *c += (inc - t) + *sum;
+    }
+    *sum = t;
+}
+
+/// The part of bucket `b`'s width at or below `v` (`b.lower < v < b.upper`), on a linear or
+/// a logarithmic scale (negative buckets mirrored).
+fn fraction_below(b: &Bucket, v: f64, linear: bool) -> f64 {
+    if linear {
+        return (v - b.lower) / (b.upper - b.lower);
+    }
+    let log_lower = b.lower.abs().log2();
+    let log_upper = b.upper.abs().log2();
+    let log_v = v.abs().log2();
+    if v > 0.0 {
+        return (log_v - log_lower) / (log_upper - log_lower);
+    }
+    1.0 - (log_v - log_upper) / (log_lower - log_upper)
+}
+
+/// A float formatted like Go's `%g`: the shortest digits that round-trip, in exponent form
+/// (`1e+06`, `1e-05`) when the decimal exponent is below −4 or at least
+/// `max(6, digits)` — except that plain form is kept while the digits reach the decimal point.
+pub fn go_g(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let e = format!("{f:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits = mant.trim_start_matches('-').replace('.', "");
+    let nd = digits.len() as i32;
+    let dp = exp + 1;
+    let mut eprec = 6;
+    if eprec > nd && nd >= dp {
+        eprec = nd;
+    }
+    if exp < -4 || exp >= eprec {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mant}e{sign}{:02}", exp.abs());
+    }
+    format!("{f}")
+}
+
 /// True when some bucket populated in `prev` is missing (or empty) in `cur`, or smaller.
 fn pairs_reset(cur: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
     let mut j = 0;
@@ -824,5 +1218,281 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert_eq!((b[0].lower, b[0].upper), (f64::NEG_INFINITY, 1.0));
         assert_eq!((b[1].lower, b[1].upper), (5.0, f64::INFINITY));
+    }
+
+    fn h(desc: &str) -> FloatHistogram {
+        crate::promqltest::parse_histogram(desc)
+            .expect("valid histogram notation")
+            .0
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0)
+    }
+
+    // Expected numbers below come from Prometheus's native_histograms.test.
+    #[test]
+    fn quantiles_as_prometheus_tests_expect() {
+        let single = h("schema:0 sum:5 count:4 buckets:[1 2 1]");
+        assert!(close(single.quantile(0.5).0, std::f64::consts::SQRT_2));
+        let negative = h("schema:0 sum:-5 count:4 n_buckets:[1 2 1]");
+        assert!(close(negative.quantile(0.5).0, -std::f64::consts::SQRT_2));
+        let zero = h("schema:0 z_bucket:1 z_bucket_w:0.5 sum:0.25 count:1");
+        assert_eq!(zero.quantile(0.5).0, 0.0);
+        let mut balanced = h("schema:0 sum:4 count:4 buckets:[1 2 1]");
+        balanced
+            .add(&h("schema:0 sum:-4 count:4 n_buckets:[1 2 1]"))
+            .expect("same schema kind");
+        assert_eq!(balanced.quantile(0.5).0, 0.5);
+        assert_eq!(single.quantile(-0.1).0, f64::NEG_INFINITY);
+        assert_eq!(single.quantile(1.1).0, f64::INFINITY);
+        assert!(single.quantile(f64::NAN).0.is_nan());
+        assert!(h("").quantile(0.5).0.is_nan());
+        // Custom buckets: linear, the first bucket starts at 0, the +Inf bucket gives its
+        // lower bound.
+        let nhcb = h("schema:-53 sum:10 count:4 custom_values:[1 2 4] buckets:[1 1 1 1]");
+        assert_eq!(nhcb.quantile(0.5).0, 2.0);
+        assert_eq!(nhcb.quantile(0.9).0, 4.0);
+        assert!(close(nhcb.quantile(0.1).0, 0.4));
+        // NaN observations: the count exceeds the buckets' total.
+        let nan = h("schema:0 sum:NaN count:5 buckets:[1 2 1]");
+        let (v, note) = nan.quantile(0.99);
+        assert!(v.is_nan());
+        assert_eq!(note, Some(NanNote::QuantileNaNResult));
+        let (_, note) = nan.quantile(0.25);
+        assert_eq!(note, Some(NanNote::QuantileNaNSkew));
+    }
+
+    #[test]
+    fn fractions_as_prometheus_tests_expect() {
+        let single = h("schema:0 sum:5 count:4 buckets:[1 2 1]");
+        assert_eq!(single.fraction(1.0, 2.0).0, 0.5);
+        assert_eq!(single.fraction(0.0, 8.0), (1.0, None));
+        let negative = h("schema:0 sum:-5 count:4 n_buckets:[1 2 1]");
+        assert_eq!(negative.fraction(-2.0, -1.0).0, 0.5);
+        let zero = h("schema:0 z_bucket:1 z_bucket_w:0.5 sum:0.25 count:1");
+        assert_eq!(zero.fraction(-0.5, 0.5).0, 1.0);
+        let mut balanced = h("schema:0 sum:4 count:4 buckets:[1 2 1]");
+        balanced
+            .add(&h("schema:0 sum:-4 count:4 n_buckets:[1 2 1]"))
+            .expect("same schema kind");
+        assert_eq!(balanced.fraction(0.0, 4.0).0, 0.5);
+        assert!(h("").fraction(f64::NEG_INFINITY, f64::INFINITY).0.is_nan());
+        assert_eq!(single.fraction(2.0, 1.0).0, 0.0);
+        // Exponential interpolation inside (1,2]: sqrt(2) is the bucket's middle.
+        assert!(close(
+            single.fraction(1.0, std::f64::consts::SQRT_2).0,
+            0.25
+        ));
+    }
+
+    #[test]
+    fn stddev_and_stdvar_as_prometheus_tests_expect() {
+        let low = h("schema:2 count:4 sum:10 buckets:[1 0 0 0 1 0 0 1 1]");
+        assert!(close(low.stddev(), 1.0787993180043811));
+        assert!(close(low.stdvar(), 1.163807968526718));
+        let high = h("schema:8 count:10 sum:10 buckets:[1 2 3 4]");
+        assert!((high.stddev() - 0.0048960313898237465).abs() < 1e-15);
+        assert!((high.stdvar() - 2.3971123370139447e-05).abs() < 1e-17);
+        assert_eq!(h("schema:0 sum:5 count:4 buckets:[1 2 1]").avg(), 1.25);
+    }
+
+    #[test]
+    fn add_meets_at_the_lower_schema() {
+        let mut a = h("schema:1 count:10 sum:10 buckets:[1 2 3 4]");
+        let out = a
+            .add(&h("schema:0 count:1 sum:1 buckets:[1]"))
+            .expect("add");
+        assert_eq!(out, HistOpOutcome::default());
+        assert_eq!(a.schema, 0);
+        assert_eq!(
+            a.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 2.0), (1, 5.0), (2, 4.0)]
+        );
+        assert_eq!((a.count, a.sum), (11.0, 11.0));
+    }
+
+    #[test]
+    fn add_widens_the_zero_bucket() {
+        // Bucket -1 is (0.25,0.5]: inside a 0.5 zero bucket.
+        let mut a = h("schema:0 count:4 z_bucket:1 z_bucket_w:0.001 buckets:[1 1] offset:-1");
+        a.add(&h("schema:0 count:2 z_bucket:2 z_bucket_w:0.5"))
+            .expect("add");
+        assert_eq!((a.zero_threshold, a.zero_count), (0.5, 4.0));
+        assert_eq!(a.positive_indexed().collect::<Vec<_>>(), vec![(0, 1.0)]);
+        // A threshold inside a populated bucket grows to that bucket's upper bound, for both.
+        let mut b = h("schema:0 count:4 z_bucket:1 z_bucket_w:0.001 buckets:[1 1] offset:-1");
+        b.add(&h(
+            "schema:0 count:2 z_bucket:2 z_bucket_w:0.3 buckets:[5] offset:-1",
+        ))
+        .expect("add");
+        assert_eq!((b.zero_threshold, b.zero_count), (0.5, 9.0));
+        assert_eq!(b.positive_indexed().collect::<Vec<_>>(), vec![(0, 1.0)]);
+    }
+
+    #[test]
+    fn custom_bucket_arithmetic() {
+        let mut a = h("schema:-53 count:10 custom_values:[1 2 4] buckets:[1 2 3 4]");
+        let same = h("schema:-53 count:10 custom_values:[1 2 4] buckets:[1 2 3 4]");
+        let mut twice = a.clone();
+        assert_eq!(twice.add(&same), Ok(HistOpOutcome::default()));
+        assert_eq!(twice.positive_buckets, vec![2.0, 4.0, 6.0, 8.0]);
+        let out = a
+            .add(&h(
+                "schema:-53 count:4 custom_values:[2 4 8] buckets:[1 1 1 1]",
+            ))
+            .expect("both custom");
+        assert!(out.nhcb_reconciled);
+        assert_eq!(a.custom_values, vec![2.0, 4.0]);
+        assert_eq!(
+            a.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 4.0), (1, 4.0), (2, 6.0)]
+        );
+        assert_eq!(a.count, 14.0);
+        let mut mixed = h("schema:0 count:1 buckets:[1]");
+        assert_eq!(mixed.sub(&same), Err(HistogramError::IncompatibleSchema));
+    }
+
+    #[test]
+    fn counter_reset_hints_of_sums() {
+        let mut a = h("count:1 counter_reset_hint:reset");
+        let out = a
+            .add(&h("count:1 counter_reset_hint:not_reset"))
+            .expect("add");
+        assert!(out.counter_reset_collision);
+        assert_eq!(a.counter_reset_hint, CounterResetHint::Unknown);
+        let mut b = h("count:1");
+        b.add(&h("count:1 counter_reset_hint:gauge")).expect("add");
+        assert_eq!(b.counter_reset_hint, CounterResetHint::Gauge);
+        let mut c = h("count:1 counter_reset_hint:not_reset");
+        c.sub(&h("count:1")).expect("sub");
+        assert_eq!(c.counter_reset_hint, CounterResetHint::Unknown);
+    }
+
+    #[test]
+    fn scaling() {
+        let mut a = h("schema:0 count:4 sum:5 z_bucket:1 buckets:[1 2] n_buckets:[0]");
+        a.mul(2.0);
+        assert_eq!((a.count, a.sum, a.zero_count), (8.0, 10.0, 2.0));
+        assert_eq!(a.positive_buckets, vec![2.0, 4.0]);
+        assert_eq!(a.counter_reset_hint, CounterResetHint::Unknown);
+        a.negate();
+        assert_eq!(a.counter_reset_hint, CounterResetHint::Gauge);
+        assert_eq!(a.positive_buckets, vec![-2.0, -4.0]);
+        let mut d = h("schema:0 count:4 sum:5 buckets:[1 2]");
+        d.div(0.0);
+        assert_eq!(d.count, f64::INFINITY);
+        assert!(d.positive_buckets.is_empty() && d.positive_spans.is_empty());
+        let mut z = h("schema:0 count:0 sum:0");
+        z.div(0.0);
+        assert!(z.count.is_nan());
+    }
+
+    #[test]
+    fn compaction_and_resolution() {
+        let mut a = h("schema:0 count:3 buckets:[0 1 0 0 2 0]");
+        let mut b = a.clone();
+        a.compact(0);
+        assert_eq!(
+            a.positive_spans,
+            vec![
+                Span {
+                    offset: 1,
+                    length: 1
+                },
+                Span {
+                    offset: 2,
+                    length: 1
+                }
+            ]
+        );
+        assert_eq!(a.positive_buckets, vec![1.0, 2.0]);
+        b.compact(2);
+        assert_eq!(
+            b.positive_spans,
+            vec![Span {
+                offset: 1,
+                length: 4
+            }]
+        );
+        assert_eq!(b.positive_buckets, vec![1.0, 0.0, 0.0, 2.0]);
+        let mut r = h("schema:2 count:4 buckets:[1 1 1 1]");
+        r.reduce_resolution(0).expect("lower schema");
+        assert_eq!(
+            r.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 1.0), (1, 3.0)]
+        );
+        assert!(r.reduce_resolution(1).is_err());
+        assert!(
+            h("schema:-53 custom_values:[1]")
+                .reduce_resolution(-1)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn reset_detection() {
+        let prev = h("schema:0 count:4 buckets:[1 2 1]");
+        assert!(!h("schema:0 count:5 buckets:[1 2 2]").detect_reset(&prev));
+        assert!(h("schema:0 count:3 buckets:[1 1 1]").detect_reset(&prev));
+        assert!(h("schema:0 count:5 buckets:[1 1 3]").detect_reset(&prev));
+        assert!(h("schema:0 count:5 buckets:[1 2]").detect_reset(&prev));
+        assert!(!h("schema:0 count:3 counter_reset_hint:not_reset").detect_reset(&prev));
+        assert!(h("schema:0 count:9 buckets:[1 2 1] counter_reset_hint:reset").detect_reset(&prev));
+        assert!(
+            h("schema:1 count:9 buckets:[9]").detect_reset(&prev),
+            "schema increase"
+        );
+        // A lower schema merges the previous buckets: (0.5,0.7] and (0.7,1] are (0.5,1].
+        let fine = h("schema:1 count:2 buckets:[1 1] offset:-1");
+        assert!(!h("schema:0 count:2 buckets:[2]").detect_reset(&fine));
+        let z = h("schema:0 count:4 z_bucket:1 z_bucket_w:0.5 buckets:[3]");
+        assert!(h("schema:0 count:4 z_bucket:1 z_bucket_w:0.1 buckets:[3]").detect_reset(&z));
+        let nhcb = h("schema:-53 count:4 custom_values:[1 2] buckets:[1 2 1]");
+        assert!(h("schema:0 count:5").detect_reset(&nhcb));
+        assert!(!h("schema:-53 count:5 custom_values:[2] buckets:[4 1]").detect_reset(&nhcb));
+        assert!(h("schema:-53 count:5 custom_values:[2] buckets:[2 3]").detect_reset(&nhcb));
+    }
+
+    #[test]
+    fn equality_and_strings() {
+        let a = h("schema:0 count:4 sum:5 buckets:[1 2 1]");
+        let mut b = a.clone();
+        assert!(a.equals(&b));
+        b.positive_spans = vec![
+            Span {
+                offset: 0,
+                length: 2,
+            },
+            Span {
+                offset: 0,
+                length: 1,
+            },
+        ];
+        assert!(a.equals(&b), "span boundaries do not matter");
+        b.sum = 5.000001;
+        assert!(!a.equals(&b));
+        let v =
+            h("schema:0 sum:10 count:20 z_bucket_w:0.001 z_bucket:2 buckets:[1 2] n_buckets:[1 2]");
+        assert_eq!(
+            v.go_string(),
+            "{count:20, sum:10, [-2,-1):2, [-1,-0.5):1, [-0.001,0.001]:2, (0.5,1]:1, (1,2]:2}"
+        );
+        assert_eq!(
+            v.test_expression(),
+            "{{count:20 sum:10 z_bucket:2 z_bucket_w:0.001 buckets:[1 2] n_buckets:[1 2]}}"
+        );
+        for (f, want) in [
+            (1e6, "1e+06"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (0.5, "0.5"),
+            (-2.0, "-2"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(go_g(f), want);
+        }
     }
 }
