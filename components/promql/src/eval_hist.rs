@@ -79,21 +79,9 @@ pub(crate) fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool 
     cur.detect_reset(prev)
 }
 
-/// Go's `%g` for the histogram string form.
-fn g(x: f64) -> String {
-    crate::functions::go_g(x)
-}
-
 /// Go's `FloatHistogram.String()`: `{count:N, sum:S, [lo,hi):c, …}` (what `count_values` uses).
 pub(crate) fn go_string(h: &FloatHistogram) -> String {
-    let mut s = format!("{{count:{}, sum:{}", g(h.count), g(h.sum));
-    for b in h.buckets() {
-        let open = if b.lower_inclusive { '[' } else { '(' };
-        let close = if b.upper_inclusive { ']' } else { ')' };
-        s.push_str(&format!(", {open}{},{}{close}:{}", g(b.lower), g(b.upper), g(b.count)));
-    }
-    s.push('}');
-    s
+    h.go_string()
 }
 
 #[cfg(test)]

@@ -27,17 +27,7 @@ fn check_quantile(ctx: &Ctx<'_>, q: &[f64], pos: &str) {
 
 /// Go's `%g` for the values annotations print.
 pub(crate) fn go_g(x: f64) -> String {
-    if x.is_nan() {
-        "NaN".into()
-    } else if x.is_infinite() {
-        if x > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{x}")
-    }
+    crate::histogram::go_g(x)
 }
 use crate::value::Labels;
 use crate::eval_hist;
@@ -942,7 +932,11 @@ fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
     (slope, intercept)
 }
 
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+/// Where `histogram_quantile` had to force classic bucket counts to be monotonic:
+/// `(lowest bucket, highest bucket, largest decrease)`.
+type Forced = Option<(f64, f64, f64)>;
+
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>, forced: &mut Forced) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -974,7 +968,13 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
             continue;
         }
         let tol = 1e-12;
-        if (prev - curr).abs() <= tol * prev.abs().max(curr.abs()) || curr < prev {
+        if (prev - curr).abs() <= tol * prev.abs().max(curr.abs()) {
+            b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            let (lo, hi, d) = forced.unwrap_or((f64::INFINITY, f64::NEG_INFINITY, 0.0));
+            *forced = Some((lo.min(b.0), hi.max(b.0), d.max(prev - curr)));
             b.1 = prev;
             continue;
         }
@@ -1073,46 +1073,184 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / total
 }
 
-/// Groups classic `le` bucket series by their other labels and applies `f` to each group's
-/// `(upper bound, count)` buckets at every step.
-fn classic_buckets(
-    v: &[VSeries],
-    n: usize,
-    f: impl Fn(&mut Vec<(f64, f64)>, usize) -> f64,
-) -> Vec<VSeries> {
-    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
-    let mut gi: HashMap<Labels, usize> = HashMap::new();
-    for (k, s) in v.iter().enumerate() {
-        let Some(le) = s.labels.get("le").and_then(parse_le) else {
-            continue;
+/// One value per step computed from classic `le` buckets or a native histogram.
+struct HistFamily<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    /// Position suffix of the vector argument.
+    pos: String,
+}
+
+impl HistFamily<'_, '_> {
+    /// Applies `native` to every histogram sample and `classic` to every group of classic
+    /// bucket series (grouped by their labels without `le`), per step, with Prometheus's
+    /// checks: malformed `le` labels warn, and a native histogram with the labels of a
+    /// classic group at the same step drops both with a warning. Results drop their name.
+    fn apply(
+        &self,
+        v: &[VSeries],
+        n: usize,
+        mut native: impl FnMut(&FloatHistogram, usize, &Labels) -> f64,
+        mut classic: impl FnMut(&mut Vec<(f64, f64)>, usize, &Labels) -> f64,
+    ) -> Vec<VSeries> {
+        let ctx = self.ctx;
+        let pos = &self.pos;
+        // Classic groups: key (labels without `le`) → members (le, series index).
+        let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+        let mut gi: HashMap<Labels, usize> = HashMap::new();
+        let mut bad_le: Vec<usize> = Vec::new();
+        for (k, s) in v.iter().enumerate() {
+            if !s.vals.iter().any(Option::is_some) {
+                continue;
+            }
+            let Some(le) = s.labels.get("le").and_then(parse_le) else {
+                bad_le.push(k);
+                continue;
+            };
+            let mut l = s.labels.clone();
+            l.remove("le");
+            let g = *gi.entry(l.clone()).or_insert_with(|| {
+                groups.push((l, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push((le, k));
+        }
+        let mut out: Vec<VSeries> = Vec::new();
+        let mut oi: HashMap<Labels, usize> = HashMap::new();
+        let mut put = |out: &mut Vec<VSeries>, l: &Labels, i: usize, x: f64| {
+            let j = *oi.entry(l.clone()).or_insert_with(|| {
+                out.push(VSeries::floats(l.clone(), vec![None; n], true));
+                out.len() - 1
+            });
+            out[j].vals[i] = Some(x);
         };
-        let mut l = s.labels.clone();
-        l.remove("le");
-        l.remove("__name__");
-        let g = *gi.entry(l.clone()).or_insert_with(|| {
-            groups.push((l, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push((le, k));
-    }
-    let mut out = Vec::new();
-    for (l, members) in groups {
-        let vals: Vec<Option<f64>> = (0..n)
-            .map(|i| {
+        for i in 0..n {
+            for &k in &bad_le {
+                if v[k].vals[i].is_some() {
+                    let le = v[k].labels.get("le").unwrap_or("");
+                    ctx.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?}{}{pos}",
+                            for_metric(&v[k].labels)
+                        ),
+                    );
+                }
+            }
+            let mut conflicted: Vec<usize> = Vec::new();
+            for s in v.iter() {
+                let Some(h) = s.hist(i) else { continue };
+                if let Some(&g) = gi.get(&s.labels)
+                    && groups[g].1.iter().any(|&(_, k)| v[k].vals[i].is_some())
+                {
+                    ctx.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "PromQL warning: vector contains a mix of classic and native histograms{}{pos}",
+                            for_metric(&s.labels)
+                        ),
+                    );
+                    conflicted.push(g);
+                    continue;
+                }
+                let x = native(h, i, &s.labels);
+                put(&mut out, &s.labels, i, x);
+            }
+            for (g, (l, members)) in groups.iter().enumerate() {
+                if conflicted.contains(&g) {
+                    continue;
+                }
                 let mut b: Vec<(f64, f64)> = members
                     .iter()
                     .filter_map(|&(le, k)| v[k].vals[i].map(|c| (le, c)))
                     .collect();
                 if b.is_empty() {
-                    None
-                } else {
-                    Some(f(&mut b, i))
+                    continue;
                 }
-            })
-            .collect();
-        out.push(VSeries::floats(l, vals, false));
+                let x = classic(&mut b, i, l);
+                put(&mut out, l, i, x);
+            }
+        }
+        out
     }
-    out
+
+    /// Raises a native quantile/fraction NaN-observation info.
+    fn nan_note(&self, note: Option<crate::histogram::NanNote>, labels: &Labels) {
+        use crate::histogram::NanNote;
+        let Some(note) = note else { return };
+        let what = match note {
+            NanNote::QuantileNaNResult => {
+                "input to histogram_quantile has NaN observations, result is NaN"
+            }
+            NanNote::QuantileNaNSkew => {
+                "input to histogram_quantile has NaN observations, result is skewed higher"
+            }
+            NanNote::FractionNaNs => {
+                "input to histogram_fraction has NaN observations, which are excluded from all fractions"
+            }
+        };
+        self.ctx.annotate(
+            AnnotationKind::Info,
+            format!("PromQL info: {what}{}{}", for_metric(labels), self.pos),
+        );
+    }
+
+    /// Raises the forced-monotonicity info for a classic group.
+    fn forced(&self, forced: Forced, labels: &Labels, t: i64) {
+        let Some((lo, hi, diff)) = forced else { return };
+        let when = rfc3339(t);
+        self.ctx.annotate(
+            AnnotationKind::Info,
+            format!(
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){}, from buckets {} to {}, with a max diff of {}, over 1 samples from {when} to {when}{}",
+                for_metric(labels),
+                go_g(lo),
+                go_g(hi),
+                go_g((diff * 100.0).round() / 100.0),
+                self.pos
+            ),
+        );
+    }
+}
+
+/// ` for metric name "x"`, or "" for a series without a name.
+fn for_metric(labels: &Labels) -> String {
+    match labels.get("__name__") {
+        Some(n) if !n.is_empty() => format!(" for metric name {n:?}"),
+        _ => String::new(),
+    }
+}
+
+/// A millisecond timestamp as RFC 3339 UTC seconds (`2006-01-02T15:04:05Z`).
+fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Prometheus's OpenMetrics float form for quantile labels: `0.0`, `0.25`, `+Inf`, `NaN`.
+fn openmetrics_float(q: f64) -> String {
+    if q.is_nan() {
+        "NaN".into()
+    } else if q.is_infinite() {
+        if q > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{q:?}")
+    }
 }
 
 fn go_regex(re: &str) -> Result<regex::Regex> {
@@ -1464,6 +1602,26 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             }
             Ok(Val::Vector(out))
         }
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            let v = ctx.eval_vector(arg(c, 0)?)?;
+            let f = |h: &FloatHistogram| match name {
+                "histogram_count" => h.count,
+                "histogram_sum" => h.sum,
+                "histogram_avg" => h.sum / h.count,
+                "histogram_stddev" => h.stddev(),
+                _ => h.stdvar(),
+            };
+            let mut out = Vec::new();
+            for s in v {
+                if !s.has_hists() {
+                    continue;
+                }
+                let vals = (0..n).map(|i| s.hist(i).map(|h| f(h))).collect();
+                out.push(VSeries::floats(s.labels, vals, true));
+            }
+            Ok(Val::Vector(out))
+        }
         "histogram_quantiles" => {
             let v = ctx.eval_vector(arg(c, 0)?)?;
             let label = string_arg(ctx, c, 1)?;
@@ -1472,37 +1630,79 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     "label {label:?} already exists in the input to histogram_quantiles"
                 )));
             }
+            let fam = HistFamily {
+                ctx,
+                pos: ctx.positions.of_first_arg(c),
+            };
             let mut out = Vec::new();
             for i in 2..c.args.args.len() {
                 let q = ctx.eval_scalar(arg(c, i)?)?;
                 check_quantile(ctx, &q, &ctx.positions.of_arg(c, i));
-                let q_label = format!("{:?}", q.first().copied().unwrap_or(f64::NAN));
-                for mut s in classic_buckets(&v, n, |b, step| bucket_quantile(q[step], b)) {
+                let q_label = openmetrics_float(q.first().copied().unwrap_or(f64::NAN));
+                let got = fam.apply(
+                    &v,
+                    n,
+                    |h, step, l| {
+                        let (x, note) = h.quantile(q[step]);
+                        fam.nan_note(note, l);
+                        x
+                    },
+                    |b, step, l| {
+                        let mut forced = None;
+                        let x = bucket_quantile(q[step], b, &mut forced);
+                        fam.forced(forced, l, ctx.ts[step]);
+                        x
+                    },
+                );
+                for mut s in got {
                     s.labels.set(&label, &q_label);
                     out.push(s);
                 }
             }
             Ok(Val::Vector(out))
         }
-        "histogram_quantile" | "histogram_fraction" => {
-            let fraction = name == "histogram_fraction";
+        "histogram_quantile" => {
             let q = ctx.eval_scalar(arg(c, 0)?)?;
-            if !fraction {
-                check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
-            }
-            let upper = if fraction {
-                ctx.eval_scalar(arg(c, 1)?)?
-            } else {
-                Vec::new()
+            check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
+            let v = ctx.eval_vector(arg(c, 1)?)?;
+            let fam = HistFamily {
+                ctx,
+                pos: ctx.positions.of_arg(c, 1),
             };
-            let v = ctx.eval_vector(arg(c, if fraction { 2 } else { 1 })?)?;
-            Ok(Val::Vector(classic_buckets(&v, n, |b, i| {
-                if fraction {
-                    bucket_fraction(q[i], upper[i], b)
-                } else {
-                    bucket_quantile(q[i], b)
-                }
-            })))
+            Ok(Val::Vector(fam.apply(
+                &v,
+                n,
+                |h, step, l| {
+                    let (x, note) = h.quantile(q[step]);
+                    fam.nan_note(note, l);
+                    x
+                },
+                |b, step, l| {
+                    let mut forced = None;
+                    let x = bucket_quantile(q[step], b, &mut forced);
+                    fam.forced(forced, l, ctx.ts[step]);
+                    x
+                },
+            )))
+        }
+        "histogram_fraction" => {
+            let lower = ctx.eval_scalar(arg(c, 0)?)?;
+            let upper = ctx.eval_scalar(arg(c, 1)?)?;
+            let v = ctx.eval_vector(arg(c, 2)?)?;
+            let fam = HistFamily {
+                ctx,
+                pos: ctx.positions.of_arg(c, 2),
+            };
+            Ok(Val::Vector(fam.apply(
+                &v,
+                n,
+                |h, step, l| {
+                    let (x, note) = h.fraction(lower[step], upper[step]);
+                    fam.nan_note(note, l);
+                    x
+                },
+                |b, step, _| bucket_fraction(lower[step], upper[step], b),
+            )))
         }
         "rate" | "increase" | "delta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
