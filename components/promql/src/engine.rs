@@ -15,8 +15,8 @@ use tracing::instrument;
 
 use crate::eval_hist;
 use crate::functions;
-use crate::queryable::{Queryable, QueryableError, SelectHints};
 use crate::histogram::FloatHistogram;
+use crate::queryable::{Queryable, QueryableError, SelectHints};
 use crate::value::{Labels, Sample, Series, is_stale_nan};
 use std::sync::Arc;
 
@@ -958,12 +958,20 @@ impl Ctx<'_> {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Val::Scalar(out))
             }
-            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(
-                self.vector_scalar(&op, v, &s, false, return_bool)?,
-            )),
-            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(
-                self.vector_scalar(&op, v, &s, true, return_bool)?,
-            )),
+            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(self.vector_scalar(
+                &op,
+                v,
+                &s,
+                false,
+                return_bool,
+            )?)),
+            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(self.vector_scalar(
+                &op,
+                v,
+                &s,
+                true,
+                return_bool,
+            )?)),
             (Val::Vector(l), Val::Vector(r)) => {
                 let card = b
                     .modifier
@@ -1003,9 +1011,9 @@ impl Ctx<'_> {
         let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels, matching)).collect();
         let mut present_r: Vec<std::collections::HashSet<&Labels>> = vec![Default::default(); n];
         for (s, sig) in r.iter().zip(&rsig) {
-            for i in 0..n {
+            for (i, p) in present_r.iter_mut().enumerate() {
                 if s.has(i) {
-                    present_r[i].insert(sig);
+                    p.insert(sig);
                 }
             }
         }
@@ -1015,8 +1023,8 @@ impl Ctx<'_> {
                 l.into_iter()
                     .zip(&lsig)
                     .map(|(mut s, sig)| {
-                        for i in 0..n {
-                            if present_r[i].contains(sig) != want {
+                        for (i, p) in present_r.iter().enumerate() {
+                            if p.contains(sig) != want {
                                 s.clear(i);
                             }
                         }
@@ -1029,9 +1037,9 @@ impl Ctx<'_> {
                 let mut present_l: Vec<std::collections::HashSet<&Labels>> =
                     vec![Default::default(); n];
                 for (s, sig) in l.iter().zip(&lsig) {
-                    for i in 0..n {
+                    for (i, p) in present_l.iter_mut().enumerate() {
                         if s.has(i) {
-                            present_l[i].insert(sig);
+                            p.insert(sig);
                         }
                     }
                 }
@@ -1040,8 +1048,8 @@ impl Ctx<'_> {
                     .zip(&rsig)
                     .map(|(s, sig)| {
                         let mut s = s.clone();
-                        for i in 0..n {
-                            if present_l[i].contains(sig) {
+                        for (i, p) in present_l.iter().enumerate() {
+                            if p.contains(sig) {
                                 s.clear(i);
                             }
                         }
@@ -1203,14 +1211,14 @@ impl Ctx<'_> {
                     };
                 }
             } else {
-                for i in 0..series.vals.len() {
+                for (i, &sv) in s.iter().enumerate() {
                     let Some(x) = El::at(&series, i) else {
                         continue;
                     };
                     let (l, r) = if swap {
-                        (El::F(s[i]), x.clone())
+                        (El::F(sv), x.clone())
                     } else {
-                        (x.clone(), El::F(s[i]))
+                        (x.clone(), El::F(sv))
                     };
                     let (mut res, keep) = match elem_binop(op, l, r)? {
                         Ok((v, keep, _)) => (v, keep),
@@ -1326,14 +1334,14 @@ pub(crate) enum ElemOut {
 /// An annotation to raise: kind and message.
 type Note = (AnnotationKind, String);
 
+/// What [`elem_binop`] decides for one element: the value, whether a comparison kept it and an
+/// annotation to raise, or (`Err`) the annotation explaining why the element is dropped.
+type ElemResult = std::result::Result<(ElemOut, bool, Option<Note>), Note>;
+
 /// Applies a binary operator to two elements, as Prometheus's `vectorElemBinop`: the value and
 /// whether a comparison kept it (plus an annotation to raise), or the annotation explaining why
 /// the element is dropped.
-fn elem_binop(
-    op: &str,
-    l: El<'_>,
-    r: El<'_>,
-) -> Result<std::result::Result<(ElemOut, bool, Option<Note>), Note>> {
+fn elem_binop(op: &str, l: El<'_>, r: El<'_>) -> Result<ElemResult> {
     let incompatible = |l: &El<'_>, r: &El<'_>| {
         Err((
             AnnotationKind::Info,
@@ -1349,9 +1357,15 @@ fn elem_binop(
             let (v, keep) = scalar_op(op, *a, *b)?;
             Ok((ElemOut::F(v), keep, None))
         }
-        (El::F(f), El::H(h)) if op == "*" => Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None)),
-        (El::H(h), El::F(f)) if op == "*" => Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None)),
-        (El::H(h), El::F(f)) if op == "/" => Ok((ElemOut::H(Arc::new(eval_hist::div(h, *f))), true, None)),
+        (El::F(f), El::H(h)) if op == "*" => {
+            Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None))
+        }
+        (El::H(h), El::F(f)) if op == "*" => {
+            Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None))
+        }
+        (El::H(h), El::F(f)) if op == "/" => {
+            Ok((ElemOut::H(Arc::new(eval_hist::div(h, *f))), true, None))
+        }
         (El::H(a), El::H(b)) if op == "+" || op == "-" => {
             let what = if op == "+" { "addition" } else { "subtraction" };
             let res = if op == "+" {
@@ -1362,7 +1376,9 @@ fn elem_binop(
             match res {
                 Err(_) => Err((
                     AnnotationKind::Warning,
-                    format!("PromQL warning: incompatible bucket layout encountered for binary operator {op}"),
+                    format!(
+                        "PromQL warning: incompatible bucket layout encountered for binary operator {op}"
+                    ),
                 )),
                 Ok(_) if eval_hist::reset_collision(a, b) => Err((
                     AnnotationKind::Warning,

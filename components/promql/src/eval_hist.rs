@@ -112,7 +112,10 @@ mod tests {
         let (s, r) = add(&a, &b).expect("compatible");
         assert!(!r);
         assert_eq!(s.schema, 0);
-        assert_eq!(s.positive_indexed().collect::<Vec<_>>(), vec![(1, 7.0), (2, 1.0)]);
+        assert_eq!(
+            s.positive_indexed().collect::<Vec<_>>(),
+            vec![(1, 7.0), (2, 1.0)]
+        );
         assert_eq!(s.count, 8.0);
         assert_eq!(a.schema, 1);
     }
@@ -131,7 +134,10 @@ mod tests {
         };
         assert_eq!(add(&a, &c).err(), Some(IncompatibleSchema));
         let (z, _) = sub(&a, &a).expect("compatible");
-        assert!(z.positive_buckets.is_empty(), "empty buckets are compacted away");
+        assert!(
+            z.positive_buckets.is_empty(),
+            "empty buckets are compacted away"
+        );
     }
 
     #[test]

@@ -29,9 +29,9 @@ fn check_quantile(ctx: &Ctx<'_>, q: &[f64], pos: &str) {
 pub(crate) fn go_g(x: f64) -> String {
     crate::histogram::go_g(x)
 }
-use crate::value::Labels;
 use crate::eval_hist;
 use crate::histogram::FloatHistogram;
+use crate::value::Labels;
 use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -1039,7 +1039,14 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
         if i > 0 {
             lb = merged[i - 1].0;
         }
-        let interp = |v: f64| rank + (count - rank) * (v - lb) / (ub - lb);
+        // An infinitely wide first bucket is not interpolated into: its whole count.
+        let interp = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                count
+            } else {
+                rank + (count - rank) * (v - lb) / (ub - lb)
+            }
+        };
         if !lower_set && lb >= lower {
             lower_rank = rank;
             lower_set = true;
@@ -1247,7 +1254,11 @@ fn openmetrics_float(q: f64) -> String {
     if q.is_nan() {
         "NaN".into()
     } else if q.is_infinite() {
-        if q > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if q > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{q:?}")
     }
@@ -1458,7 +1469,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "vector" => {
             let s = ctx.eval_scalar(arg(c, 0)?)?;
-            Ok(Val::Vector(vec![VSeries::floats(Labels::default(), s.into_iter().map(Some).collect(), false)]))
+            Ok(Val::Vector(vec![VSeries::floats(
+                Labels::default(),
+                s.into_iter().map(Some).collect(),
+                false,
+            )]))
         }
         "scalar" => {
             let v = ctx.eval_vector(arg(c, 0)?)?;
@@ -1954,7 +1969,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         | "month" | "year" => {
             let v = match c.args.args.first() {
                 Some(e) => ctx.eval_vector(e)?,
-                None => vec![VSeries::floats(Labels::default(), ctx.ts.iter().map(|t| Some(*t as f64 / 1000.0)).collect(), false)],
+                None => vec![VSeries::floats(
+                    Labels::default(),
+                    ctx.ts.iter().map(|t| Some(*t as f64 / 1000.0)).collect(),
+                    false,
+                )],
             };
             Ok(map_vector(v, |x| date_part(name, x), true))
         }
