@@ -13,6 +13,9 @@
 //!   reset/not-reset hint pair sets `counter_reset_collision`; exponential with custom →
 //!   `HistogramError::IncompatibleSchema`. Subtraction does not make the result a gauge
 //!   (Prometheus's engine sets that itself).
+//! - `kahan_add(&mut self, &other, &mut Option<FloatHistogram>)`: `add` with a compensation
+//!   histogram (Prometheus's `KahanAdd`, for `sum`/`avg`/`*_over_time`); finish with
+//!   `h.add(&comp)`.
 //! - `mul(f64)`, `div(f64)` (÷0 drops the buckets), `negate()`: negative factors make gauges.
 //! - `compact(max_empty_buckets)`, `reduce_resolution(schema) -> Result<(), HistogramError>`,
 //!   `detect_reset(&previous) -> bool`, `equals(&other) -> bool`.
@@ -1051,6 +1054,184 @@ pub fn go_g(f: f64) -> String {
     format!("{f}")
 }
 
+impl FloatHistogram {
+    /// Adds `other` like [`add`](FloatHistogram::add), with Kahan–Babuška compensation kept
+    /// in `comp` (created on first use, same layout as `self`). Finish the sum with
+    /// `self.add(&comp)`. Used by `sum`/`avg` and `*_over_time`, where large values cancel.
+    pub fn kahan_add(
+        &mut self,
+        other: &FloatHistogram,
+        comp: &mut Option<FloatHistogram>,
+    ) -> Result<HistOpOutcome, HistogramError> {
+        use std::collections::BTreeMap;
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::IncompatibleSchema);
+        }
+        let mut outcome = HistOpOutcome {
+            counter_reset_collision: self.adjust_counter_reset(other),
+            nhcb_reconciled: false,
+        };
+        let mut c = comp.take().unwrap_or_else(|| FloatHistogram {
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            custom_values: self.custom_values.clone(),
+            ..Default::default()
+        });
+        kahan_inc(other.count, &mut self.count, &mut c.count);
+        kahan_inc(other.sum, &mut self.sum, &mut c.sum);
+        let to_map = |pairs: Vec<(i32, f64)>| -> BTreeMap<i32, f64> { pairs.into_iter().collect() };
+        if self.uses_custom_buckets() {
+            let mut h = to_map(self.pos_pairs());
+            let mut hc = to_map(c.pos_pairs());
+            if self.custom_values == other.custom_values {
+                for (i, v) in other.positive_indexed() {
+                    let (hv, cv) = (h.entry(i).or_insert(0.0), hc.entry(i).or_insert(0.0));
+                    kahan_inc(v, hv, cv);
+                }
+            } else {
+                outcome.nhcb_reconciled = true;
+                let shared = intersect_bounds(&self.custom_values, &other.custom_values);
+                let mut target = vec![0.0; shared.len() + 1];
+                let mut target_c = vec![0.0; shared.len() + 1];
+                let slot = |h: &FloatHistogram, i: i32| -> usize {
+                    let upper = h.bucket_upper_bound(i);
+                    shared
+                        .iter()
+                        .position(|&b| b >= upper)
+                        .unwrap_or(shared.len())
+                };
+                for (&i, &v) in &h {
+                    let t = slot(self, i);
+                    kahan_inc(v, &mut target[t], &mut target_c[t]);
+                    if let Some(&cv) = hc.get(&i) {
+                        kahan_inc(cv, &mut target[t], &mut target_c[t]);
+                    }
+                }
+                for (i, v) in other.positive_indexed() {
+                    let t = slot(other, i);
+                    kahan_inc(v, &mut target[t], &mut target_c[t]);
+                }
+                h.clear();
+                hc.clear();
+                for (t, (v, cv)) in target.into_iter().zip(target_c).enumerate() {
+                    if v != 0.0 || cv != 0.0 {
+                        h.insert(t as i32, v);
+                        hc.insert(t as i32, cv);
+                    }
+                }
+                self.custom_values = shared.clone();
+                c.custom_values = shared;
+            }
+            let pos: Vec<(i32, f64)> = h.into_iter().collect();
+            let cpos: Vec<(i32, f64)> = pos
+                .iter()
+                .map(|&(i, _)| (i, hc.get(&i).copied().unwrap_or(0.0)))
+                .collect();
+            self.set_pos(&pos);
+            c.set_pos(&cpos);
+            c.schema = self.schema;
+            *comp = Some(c);
+            return Ok(outcome);
+        }
+        // Zero buckets: widen both (self and its compensation) to the common threshold.
+        let mut other_zero = other.zero_count;
+        let mut other_threshold = other.zero_threshold;
+        while other_threshold != self.zero_threshold {
+            if self.zero_threshold > other_threshold {
+                (other_zero, other_threshold) = other.zero_count_for_threshold(self.zero_threshold);
+            }
+            if other_threshold > self.zero_threshold {
+                let (_, t) = self.zero_count_for_threshold(other_threshold);
+                let inside = |i: i32| exponential_bound(i - 1, self.schema) < t;
+                let mut zero = self.zero_count;
+                let mut zc = c.zero_count;
+                for (i, v) in self.positive_indexed().chain(self.negative_indexed()) {
+                    if inside(i) {
+                        kahan_inc(v, &mut zero, &mut zc);
+                    }
+                }
+                for (i, v) in c.positive_indexed().chain(c.negative_indexed()) {
+                    if inside(i) {
+                        kahan_inc(v, &mut zero, &mut zc);
+                    }
+                }
+                let keep = |pairs: Vec<(i32, f64)>| -> Vec<(i32, f64)> {
+                    pairs.into_iter().filter(|p| !inside(p.0)).collect()
+                };
+                let (sp, sn, cp, cn) = (
+                    keep(self.pos_pairs()),
+                    keep(self.neg_pairs()),
+                    keep(c.pos_pairs()),
+                    keep(c.neg_pairs()),
+                );
+                self.set_pos(&sp);
+                self.set_neg(&sn);
+                c.set_pos(&cp);
+                c.set_neg(&cn);
+                self.zero_count = zero;
+                c.zero_count = zc;
+                self.zero_threshold = t;
+            }
+        }
+        kahan_inc(other_zero, &mut self.zero_count, &mut c.zero_count);
+        let schema = self.schema.min(other.schema);
+        // Reduces `pairs` (with their compensations) to `schema`, summing with compensation.
+        let reduce = |pairs: Vec<(i32, f64)>,
+                      comp: &BTreeMap<i32, f64>,
+                      from: i32|
+         -> (BTreeMap<i32, f64>, BTreeMap<i32, f64>) {
+            let (mut h, mut hc) = (BTreeMap::new(), BTreeMap::new());
+            for (i, v) in pairs {
+                let t = if from > schema {
+                    target_index(i, from, schema)
+                } else {
+                    i
+                };
+                let (hv, cv) = (h.entry(t).or_insert(0.0), hc.entry(t).or_insert(0.0));
+                kahan_inc(v, hv, cv);
+                if let Some(&extra) = comp.get(&i) {
+                    *cv += extra;
+                }
+            }
+            (h, hc)
+        };
+        let none = BTreeMap::new();
+        let threshold = self.zero_threshold;
+        let inside = |i: i32| exponential_bound(i, schema) <= threshold;
+        let mut merged = Vec::new();
+        for (own, own_c, oth) in [
+            (self.pos_pairs(), to_map(c.pos_pairs()), other.pos_pairs()),
+            (self.neg_pairs(), to_map(c.neg_pairs()), other.neg_pairs()),
+        ] {
+            let (mut h, mut hc) = reduce(own, &own_c, self.schema);
+            let (o, oc) = reduce(oth, &none, other.schema);
+            for (i, v) in o {
+                if inside(i) {
+                    continue;
+                }
+                let (hv, cv) = (h.entry(i).or_insert(0.0), hc.entry(i).or_insert(0.0));
+                kahan_inc(v, hv, cv);
+                kahan_inc(oc.get(&i).copied().unwrap_or(0.0), hv, cv);
+            }
+            let pairs: Vec<(i32, f64)> = h.into_iter().collect();
+            let cpairs: Vec<(i32, f64)> = pairs
+                .iter()
+                .map(|&(i, _)| (i, hc.get(&i).copied().unwrap_or(0.0)))
+                .collect();
+            merged.push((pairs, cpairs));
+        }
+        self.schema = schema;
+        self.set_pos(&merged[0].0);
+        self.set_neg(&merged[1].0);
+        c.set_pos(&merged[0].1);
+        c.set_neg(&merged[1].1);
+        c.schema = schema;
+        c.zero_threshold = self.zero_threshold;
+        *comp = Some(c);
+        Ok(outcome)
+    }
+}
+
 /// True when some bucket populated in `prev` is missing (or empty) in `cur`, or smaller.
 fn pairs_reset(cur: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
     let mut j = 0;
@@ -1494,5 +1675,58 @@ mod tests {
         ] {
             assert_eq!(go_g(f), want);
         }
+    }
+
+    #[test]
+    fn kahan_sum_survives_cancellation() {
+        // From native_histograms.test: sums of 1e100 and -1e100 must not lose the small parts.
+        let parts = [
+            h("schema:0 count:25 sum:3.1 z_bucket:4 z_bucket_w:0.001 buckets:[1 2 0 1 1]"),
+            h("schema:0 count:41 sum:1e100 z_bucket:5 z_bucket_w:0.001 buckets:[1 3 1 2 1 1 1]"),
+            h("schema:0 count:41 sum:-1e100 z_bucket:5 z_bucket_w:0.001 buckets:[1 3 1 2 1 1 1]"),
+            h("schema:1 count:0 sum:1.3 z_bucket:3 z_bucket_w:0.001 buckets:[2 4 2 3 2 2]"),
+        ];
+        let mut acc = parts[0].clone();
+        let mut comp = None;
+        for p in &parts[1..] {
+            acc.kahan_add(p, &mut comp).expect("same kind");
+        }
+        let mut plain = parts[0].clone();
+        for p in &parts[1..] {
+            plain.add(p).expect("same kind");
+        }
+        assert_eq!(plain.sum, 1.3, "plain addition loses 3.1");
+        acc.add(&comp.expect("compensation")).expect("same kind");
+        assert!(close(acc.sum, 4.4));
+        assert_eq!(acc.count, 107.0);
+        assert_eq!(acc.zero_count, 17.0);
+        acc.compact(0);
+        assert_eq!(
+            acc.positive_buckets,
+            vec![5.0, 14.0, 7.0, 7.0, 3.0, 2.0, 2.0]
+        );
+        assert_eq!(
+            acc.positive_spans,
+            vec![Span {
+                offset: 0,
+                length: 7
+            }]
+        );
+        // Custom buckets with different bounds meet on the shared bounds.
+        let mut a = h("schema:-53 count:3 custom_values:[1 2] buckets:[1 1 1]");
+        let mut c = None;
+        let out = a
+            .kahan_add(
+                &h("schema:-53 count:1 custom_values:[2] buckets:[1]"),
+                &mut c,
+            )
+            .expect("both custom");
+        assert!(out.nhcb_reconciled);
+        assert_eq!(a.custom_values, vec![2.0]);
+        assert_eq!(
+            a.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 3.0), (1, 1.0)]
+        );
+        assert!(a.kahan_add(&h("count:1"), &mut c).is_err());
     }
 }

@@ -1429,4 +1429,257 @@ eval instant at 10m nonexistent_function(up)
             "{out}"
         );
     }
+
+    fn load(src: &str) -> MemQueryable {
+        let mut store = MemQueryable::new();
+        for cmd in parse_script(src) {
+            match cmd {
+                Cmd::Load {
+                    interval,
+                    series,
+                    nhcb,
+                    ..
+                } => {
+                    let loaded: Vec<(Labels, Vec<Point>)> = series
+                        .iter()
+                        .map(|(_, l)| {
+                            let (d, v) = split_series_line(l);
+                            (
+                                parse_series(d).expect("series"),
+                                expand_values(&value_tokens(v)).expect("values"),
+                            )
+                        })
+                        .collect();
+                    load_series(&mut store, &loaded, interval, nhcb).expect("load");
+                }
+                _ => panic!("only load commands here"),
+            }
+        }
+        store
+    }
+
+    fn select(store: &MemQueryable, name: &str) -> Vec<crate::value::Series> {
+        use crate::queryable::Queryable;
+        let m = promql_parser::label::Matcher::new(MatchOp::Equal, "__name__", name);
+        futures::executor::block_on(store.select(&[m], 0, i64::MAX)).expect("select")
+    }
+
+    #[test]
+    fn histogram_notation_parses() {
+        let (h, hint) = parse_histogram(
+            "schema:1 sum:-0.3 count:3.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] \
+             offset:-3 n_buckets:[4.1 5] n_offset:-5 counter_reset_hint:gauge",
+        )
+        .expect("valid");
+        assert!(hint);
+        assert_eq!((h.schema, h.sum, h.count), (1, -0.3, 3.1));
+        assert_eq!((h.zero_count, h.zero_threshold), (7.1, 0.05));
+        assert_eq!(
+            h.positive_spans,
+            vec![Span {
+                offset: -3,
+                length: 3
+            }]
+        );
+        assert_eq!(h.positive_buckets, vec![5.1, 10.0, 7.0]);
+        assert_eq!(
+            h.negative_spans,
+            vec![Span {
+                offset: -5,
+                length: 2
+            }]
+        );
+        assert_eq!(h.negative_buckets, vec![4.1, 5.0]);
+        assert_eq!(h.counter_reset_hint, CounterResetHint::Gauge);
+        let (c, hint) =
+            parse_histogram("schema:-53 custom_values:[1 2.5] buckets:[1 Inf]").expect("valid");
+        assert!(!hint);
+        assert_eq!(c.custom_values, vec![1.0, 2.5]);
+        assert_eq!(c.positive_buckets, vec![1.0, f64::INFINITY]);
+        assert_eq!(
+            parse_histogram("").expect("empty").0,
+            FloatHistogram::default()
+        );
+        for bad in [
+            "sum:1 sum:2",
+            "bogus:1",
+            "schema:x",
+            "buckets:[1 2",
+            "counter_reset_hint:maybe",
+            "sum",
+        ] {
+            assert!(parse_histogram(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn histogram_sequences_expand() {
+        let pts = expand_values(&[
+            "{{sum:6 count:6 buckets:[1 2]}}+{{sum:3 count:3 buckets:[1 1] counter_reset_hint:gauge}}x2",
+            "_",
+            "stale",
+            "{{schema:1 count:9 buckets:[9]}}-{{schema:1 count:1 buckets:[1]}}x1",
+            "7",
+        ])
+        .expect("valid");
+        assert_eq!(pts.len(), 8);
+        let hist = |p: &Point| match p {
+            Point::Histogram(h, set) => ((**h).clone(), *set),
+            other => panic!("not a histogram: {other:?}"),
+        };
+        let (h0, set0) = hist(&pts[0]);
+        let (h2, set2) = hist(&pts[2]);
+        // The increment's hint makes the sum a gauge, and its "hint written" flag covers the
+        // whole sequence.
+        assert!(set0 && set2);
+        assert_eq!(
+            (h0.count, h0.counter_reset_hint),
+            (6.0, CounterResetHint::Unknown)
+        );
+        assert_eq!((h2.count, h2.sum), (12.0, 12.0));
+        assert_eq!(h2.positive_buckets, vec![3.0, 4.0]);
+        assert_eq!(h2.counter_reset_hint, CounterResetHint::Gauge);
+        assert_eq!(pts[3], Point::Omitted);
+        assert!(matches!(pts[4], Point::Value(f) if f.to_bits() == STALE_NAN_BITS));
+        let (h6, _) = hist(&pts[6]);
+        assert_eq!((h6.count, h6.positive_buckets.clone()), (8.0, vec![8.0]));
+        assert_eq!(pts[7], Point::Value(7.0));
+        // Prometheus refuses to add an increment of a lower schema than the running value.
+        assert!(expand_values(&["{{schema:1 count:1}}+{{schema:0 count:1}}x1"]).is_err());
+        assert!(expand_values(&["{{count:1}}+{{count:1}}"]).is_err());
+        assert!(expand_values(&["{{count:1}}x99999999999"]).is_err());
+    }
+
+    #[test]
+    fn loads_carry_tsdb_counter_reset_hints() {
+        let store = load(
+            r#"
+load 1m
+  g {{sum:4 count:4 counter_reset_hint:gauge buckets:[1 2 1]}}+{{sum:2 count:3 counter_reset_hint:gauge buckets:[1 1 1]}}x2
+  c {{count:5 buckets:[2 2 1]}}+{{count:3 buckets:[1 1 1]}}x2 {{count:1 buckets:[1]}} {{count:2 buckets:[2]}} 5 {{count:3 buckets:[3]}} {{schema:1 count:4 buckets:[4]}} {{schema:1 count:5 buckets:[5] counter_reset_hint:reset}}
+"#,
+        );
+        let g = select(&store, "g");
+        assert!(
+            g[0].histograms
+                .iter()
+                .all(|(_, h)| h.counter_reset_hint == CounterResetHint::Gauge)
+        );
+        let c = select(&store, "c");
+        use CounterResetHint::{NotCounterReset as N, Unknown as U};
+        let hints: Vec<(i64, CounterResetHint)> = c[0]
+            .histograms
+            .iter()
+            .map(|(t, h)| (t / 60_000, h.counter_reset_hint))
+            .collect();
+        // 3m: a reset starts a chunk; 5m: a float sample in between; 7m: a schema change;
+        // 8m: an explicit reset hint.
+        assert_eq!(
+            hints,
+            vec![
+                (0, U),
+                (1, N),
+                (2, N),
+                (3, U),
+                (4, N),
+                (6, U),
+                (7, U),
+                (8, U)
+            ]
+        );
+        assert_eq!(c[0].samples, vec![(300_000, 5.0)]);
+    }
+
+    #[test]
+    fn load_with_nhcb_builds_custom_bucket_histograms() {
+        let store = load(
+            r#"
+load_with_nhcb 5m
+  req_bucket{le="0.1", job="a"} 1 2 _
+  req_bucket{le="1", job="a"} 3 5 6
+  req_bucket{le="+Inf", job="a"} 4 7 9
+  req_sum{job="a"} 2 4 8
+  req_count{job="a"} 4 7 9
+"#,
+        );
+        let h = select(&store, "req");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].labels.get("job"), Some("a"));
+        assert_eq!(h[0].labels.get("le"), None);
+        let at = |i: usize| (*h[0].histograms[i].1).clone();
+        let h0 = at(0);
+        assert_eq!(h0.schema, crate::histogram::CUSTOM_BUCKETS_SCHEMA);
+        assert_eq!(h0.custom_values, vec![0.1, 1.0]);
+        assert_eq!(
+            h0.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 1.0), (1, 2.0), (2, 1.0)]
+        );
+        assert_eq!((h0.count, h0.sum), (4.0, 2.0));
+        let h1 = at(1);
+        assert_eq!(h1.counter_reset_hint, CounterResetHint::NotCounterReset);
+        // At 10m the 0.1 bucket is missing: its series had no sample.
+        let h2 = at(2);
+        assert_eq!(h2.custom_values, vec![1.0]);
+        assert_eq!(
+            h2.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 6.0), (1, 3.0)]
+        );
+        // The classic series stay as floats.
+        assert_eq!(select(&store, "req_count")[0].samples.len(), 3);
+        // Non-cumulative buckets fail the load.
+        let mut bad = MemQueryable::new();
+        let loaded = vec![
+            (
+                parse_series(r#"x_bucket{le="1"}"#).expect("series"),
+                vec![Point::Value(5.0)],
+            ),
+            (
+                parse_series(r#"x_bucket{le="2"}"#).expect("series"),
+                vec![Point::Value(3.0)],
+            ),
+        ];
+        assert!(load_series(&mut bad, &loaded, 1000, true).is_err());
+    }
+
+    #[test]
+    fn histogram_results_compare_like_prometheus() {
+        let (want, set) =
+            parse_histogram("count:4 sum:5 buckets:[1 0 3] counter_reset_hint:gauge").expect("ok");
+        let (mut got, _) =
+            parse_histogram("count:4.000000001 sum:5 buckets:[1] offset:0").expect("ok");
+        got.positive_spans.push(Span {
+            offset: 1,
+            length: 1,
+        });
+        got.positive_buckets.push(3.0);
+        assert!(
+            !histogram_matches(&want, &got, set),
+            "hint written and different"
+        );
+        got.counter_reset_hint = CounterResetHint::Gauge;
+        assert!(histogram_matches(&want, &got, set));
+        assert!(histogram_matches(
+            &want,
+            &{
+                let mut g = got.clone();
+                g.counter_reset_hint = CounterResetHint::Unknown;
+                g
+            },
+            false
+        ));
+        got.zero_threshold = 0.001;
+        assert!(!histogram_matches(&want, &got, set));
+        let results = vec![(1, "m {{count:4 sum:5 buckets:[1 0 3]}} 7".to_string())];
+        let l = parse_series("m").expect("labels");
+        let mut h = want.clone();
+        h.counter_reset_hint = CounterResetHint::NotCounterReset;
+        let got = vec![(l.clone(), vec![(60_000, 7.0)], vec![(0, Arc::new(h))])];
+        assert_eq!(compare(got.clone(), &results, 0, 60_000, false), Ok(()));
+        let late = vec![(
+            l,
+            vec![(60_000, 7.0)],
+            vec![(60_000, got[0].2[0].1.clone())],
+        )];
+        assert!(compare(late, &results, 0, 60_000, false).is_err());
+    }
 }

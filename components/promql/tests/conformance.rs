@@ -73,6 +73,9 @@ fn core_files_do_not_regress() {
     let report = run_script(&src);
     let n = report.passed + report.failed();
     eprintln!("native_histograms: {}/{n} passed", report.passed);
+    if std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
+        eprint!("{}", report.render("native_histograms"));
+    }
     if report.passed < NATIVE_HISTOGRAMS_FLOOR {
         regressions.push(format!(
             "native_histograms: {} passed, ratchet is {NATIVE_HISTOGRAMS_FLOOR}",
