@@ -367,7 +367,8 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                                 );
                                 continue;
                             }
-                            if let Some(h) = sum_histograms(ctx, &input, &hs, &expr_pos) {
+                            let named = hs.iter().map(|(i, h)| (&input[*i].labels, h.as_ref()));
+                            if let Some(h) = sum_histograms(ctx, named, &expr_pos) {
                                 let h = if op == "avg" {
                                     crate::eval_hist::div(&h, hs.len() as f64)
                                 } else {
@@ -422,47 +423,38 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     Ok(Val::Vector(out))
 }
 
-/// The sum of one group's histograms at one step, with Prometheus's annotations; `None` when
-/// exponential and custom-bucket histograms meet.
-fn sum_histograms(
+/// The compensated sum of histograms `(labels, histogram)` with Prometheus's annotations at
+/// `pos`; `None` (after a warning naming the offending series) when exponential and
+/// custom-bucket histograms meet. Used by `sum`/`avg` and `sum_over_time`/`avg_over_time`.
+fn sum_histograms<'h>(
     ctx: &Ctx<'_>,
-    input: &[VSeries],
-    hs: &[(usize, &crate::engine::H)],
+    hs: impl IntoIterator<Item = (&'h Labels, &'h FloatHistogram)>,
     pos: &str,
-) -> Option<crate::histogram::FloatHistogram> {
+) -> Option<FloatHistogram> {
     use crate::histogram::CounterResetHint;
-    let mut acc = crate::histogram::FloatHistogram::clone(hs[0].1);
-    let (mut reset, mut not_reset) = (false, false);
-    for (k, (i, h)) in hs.iter().enumerate() {
+    let mut acc: Option<FloatHistogram> = None;
+    let mut comp: Option<FloatHistogram> = None;
+    let (mut reset, mut not_reset, mut reconciled) = (false, false, false);
+    for (labels, h) in hs {
         match h.counter_reset_hint {
             CounterResetHint::CounterReset => reset = true,
             CounterResetHint::NotCounterReset => not_reset = true,
             _ => {}
         }
-        if k == 0 {
+        let Some(sum) = acc.as_mut() else {
+            acc = Some(h.clone());
             continue;
-        }
-        match crate::eval_hist::add(&acc, h) {
-            Ok((sum, reconciled)) => {
-                acc = sum;
-                if reconciled {
-                    ctx.annotate(
-                        AnnotationKind::Info,
-                        format!("PromQL info: mismatched custom buckets were reconciled during aggregation{pos}"),
-                    );
-                }
-            }
+        };
+        match sum.kahan_add(h, &mut comp) {
+            Ok(outcome) => reconciled |= outcome.nhcb_reconciled,
             Err(_) => {
-                ctx.annotate(
-                    AnnotationKind::Warning,
-                    format!(
-                        "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{pos}",
-                        input[*i].labels.get("__name__").unwrap_or("")
-                    ),
-                );
+                mixed_schemas_warning(ctx, labels, pos);
                 return None;
             }
         }
+    }
+    if reconciled {
+        reconciled_info(ctx, "aggregation", pos);
     }
     if reset && not_reset {
         ctx.annotate(
@@ -470,7 +462,13 @@ fn sum_histograms(
             format!("PromQL warning: conflicting counter resets during histogram aggregation{pos}"),
         );
     }
-    Some(crate::eval_hist::compact(&acc))
+    let mut sum = acc?;
+    if let Some(c) = comp {
+        // Same layout as the sum by construction: this cannot fail.
+        let _ = sum.add(&c);
+    }
+    sum.compact(0);
+    Some(sum)
 }
 
 fn arg(c: &Call, i: usize) -> Result<&Expr> {
@@ -859,47 +857,6 @@ fn instant_value(
             None
         }
     }
-}
-
-/// The sum of a window's histograms for `sum_over_time`/`avg_over_time`.
-fn sum_over_time_histograms(
-    ctx: &Ctx<'_>,
-    hs: &[&H],
-    labels: &Labels,
-    pos: &str,
-) -> Option<FloatHistogram> {
-    use crate::histogram::CounterResetHint;
-    let mut acc = FloatHistogram::clone(hs[0]);
-    let (mut reset, mut not_reset) = (false, false);
-    for (k, h) in hs.iter().enumerate() {
-        match h.counter_reset_hint {
-            CounterResetHint::CounterReset => reset = true,
-            CounterResetHint::NotCounterReset => not_reset = true,
-            _ => {}
-        }
-        if k == 0 {
-            continue;
-        }
-        match eval_hist::add(&acc, h) {
-            Ok((sum, reconciled)) => {
-                acc = sum;
-                if reconciled {
-                    reconciled_info(ctx, "aggregation", pos);
-                }
-            }
-            Err(_) => {
-                mixed_schemas_warning(ctx, labels, pos);
-                return None;
-            }
-        }
-    }
-    if reset && not_reset {
-        ctx.annotate(
-            AnnotationKind::Warning,
-            format!("PromQL warning: conflicting counter resets during histogram aggregation{pos}"),
-        );
-    }
-    Some(eval_hist::compact(&acc))
 }
 
 fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
@@ -1864,10 +1821,9 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         kahan_sum(xs.iter().copied())
                     }));
                 }
-                let hs: Vec<&H> = wh.iter().map(|p| &p.1).collect();
-                let sum = sum_over_time_histograms(ctx, &hs, &s.labels, &pos)?;
+                let sum = sum_histograms(ctx, wh.iter().map(|p| (&s.labels, p.1.as_ref())), &pos)?;
                 let h = if avg_of {
-                    eval_hist::div(&sum, hs.len() as f64)
+                    eval_hist::div(&sum, wh.len() as f64)
                 } else {
                     sum
                 };
