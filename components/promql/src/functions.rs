@@ -464,8 +464,11 @@ fn sum_histograms<'h>(
     }
     let mut sum = acc?;
     if let Some(c) = comp {
-        // Same layout as the sum by construction: this cannot fail.
+        // Same layout as the sum by construction: this cannot fail. The compensation carries
+        // no counter-reset information, so the sum keeps its hint.
+        let hint = sum.counter_reset_hint;
         let _ = sum.add(&c);
+        sum.counter_reset_hint = hint;
     }
     sum.compact(0);
     Some(sum)
