@@ -1598,4 +1598,144 @@ mod tests {
         let bad = futures::executor::block_on(e.instant_query(&inner, "sum(", 0));
         assert!(matches!(bad, Err(EngineError::Parse(_))));
     }
+
+    fn hist(count: f64) -> Arc<FloatHistogram> {
+        Arc::new(FloatHistogram {
+            count,
+            sum: count,
+            positive_spans: vec![crate::histogram::Span {
+                offset: 0,
+                length: 1,
+            }],
+            positive_buckets: vec![count],
+            ..Default::default()
+        })
+    }
+
+    fn label(name: &str, extra: Option<(&str, &str)>) -> Labels {
+        let mut pairs = vec![("__name__".to_string(), name.to_string())];
+        if let Some((k, v)) = extra {
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        Labels::new(pairs)
+    }
+
+    fn instant(q: &MemQueryable, query: &str, t: i64) -> QueryResult {
+        match futures::executor::block_on(Engine::default().instant_query(q, query, t)) {
+            Ok(r) => r,
+            Err(e) => panic!("{query}: {e}"),
+        }
+    }
+
+    fn vector(r: &QueryResult) -> &[Sample] {
+        match &r.value {
+            QueryValue::Vector(v) => v,
+            other => panic!("expected a vector, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn selector_picks_the_later_of_float_and_histogram_samples() {
+        let mut q = MemQueryable::new();
+        let l = label("m", None);
+        q.add(
+            l.clone(),
+            &[(0, 7.0), (120_000, f64::from_bits(crate::STALE_NAN_BITS))],
+        );
+        q.add_histograms(l, &[(60_000, hist(4.0))]);
+        let at30 = instant(&q, "m", 30_000);
+        assert_eq!(vector(&at30)[0].f, 7.0);
+        assert!(vector(&at30)[0].h.is_none());
+        let at90 = instant(&q, "m", 90_000);
+        assert_eq!(vector(&at90)[0].h.as_ref().map(|h| h.count), Some(4.0));
+        // The stale marker after the histogram ends the series.
+        assert!(vector(&instant(&q, "m", 150_000)).is_empty());
+        // timestamp() sees the histogram sample's time.
+        let ts = instant(&q, "timestamp(m)", 90_000);
+        assert_eq!(vector(&ts)[0].f, 60.0);
+    }
+
+    #[test]
+    fn histogram_binary_operators_follow_prometheus_rules() {
+        let mut q = MemQueryable::new();
+        q.add_histograms(label("h", None), &[(0, hist(4.0))]);
+        let doubled = instant(&q, "h * 2", 0);
+        assert_eq!(vector(&doubled)[0].h.as_ref().map(|h| h.count), Some(8.0));
+        let summed = instant(&q, "h + h", 0);
+        assert_eq!(vector(&summed)[0].h.as_ref().map(|h| h.sum), Some(8.0));
+        let same = instant(&q, "h == bool h", 0);
+        assert_eq!(
+            (vector(&same)[0].f, vector(&same)[0].h.is_none()),
+            (1.0, true)
+        );
+        // A histogram plus a float has no result and an info.
+        let bad = instant(&q, "h + 1", 0);
+        assert!(vector(&bad).is_empty());
+        assert_eq!(bad.annotations.len(), 1);
+        assert_eq!(bad.annotations[0].kind, AnnotationKind::Info);
+        assert!(
+            bad.annotations[0].message.contains(
+                "incompatible sample types encountered for binary operator \"+\": histogram + float"
+            ),
+            "{:?}",
+            bad.annotations
+        );
+        let neg = instant(&q, "-h", 0);
+        assert_eq!(vector(&neg)[0].h.as_ref().map(|h| h.count), Some(-4.0));
+    }
+
+    #[test]
+    fn aggregations_sum_histograms_and_warn_on_a_mix() {
+        let mut q = MemQueryable::new();
+        q.add_histograms(label("h", Some(("i", "a"))), &[(0, hist(1.0))]);
+        q.add_histograms(label("h", Some(("i", "b"))), &[(0, hist(3.0))]);
+        let sum = instant(&q, "sum(h)", 0);
+        assert_eq!(vector(&sum)[0].h.as_ref().map(|h| h.count), Some(4.0));
+        let avg = instant(&q, "avg(h)", 0);
+        assert_eq!(vector(&avg)[0].h.as_ref().map(|h| h.count), Some(2.0));
+        assert_eq!(vector(&instant(&q, "count(h)", 0))[0].f, 2.0);
+        let max = instant(&q, "max(h)", 0);
+        assert!(vector(&max).is_empty());
+        assert!(
+            max.annotations[0]
+                .message
+                .contains("ignored histogram in max aggregation (1:5)")
+        );
+        q.add(label("h", Some(("i", "c"))), &[(0, 5.0)]);
+        let mixed = instant(&q, "sum(h)", 0);
+        assert!(vector(&mixed).is_empty());
+        assert_eq!(
+            mixed.annotations[0].message,
+            "PromQL warning: encountered a mix of histograms and floats for aggregation (1:5)"
+        );
+    }
+
+    #[test]
+    fn rate_of_a_histogram_counter_and_range_results_carry_histograms() {
+        let mut q = MemQueryable::new();
+        let samples: Vec<(i64, Arc<FloatHistogram>)> = (0..=10)
+            .map(|i| (i * 60_000, hist(60.0 * i as f64)))
+            .collect();
+        q.add_histograms(label("h", None), &samples);
+        // One observation per second throughout: rate is 1/s whatever the window.
+        let r = instant(&q, "rate(h[5m])", 600_000);
+        let h = vector(&r)[0].h.clone();
+        assert!(
+            h.as_ref().is_some_and(|h| (h.count - 1.0).abs() < 1e-9),
+            "{h:?}"
+        );
+        let range =
+            futures::executor::block_on(Engine::default().range_query(&q, "h", 0, 120_000, 60_000));
+        let Ok(QueryResult {
+            value: QueryValue::Matrix(m),
+            ..
+        }) = range
+        else {
+            panic!("range query failed: {range:?}")
+        };
+        assert_eq!(m.len(), 1);
+        assert!(m[0].points.is_empty());
+        let counts: Vec<f64> = m[0].histograms.iter().map(|(_, h)| h.count).collect();
+        assert_eq!(counts, vec![0.0, 60.0, 120.0]);
+    }
 }
