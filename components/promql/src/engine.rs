@@ -35,6 +35,9 @@ pub enum EngineError {
     /// The storage failed.
     #[error(transparent)]
     Storage(#[from] QueryableError),
+    /// The query would hold more than [`Engine::max_samples`] samples at once.
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples,
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -104,6 +107,10 @@ pub struct Engine {
     pub lookback_ms: i64,
     /// Subquery step when the query gives none (ms); Prometheus uses the global evaluation interval.
     pub default_subquery_step_ms: i64,
+    /// Most samples a query may hold: the samples fetched from storage, and the points of any
+    /// one intermediate or final vector (a native histogram counts as one sample per 16 bytes
+    /// of its size, as Prometheus counts it). Prometheus's default is 50,000,000.
+    pub max_samples: usize,
 }
 
 impl Default for Engine {
@@ -111,8 +118,18 @@ impl Default for Engine {
         Engine {
             lookback_ms: 5 * 60 * 1000,
             default_subquery_step_ms: 60 * 1000,
+            max_samples: 50_000_000,
         }
     }
+}
+
+/// A histogram's weight against [`Engine::max_samples`]: its size in 16-byte units (fields,
+/// spans and buckets), at least 1.
+pub(crate) fn histogram_weight(h: &FloatHistogram) -> usize {
+    let bytes = 96
+        + 8 * (h.positive_spans.len() + h.negative_spans.len())
+        + 8 * (h.positive_buckets.len() + h.negative_buckets.len() + h.custom_values.len());
+    bytes.div_ceil(16).max(1)
 }
 
 /// Parses a PromQL expression.
@@ -281,6 +298,7 @@ impl Engine {
         let top = Range { start, end, step };
         self.plan(expr, top, top, None, &mut needs)?;
         let mut data: HashMap<String, Vec<Series>> = HashMap::new();
+        let mut fetched: usize = 0;
         for (key, (ms, min_t, max_t, hints)) in needs {
             let mut got: Vec<Series> = Vec::new();
             let groups: Vec<Vec<Matcher>> = if ms.or_matchers.is_empty() {
@@ -296,6 +314,20 @@ impl Engine {
                 }
             }
             got.sort_by(|a, b| a.labels.cmp(&b.labels));
+            fetched = fetched.saturating_add(
+                got.iter()
+                    .map(|s| {
+                        s.samples.len()
+                            + s.histograms
+                                .iter()
+                                .map(|(_, h)| histogram_weight(h))
+                                .sum::<usize>()
+                    })
+                    .sum(),
+            );
+            if fetched > self.max_samples {
+                return Err(EngineError::TooManySamples);
+            }
             data.insert(key, got);
         }
         // Phase 2: evaluate every node for all steps at once.
@@ -673,6 +705,33 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn eval(&self, expr: &Expr) -> Result<Val> {
+        let v = self.eval_node(expr)?;
+        if let Val::Vector(vs) = &v {
+            self.check_samples(vs)?;
+        }
+        Ok(v)
+    }
+
+    /// Fails when a vector holds more points than [`Engine::max_samples`].
+    fn check_samples(&self, vs: &[VSeries]) -> Result<()> {
+        let max = self.engine.max_samples;
+        let mut total: usize = 0;
+        for s in vs {
+            total += s.vals.iter().filter(|v| v.is_some()).count();
+            total += s
+                .hists
+                .iter()
+                .flatten()
+                .map(|h| histogram_weight(h))
+                .sum::<usize>();
+            if total > max {
+                return Err(EngineError::TooManySamples);
+            }
+        }
+        Ok(())
+    }
+
+    fn eval_node(&self, expr: &Expr) -> Result<Val> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.n()])),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
@@ -1737,5 +1796,35 @@ mod tests {
         assert!(m[0].points.is_empty());
         let counts: Vec<f64> = m[0].histograms.iter().map(|(_, h)| h.count).collect();
         assert_eq!(counts, vec![0.0, 60.0, 120.0]);
+    }
+
+    #[test]
+    fn max_samples_bounds_fetched_and_intermediate_samples() {
+        let mut q = MemQueryable::new();
+        for i in 0..3 {
+            let samples: Vec<(i64, f64)> = (0..10).map(|k| (k * 60_000, k as f64)).collect();
+            q.add(label("x", Some(("i", &i.to_string()))), &samples);
+        }
+        let run = |max: usize, query: &str| {
+            let e = Engine {
+                max_samples: max,
+                ..Engine::default()
+            };
+            futures::executor::block_on(e.range_query(&q, query, 0, 540_000, 60_000))
+        };
+        // 30 samples fetched, 30 points per vector: a bound of 30 passes, 29 does not.
+        assert!(run(30, "x").is_ok());
+        let err = run(29, "x");
+        assert!(matches!(err, Err(EngineError::TooManySamples)), "{err:?}");
+        assert_eq!(
+            EngineError::TooManySamples.to_string(),
+            "query processing would load too many samples into memory in query execution"
+        );
+        // `vector(1)` fetches nothing and holds 10 points.
+        assert!(run(10, "vector(1)").is_ok());
+        assert!(matches!(
+            run(9, "vector(1)"),
+            Err(EngineError::TooManySamples)
+        ));
     }
 }
