@@ -999,6 +999,7 @@ impl Ctx<'_> {
     fn binary(&self, b: &BinaryExpr) -> Result<Val> {
         let op = b.op.to_string().to_lowercase();
         let return_bool = b.return_bool();
+        let pos = self.positions.of_binary(b);
         let lhs = self.eval(&b.lhs)?;
         let rhs = self.eval(&b.rhs)?;
         match (lhs, rhs) {
@@ -1023,6 +1024,7 @@ impl Ctx<'_> {
                 &s,
                 false,
                 return_bool,
+                &pos,
             )?)),
             (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(self.vector_scalar(
                 &op,
@@ -1030,6 +1032,7 @@ impl Ctx<'_> {
                 &s,
                 true,
                 return_bool,
+                &pos,
             )?)),
             (Val::Vector(l), Val::Vector(r)) => {
                 let card = b
@@ -1047,6 +1050,7 @@ impl Ctx<'_> {
                         &card,
                         &matching,
                         return_bool,
+                        &pos,
                     )?)),
                 }
             }
@@ -1123,6 +1127,7 @@ impl Ctx<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn vector_vector(
         &self,
         op: &str,
@@ -1131,6 +1136,7 @@ impl Ctx<'_> {
         card: &VectorMatchCardinality,
         matching: &Option<LabelModifier>,
         return_bool: bool,
+        pos: &str,
     ) -> Result<Vec<VSeries>> {
         let n = self.n();
         // For group_right the "many" side is the right: swap so `many` is always the many side.
@@ -1181,12 +1187,12 @@ impl Ctx<'_> {
                 let (v, keep) = match elem_binop(op, lv, rv)? {
                     Ok((v, keep, note)) => {
                         if let Some((kind, msg)) = note {
-                            self.annotate(kind, msg);
+                            self.annotate(kind, format!("{msg}{pos}"));
                         }
                         (v, keep)
                     }
                     Err((kind, msg)) => {
-                        self.annotate(kind, msg);
+                        self.annotate(kind, format!("{msg}{pos}"));
                         continue;
                     }
                 };
@@ -1248,6 +1254,7 @@ impl Ctx<'_> {
         s: &[f64],
         swap: bool,
         return_bool: bool,
+        pos: &str,
     ) -> Result<Vec<VSeries>> {
         let drop = is_arith(op) || return_bool;
         let mut out = Vec::with_capacity(v.len());
@@ -1282,7 +1289,7 @@ impl Ctx<'_> {
                     let (mut res, keep) = match elem_binop(op, l, r)? {
                         Ok((v, keep, _)) => (v, keep),
                         Err((kind, msg)) => {
-                            self.annotate(kind, msg);
+                            self.annotate(kind, format!("{msg}{pos}"));
                             series.clear(i);
                             continue;
                         }
@@ -1732,12 +1739,15 @@ mod tests {
         assert!(vector(&bad).is_empty());
         assert_eq!(bad.annotations.len(), 1);
         assert_eq!(bad.annotations[0].kind, AnnotationKind::Info);
-        assert!(
-            bad.annotations[0].message.contains(
-                "incompatible sample types encountered for binary operator \"+\": histogram + float"
-            ),
-            "{:?}",
-            bad.annotations
+        assert_eq!(
+            bad.annotations[0].message,
+            "PromQL info: incompatible sample types encountered for binary operator \"+\": histogram + float (1:1)"
+        );
+        // Binary expressions report where their left operand starts.
+        let nested = instant(&q, "sum(  h == 2)", 0);
+        assert_eq!(
+            nested.annotations[0].message,
+            "PromQL info: incompatible sample types encountered for binary operator \"==\": histogram == float (1:7)"
         );
         let neg = instant(&q, "-h", 0);
         assert_eq!(vector(&neg)[0].h.as_ref().map(|h| h.count), Some(-4.0));
