@@ -368,12 +368,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                                 continue;
                             }
                             let named = hs.iter().map(|(i, h)| (&input[*i].labels, h.as_ref()));
-                            if let Some(h) = sum_histograms(ctx, named, &expr_pos) {
-                                let h = if op == "avg" {
-                                    crate::eval_hist::div(&h, hs.len() as f64)
-                                } else {
-                                    h
-                                };
+                            if let Some(h) = sum_histograms(ctx, named, &expr_pos, op == "avg") {
                                 if hist_out.is_empty() {
                                     hist_out = vec![None; n];
                                 }
@@ -423,19 +418,26 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     Ok(Val::Vector(out))
 }
 
-/// The compensated sum of histograms `(labels, histogram)` with Prometheus's annotations at
-/// `pos`; `None` (after a warning naming the offending series) when exponential and
-/// custom-bucket histograms meet. Used by `sum`/`avg` and `sum_over_time`/`avg_over_time`.
+/// The compensated sum (or, with `mean`, the average) of histograms `(labels, histogram)`
+/// with Prometheus's annotations at `pos`; `None` (after a warning naming the offending series)
+/// when exponential and custom-bucket histograms meet. An average whose running sum would
+/// overflow switches to an incremental mean, as Prometheus does. Used by `sum`/`avg` and
+/// `sum_over_time`/`avg_over_time`.
 fn sum_histograms<'h>(
     ctx: &Ctx<'_>,
     hs: impl IntoIterator<Item = (&'h Labels, &'h FloatHistogram)>,
     pos: &str,
+    mean: bool,
 ) -> Option<FloatHistogram> {
     use crate::histogram::CounterResetHint;
     let mut acc: Option<FloatHistogram> = None;
     let mut comp: Option<FloatHistogram> = None;
+    // Incremental mean, once the running sum overflows.
+    let mut running_mean: Option<FloatHistogram> = None;
+    let mut count = 0.0;
     let (mut reset, mut not_reset, mut reconciled) = (false, false, false);
     for (labels, h) in hs {
+        count += 1.0;
         match h.counter_reset_hint {
             CounterResetHint::CounterReset => reset = true,
             CounterResetHint::NotCounterReset => not_reset = true,
@@ -445,7 +447,30 @@ fn sum_histograms<'h>(
             acc = Some(h.clone());
             continue;
         };
-        match sum.kahan_add(h, &mut comp) {
+        let added = if running_mean.is_none() {
+            let mut v = sum.clone();
+            let mut c = comp.clone();
+            let r = v.kahan_add(h, &mut c);
+            if r.is_ok() && (!mean || !has_overflow(&v)) {
+                *sum = v;
+                comp = c;
+                r
+            } else if r.is_err() {
+                r
+            } else {
+                // The sum would overflow: continue with the mean of what was summed so far.
+                let mut m = sum.clone();
+                m.div(count - 1.0);
+                if let Some(c) = comp.as_mut() {
+                    c.div(count - 1.0);
+                }
+                running_mean = Some(m);
+                add_to_mean(running_mean.as_mut(), h, count, &mut comp)
+            }
+        } else {
+            add_to_mean(running_mean.as_mut(), h, count, &mut comp)
+        };
+        match added {
             Ok(outcome) => reconciled |= outcome.nhcb_reconciled,
             Err(_) => {
                 mixed_schemas_warning(ctx, labels, pos);
@@ -462,7 +487,19 @@ fn sum_histograms<'h>(
             format!("PromQL warning: conflicting counter resets during histogram aggregation{pos}"),
         );
     }
-    let mut sum = acc?;
+    let mut sum = match running_mean {
+        Some(m) => m,
+        None => {
+            let mut s = acc?;
+            if mean {
+                s.div(count);
+                if let Some(c) = comp.as_mut() {
+                    c.div(count);
+                }
+            }
+            s
+        }
+    };
     if let Some(c) = comp {
         // Same layout as the sum by construction: this cannot fail. The compensation carries
         // no counter-reset information, so the sum keeps its hint.
@@ -472,6 +509,37 @@ fn sum_histograms<'h>(
     }
     sum.compact(0);
     Some(sum)
+}
+
+/// One step of the incremental mean: `mean = mean·(n−1)/n + h/n`, compensation scaled alike.
+fn add_to_mean(
+    mean: Option<&mut FloatHistogram>,
+    h: &FloatHistogram,
+    n: f64,
+    comp: &mut Option<FloatHistogram>,
+) -> std::result::Result<crate::histogram::HistOpOutcome, crate::histogram::HistogramError> {
+    let q = (n - 1.0) / n;
+    if let Some(c) = comp.as_mut() {
+        c.mul(q);
+    }
+    let mut to_add = h.clone();
+    to_add.div(n);
+    match mean {
+        Some(m) => {
+            m.mul(q);
+            m.kahan_add(&to_add, comp)
+        }
+        None => Ok(Default::default()),
+    }
+}
+
+/// True when a count, the sum or a bucket is infinite.
+fn has_overflow(h: &FloatHistogram) -> bool {
+    h.count.is_infinite()
+        || h.sum.is_infinite()
+        || h.zero_count.is_infinite()
+        || h.positive_buckets.iter().any(|b| b.is_infinite())
+        || h.negative_buckets.iter().any(|b| b.is_infinite())
 }
 
 fn arg(c: &Call, i: usize) -> Result<&Expr> {
@@ -1824,12 +1892,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         kahan_sum(xs.iter().copied())
                     }));
                 }
-                let sum = sum_histograms(ctx, wh.iter().map(|p| (&s.labels, p.1.as_ref())), &pos)?;
-                let h = if avg_of {
-                    eval_hist::div(&sum, wh.len() as f64)
-                } else {
-                    sum
-                };
+                let named = wh.iter().map(|p| (&s.labels, p.1.as_ref()));
+                let h = sum_histograms(ctx, named, &pos, avg_of)?;
                 Some(ElemOut::H(Arc::new(h)))
             }))
         }
