@@ -608,7 +608,7 @@ impl FloatHistogram {
             pairs.into_iter().map(|(i, c)| (i, c.to_bits())).collect()
         };
         self.schema == other.schema
-            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
+            && self.zero_threshold == other.zero_threshold
             && self.zero_count.to_bits() == other.zero_count.to_bits()
             && self.count.to_bits() == other.count.to_bits()
             && self.sum.to_bits() == other.sum.to_bits()
