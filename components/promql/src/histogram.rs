@@ -608,7 +608,7 @@ impl FloatHistogram {
             pairs.into_iter().map(|(i, c)| (i, c.to_bits())).collect()
         };
         self.schema == other.schema
-            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
+            && self.zero_threshold == other.zero_threshold
             && self.zero_count.to_bits() == other.zero_count.to_bits()
             && self.count.to_bits() == other.count.to_bits()
             && self.sum.to_bits() == other.sum.to_bits()
@@ -1633,6 +1633,16 @@ mod tests {
         assert!(h("schema:0 count:5").detect_reset(&nhcb));
         assert!(!h("schema:-53 count:5 custom_values:[2] buckets:[4 1]").detect_reset(&nhcb));
         assert!(h("schema:-53 count:5 custom_values:[2] buckets:[2 3]").detect_reset(&nhcb));
+        // functions.test (irate, path /g) and native_histograms.test (resets of nhcb_metric):
+        // no shared bound below +Inf, or the shared bound keeps its count: no reset.
+        let before = h("schema:-53 sum:3 count:3 custom_values:[1] buckets:[3]");
+        assert!(
+            !h("schema:-53 sum:3 count:3 custom_values:[5 10] buckets:[3]").detect_reset(&before)
+        );
+        let five = h("schema:-53 sum:1 count:1 custom_values:[5] buckets:[1]");
+        assert!(
+            !h("schema:-53 sum:1 count:1 custom_values:[5 10] buckets:[1]").detect_reset(&five)
+        );
     }
 
     #[test]
