@@ -1,6 +1,6 @@
 //! The evaluator: fetch phase (async) then range evaluation over in-memory data (sync).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp, Matcher, Matchers};
@@ -332,6 +332,8 @@ impl Engine {
         }
         // Phase 2: evaluate every node for all steps at once.
         let positions = Positions::new(query, expr);
+        let mut stats = HashSet::new();
+        stats_selectors(expr, false, &mut stats);
         let n = ((end - start) / step + 1) as usize;
         let ctx = Ctx {
             engine: self,
@@ -342,6 +344,7 @@ impl Engine {
             query_step: step,
             annotations: Default::default(),
             positions: &positions,
+            stats: &stats,
         };
         let v = ctx.eval(expr)?;
         Ok((v, ctx.annotations.into_inner()))
@@ -681,6 +684,8 @@ pub(crate) struct Ctx<'a> {
     pub annotations: std::cell::RefCell<Vec<Annotation>>,
     /// Source positions of calls and aggregations, for annotation suffixes.
     pub positions: &'a Positions,
+    /// Selectors (by address) read only for histogram statistics; see [`stats_selectors`].
+    pub stats: &'a HashSet<usize>,
 }
 
 impl Ctx<'_> {
@@ -767,11 +772,17 @@ impl Ctx<'_> {
         }
     }
 
-    fn series_for(&self, vs: &VectorSelector) -> &[Series] {
-        self.data
+    fn series_for(&self, vs: &VectorSelector) -> std::borrow::Cow<'_, [Series]> {
+        let raw = self
+            .data
             .get(&selector_key(vs))
             .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .unwrap_or(&[]);
+        if self.stats.contains(&(vs as *const VectorSelector as usize)) {
+            std::borrow::Cow::Owned(raw.iter().map(stats_view).collect())
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        }
     }
 
     /// Per step: the latest sample in `(t - lookback, t]` unless it is a staleness marker.
@@ -781,7 +792,7 @@ impl Ctx<'_> {
         let off = offset_ms(&vs.offset);
         let lookback = self.engine.lookback_ms;
         let mut out = Vec::new();
-        for s in self.series_for(vs) {
+        for s in self.series_for(vs).iter() {
             if s.histograms.is_empty() {
                 let vals: Vec<Option<f64>> = self
                     .ts
@@ -918,6 +929,7 @@ impl Ctx<'_> {
             query_step: self.query_step,
             annotations: Default::default(),
             positions: self.positions,
+            stats: self.stats,
         };
         let inner = sub.eval(&sq.expr);
         for a in sub.annotations.into_inner() {
@@ -1469,6 +1481,90 @@ fn elem_binop(op: &str, l: El<'_>, r: El<'_>) -> Result<ElemResult> {
     })
 }
 
+/// Collects the selectors Prometheus reads through its `HistogramStatsIterator`: those under
+/// `histogram_count`, `histogram_sum` or `histogram_avg` with no subquery, bucket-reading
+/// histogram function or trim operator on the way up. `under` says such a function encloses
+/// `expr`.
+fn stats_selectors(expr: &Expr, under: bool, out: &mut HashSet<usize>) {
+    match expr {
+        Expr::VectorSelector(vs) => {
+            if under {
+                out.insert(vs as *const VectorSelector as usize);
+            }
+        }
+        Expr::MatrixSelector(ms) => {
+            if under {
+                out.insert(&ms.vs as *const VectorSelector as usize);
+            }
+        }
+        // Below these, buckets are needed whatever encloses them.
+        Expr::Subquery(_) => {}
+        Expr::Call(c) => {
+            let under = match c.func.name {
+                "histogram_count" | "histogram_sum" | "histogram_avg" => true,
+                "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => return,
+                _ => under,
+            };
+            for a in &c.args.args {
+                stats_selectors(a, under, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                stats_selectors(p, under, out);
+            }
+            stats_selectors(&a.expr, under, out);
+        }
+        Expr::Unary(u) => stats_selectors(&u.expr, under, out),
+        Expr::Binary(b) => {
+            stats_selectors(&b.lhs, under, out);
+            stats_selectors(&b.rhs, under, out);
+        }
+        Expr::Paren(p) => stats_selectors(&p.expr, under, out),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// A series as Prometheus's `HistogramStatsIterator` yields it: histograms reduced to schema,
+/// count and sum, and an unknown counter-reset hint replaced by what comparing with the
+/// previous histogram sample says (reset or not), as the iterator decides on the fly.
+fn stats_view(s: &Series) -> Series {
+    use crate::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    let mut prev: Option<&H> = None;
+    let histograms = s
+        .histograms
+        .iter()
+        .map(|(t, h)| {
+            let mut hint = h.counter_reset_hint;
+            if !is_stale_nan(h.sum) {
+                if hint == Unknown
+                    && let Some(p) = prev
+                {
+                    hint = if h.detect_reset(p) {
+                        CounterReset
+                    } else {
+                        NotCounterReset
+                    };
+                }
+                prev = Some(h);
+            }
+            let stats = FloatHistogram {
+                counter_reset_hint: hint,
+                schema: h.schema,
+                count: h.count,
+                sum: h.sum,
+                ..Default::default()
+            };
+            (*t, Arc::new(stats))
+        })
+        .collect();
+    Series {
+        labels: s.labels.clone(),
+        samples: s.samples.clone(),
+        histograms,
+    }
+}
+
 /// `h` with a counter-reset or not-counter-reset hint turned into "unknown".
 fn forget_reset_hint(h: &H) -> H {
     use crate::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
@@ -1836,5 +1932,35 @@ mod tests {
             run(9, "vector(1)"),
             Err(EngineError::TooManySamples)
         ));
+    }
+
+    #[test]
+    fn histogram_statistics_functions_see_counter_resets_detected_while_reading() {
+        // Series "a" resets at its last sample, "b" grows: read for histogram_count, their
+        // hints become reset / not reset, and summing them conflicts.
+        let mut q = MemQueryable::new();
+        q.add_histograms(
+            label("r", Some(("s", "a"))),
+            &[(0, hist(3.0)), (60_000, hist(2.0))],
+        );
+        q.add_histograms(
+            label("r", Some(("s", "b"))),
+            &[(0, hist(2.0)), (60_000, hist(3.0))],
+        );
+        let warned = instant(&q, "histogram_count(sum(r))", 60_000);
+        assert_eq!(vector(&warned)[0].f, 5.0);
+        assert_eq!(
+            warned.annotations[0].message,
+            "PromQL warning: conflicting counter resets during histogram aggregation (1:21)"
+        );
+        // Without the statistics function the buckets are read as stored: hints stay unknown.
+        let plain = instant(&q, "sum(r)", 60_000);
+        assert!(plain.annotations.is_empty(), "{:?}", plain.annotations);
+        // At the first sample there is nothing to compare with.
+        assert!(
+            instant(&q, "histogram_count(sum(r))", 0)
+                .annotations
+                .is_empty()
+        );
     }
 }

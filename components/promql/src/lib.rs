@@ -20,10 +20,10 @@
 //! (`STRATA_PROMQL_VERBOSE=1` prints every failing statement).
 //!
 //! NOT DONE (this slice):
-//! - native histograms: `histogram_count/sum/avg` do not emulate Prometheus's
-//!   `HistogramStatsIterator` (which re-derives counter-reset hints while reading, so a few
-//!   "conflicting counter resets" warnings of `native_histograms.test` are not raised); the
-//!   `</` and `>/` bucket-trim operators and `anchored`/`smoothed` selectors are not parsed;
+//! - native histograms: Prometheus's `HistogramStatsIterator` (selectors under
+//!   `histogram_count/sum/avg` get counter-reset hints from the previous sample) is emulated
+//!   per series, not per window or seek as the iterator does; the `</` and `>/` bucket-trim
+//!   operators and `anchored`/`smoothed` selectors are not parsed;
 //!   histogram samples are compared bucket by bucket (`==`), without Prometheus's span-layout
 //!   nuances;
 //! - annotations: `promql-parser` keeps no source positions, so the `(line:column)` suffix is
