@@ -146,7 +146,7 @@ impl FloatHistogram {
         for (i, c) in neg {
             out.push(Bucket {
                 lower: -self.bucket_upper_bound(i),
-                upper: -self.bucket_upper_bound(i - 1),
+                upper: -self.bucket_upper_bound(i.saturating_sub(1)),
                 lower_inclusive: true,
                 upper_inclusive: false,
                 count: c,
@@ -165,7 +165,7 @@ impl FloatHistogram {
             let lower = if custom && i == 0 {
                 f64::NEG_INFINITY
             } else {
-                self.bucket_upper_bound(i - 1)
+                self.bucket_upper_bound(i.saturating_sub(1))
             };
             out.push(Bucket {
                 lower,
@@ -209,7 +209,9 @@ pub struct HistOpOutcome {
 
 /// The index a bucket of `from` schema falls into at the lower `to` schema.
 fn target_index(index: i32, from: i32, to: i32) -> i32 {
-    ((index - 1) >> (from - to)) + 1
+    let shift = (i64::from(from) - i64::from(to)).clamp(0, 63);
+    let t = ((i64::from(index) - 1) >> shift) + 1;
+    t.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
 /// `(index, count)` pairs (ascending, unique) back to spans and counts; consecutive indexes
@@ -235,7 +237,7 @@ fn spans_from_pairs(pairs: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
             }),
         }
         counts.push(c);
-        next = Some(i + 1);
+        next = i.checked_add(1);
     }
     (spans, counts)
 }
@@ -396,7 +398,10 @@ impl FloatHistogram {
         'outer: loop {
             let mut zero = self.zero_count;
             for (i, c) in self.positive_indexed() {
-                let (lower, upper) = (self.bucket_upper_bound(i - 1), self.bucket_upper_bound(i));
+                let (lower, upper) = (
+                    self.bucket_upper_bound(i.saturating_sub(1)),
+                    self.bucket_upper_bound(i),
+                );
                 if lower >= threshold {
                     break;
                 }
@@ -409,7 +414,10 @@ impl FloatHistogram {
                 }
             }
             for (i, c) in self.negative_indexed() {
-                let (lower, upper) = (self.bucket_upper_bound(i - 1), self.bucket_upper_bound(i));
+                let (lower, upper) = (
+                    self.bucket_upper_bound(i.saturating_sub(1)),
+                    self.bucket_upper_bound(i),
+                );
                 if lower >= threshold {
                     break;
                 }
@@ -432,7 +440,7 @@ impl FloatHistogram {
         let (zero, t) = self.zero_count_for_threshold(threshold);
         self.zero_count = zero;
         self.zero_threshold = t;
-        let inside = |h: &FloatHistogram, i: i32| h.bucket_upper_bound(i - 1) < t;
+        let inside = |h: &FloatHistogram, i: i32| h.bucket_upper_bound(i.saturating_sub(1)) < t;
         let pos: Vec<(i32, f64)> = self
             .positive_indexed()
             .filter(|&(i, _)| !inside(self, i))
@@ -520,12 +528,17 @@ impl FloatHistogram {
         // Zero buckets: both widen to a common threshold at a bucket bound of both.
         let mut other_zero = other.zero_count;
         let mut other_threshold = other.zero_threshold;
+        // Each round only raises a threshold; NaN thresholds make no progress and stop it.
         while other_threshold != self.zero_threshold {
+            let before = (other_threshold.to_bits(), self.zero_threshold.to_bits());
             if self.zero_threshold > other_threshold {
                 (other_zero, other_threshold) = other.zero_count_for_threshold(self.zero_threshold);
             }
             if other_threshold > self.zero_threshold {
                 self.widen_zero_bucket(other_threshold);
+            }
+            if (other_threshold.to_bits(), self.zero_threshold.to_bits()) == before {
+                break;
             }
         }
         self.zero_count += sign * other_zero;
@@ -699,7 +712,7 @@ impl FloatHistogram {
                 let lower = if i == 0 {
                     f64::NEG_INFINITY
                 } else {
-                    self.bucket_upper_bound(i - 1)
+                    self.bucket_upper_bound(i.saturating_sub(1))
                 };
                 out.push(Bucket {
                     lower,
@@ -713,7 +726,7 @@ impl FloatHistogram {
         }
         let neg: Vec<(i32, f64)> = self.negative_indexed().collect();
         for &(i, c) in neg.iter().rev() {
-            let mut upper = -self.bucket_upper_bound(i - 1);
+            let mut upper = -self.bucket_upper_bound(i.saturating_sub(1));
             if upper < 0.0 && upper > -t {
                 upper = -t;
             }
@@ -735,7 +748,7 @@ impl FloatHistogram {
             });
         }
         for (i, c) in self.positive_indexed() {
-            let mut lower = self.bucket_upper_bound(i - 1);
+            let mut lower = self.bucket_upper_bound(i.saturating_sub(1));
             if lower > 0.0 && lower < t {
                 lower = t;
             }
@@ -1137,12 +1150,13 @@ impl FloatHistogram {
         let mut other_zero = other.zero_count;
         let mut other_threshold = other.zero_threshold;
         while other_threshold != self.zero_threshold {
+            let before = (other_threshold.to_bits(), self.zero_threshold.to_bits());
             if self.zero_threshold > other_threshold {
                 (other_zero, other_threshold) = other.zero_count_for_threshold(self.zero_threshold);
             }
             if other_threshold > self.zero_threshold {
                 let (_, t) = self.zero_count_for_threshold(other_threshold);
-                let inside = |i: i32| exponential_bound(i - 1, self.schema) < t;
+                let inside = |i: i32| exponential_bound(i.saturating_sub(1), self.schema) < t;
                 let mut zero = self.zero_count;
                 let mut zc = c.zero_count;
                 for (i, v) in self.positive_indexed().chain(self.negative_indexed()) {
@@ -1171,6 +1185,9 @@ impl FloatHistogram {
                 self.zero_count = zero;
                 c.zero_count = zc;
                 self.zero_threshold = t;
+            }
+            if (other_threshold.to_bits(), self.zero_threshold.to_bits()) == before {
+                break;
             }
         }
         kahan_inc(other_zero, &mut self.zero_count, &mut c.zero_count);
@@ -1305,11 +1322,16 @@ fn indexed<'a>(spans: &'a [Span], counts: &'a [f64]) -> impl Iterator<Item = (i3
     spans
         .iter()
         .flat_map(move |s| {
-            idx = if first { s.offset } else { idx + s.offset };
+            idx = if first {
+                s.offset
+            } else {
+                idx.saturating_add(s.offset)
+            };
             first = false;
             let start = idx;
-            idx += s.length as i32;
-            (0..s.length as i32).map(move |k| start + k)
+            let len = i32::try_from(s.length).unwrap_or(i32::MAX);
+            idx = idx.saturating_add(len);
+            (0..len).map_while(move |k| start.checked_add(k))
         })
         .zip(counts.iter().copied())
 }
@@ -1318,10 +1340,11 @@ fn indexed<'a>(spans: &'a [Span], counts: &'a [f64]) -> impl Iterator<Item = (i3
 /// as `frexp`-style mantissa/exponent so that bounds at powers of two are exact.
 pub fn exponential_bound(index: i32, schema: i32) -> f64 {
     if schema <= 0 {
-        let exp = i64::from(index) << (-schema).min(62);
-        return pow2(exp);
+        // Index × 2^−schema; beyond ±2^11 the bound is 0 or +Inf anyway.
+        let shift = (-i64::from(schema)).min(20);
+        return pow2(i64::from(index) << shift);
     }
-    let per = 1i64 << schema; // buckets per power of two
+    let per = 1i64 << schema.min(62); // buckets per power of two
     let i = i64::from(index);
     let whole = i.div_euclid(per);
     let frac = i.rem_euclid(per);
@@ -1738,5 +1761,33 @@ mod tests {
             vec![(0, 3.0), (1, 1.0)]
         );
         assert!(a.kahan_add(&h("count:1"), &mut c).is_err());
+    }
+
+    #[test]
+    fn hostile_input_does_not_panic() {
+        let odd = [
+            "schema:100 count:1 buckets:[1 2] offset:2147483647",
+            "schema:-2147483648 count:1 buckets:[1 2] offset:-2147483648",
+            "schema:0 count:1 z_bucket_w:NaN z_bucket:1 buckets:[1]",
+            "schema:8 count:1 buckets:[1] n_buckets:[1] n_offset:2147483647",
+        ];
+        for a in odd {
+            for b in odd {
+                let (x, y) = (h(a), h(b));
+                let mut s = x.clone();
+                let _ = s.add(&y);
+                let mut k = x.clone();
+                let mut c = None;
+                let _ = k.kahan_add(&y, &mut c);
+                let _ = x.detect_reset(&y);
+                let _ = x.quantile(0.5);
+                let _ = x.fraction(0.0, 1.0);
+                let _ = x.stddev();
+                let _ = x.test_expression();
+                let mut r = x.clone();
+                let _ = r.reduce_resolution(-4);
+                r.compact(3);
+            }
+        }
     }
 }
