@@ -808,9 +808,14 @@ impl FloatHistogram {
                 break;
             }
         }
-        let Some(mut b) = bucket else {
-            return (f64::NAN, None);
-        };
+        // With no buckets at all (only NaN observations), an empty [0,0] bucket stands in.
+        let mut b = bucket.unwrap_or(Bucket {
+            lower: 0.0,
+            upper: 0.0,
+            lower_inclusive: false,
+            upper_inclusive: false,
+            count: 0.0,
+        });
         if !self.uses_custom_buckets() && b.lower < 0.0 && b.upper > 0.0 {
             if self.negative_buckets.is_empty() && !self.positive_buckets.is_empty() {
                 b.lower = 0.0;
@@ -1465,6 +1470,10 @@ mod tests {
         assert_eq!(note, Some(NanNote::QuantileNaNResult));
         let (_, note) = nan.quantile(0.25);
         assert_eq!(note, Some(NanNote::QuantileNaNSkew));
+        // Only NaN observations: no bucket at all.
+        let (v, note) = h("schema:0 count:3 sum:NaN").quantile(0.8);
+        assert!(v.is_nan());
+        assert_eq!(note, Some(NanNote::QuantileNaNResult));
     }
 
     #[test]
