@@ -13,6 +13,7 @@
 //!   reset/not-reset hint pair sets `counter_reset_collision`; exponential with custom →
 //!   `HistogramError::IncompatibleSchema`. Subtraction does not make the result a gauge
 //!   (Prometheus's engine sets that itself).
+//! - `trim_buckets(rhs, upper)`: the `</` (upper) and `>/` trim operators.
 //! - `kahan_add(&mut self, &other, &mut Option<FloatHistogram>)`: `add` with a compensation
 //!   histogram (Prometheus's `KahanAdd`, for `sum`/`avg`/`*_over_time`); finish with
 //!   `h.add(&comp)`.
@@ -808,9 +809,14 @@ impl FloatHistogram {
                 break;
             }
         }
-        let Some(mut b) = bucket else {
-            return (f64::NAN, None);
-        };
+        // With no buckets at all (only NaN observations), an empty [0,0] bucket stands in.
+        let mut b = bucket.unwrap_or(Bucket {
+            lower: 0.0,
+            upper: 0.0,
+            lower_inclusive: false,
+            upper_inclusive: false,
+            count: 0.0,
+        });
         if !self.uses_custom_buckets() && b.lower < 0.0 && b.upper > 0.0 {
             if self.negative_buckets.is_empty() && !self.positive_buckets.is_empty() {
                 b.lower = 0.0;
@@ -998,6 +1004,188 @@ impl FloatHistogram {
         }
         s.push('}');
         s
+    }
+}
+
+impl FloatHistogram {
+    /// The trim operators `h </ rhs` (`upper` true: keep observations below `rhs`) and
+    /// `h >/ rhs` (keep those above): buckets beyond `rhs` are emptied, the bucket holding it
+    /// keeps its interpolated share (linear for custom and zero buckets, logarithmic for
+    /// exponential ones; infinite-width buckets are kept or dropped whole); when anything was
+    /// trimmed, count and sum are re-estimated from the kept buckets' midpoints.
+    pub fn trim_buckets(&mut self, rhs: f64, upper: bool) {
+        let custom = self.uses_custom_buckets();
+        let (mut count, mut sum) = (0.0, 0.0);
+        let mut trimmed = false;
+        let (mut has_pos, mut has_neg) = (false, false);
+        for positive in [true, false] {
+            let pairs: Vec<(i32, f64)> = if positive {
+                self.pos_pairs()
+            } else {
+                self.neg_pairs()
+            };
+            for (k, (i, c)) in pairs.into_iter().enumerate() {
+                if c == 0.0 {
+                    continue;
+                }
+                let b = if positive {
+                    has_pos = true;
+                    let lower = if custom && i == 0 {
+                        f64::NEG_INFINITY
+                    } else {
+                        self.bucket_upper_bound(i.saturating_sub(1))
+                    };
+                    Bucket {
+                        lower,
+                        upper: self.bucket_upper_bound(i),
+                        lower_inclusive: false,
+                        upper_inclusive: true,
+                        count: c,
+                    }
+                } else {
+                    has_neg = true;
+                    Bucket {
+                        lower: -self.bucket_upper_bound(i),
+                        upper: -self.bucket_upper_bound(i.saturating_sub(1)),
+                        lower_inclusive: true,
+                        upper_inclusive: false,
+                        count: c,
+                    }
+                };
+                let whole = if upper {
+                    b.upper <= rhs
+                } else {
+                    b.lower >= rhs
+                };
+                let partial = if upper { b.lower < rhs } else { b.upper > rhs };
+                let new = if whole {
+                    count += c;
+                    sum += trim_midpoint(b.lower, b.upper, positive, custom) * c;
+                    c
+                } else if partial {
+                    let (keep, mid) = bucket_trim(&b, rhs, upper, positive, custom);
+                    count += keep;
+                    sum += mid * keep;
+                    keep
+                } else {
+                    0.0
+                };
+                if new != c {
+                    trimmed = true;
+                    let slot = if positive {
+                        self.positive_buckets.get_mut(k)
+                    } else {
+                        self.negative_buckets.get_mut(k)
+                    };
+                    if let Some(slot) = slot {
+                        *slot = new;
+                    }
+                }
+            }
+        }
+        if self.zero_count > 0.0 {
+            let (mut lower, mut hi) = (-self.zero_threshold, self.zero_threshold);
+            if has_neg && !has_pos {
+                hi = 0.0;
+            }
+            if has_pos && !has_neg {
+                lower = 0.0;
+            }
+            let z = self.zero_count;
+            let (keep, mid) = if upper {
+                if rhs <= lower {
+                    (0.0, 0.0)
+                } else if rhs >= hi {
+                    (z, (lower + hi) / 2.0)
+                } else {
+                    (z * (rhs - lower) / (hi - lower), (lower + rhs) / 2.0)
+                }
+            } else if rhs <= lower {
+                (z, (lower + hi) / 2.0)
+            } else if rhs >= hi {
+                (0.0, 0.0)
+            } else {
+                (z * (hi - rhs) / (hi - lower), (rhs + hi) / 2.0)
+            };
+            if keep != z {
+                self.zero_count = keep;
+                trimmed = true;
+            }
+            sum += mid * keep;
+            count += keep;
+        }
+        if trimmed {
+            self.count = count;
+            self.sum = sum;
+            self.compact(0);
+        }
+    }
+}
+
+/// Where the kept part of a trimmed bucket sits: the arithmetic middle for linear buckets,
+/// the geometric middle (mirrored for negative buckets) for exponential ones; with one
+/// infinite bound, the finite bound (or half of a positive upper bound).
+fn trim_midpoint(lower: f64, upper: f64, positive: bool, linear: bool) -> f64 {
+    if lower.is_infinite() {
+        if upper.is_infinite() {
+            return 0.0;
+        }
+        return if upper > 0.0 { upper / 2.0 } else { upper };
+    }
+    if upper.is_infinite() {
+        return lower;
+    }
+    if linear {
+        return (lower + upper) / 2.0;
+    }
+    let g = (lower * upper).abs().sqrt();
+    if positive { g } else { -g }
+}
+
+/// The kept count and its midpoint for a bucket that holds the trim point.
+fn bucket_trim(b: &Bucket, rhs: f64, upper: bool, positive: bool, custom: bool) -> (f64, f64) {
+    let finite_or_zero = |x: f64| if x.is_infinite() { 0.0 } else { x };
+    if b.lower == f64::NEG_INFINITY {
+        if upper {
+            if rhs >= b.upper {
+                return (b.count, 0.0);
+            }
+            if rhs > 0.0 && b.upper > 0.0 && b.upper.is_finite() {
+                return (b.count * rhs / b.upper, rhs / 2.0);
+            }
+            if b.upper <= 0.0 {
+                return (b.count, rhs);
+            }
+            return (0.0, finite_or_zero(b.upper));
+        }
+        if rhs >= 0.0 && b.upper > rhs && b.upper.is_finite() {
+            return (b.count * (1.0 - rhs / b.upper), (rhs + b.upper) / 2.0);
+        }
+        return (0.0, finite_or_zero(b.upper));
+    }
+    if b.upper == f64::INFINITY {
+        if upper {
+            return (0.0, finite_or_zero(b.lower));
+        }
+        if rhs >= b.lower {
+            return (b.count, rhs);
+        }
+        return (0.0, finite_or_zero(b.lower));
+    }
+    let under = if rhs <= b.lower {
+        0.0
+    } else if rhs >= b.upper {
+        b.count
+    } else {
+        b.count * fraction_below(b, rhs, custom)
+    };
+    if upper {
+        (under, trim_midpoint(b.lower, rhs, positive, custom))
+    } else {
+        (
+            b.count - under,
+            trim_midpoint(rhs, b.upper, positive, custom),
+        )
     }
 }
 
@@ -1465,6 +1653,10 @@ mod tests {
         assert_eq!(note, Some(NanNote::QuantileNaNResult));
         let (_, note) = nan.quantile(0.25);
         assert_eq!(note, Some(NanNote::QuantileNaNSkew));
+        // Only NaN observations: no bucket at all.
+        let (v, note) = h("schema:0 count:3 sum:NaN").quantile(0.8);
+        assert!(v.is_nan());
+        assert_eq!(note, Some(NanNote::QuantileNaNResult));
     }
 
     #[test]
@@ -1789,5 +1981,48 @@ mod tests {
                 r.compact(3);
             }
         }
+    }
+
+    #[test]
+    fn trims_as_prometheus_tests_expect() {
+        let cmp = |got: &FloatHistogram, want: &str| {
+            let w = h(want);
+            assert!(
+                crate::promqltest::histogram_matches(&w, got, false),
+                "want {want}, got {}",
+                got.test_expression()
+            );
+        };
+        let base = h(
+            "schema:0 sum:123.75 count:34 z_bucket:1 z_bucket_w:0.001 buckets:[2 4 8 16] n_buckets:[1 2]",
+        );
+        let mut all = base.clone();
+        all.trim_buckets(f64::INFINITY, true);
+        assert_eq!(all, base, "nothing trimmed, nothing re-estimated");
+        let mut below2 = base.clone();
+        below2.trim_buckets(2.0, true);
+        cmp(
+            &below2,
+            "count:10 sum:3.5355339059327373 z_bucket:1 z_bucket_w:0.001 buckets:[2 4] n_buckets:[1 2]",
+        );
+        let mut above0 = base.clone();
+        above0.trim_buckets(0.0, false);
+        cmp(
+            &above0,
+            "schema:0 sum:120.20840280171308 count:30.5 z_bucket:0.5 z_bucket_w:0.001 buckets:[2 4 8 16]",
+        );
+        let cbh = h("schema:-53 sum:172.5 count:15 custom_values:[5 10 15 20] buckets:[1 6 4 3 1]");
+        let mut below15 = cbh.clone();
+        below15.trim_buckets(15.0, true);
+        cmp(
+            &below15,
+            "schema:-53 count:11 sum:97.5 custom_values:[5 10 15 20] buckets:[1 6 4]",
+        );
+        let mut above13 = cbh.clone();
+        above13.trim_buckets(13.0, false);
+        cmp(
+            &above13,
+            "schema:-53 count:5.6 sum:94.9 custom_values:[5 10 15 20] offset:2 buckets:[1.6 3 1]",
+        );
     }
 }

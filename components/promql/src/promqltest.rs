@@ -1,5 +1,15 @@
 //! Prometheus's PromQL test-script language: parse a script, run it against the engine over an
 //! in-memory store, and report pass/fail per statement (`load` and `eval` commands).
+//!
+//! Native histograms: `{{…}}` samples (with `{{a}}+{{b}}xN` sequences) load into
+//! [`MemQueryable`] with the counter-reset hints Prometheus's TSDB would read back
+//! ([`tsdb_counter_reset_hints`]); `load_with_nhcb` also turns classic `_bucket`/`_sum`/`_count`
+//! series into custom-bucket histograms; expected histograms compare as Prometheus's runner
+//! does ([`histogram_matches`]).
+//!
+//! NOT DONE: start timestamps (`@st` series), Prometheus's chunk cut by size (a long histogram
+//! series reads back "unknown" at each chunk start in Prometheus, here only at resets, layout
+//! changes and float samples), and the histogram validation Prometheus's appender does.
 
 use std::fmt;
 use std::sync::Arc;
