@@ -1,0 +1,370 @@
+//! The fan-out against real peers: two real Prometheus servers (HA replicas `replica=a|b` scraping
+//! the same target), each behind a Strata sidecar, discovered through `dns+localhost:port` and a
+//! file SD file. The PromQL engine over a view must answer like Prometheus's own HTTP API; dedup
+//! merges the replicas; a store that goes away gives a warning (partial response) or an error.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use strata_e2e::{Prometheus, wait_until};
+use strata_promql::{Engine, Labels, QueryValue};
+use strata_query::endpoints::{EndpointSet, EndpointSetConfig};
+use strata_query::fanout::{FanoutConfig, FanoutSource};
+use strata_query::{QueryOptions, StoreSource};
+use strata_runtime::Shutdown;
+use strata_sidecar::{RunError, Sidecar, SidecarConfig};
+
+struct Running {
+    addr: std::net::SocketAddr,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+async fn sidecar(url: &str) -> Running {
+    let mut c = SidecarConfig::new(url, "127.0.0.1:0".parse().expect("addr"));
+    c.ready_timeout = Duration::from_secs(30);
+    let shutdown = Shutdown::new();
+    let mut registry = Registry::default();
+    let s = Sidecar::start(c, &mut registry, &shutdown)
+        .await
+        .expect("sidecar starts");
+    let addr = s.local_addr().expect("addr");
+    let task = tokio::spawn(s.serve(shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn secs(ms: i64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+type Answer = BTreeMap<String, Vec<(i64, f64)>>;
+
+fn json_labels(m: &serde_json::Value) -> String {
+    let obj = m.as_object().expect("metric object");
+    Labels::new(
+        obj.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("str").to_string())),
+    )
+    .to_string()
+}
+
+fn json_point(v: &serde_json::Value) -> (i64, f64) {
+    let t = (v[0].as_f64().expect("t") * 1000.0).round() as i64;
+    let f: f64 = v[1].as_str().expect("value").parse().expect("float");
+    (t, f)
+}
+
+/// Prometheus's answer as labels → points.
+fn from_prometheus(data: &serde_json::Value) -> Answer {
+    let mut out = Answer::new();
+    let result = &data["result"];
+    match data["resultType"].as_str() {
+        Some("vector") => {
+            for e in result.as_array().expect("array") {
+                out.insert(json_labels(&e["metric"]), vec![json_point(&e["value"])]);
+            }
+        }
+        Some("matrix") => {
+            for e in result.as_array().expect("array") {
+                let pts = e["values"]
+                    .as_array()
+                    .expect("values")
+                    .iter()
+                    .map(json_point)
+                    .collect();
+                out.insert(json_labels(&e["metric"]), pts);
+            }
+        }
+        Some("scalar") => {
+            out.insert(String::new(), vec![json_point(result)]);
+        }
+        other => panic!("unexpected result type {other:?}: {data}"),
+    }
+    out
+}
+
+/// Our answer as labels → points, without the labels in `drop`.
+fn from_engine(v: &QueryValue, drop: &[String]) -> Answer {
+    let mut out = Answer::new();
+    match v {
+        QueryValue::Vector(vs) => {
+            for s in vs {
+                out.insert(s.labels.drop(drop).to_string(), vec![(s.t, s.f)]);
+            }
+        }
+        QueryValue::Matrix(m) => {
+            for s in m {
+                out.insert(s.labels.drop(drop).to_string(), s.points.clone());
+            }
+        }
+        QueryValue::Scalar(t, f) => {
+            out.insert(String::new(), vec![(*t, *f)]);
+        }
+        QueryValue::String(s) => panic!("string result {s}"),
+    }
+    out
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn assert_same(query: &str, ours: &Answer, theirs: &Answer) {
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "{query}: label sets differ"
+    );
+    for (k, a) in ours {
+        let b = &theirs[k];
+        assert_eq!(a.len(), b.len(), "{query} {k}: ours {a:?} prometheus {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                x.0 == y.0 && same(x.1, y.1),
+                "{query} {k}: ours {a:?} prometheus {b:?}"
+            );
+        }
+    }
+}
+
+const QUERIES: &[&str] = &[
+    "up",
+    "prometheus_tsdb_head_series",
+    "rate(prometheus_tsdb_head_samples_appended_total[20s])",
+    "sum by (job) (rate(prometheus_http_requests_total[30s]))",
+    "max_over_time(process_resident_memory_bytes[30s])",
+    "count_over_time(up[30s])",
+    "count({__name__=~\"prometheus_tsdb_.*\"})",
+    "up offset 5s",
+    "resets(prometheus_tsdb_head_samples_appended_total[30s])",
+    "prometheus_http_requests_total{handler=~\"/api/v1/.*\", code!=\"200\"}",
+    "histogram_quantile(0.9, sum by (le) (rate(prometheus_http_request_duration_seconds_bucket[30s])))",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_real_sidecars() {
+    // replica a scrapes itself; replica b scrapes the same target (a) with the same job.
+    let pa = Prometheus::builder()
+        .external_label("replica", "a")
+        .start()
+        .await
+        .expect("start prometheus a");
+    let target = pa.url().trim_start_matches("http://").to_string();
+    let pb = Prometheus::builder()
+        .config(&format!(
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    replica: b\n\
+             scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['{target}']\n"
+        ))
+        .start()
+        .await
+        .expect("start prometheus b");
+    for (name, p, n) in [("a", &pa, 25.0), ("b", &pb, 5.0)] {
+        wait_until(
+            &format!("{n} scrapes on replica {name}"),
+            Duration::from_secs(90),
+            || async {
+                let d = p.query("count_over_time(up[1m])").await.ok()?;
+                let got: f64 = d["result"][0]["value"][1].as_str()?.parse().ok()?;
+                (got >= n).then_some(())
+            },
+        )
+        .await
+        .expect("scrapes");
+    }
+    let sa = sidecar(pa.url()).await;
+    let sb = sidecar(pb.url()).await;
+
+    // Replica a alone: the engine over the fan-out answers as Prometheus a does.
+    let only_a = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![sa.addr.to_string()],
+        ..Default::default()
+    })
+    .expect("config");
+    only_a.refresh().await;
+    let src_a = FanoutSource::new(only_a, FanoutConfig::default());
+    let st = src_a.stores();
+    assert_eq!(st.len(), 1);
+    assert!(st[0].healthy, "{st:?}");
+    assert_eq!(st[0].component_type.as_deref(), Some("sidecar"));
+    assert_eq!(
+        st[0].label_sets,
+        vec![Labels::new([("replica".to_string(), "a".to_string())])]
+    );
+    let engine = Engine::default();
+    let t = now_ms() - 3_000;
+    let replica = vec!["replica".to_string()];
+    let mut compared = 0;
+    for q in QUERIES {
+        let view = src_a.view(&QueryOptions::default());
+        let ours = engine
+            .instant_query(view.as_ref(), q, t)
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert!(view.warnings().is_empty(), "{q}: {:?}", view.warnings());
+        let theirs = pa
+            .api("query", &[("query", q), ("time", &secs(t))])
+            .await
+            .expect("prometheus query");
+        let theirs = from_prometheus(&theirs);
+        // Every query here has data except the error-code filter (often no non-200 answers).
+        assert!(
+            !theirs.is_empty() || q.contains("code!="),
+            "{q}: prometheus has no data, the comparison would prove nothing"
+        );
+        compared += theirs.values().map(Vec::len).sum::<usize>();
+        assert_same(q, &from_engine(&ours.value, &replica), &theirs);
+
+        let (start, step) = (t - 20_000, 1_000);
+        let ours = engine
+            .range_query(view.as_ref(), q, start, t, step)
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        let theirs = pa
+            .api(
+                "query_range",
+                &[
+                    ("query", q),
+                    ("start", &secs(start)),
+                    ("end", &secs(t)),
+                    ("step", &secs(step)),
+                ],
+            )
+            .await
+            .expect("prometheus range query");
+        let theirs = from_prometheus(&theirs);
+        compared += theirs.values().map(Vec::len).sum::<usize>();
+        assert_same(q, &from_engine(&ours.value, &replica), &theirs);
+    }
+    assert!(compared > 100, "only {compared} points compared");
+
+    // Both replicas, discovered through DNS (localhost) and a file SD file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sd = dir.path().join("stores.yaml");
+    std::fs::write(&sd, format!("- targets: ['{}']\n", sb.addr)).expect("write sd file");
+    let both = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![format!("dns+localhost:{}", sa.addr.port())],
+        sd_files: vec![sd],
+        ..Default::default()
+    })
+    .expect("config");
+    both.refresh().await;
+    let src = FanoutSource::new(
+        both.clone(),
+        FanoutConfig {
+            replica_labels: replica.clone(),
+            store_response_timeout: Duration::from_secs(10),
+        },
+    );
+    let healthy: Vec<String> = src
+        .stores()
+        .iter()
+        .filter(|s| s.healthy)
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(healthy.contains(&sb.addr.to_string()), "{:?}", src.stores());
+    assert!(
+        healthy
+            .iter()
+            .any(|a| a.ends_with(&format!(":{}", sa.addr.port()))),
+        "{:?}",
+        src.stores()
+    );
+    let t = now_ms() - 3_000;
+    let dedup = QueryOptions::default();
+    let no_dedup = QueryOptions {
+        dedup: false,
+        ..Default::default()
+    };
+    let run = |opts: QueryOptions, q: &'static str| {
+        let src = src.clone();
+        let engine = engine.clone();
+        async move {
+            let view = src.view(&opts);
+            let r = engine
+                .range_query(view.as_ref(), q, t - 30_000, t, 2_000)
+                .await;
+            (r, view.warnings())
+        }
+    };
+    let (r, w) = run(dedup.clone(), "up").await;
+    assert!(w.is_empty(), "{w:?}");
+    let ours = from_engine(&r.expect("dedup up").value, &[]);
+    let theirs = from_prometheus(
+        &pa.api(
+            "query_range",
+            &[
+                ("query", "up"),
+                ("start", &secs(t - 30_000)),
+                ("end", &secs(t)),
+                ("step", "2"),
+            ],
+        )
+        .await
+        .expect("prometheus"),
+    );
+    // One series, equal to one Prometheus's answer (up is 1 on both replicas).
+    assert_same("dedup up", &ours, &theirs);
+    let (r, _) = run(no_dedup.clone(), "up").await;
+    let ours = from_engine(&r.expect("up").value, &[]);
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert!(ours.keys().any(|k| k.contains("replica=\"a\"")));
+    assert!(ours.keys().any(|k| k.contains("replica=\"b\"")));
+    let (r, _) = run(dedup.clone(), "rate(prometheus_http_requests_total[10s])").await;
+    let deduped = from_engine(&r.expect("rate").value, &[]);
+    assert!(
+        deduped.keys().all(|k| !k.contains("replica")),
+        "{deduped:?}"
+    );
+    let (r, _) = run(
+        no_dedup.clone(),
+        "rate(prometheus_http_requests_total[10s])",
+    )
+    .await;
+    assert_eq!(
+        from_engine(&r.expect("rate").value, &[]).len(),
+        2 * deduped.len()
+    );
+
+    // Replica b's store goes away between its health check and the query.
+    sb.shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sb.task).await;
+    let (r, w) = run(dedup.clone(), "up").await;
+    assert_eq!(from_engine(&r.expect("partial").value, &[]).len(), 1);
+    let name = format!("store {}: ", sb.addr);
+    assert!(
+        w.len() == 1 && w[0].starts_with(&name) && w[0].contains("rpc error"),
+        "{w:?}"
+    );
+    let strict = QueryOptions {
+        partial_response: false,
+        ..Default::default()
+    };
+    let (r, _) = run(strict, "up").await;
+    let e = r.expect_err("no partial response").to_string();
+    assert!(e.contains(&name), "{e}");
+    // The next health check marks it down; it is no longer asked, so no warning.
+    both.refresh().await;
+    let down = src
+        .stores()
+        .into_iter()
+        .find(|s| s.name == sb.addr.to_string())
+        .expect("still listed");
+    assert!(!down.healthy && down.last_error.is_some(), "{down:?}");
+    let (r, w) = run(dedup, "up").await;
+    assert_eq!(from_engine(&r.expect("up").value, &[]).len(), 1);
+    assert!(w.is_empty(), "{w:?}");
+    sa.shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sa.task).await;
+}
