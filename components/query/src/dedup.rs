@@ -12,8 +12,10 @@
 //! 2890): replicas of one counter disagree slightly (they scrape at different instants), so a
 //! plain switch can make the merged counter drop — a fake reset that `rate` turns into a spike.
 //! Here each switch shifts the new replica's values by an offset, so that the merged counter
-//! continues from its last value by the increase the new replica itself saw since its previous
-//! sample. A drop inside one replica is a real reset: the offset is cleared and the drop kept.
+//! continues from its last value by the increase the new replica itself saw, scaled to the time
+//! since the last merged sample (its own previous sample may lie before a gap of its own). On a
+//! counter both replicas sample exactly, the merged series is that counter. A drop inside one
+//! replica is a real reset: the offset is cleared and the drop kept.
 //! Native-histogram samples follow the same switching but are not offset (floats only).
 
 use std::collections::BTreeMap;
@@ -126,21 +128,27 @@ pub fn merge_replicas(replicas: &[Series], counter: bool) -> Series {
                     let prev_own = pos[i]
                         .checked_sub(1)
                         .and_then(|p| float_at(&lines[i], p))
-                        .filter(|p| p.is_finite());
+                        .filter(|(_, p)| p.is_finite());
                     let mut reset = false;
                     if switched {
-                        offset[i] = match (last_out, prev_own) {
-                            // Continue from the merged value by this replica's own increase
-                            // (or, after its own reset, by its value since the reset).
-                            (Some(lo), Some(p)) => {
-                                let inc = if raw >= p { raw - p } else { raw };
-                                lo + inc - raw
+                        offset[i] = match (last_out, last_t, prev_own) {
+                            // A drop since its own previous sample: a real reset, kept.
+                            (_, _, Some((_, p))) if raw < p => {
+                                reset = true;
+                                0.0
+                            }
+                            // Continue from the merged value by this replica's own increase,
+                            // scaled to the time since the last merged sample (its previous
+                            // sample may lie before a gap, or inside the penalty window).
+                            (Some(lo), Some(lt), Some((pt, p))) if t > pt => {
+                                let share = (t - lt) as f64 / (t - pt) as f64;
+                                lo + (raw - p) * share - raw
                             }
                             // No own history: never let the merged counter drop.
-                            (Some(lo), None) => (lo - raw).max(0.0),
-                            (None, _) => 0.0,
+                            (Some(lo), _, _) => (lo - raw).max(0.0),
+                            (None, _, _) => 0.0,
                         };
-                    } else if prev_own.is_some_and(|p| raw < p) {
+                    } else if prev_own.is_some_and(|(_, p)| raw < p) {
                         // A real reset inside this replica: keep it.
                         offset[i] = 0.0;
                         reset = true;
@@ -167,9 +175,9 @@ pub fn merge_replicas(replicas: &[Series], counter: bool) -> Series {
     out
 }
 
-fn float_at(line: &[(i64, Value)], p: usize) -> Option<f64> {
+fn float_at(line: &[(i64, Value)], p: usize) -> Option<(i64, f64)> {
     match line.get(p) {
-        Some((_, Value::Float(f))) => Some(*f),
+        Some((t, Value::Float(f))) => Some((*t, *f)),
         _ => None,
     }
 }
@@ -257,8 +265,8 @@ mod tests {
             plain.samples
         );
         let m = merge_replicas(&[s("a", &a), s("b", &b)], true);
-        // b is followed from 55 s (after a's gap exceeds the penalty); from there the merged
-        // counter grows by b's own increases (3 per scrape).
+        // b is followed from 55 s (after a's gap exceeds the penalty); the merged counter grows
+        // by b's own rate (0.3/s) over the 25 s since a's last sample, then by b's increases.
         let got: Vec<(i64, f64)> = m.samples.clone();
         assert_eq!(
             got,
@@ -267,8 +275,8 @@ mod tests {
                 (10_000, 110.0),
                 (20_000, 120.0),
                 (30_000, 130.0),
-                (55_000, 133.0),
-                (65_000, 136.0)
+                (55_000, 137.5),
+                (65_000, 140.5)
             ]
         );
     }
@@ -279,8 +287,13 @@ mod tests {
         let b = [(5_000, 50.0), (35_000, 60.0), (45_000, 3.0), (55_000, 8.0)];
         let m = merge_replicas(&[s("a", &a), s("b", &b)], true);
         let vals: Vec<f64> = m.samples.iter().map(|(_, v)| *v).collect();
-        // switch at 35 s: 110 + (60 - 50); then b resets: raw values again.
-        assert_eq!(vals, vec![100.0, 110.0, 120.0, 3.0, 8.0]);
+        // switch at 35 s: 110 + (60 - 50) * 25/30; then b resets: raw values again.
+        let want = [100.0, 110.0, 110.0 + 10.0 * 25.0 / 30.0, 3.0, 8.0];
+        assert_eq!(vals.len(), want.len());
+        assert!(
+            vals.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9),
+            "{vals:?}"
+        );
     }
 
     #[test]
@@ -298,11 +311,53 @@ mod tests {
         assert_eq!(ts, vec![0, 10_000, 60_000]);
     }
 
+    #[test]
+    fn switching_back_after_a_gap_does_not_count_the_gap_twice() {
+        // One counter (100 + t/1000), sampled by both; a misses (20 s, 100 s), b stops at 85 s.
+        let c = |t: i64| 100.0 + t as f64 / 1000.0;
+        let a: Vec<(i64, f64)> = [0, 10_000, 20_000, 100_000, 110_000]
+            .iter()
+            .map(|t| (*t, c(*t)))
+            .collect();
+        let b: Vec<(i64, f64)> = (0..9)
+            .map(|i| i * 10_000 + 5_000)
+            .map(|t| (t, c(t)))
+            .collect();
+        let m = merge_replicas(&[s("a", &a), s("b", &b)], true);
+        for (t, v) in &m.samples {
+            assert!((v - c(*t)).abs() < 1e-9, "{t}: {v} != {}", c(*t));
+        }
+        assert_eq!(m.samples.last().map(|x| x.0), Some(110_000));
+    }
+
     fn regular(start: i64, n: usize, step: i64) -> Vec<i64> {
         (0..n as i64).map(|i| start + i * step).collect()
     }
 
     proptest! {
+        #[test]
+        fn counter_aware_merge_of_one_counter_is_that_counter(
+            rate in 0.001f64..10.0, step in 1_000i64..30_000, phase in 1i64..1_000,
+            gaps_a in prop::collection::vec((0usize..60, 1usize..20), 0..3),
+            gaps_b in prop::collection::vec((0usize..60, 1usize..20), 0..3),
+        ) {
+            let c = |t: i64| 1000.0 + rate * t as f64;
+            let with_gaps = |start: i64, gaps: &[(usize, usize)]| -> Vec<(i64, f64)> {
+                regular(start, 60, step)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| gaps.iter().all(|(g, l)| *i < *g || *i >= g + l))
+                    .map(|(_, t)| (t, c(t)))
+                    .collect()
+            };
+            let a = with_gaps(0, &gaps_a);
+            let b = with_gaps(phase, &gaps_b);
+            let m = merge_replicas(&[s("a", &a), s("b", &b)], true);
+            for (t, v) in &m.samples {
+                prop_assert!((v - c(*t)).abs() <= 1e-9 * c(*t), "{}: {} != {}", t, v, c(*t));
+            }
+        }
+
         #[test]
         fn equal_replicas_give_one_replica(
             n in 1usize..60, step in 1_000i64..30_000, vals in prop::collection::vec(0f64..1e6, 60)
@@ -361,6 +416,7 @@ mod tests {
             let m = merge_replicas(&[s("a", &a), s("b", &b)], true);
             prop_assert!(m.samples.windows(2).all(|w| w[1].1 >= w[0].1), "{:?}", m.samples);
             let plain = merge_replicas(&[s("a", &a), s("b", &b)], false);
+            // same samples chosen as the plain merge, only values shifted
             let ts = |x: &Series| x.samples.iter().map(|(t, _)| *t).collect::<Vec<_>>();
             prop_assert_eq!(ts(&m), ts(&plain));
         }

@@ -533,3 +533,74 @@ fn same_labels_from_two_stores_merge_once() {
         vec![(0, 1.0), (10, 2.0), (20, 3.0), (30, 4.0)]
     );
 }
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn background_health_checks_drop_and_restore_an_endpoint() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let set = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![addr.clone()],
+        health_interval: Duration::from_millis(100),
+        health_timeout: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .expect("config");
+    set.start().await;
+    let src = FanoutSource::new(set.clone(), FanoutConfig::default());
+    assert!(!src.stores()[0].healthy);
+    assert!(src.stores()[0].last_error.is_some());
+
+    // The store comes up on that address: the next checks find it.
+    let fake = Fake {
+        external: vec![l("replica", "a")],
+        series: vec![raw_series("up", &[(0, 1.0)])],
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(strata_storeapi::serve(
+        Listen::Listener(listener),
+        fake.clone(),
+        fake,
+        ServerOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    wait_for("endpoint healthy", || src.stores()[0].healthy).await;
+    let st = &src.stores()[0];
+    assert_eq!(st.last_error, None);
+    assert!(st.last_check_ms > 0);
+    assert_eq!((st.min_time, st.max_time), (0, 1_000_000));
+    let v = src.view(&opts(true, true));
+    let got = v
+        .select(&[eq("__name__", "up")], 0, 10)
+        .await
+        .expect("select");
+    assert_eq!(got.len(), 1);
+
+    // It goes away: marked unhealthy, no longer queried (no warning either, as in Thanos).
+    let _ = stop.send(());
+    let _ = server.await;
+    wait_for("endpoint unhealthy", || !src.stores()[0].healthy).await;
+    let v = src.view(&opts(true, true));
+    let got = v
+        .select(&[eq("__name__", "up")], 0, 10)
+        .await
+        .expect("select");
+    assert!(got.is_empty());
+    assert!(v.warnings().is_empty());
+}
