@@ -337,6 +337,54 @@ async fn fanout_over_real_sidecars() {
         2 * deduped.len()
     );
 
+    // Metadata through LabelNames / LabelValues / Series(skip_chunks), replica label hidden.
+    let view = src.view(&dedup);
+    let (lo, hi) = (t - 20_000, t);
+    let range = [("start", secs(lo)), ("end", secs(hi))];
+    let range: Vec<(&str, &str)> = range.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let strings = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_str().expect("string").to_string())
+            .collect()
+    };
+    let names = view.label_names_matching(&[], lo, hi).await.expect("names");
+    assert!(!names.contains(&"replica".to_string()), "{names:?}");
+    assert_eq!(
+        names,
+        strings(pa.api("labels", &range).await.expect("labels"))
+    );
+    let jobs = view
+        .label_values_matching("job", &[], lo, hi)
+        .await
+        .expect("values");
+    assert_eq!(jobs, vec!["prometheus"]);
+    let up =
+        promql_parser::label::Matcher::new(promql_parser::label::MatchOp::Equal, "__name__", "up");
+    let series = view
+        .series_labels(std::slice::from_ref(&up), lo, hi)
+        .await
+        .expect("series");
+    let mut want = range.clone();
+    want.push(("match[]", "up"));
+    let theirs = pa.api("series", &want).await.expect("series");
+    let theirs: Vec<String> = theirs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(json_labels)
+        .collect();
+    let ours: Vec<String> = series.iter().map(|l| l.to_string()).collect();
+    assert_eq!(ours, theirs);
+    assert!(view.warnings().is_empty(), "{:?}", view.warnings());
+    let names = src
+        .view(&no_dedup)
+        .label_names_matching(std::slice::from_ref(&up), lo, hi)
+        .await
+        .expect("names");
+    assert!(names.contains(&"replica".to_string()), "{names:?}");
+
     // Replica b's store goes away between its health check and the query.
     sb.shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), sb.task).await;
