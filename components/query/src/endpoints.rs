@@ -3,10 +3,13 @@
 //! `thanos.info.Info/Info` in the background. Only healthy endpoints are queried.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use serde::Deserialize;
 use strata_promql::Labels;
 use strata_storeapi::pb::info::InfoRequest;
@@ -128,8 +131,17 @@ impl EndpointSpec {
         }
     }
 
-    /// The addresses this value stands for now.
+    /// The addresses this value stands for now (SRV through the system's resolver).
     pub async fn resolve(&self) -> Result<Vec<String>, EndpointError> {
+        self.resolve_with(None).await
+    }
+
+    /// [`resolve`](Self::resolve), asking SRV questions to `dns_server` when given. A/AAAA
+    /// lookups (also of SRV targets) always go through the system resolver.
+    pub async fn resolve_with(
+        &self,
+        dns_server: Option<SocketAddr>,
+    ) -> Result<Vec<String>, EndpointError> {
         match self {
             EndpointSpec::Static(a) => Ok(vec![a.clone()]),
             EndpointSpec::Dns { host, port } => lookup_a(host, *port, self).await,
@@ -138,9 +150,20 @@ impl EndpointSpec {
                     spec: format!("dnssrv+{name}"),
                     reason,
                 };
-                let resolver = hickory_resolver::TokioResolver::builder_tokio()
-                    .map_err(|e| err(e.to_string()))?
-                    .build();
+                let resolver = match dns_server {
+                    Some(addr) => {
+                        let servers =
+                            NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+                        hickory_resolver::TokioResolver::builder_with_config(
+                            ResolverConfig::from_parts(None, vec![], servers),
+                            TokioConnectionProvider::default(),
+                        )
+                        .build()
+                    }
+                    None => hickory_resolver::TokioResolver::builder_tokio()
+                        .map_err(|e| err(e.to_string()))?
+                        .build(),
+                };
                 let srv = resolver
                     .srv_lookup(name.as_str())
                     .await
@@ -208,6 +231,8 @@ pub struct EndpointSetConfig {
     pub health_timeout: Duration,
     /// gRPC client settings (TLS, gzip).
     pub client: ClientOptions,
+    /// A DNS server for SRV lookups instead of the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for EndpointSetConfig {
@@ -219,6 +244,7 @@ impl Default for EndpointSetConfig {
             health_interval: Duration::from_secs(5),
             health_timeout: Duration::from_secs(5),
             client: ClientOptions::default(),
+            dns_server: None,
         }
     }
 }
@@ -542,7 +568,7 @@ impl Inner {
             }
         }
         for spec in specs {
-            match spec.resolve().await {
+            match spec.resolve_with(self.cfg.dns_server).await {
                 Ok(a) => {
                     if !matches!(spec, EndpointSpec::Static(_))
                         && let Ok(mut last) = self.dns_last.lock()
@@ -656,6 +682,80 @@ mod tests {
             got.iter()
                 .any(|a| a == "127.0.0.1:10901" || a == "[::1]:10901"),
             "{got:?}"
+        );
+    }
+
+    /// A DNS server on loopback answering every SRV question with two targets on `localhost`.
+    async fn fake_srv_server() -> SocketAddr {
+        use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::SRV;
+        use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+        use hickory_resolver::proto::serialize::binary::{BinDecodable, BinEncodable};
+
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(q) = Message::from_bytes(&buf[..n]) else {
+                    continue;
+                };
+                let mut r = Message::new();
+                r.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(q.op_code())
+                    .set_recursion_desired(q.recursion_desired())
+                    .set_recursion_available(true)
+                    .set_authoritative(true);
+                for query in q.queries() {
+                    r.add_query(query.clone());
+                    if query.query_type() == RecordType::SRV
+                        && query.name().to_utf8().starts_with("_grpc._tcp.store.test")
+                    {
+                        let target = Name::from_utf8("localhost.").expect("name");
+                        for port in [10901, 10902] {
+                            r.add_answer(Record::from_rdata(
+                                query.name().clone(),
+                                30,
+                                RData::SRV(SRV::new(0, 0, port, target.clone())),
+                            ));
+                        }
+                    } else {
+                        r.set_response_code(ResponseCode::NXDomain);
+                    }
+                }
+                if let Ok(bytes) = r.to_bytes() {
+                    let _ = sock.send_to(&bytes, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn dnssrv_takes_ports_from_records_or_the_spec() {
+        let dns = fake_srv_server().await;
+        let local = |addrs: &[String], port: u16| {
+            addrs
+                .iter()
+                .any(|a| a == &format!("127.0.0.1:{port}") || a == &format!("[::1]:{port}"))
+        };
+        let spec = EndpointSpec::parse("dnssrv+_grpc._tcp.store.test").expect("parses");
+        let got = spec.resolve_with(Some(dns)).await.expect("resolves");
+        assert!(local(&got, 10901) && local(&got, 10902), "{got:?}");
+        let spec = EndpointSpec::parse("dnssrv+_grpc._tcp.store.test:9999").expect("parses");
+        let got = spec.resolve_with(Some(dns)).await.expect("resolves");
+        assert!(local(&got, 9999) && !local(&got, 10901), "{got:?}");
+        let spec = EndpointSpec::parse("dnssrv+_grpc._tcp.nothing.test").expect("parses");
+        let e = spec.resolve_with(Some(dns)).await.expect_err("nxdomain");
+        assert!(
+            e.to_string().contains("dnssrv+_grpc._tcp.nothing.test"),
+            "{e}"
         );
     }
 
