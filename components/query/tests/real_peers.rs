@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use promql_parser::label::{MatchOp, Matcher};
 use strata_e2e::{Prometheus, wait_until};
-use strata_promql::{Engine, Labels, QueryValue, Queryable};
+use strata_promql::{Engine, Labels, QueryValue};
 use strata_query::endpoints::{EndpointSet, EndpointSetConfig};
 use strata_query::fanout::{FanoutConfig, FanoutSource};
 use strata_query::{QueryOptions, StoreSource};
