@@ -2,6 +2,22 @@
 //! time range and external labels can match (`thanos.Store/Series`, `LabelNames`, `LabelValues`),
 //! concurrently and each within a timeout, merges what they return, and de-duplicates replicas.
 //! A failing store is a warning under partial response and an error naming it otherwise.
+//!
+//! Choices that follow Thanos: unhealthy endpoints are not asked (no warning for them); stores are
+//! pruned by time range and by external label sets (a matcher on an external label name must hold
+//! for its value in some label set); replica labels are removed from results when dedup is on;
+//! a store's own warnings become warnings (partial response) or errors (not). Replica dedup is
+//! done here, not pushed to stores (`without_replica_labels` is not sent).
+//!
+//! NOT DONE:
+//! - downsampled `counter` aggregate chunks are read as plain samples (Thanos's counter chunks
+//!   repeat the last raw value at the chunk end for reset detection; a repeated timestamp is kept
+//!   once here, but the reset-aware counter iterator Thanos uses is not reproduced); no store in
+//!   Strata serves downsampled data yet, so this is only unit-tested on in-memory chunks;
+//! - no per-request series/sample limit and no bound on a store's answer size beyond the gRPC
+//!   message size of the client options (default: unlimited, as Thanos's client);
+//! - store hints (`hints` Any fields), `shard_info` and projections are neither sent nor read;
+//! - `label_values_matching` of a replica label with dedup on still returns the replicas' values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -344,6 +360,7 @@ impl Queryable for FanoutView {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(min_t, max_t, func = ?hints.func, stores = self.stores.len()))]
     async fn select_with_hints(
         &self,
         matchers: &[Matcher],
