@@ -520,3 +520,150 @@ async fn native_histograms_through_the_fanout() {
     s.shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
 }
+
+/// Starts a Prometheus scraping itself with `instance` relabelled to `self`, so two replicas
+/// produce the same series (with different counter values: each counts its own work).
+async fn self_scraping(replica: &str) -> Prometheus {
+    let p = Prometheus::builder()
+        .config(&format!(
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    replica: {replica}\n\
+             scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['PLACEHOLDER']\n\
+             \x20   relabel_configs:\n      - target_label: instance\n        replacement: self\n"
+        ))
+        .start()
+        .await
+        .expect("start prometheus");
+    let target = p.url().trim_start_matches("http://").to_string();
+    let cfg = std::fs::read_to_string(p.config_path()).expect("read config");
+    std::fs::write(p.config_path(), cfg.replace("PLACEHOLDER", &target)).expect("write config");
+    reqwest::Client::new()
+        .post(format!("{}/-/reload", p.url()))
+        .send()
+        .await
+        .expect("reload");
+    p
+}
+
+async fn wait_scrapes(p: &Prometheus, n: f64) {
+    wait_until("scrapes", Duration::from_secs(60), || async {
+        let d = p.query("count_over_time(up[1m])").await.ok()?;
+        let got: f64 = d["result"][0]["value"][1].as_str()?.parse().ok()?;
+        (got >= n).then_some(())
+    })
+    .await
+    .expect("scrapes");
+}
+
+/// Thanos issue 2890 on real replicas: replica a (older, so its counter is higher) stops for a
+/// few seconds, the merge switches to replica b, whose counter is lower. Plain dedup shows a
+/// drop there (a fake reset, a `rate` spike); counter-aware dedup, used for `rate`/`resets`,
+/// does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_aware_dedup_over_real_replicas() {
+    let mut pa = self_scraping("a").await;
+    wait_scrapes(&pa, 10.0).await;
+    let pb = self_scraping("b").await;
+    wait_scrapes(&pb, 5.0).await;
+    let start = now_ms();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A gap in replica a: no scrapes while it is stopped.
+    pa.process()
+        .signal(nix::sys::signal::Signal::SIGSTOP)
+        .expect("stop a");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    pa.process()
+        .signal(nix::sys::signal::Signal::SIGCONT)
+        .expect("continue a");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let end = now_ms() - 1_000;
+
+    let (sa, sb) = (sidecar(pa.url()).await, sidecar(pb.url()).await);
+    let set = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![sa.addr.to_string(), sb.addr.to_string()],
+        ..Default::default()
+    })
+    .expect("config");
+    set.refresh().await;
+    let src = FanoutSource::new(
+        set,
+        FanoutConfig {
+            replica_labels: vec!["replica".into()],
+            ..Default::default()
+        },
+    );
+    let counter = "prometheus_tsdb_head_samples_appended_total";
+    let matchers = [
+        Matcher::new(MatchOp::Equal, "__name__", counter),
+        Matcher::new(MatchOp::Equal, "type", "float"),
+    ];
+    let view = src.view(&QueryOptions::default());
+    let plain = view.select(&matchers, start, end).await.expect("plain");
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    let drops = |s: &[(i64, f64)]| s.windows(2).filter(|w| w[1].1 < w[0].1).count();
+    assert!(
+        drops(&plain[0].samples) > 0,
+        "the setup must produce a fake reset under plain dedup: {:?}",
+        plain[0].samples
+    );
+    let hints = strata_promql::SelectHints {
+        step_ms: 1_000,
+        range_ms: 10_000,
+        func: Some("rate".into()),
+    };
+    let aware = view
+        .select_with_hints(&matchers, start, end, &hints)
+        .await
+        .expect("counter-aware");
+    assert_eq!(aware.len(), 1);
+    assert_eq!(drops(&aware[0].samples), 0, "{:?}", aware[0].samples);
+    assert_eq!(aware[0].samples.len(), plain[0].samples.len());
+
+    // Through the engine: resets() over the merged counter finds none, rate has no spike.
+    let engine = Engine::default();
+    let q = format!("resets({counter}{{type=\"float\"}}[10s])");
+    let r = engine
+        .range_query(view.as_ref(), &q, start, end, 1_000)
+        .await
+        .expect("resets");
+    let r = from_engine(&r.value, &[]);
+    assert_eq!(r.len(), 1);
+    assert!(r.values().flatten().all(|(_, v)| *v == 0.0), "{r:?}");
+    let q = format!("rate({counter}{{type=\"float\"}}[5s])");
+    let ours = engine
+        .range_query(view.as_ref(), &q, start, end, 1_000)
+        .await
+        .expect("rate");
+    let max_ours = from_engine(&ours.value, &[])
+        .values()
+        .flatten()
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max);
+    let mut max_replica = 0.0f64;
+    for p in [&pa, &pb] {
+        let d = p
+            .api(
+                "query_range",
+                &[
+                    ("query", q.as_str()),
+                    ("start", &secs(start)),
+                    ("end", &secs(end)),
+                    ("step", "1"),
+                ],
+            )
+            .await
+            .expect("replica rate");
+        max_replica = from_prometheus(&d)
+            .values()
+            .flatten()
+            .map(|(_, v)| *v)
+            .fold(max_replica, f64::max);
+    }
+    assert!(
+        max_ours <= 2.0 * max_replica,
+        "rate spike: merged max {max_ours}, replicas' max {max_replica}"
+    );
+    for s in [sa, sb] {
+        s.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
+    }
+}
