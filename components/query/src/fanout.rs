@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use promql_parser::label::Matcher;
 use strata_promql::{Labels, Queryable, QueryableError, SelectHints, Series};
 use strata_storeapi::pb::thanos::{
@@ -217,8 +218,14 @@ impl FanoutView {
                 }
                 .instrument(span)
             });
+        // Answers as they come: without partial response the first failure ends the request
+        // (dropping, so cancelling, the calls still running).
+        let mut pending: futures::stream::FuturesUnordered<_> = calls
+            .enumerate()
+            .map(|(i, f)| async move { (i, f.await) })
+            .collect();
         let mut out = Vec::new();
-        for (addr, r) in futures::future::join_all(calls).await {
+        while let Some((i, (addr, r))) = pending.next().await {
             match r {
                 Ok((v, warnings)) => {
                     for w in warnings {
@@ -228,7 +235,7 @@ impl FanoutView {
                             return Err(QueryableError::Storage(format!("store {addr}: {w}")));
                         }
                     }
-                    out.push(v);
+                    out.push((i, v));
                 }
                 Err(e) => {
                     tracing::warn!(store = %addr, rpc, error = %e, "store call failed");
@@ -240,7 +247,9 @@ impl FanoutView {
                 }
             }
         }
-        Ok(out)
+        // In store order, so that merging is deterministic.
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, v)| v).collect())
     }
 
     async fn series_raw(

@@ -604,3 +604,35 @@ async fn background_health_checks_drop_and_restore_an_endpoint() {
     assert!(got.is_empty());
     assert!(v.warnings().is_empty());
 }
+
+#[tokio::test]
+async fn without_partial_response_the_first_failure_ends_the_request() {
+    let broken = Fake {
+        external: vec![l("replica", "b")],
+        fail: Some(tonic::Code::Internal),
+        ..Default::default()
+    };
+    let slow = Fake {
+        external: vec![l("replica", "c")],
+        delay: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let src = source(
+        vec![serve(broken).await, serve(slow).await],
+        &[],
+        Duration::ZERO,
+    );
+    src.endpoints().refresh().await;
+    let v = src.fanout_view(&opts(true, false));
+    let started = std::time::Instant::now();
+    let e = v
+        .select(&[eq("__name__", "up")], 0, 10)
+        .await
+        .expect_err("broken store");
+    assert!(e.to_string().contains("code = Internal"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the slow store: {:?}",
+        started.elapsed()
+    );
+}
