@@ -1,4 +1,5 @@
 //! Endpoint parsing, discovery (DNS, SRV against a loopback server, file SD) and health.
+
 use super::*;
 
 #[test]
