@@ -1,11 +1,12 @@
-//! Runs Prometheus's core PromQL test files and holds the pass count to a ratchet: a change that
-//! breaks passing statements fails here. Raise the numbers when more statements pass.
+//! Runs Prometheus's PromQL test files: every statement of the core files must pass (the issue's
+//! 100% gate; the counts are listed so a shrinking corpus is noticed too), the native-histogram
+//! file is held to a ratchet, and the experimental files are reported as figures.
 
 use std::path::PathBuf;
 
 use strata_promql::promqltest::run_script;
 
-/// (file, statements that passed when this ratchet was last raised).
+/// (file, statements in it: all must pass).
 const CORE: &[(&str, usize)] = &[
     ("aggregators", 180),
     ("at_modifier", 83),
@@ -23,7 +24,7 @@ const CORE: &[(&str, usize)] = &[
 ];
 
 /// Prometheus's native-histogram file: its own figure, held to its own ratchet.
-const NATIVE_HISTOGRAMS_FLOOR: usize = 483;
+const NATIVE_HISTOGRAMS_FLOOR: usize = 485;
 
 /// Experimental-feature files: counts are printed, not gated.
 const OTHER: &[&str] = &[
@@ -39,11 +40,14 @@ const OTHER: &[&str] = &[
 fn corpus_dir() -> PathBuf {
     std::env::var_os("STRATA_PROMQL_TESTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/promql-tests"))
+        .unwrap_or_else(|| {
+            // The corpus sits beside the checkout: <checkout>/../shared/promql-tests.
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/promql-tests")
+        })
 }
 
 #[test]
-fn core_files_do_not_regress() {
+fn core_files_pass_completely() {
     let dir = corpus_dir();
     let mut regressions = Vec::new();
     let (mut total_pass, mut total) = (0, 0);
@@ -59,9 +63,9 @@ fn core_files_do_not_regress() {
         if std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
             eprint!("{}", report.render(name));
         }
-        if report.passed < *floor {
+        if report.failed() > 0 || n != *floor {
             regressions.push(format!(
-                "{name}: {} passed, ratchet is {floor}",
+                "{name}: {} of {n} passed, expected all {floor} to pass",
                 report.passed
             ));
         }
