@@ -220,15 +220,20 @@ impl fmt::Display for Mismatch {
 }
 
 /// How to compare two answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CompareOptions {
     /// Sample value tolerance.
     pub tolerance: Tolerance,
     /// The vector's order matters (`sort`, `sort_desc`, `sort_by_label`...): the sequences of values
     /// must match element by element (labels of tied values may come in any order).
     pub ordered: bool,
+    /// With `ordered`, the sequences of label sets must match too (`sort_by_label`).
+    pub ordered_labels: bool,
     /// Compare the number of `warnings` and of `infos` too.
     pub annotations: bool,
+    /// Labels removed from our series before comparing (e.g. the external labels a querier adds that
+    /// Prometheus's own API does not show).
+    pub drop_labels: Vec<String>,
 }
 
 /// Compares `ours` against `reference` and lists every difference (empty: the same answer).
@@ -286,17 +291,25 @@ pub fn compare(
         miss(format!("resultType {rt:?} vs {ot:?}"));
         return out;
     }
-    let (rr, or) = (
-        &reference.body["data"]["result"],
-        &ours.body["data"]["result"],
-    );
+    let rr = &reference.body["data"]["result"];
+    let mut or = ours.body["data"]["result"].clone();
+    if !opts.drop_labels.is_empty()
+        && let Some(list) = or.as_array_mut()
+    {
+        for s in list {
+            if let Some(m) = s["metric"].as_object_mut() {
+                m.retain(|k, _| !opts.drop_labels.contains(k));
+            }
+        }
+    }
+    let or = &or;
     let tol = &opts.tolerance;
     match rt {
         Some("scalar") | Some("string") => compare_point("result", rr, or, tol, &mut miss),
         Some("vector") => {
             compare_series_sets(rr, or, tol, &mut miss);
             if opts.ordered {
-                compare_order(rr, or, tol, &mut miss);
+                compare_order(rr, or, tol, opts.ordered_labels, &mut miss);
             }
         }
         Some("matrix") => compare_series_sets(rr, or, tol, &mut miss),
@@ -482,7 +495,24 @@ fn compare_series_sets(r: &Value, o: &Value, tol: &Tolerance, miss: &mut impl Fn
     }
 }
 
-fn compare_order(r: &Value, o: &Value, tol: &Tolerance, miss: &mut impl FnMut(String)) {
+fn compare_order(
+    r: &Value,
+    o: &Value,
+    tol: &Tolerance,
+    labels: bool,
+    miss: &mut impl FnMut(String),
+) {
+    if labels {
+        let keys = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().map(|s| label_key(&s["metric"])).collect())
+                .unwrap_or_default()
+        };
+        let (rk, ok) = (keys(r), keys(o));
+        if rk != ok {
+            miss(format!("order of series {rk:?} vs {ok:?}"));
+        }
+    }
     let values = |v: &Value| -> Vec<f64> {
         v.as_array()
             .map(|a| {
@@ -554,6 +584,31 @@ mod tests {
             ..opts()
         };
         assert_eq!(compare(&a, &b, &ordered).len(), 1);
+        let c = vector(&[("b", 10.0, "1"), ("a", 10.0, "1")]);
+        let d = vector(&[("a", 10.0, "1"), ("b", 10.0, "1")]);
+        assert_eq!(
+            compare(&c, &d, &ordered),
+            vec![],
+            "ties may come in any order"
+        );
+        let by_labels = CompareOptions {
+            ordered_labels: true,
+            ..ordered
+        };
+        assert_eq!(compare(&c, &d, &by_labels).len(), 1);
+    }
+
+    #[test]
+    fn dropped_labels_are_ignored_in_ours() {
+        let a = vector(&[("a", 10.0, "1")]);
+        let mut b = a.clone();
+        b.body["data"]["result"][0]["metric"]["cluster"] = json!("eu");
+        assert_eq!(compare(&a, &b, &opts()).len(), 2);
+        let drop = CompareOptions {
+            drop_labels: vec!["cluster".into()],
+            ..opts()
+        };
+        assert_eq!(compare(&a, &b, &drop), vec![]);
     }
 
     #[test]
