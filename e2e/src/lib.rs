@@ -16,6 +16,7 @@ mod promapi;
 mod prometheus;
 mod proxy;
 mod strata;
+mod target;
 mod thanos;
 mod tools;
 
@@ -31,6 +32,7 @@ pub use promapi::{
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
 pub use proxy::Proxy;
 pub use strata::{StrataQuery, StrataQueryBuilder, StrataSidecar};
+pub use target::{MetricsTarget, TargetHandler};
 pub use thanos::{
     ThanosQuery, ThanosQueryBuilder, ThanosSidecar, ThanosSidecarBuilder, thanos_version,
 };
