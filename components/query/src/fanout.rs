@@ -1,1 +1,510 @@
-//! (placeholder: filled by the helper building this module)
+//! The fan-out [`StoreSource`]: each request's [`FanoutView`] asks every healthy endpoint whose
+//! time range and external labels can match (`thanos.Store/Series`, `LabelNames`, `LabelValues`),
+//! concurrently and each within a timeout, merges what they return, and de-duplicates replicas.
+//! A failing store is a warning under partial response and an error naming it otherwise.
+//!
+//! Choices that follow Thanos: unhealthy endpoints are not asked (no warning for them); stores are
+//! pruned by time range and by external label sets (a matcher on an external label name must hold
+//! for its value in some label set); replica labels are removed from results when dedup is on;
+//! a store's own warnings become warnings (partial response) or errors (not). Replica dedup is
+//! done here, not pushed to stores (`without_replica_labels` is not sent).
+//!
+//! NOT DONE:
+//! - downsampled `counter` aggregate chunks are read as plain samples (Thanos's counter chunks
+//!   repeat the last raw value at the chunk end for reset detection; a repeated timestamp is kept
+//!   once here, but the reset-aware counter iterator Thanos uses is not reproduced); no store in
+//!   Strata serves downsampled data yet, so this is only unit-tested on in-memory chunks;
+//! - no per-request series/sample limit and no bound on a store's answer size beyond the gRPC
+//!   message size of the client options (default: unlimited, as Thanos's client);
+//! - store hints (`hints` Any fields), `shard_info` and projections are neither sent nor read;
+//! - `label_values_matching` of a replica label with dedup on still returns the replicas' values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use promql_parser::label::Matcher;
+use strata_promql::{Labels, Queryable, QueryableError, SelectHints, Series};
+use strata_storeapi::pb::thanos::{
+    self as pb, LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy, SeriesRequest,
+    series_response,
+};
+use strata_storeapi::{ClientOptions, Clients};
+use tonic::Status;
+use tracing::Instrument;
+
+use crate::convert::{AggrChoice, decode_series, labels_from_pb, matchers_to_pb};
+use crate::endpoints::{Endpoint, EndpointInfo, EndpointSet};
+use crate::{QueryOptions, StoreSource, StoreStatus, StoreView, dedup};
+
+/// Settings of the fan-out.
+#[derive(Debug, Clone, Default)]
+pub struct FanoutConfig {
+    /// `--query.replica-label`: labels that tell HA replicas apart.
+    pub replica_labels: Vec<String>,
+    /// `--store.response-timeout`: how long one store may take for one call (zero: no limit).
+    pub store_response_timeout: Duration,
+}
+
+/// A [`StoreSource`] over an [`EndpointSet`].
+#[derive(Debug, Clone)]
+pub struct FanoutSource {
+    endpoints: EndpointSet,
+    cfg: Arc<FanoutConfig>,
+}
+
+impl FanoutSource {
+    /// A source reading `endpoints` with `cfg`.
+    pub fn new(endpoints: EndpointSet, cfg: FanoutConfig) -> Self {
+        Self {
+            endpoints,
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    /// The endpoint set.
+    pub fn endpoints(&self) -> &EndpointSet {
+        &self.endpoints
+    }
+
+    /// A concrete view (what [`StoreSource::view`] returns, without the trait object).
+    pub fn fanout_view(&self, opts: &QueryOptions) -> FanoutView {
+        FanoutView {
+            stores: self.endpoints.healthy(),
+            client: self.endpoints.client_options().clone(),
+            cfg: self.cfg.clone(),
+            opts: opts.clone(),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl StoreSource for FanoutSource {
+    fn view(&self, opts: &QueryOptions) -> Arc<dyn StoreView> {
+        Arc::new(self.fanout_view(opts))
+    }
+
+    fn stores(&self) -> Vec<StoreStatus> {
+        self.endpoints.statuses()
+    }
+}
+
+/// One request's view of the stores (the endpoints healthy when it was made).
+#[derive(Debug)]
+pub struct FanoutView {
+    stores: Vec<Arc<Endpoint>>,
+    client: ClientOptions,
+    cfg: Arc<FanoutConfig>,
+    opts: QueryOptions,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// The `max_resolution_window` sent to stores: the request's `max_source_resolution`, or with
+/// auto-downsampling a fifth of the query step (as Thanos picks it).
+pub fn max_resolution_window(opts: &QueryOptions, hints: &SelectHints) -> i64 {
+    if opts.auto_downsampling {
+        let step = if opts.step_ms > 0 {
+            opts.step_ms
+        } else {
+            hints.step_ms
+        };
+        (step / 5).max(0)
+    } else {
+        opts.max_source_resolution_ms.max(0)
+    }
+}
+
+/// Whether a store may hold series matching `matchers` in `[min_t, max_t]`: its time range
+/// overlaps, and some external label set agrees with every matcher on its label names.
+pub fn store_matches(info: &EndpointInfo, matchers: &[Matcher], min_t: i64, max_t: i64) -> bool {
+    if info.min_time > max_t || info.max_time < min_t {
+        return false;
+    }
+    if info.label_sets.is_empty() {
+        return true;
+    }
+    info.label_sets.iter().any(|set| {
+        matchers.iter().all(|m| {
+            set.iter()
+                .find(|l| l.name == m.name)
+                .is_none_or(|l| m.is_match(&l.value))
+        })
+    })
+}
+
+/// Go's gRPC error text: `rpc error: code = Unavailable desc = …`.
+fn status_text(s: &Status) -> String {
+    format!("rpc error: code = {:?} desc = {}", s.code(), s.message())
+}
+
+impl FanoutView {
+    /// A view over `stores` (tests; normally made by [`FanoutSource`]).
+    pub fn new(
+        stores: Vec<Arc<Endpoint>>,
+        client: ClientOptions,
+        cfg: FanoutConfig,
+        opts: QueryOptions,
+    ) -> Self {
+        Self {
+            stores,
+            client,
+            cfg: Arc::new(cfg),
+            opts,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn warn(&self, w: String) {
+        if let Ok(mut ws) = self.warnings.lock()
+            && !ws.contains(&w)
+        {
+            ws.push(w);
+        }
+    }
+
+    fn strategy(&self) -> (bool, i32) {
+        let s = if self.opts.partial_response {
+            PartialResponseStrategy::Warn
+        } else {
+            PartialResponseStrategy::Abort
+        };
+        (!self.opts.partial_response, s as i32)
+    }
+
+    fn dedup_on(&self) -> bool {
+        self.opts.dedup && !self.cfg.replica_labels.is_empty()
+    }
+
+    /// Calls `call` on every store that may match, concurrently, each within the store timeout.
+    /// Returns the successful answers; failures become warnings or the error.
+    async fn fan_out<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        call: F,
+    ) -> Result<Vec<T>, QueryableError>
+    where
+        F: Fn(Clients) -> Fut,
+        Fut: Future<Output = Result<(T, Vec<String>), Status>>,
+    {
+        let timeout = self.cfg.store_response_timeout;
+        let calls = self
+            .stores
+            .iter()
+            .filter(|e| store_matches(&e.info(), matchers, min_t, max_t))
+            .map(|e| {
+                let call = &call;
+                let fut = async move {
+                    let clients = e.clients(&self.client).await?;
+                    call(clients).await.map_err(|s| status_text(&s))
+                };
+                let span = tracing::debug_span!("store", store = %e.addr(), rpc);
+                async move {
+                    let r = if timeout.is_zero() {
+                        fut.await
+                    } else {
+                        tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
+                            Err(format!(
+                                "rpc error: code = DeadlineExceeded desc = no answer within {timeout:?}"
+                            ))
+                        })
+                    };
+                    (e.addr().to_owned(), r)
+                }
+                .instrument(span)
+            });
+        // Answers as they come: without partial response the first failure ends the request
+        // (dropping, so cancelling, the calls still running).
+        let mut pending: futures::stream::FuturesUnordered<_> = calls
+            .enumerate()
+            .map(|(i, f)| async move { (i, f.await) })
+            .collect();
+        let mut out = Vec::new();
+        while let Some((i, (addr, r))) = pending.next().await {
+            match r {
+                Ok((v, warnings)) => {
+                    for w in warnings {
+                        if self.opts.partial_response {
+                            self.warn(format!("store {addr}: {w}"));
+                        } else {
+                            return Err(QueryableError::Storage(format!("store {addr}: {w}")));
+                        }
+                    }
+                    out.push((i, v));
+                }
+                Err(e) => {
+                    tracing::warn!(store = %addr, rpc, error = %e, "store call failed");
+                    if self.opts.partial_response {
+                        self.warn(format!("store {addr}: {e}"));
+                    } else {
+                        return Err(QueryableError::Storage(format!("store {addr}: {e}")));
+                    }
+                }
+            }
+        }
+        // In store order, so that merging is deterministic.
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, v)| v).collect())
+    }
+
+    async fn series_raw(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        hints: &SelectHints,
+        skip_chunks: bool,
+        aggr: AggrChoice,
+    ) -> Result<Vec<Vec<pb::Series>>, QueryableError> {
+        let (disabled, strategy) = self.strategy();
+        let req = SeriesRequest {
+            min_time: min_t,
+            max_time: max_t,
+            matchers: matchers_to_pb(matchers),
+            max_resolution_window: max_resolution_window(&self.opts, hints),
+            aggregates: aggr.aggregates(),
+            partial_response_disabled: disabled,
+            partial_response_strategy: strategy,
+            skip_chunks,
+            step: hints.step_ms,
+            range: hints.range_ms,
+            query_hints: Some(pb::QueryHints {
+                step_millis: hints.step_ms,
+                func: hints.func.clone().map(|name| pb::Func { name }),
+                range: (hints.range_ms > 0).then_some(pb::Range {
+                    millis: hints.range_ms,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.fan_out("Series", matchers, min_t, max_t, |mut c| {
+            let req = req.clone();
+            async move {
+                let mut stream = c.store.series(req).await?.into_inner();
+                let mut series = Vec::new();
+                let mut warnings = Vec::new();
+                while let Some(msg) = stream.message().await? {
+                    match msg.result {
+                        Some(series_response::Result::Series(s)) => series.push(s),
+                        Some(series_response::Result::Batch(b)) => series.extend(b.series),
+                        Some(series_response::Result::Warning(w)) => warnings.push(w),
+                        Some(series_response::Result::Hints(_)) | None => {}
+                    }
+                }
+                Ok((series, warnings))
+            }
+        })
+        .await
+    }
+
+    fn strip(&self, labels: Labels) -> Labels {
+        if self.dedup_on() {
+            labels.drop(&self.cfg.replica_labels)
+        } else {
+            labels
+        }
+    }
+}
+
+/// Merges series with equal labels from several stores; a timestamp present in several is kept
+/// once (the first store's sample).
+pub fn merge_same_labels(series: Vec<Series>) -> Vec<Series> {
+    let mut by: BTreeMap<Labels, Series> = BTreeMap::new();
+    for s in series {
+        match by.get_mut(&s.labels) {
+            None => {
+                by.insert(s.labels.clone(), s);
+            }
+            Some(acc) => {
+                acc.samples = merge_points(std::mem::take(&mut acc.samples), s.samples);
+                acc.histograms = merge_points(std::mem::take(&mut acc.histograms), s.histograms);
+                // A timestamp may not be both a float and a histogram: floats win.
+                let floats: BTreeSet<i64> = acc.samples.iter().map(|(t, _)| *t).collect();
+                acc.histograms.retain(|(t, _)| !floats.contains(t));
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+fn merge_points<V>(a: Vec<(i64, V)>, b: Vec<(i64, V)>) -> Vec<(i64, V)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => {
+                if x.0 <= y.0 {
+                    if x.0 == y.0 {
+                        b.next();
+                    }
+                    out.extend(a.next());
+                } else {
+                    out.extend(b.next());
+                }
+            }
+            (Some(_), None) => out.extend(a.next()),
+            (None, Some(_)) => out.extend(b.next()),
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Queryable for FanoutView {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Series>, QueryableError> {
+        self.select_with_hints(matchers, min_t, max_t, &SelectHints::default())
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(min_t, max_t, func = ?hints.func, stores = self.stores.len()))]
+    async fn select_with_hints(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<Series>, QueryableError> {
+        let aggr = AggrChoice::for_func(hints.func.as_deref());
+        let per_store = self
+            .series_raw(matchers, min_t, max_t, hints, false, aggr)
+            .await?;
+        let mut decoded = Vec::new();
+        for s in per_store.iter().flatten() {
+            decoded.push(
+                decode_series(s, aggr, min_t, max_t)
+                    .map_err(|e| QueryableError::Storage(e.to_string()))?,
+            );
+        }
+        let merged = merge_same_labels(decoded);
+        if self.dedup_on() {
+            Ok(dedup::dedup(
+                merged,
+                &self.cfg.replica_labels,
+                hints.reads_counter(),
+            ))
+        } else {
+            Ok(merged)
+        }
+    }
+
+    async fn label_names(&self, min_t: i64, max_t: i64) -> Result<Vec<String>, QueryableError> {
+        self.label_names_matching(&[], min_t, max_t).await
+    }
+
+    async fn label_values(
+        &self,
+        name: &str,
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.label_values_matching(name, &[], min_t, max_t).await
+    }
+}
+
+#[async_trait]
+impl StoreView for FanoutView {
+    async fn series_labels(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Labels>, QueryableError> {
+        let per_store = self
+            .series_raw(
+                matchers,
+                min_t,
+                max_t,
+                &SelectHints::default(),
+                true,
+                AggrChoice::Avg,
+            )
+            .await?;
+        let set: BTreeSet<Labels> = per_store
+            .iter()
+            .flatten()
+            .map(|s| self.strip(labels_from_pb(&s.labels)))
+            .collect();
+        Ok(set.into_iter().collect())
+    }
+
+    async fn label_names_matching(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        let (disabled, strategy) = self.strategy();
+        let req = LabelNamesRequest {
+            partial_response_disabled: disabled,
+            partial_response_strategy: strategy,
+            start: min_t,
+            end: max_t,
+            matchers: matchers_to_pb(matchers),
+            ..Default::default()
+        };
+        let answers = self
+            .fan_out("LabelNames", matchers, min_t, max_t, |mut c| {
+                let req = req.clone();
+                async move {
+                    let r = c.store.label_names(req).await?.into_inner();
+                    Ok((r.names, r.warnings))
+                }
+            })
+            .await?;
+        let mut set: BTreeSet<String> = answers.into_iter().flatten().collect();
+        if self.dedup_on() {
+            set.retain(|n| !self.cfg.replica_labels.contains(n));
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    async fn label_values_matching(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        let (disabled, strategy) = self.strategy();
+        let req = LabelValuesRequest {
+            label: name.to_owned(),
+            partial_response_disabled: disabled,
+            partial_response_strategy: strategy,
+            start: min_t,
+            end: max_t,
+            matchers: matchers_to_pb(matchers),
+            ..Default::default()
+        };
+        let answers = self
+            .fan_out("LabelValues", matchers, min_t, max_t, |mut c| {
+                let req = req.clone();
+                async move {
+                    let r = c.store.label_values(req).await?.into_inner();
+                    Ok((r.values, r.warnings))
+                }
+            })
+            .await?;
+        let set: BTreeSet<String> = answers.into_iter().flatten().collect();
+        Ok(set.into_iter().collect())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

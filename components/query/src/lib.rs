@@ -13,6 +13,7 @@ use promql_parser::label::Matcher;
 use strata_promql::{Labels, Queryable, QueryableError};
 
 pub mod api;
+pub mod convert;
 pub mod dedup;
 pub mod endpoints;
 pub mod fanout;

@@ -1,0 +1,497 @@
+//! Between the engine's types and the StoreAPI's: matchers to the wire, wire labels to
+//! [`Labels`], and chunks (raw or downsampled aggregates) decoded into [`Series`] samples.
+
+use std::sync::Arc;
+
+use promql_parser::label::{MatchOp, Matcher};
+use strata_promql::histogram::{
+    CounterResetHint as PromHint, FloatHistogram as PromFloatHistogram, Span as PromSpan,
+};
+use strata_promql::{Labels, Series};
+use strata_storeapi::pb::thanos::{self as pb, Aggr, AggrChunk, LabelMatcher, label_matcher};
+use strata_tsdb::chunkenc::{
+    Chunk, CounterResetHint as TsdbHint, Encoding, FloatHistogram as TsdbFloatHistogram, Histogram,
+    Sample, Span as TsdbSpan,
+};
+
+/// Why a series from a store could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A chunk's bytes did not decode.
+    #[error("decode {encoding} chunk [{min_time}, {max_time}] of {series}: {reason}")]
+    Chunk {
+        /// The series' labels.
+        series: String,
+        /// The chunk's encoding name.
+        encoding: &'static str,
+        /// The chunk's time range.
+        min_time: i64,
+        /// The chunk's time range.
+        max_time: i64,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A chunk's encoding number is not one the StoreAPI defines.
+    #[error("chunk of {series} has unknown encoding {encoding}")]
+    UnknownEncoding {
+        /// The series' labels.
+        series: String,
+        /// The encoding number.
+        encoding: i32,
+    },
+    /// A downsampled chunk lacks the aggregate the query needs.
+    #[error("downsampled chunk [{min_time}, {max_time}] of {series} has no {aggregate} aggregate")]
+    MissingAggregate {
+        /// The series' labels.
+        series: String,
+        /// The aggregate wanted.
+        aggregate: &'static str,
+        /// The chunk's time range.
+        min_time: i64,
+        /// The chunk's time range.
+        max_time: i64,
+    },
+    /// A downsampled aggregate held a histogram sample.
+    #[error("downsampled {aggregate} chunk of {series} holds non-float samples")]
+    NonFloatAggregate {
+        /// The series' labels.
+        series: String,
+        /// The aggregate.
+        aggregate: &'static str,
+    },
+}
+
+/// Which aggregate of downsampled chunks a selection reads, chosen from the function the selector
+/// feeds (as Thanos chooses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggrChoice {
+    /// `count` (`count_over_time`, `count`).
+    Count,
+    /// `sum` (`sum_over_time`).
+    Sum,
+    /// `min` (`min_over_time`, `min`).
+    Min,
+    /// `max` (`max_over_time`, `max`).
+    Max,
+    /// `counter` (`rate`, `increase`, `irate`, `resets`).
+    Counter,
+    /// `sum / count`: the window average (everything else).
+    Avg,
+}
+
+impl AggrChoice {
+    /// The aggregate for a selector that feeds function `func` (`None`: no single function).
+    pub fn for_func(func: Option<&str>) -> Self {
+        let Some(f) = func else {
+            return AggrChoice::Avg;
+        };
+        if f == "min" || f.starts_with("min_") {
+            AggrChoice::Min
+        } else if f == "max" || f.starts_with("max_") {
+            AggrChoice::Max
+        } else if f == "count" || f.starts_with("count_") {
+            AggrChoice::Count
+        } else if f.starts_with("sum_") {
+            AggrChoice::Sum
+        } else if matches!(f, "rate" | "increase" | "irate" | "resets") {
+            AggrChoice::Counter
+        } else {
+            AggrChoice::Avg
+        }
+    }
+
+    /// The aggregates to ask stores for (the request's `aggregates` field).
+    pub fn aggregates(self) -> Vec<i32> {
+        let a = match self {
+            AggrChoice::Count => vec![Aggr::Count],
+            AggrChoice::Sum => vec![Aggr::Sum],
+            AggrChoice::Min => vec![Aggr::Min],
+            AggrChoice::Max => vec![Aggr::Max],
+            AggrChoice::Counter => vec![Aggr::Counter],
+            AggrChoice::Avg => vec![Aggr::Count, Aggr::Sum],
+        };
+        a.into_iter().map(|a| a as i32).collect()
+    }
+}
+
+/// Converts the engine's matchers to the wire form (regexes as written, unanchored).
+pub fn matchers_to_pb(matchers: &[Matcher]) -> Vec<LabelMatcher> {
+    matchers
+        .iter()
+        .map(|m| {
+            let ty = match m.op {
+                MatchOp::Equal => label_matcher::Type::Eq,
+                MatchOp::NotEqual => label_matcher::Type::Neq,
+                MatchOp::Re(_) => label_matcher::Type::Re,
+                MatchOp::NotRe(_) => label_matcher::Type::Nre,
+            };
+            LabelMatcher {
+                r#type: ty as i32,
+                name: m.name.clone(),
+                value: m.value.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Wire labels to a [`Labels`] set.
+pub fn labels_from_pb(labels: &[pb::Label]) -> Labels {
+    Labels::new(labels.iter().map(|l| (l.name.clone(), l.value.clone())))
+}
+
+/// One decoded sample value.
+#[derive(Debug, Clone)]
+enum Value {
+    Float(f64),
+    Hist(Arc<PromFloatHistogram>),
+}
+
+/// Decodes a wire series into engine samples in `[min_t, max_t]`, reading raw chunks as they are
+/// and downsampled chunks through `aggr`. Samples repeated at one timestamp (overlapping chunks)
+/// are kept once (the first).
+pub fn decode_series(
+    series: &pb::Series,
+    aggr: AggrChoice,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Series, DecodeError> {
+    let labels = labels_from_pb(&series.labels);
+    let mut points: Vec<(i64, Value)> = Vec::new();
+    for c in &series.chunks {
+        if c.max_time < min_t || c.min_time > max_t {
+            continue;
+        }
+        match &c.raw {
+            Some(raw) => decode_raw(raw, c, &labels, &mut points)?,
+            None => decode_aggregate(c, aggr, &labels, &mut points)?,
+        }
+    }
+    points.retain(|(t, _)| *t >= min_t && *t <= max_t);
+    // Stable: the first of several samples at one timestamp wins.
+    points.sort_by_key(|(t, _)| *t);
+    points.dedup_by_key(|(t, _)| *t);
+    let mut out = Series {
+        labels,
+        ..Default::default()
+    };
+    for (t, v) in points {
+        match v {
+            Value::Float(f) => out.samples.push((t, f)),
+            Value::Hist(h) => out.histograms.push((t, h)),
+        }
+    }
+    Ok(out)
+}
+
+fn to_chunk(c: &pb::Chunk, labels: &Labels) -> Result<Chunk, DecodeError> {
+    let enc = match pb::chunk::Encoding::try_from(c.r#type) {
+        Ok(pb::chunk::Encoding::Xor) => Encoding::Xor,
+        Ok(pb::chunk::Encoding::Histogram) => Encoding::Histogram,
+        Ok(pb::chunk::Encoding::FloatHistogram) => Encoding::FloatHistogram,
+        Err(_) => {
+            return Err(DecodeError::UnknownEncoding {
+                series: labels.to_string(),
+                encoding: c.r#type,
+            });
+        }
+    };
+    Ok(Chunk::from_parts(enc, c.data.clone().into()))
+}
+
+fn decode_chunk(
+    c: &pb::Chunk,
+    ac: &AggrChunk,
+    labels: &Labels,
+) -> Result<Vec<Sample>, DecodeError> {
+    let chunk = to_chunk(c, labels)?;
+    chunk.samples().map_err(|e| DecodeError::Chunk {
+        series: labels.to_string(),
+        encoding: chunk.encoding().name(),
+        min_time: ac.min_time,
+        max_time: ac.max_time,
+        reason: e.to_string(),
+    })
+}
+
+fn decode_raw(
+    raw: &pb::Chunk,
+    ac: &AggrChunk,
+    labels: &Labels,
+    out: &mut Vec<(i64, Value)>,
+) -> Result<(), DecodeError> {
+    for s in decode_chunk(raw, ac, labels)? {
+        let v = match s {
+            Sample::Float { t, v } => (t, Value::Float(v)),
+            Sample::Histogram { t, h } => (t, Value::Hist(Arc::new(int_histogram(&h)))),
+            Sample::FloatHistogram { t, h } => (t, Value::Hist(Arc::new(float_histogram(&h)))),
+        };
+        out.push(v);
+    }
+    Ok(())
+}
+
+fn floats_of(
+    c: Option<&pb::Chunk>,
+    name: &'static str,
+    ac: &AggrChunk,
+    labels: &Labels,
+) -> Result<Vec<(i64, f64)>, DecodeError> {
+    let c = c.ok_or_else(|| DecodeError::MissingAggregate {
+        series: labels.to_string(),
+        aggregate: name,
+        min_time: ac.min_time,
+        max_time: ac.max_time,
+    })?;
+    decode_chunk(c, ac, labels)?
+        .into_iter()
+        .map(|s| match s {
+            Sample::Float { t, v } => Ok((t, v)),
+            _ => Err(DecodeError::NonFloatAggregate {
+                series: labels.to_string(),
+                aggregate: name,
+            }),
+        })
+        .collect()
+}
+
+fn decode_aggregate(
+    ac: &AggrChunk,
+    aggr: AggrChoice,
+    labels: &Labels,
+    out: &mut Vec<(i64, Value)>,
+) -> Result<(), DecodeError> {
+    let floats = match aggr {
+        AggrChoice::Count => floats_of(ac.count.as_ref(), "count", ac, labels)?,
+        AggrChoice::Sum => floats_of(ac.sum.as_ref(), "sum", ac, labels)?,
+        AggrChoice::Min => floats_of(ac.min.as_ref(), "min", ac, labels)?,
+        AggrChoice::Max => floats_of(ac.max.as_ref(), "max", ac, labels)?,
+        AggrChoice::Counter => floats_of(ac.counter.as_ref(), "counter", ac, labels)?,
+        AggrChoice::Avg => {
+            let sums = floats_of(ac.sum.as_ref(), "sum", ac, labels)?;
+            let counts = floats_of(ac.count.as_ref(), "count", ac, labels)?;
+            // Both aggregates have one sample per window at the same timestamps; pair them up.
+            let mut avg = Vec::with_capacity(sums.len());
+            let mut ci = counts.iter().peekable();
+            for (t, s) in sums {
+                while ci.next_if(|(ct, _)| *ct < t).is_some() {}
+                if let Some((_, c)) = ci.next_if(|(ct, _)| *ct == t) {
+                    avg.push((t, s / c));
+                }
+            }
+            avg
+        }
+    };
+    out.extend(floats.into_iter().map(|(t, v)| (t, Value::Float(v))));
+    Ok(())
+}
+
+fn hint(h: TsdbHint) -> PromHint {
+    match h {
+        TsdbHint::Unknown => PromHint::Unknown,
+        TsdbHint::CounterReset => PromHint::CounterReset,
+        TsdbHint::NotCounterReset => PromHint::NotCounterReset,
+        TsdbHint::Gauge => PromHint::Gauge,
+    }
+}
+
+fn spans(s: &[TsdbSpan]) -> Vec<PromSpan> {
+    s.iter()
+        .map(|s| PromSpan {
+            offset: s.offset,
+            length: s.length,
+        })
+        .collect()
+}
+
+/// Integer bucket deltas to absolute float counts.
+fn absolute(deltas: &[i64]) -> Vec<f64> {
+    let mut acc: i64 = 0;
+    deltas
+        .iter()
+        .map(|d| {
+            acc = acc.wrapping_add(*d);
+            acc as f64
+        })
+        .collect()
+}
+
+fn int_histogram(h: &Histogram) -> PromFloatHistogram {
+    PromFloatHistogram {
+        counter_reset_hint: hint(h.counter_reset_hint),
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: h.zero_count as f64,
+        count: h.count as f64,
+        sum: h.sum,
+        positive_spans: spans(&h.positive_spans),
+        negative_spans: spans(&h.negative_spans),
+        positive_buckets: absolute(&h.positive_buckets),
+        negative_buckets: absolute(&h.negative_buckets),
+        custom_values: h.custom_values.clone(),
+    }
+}
+
+fn float_histogram(h: &TsdbFloatHistogram) -> PromFloatHistogram {
+    PromFloatHistogram {
+        counter_reset_hint: hint(h.counter_reset_hint),
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: h.zero_count,
+        count: h.count,
+        sum: h.sum,
+        positive_spans: spans(&h.positive_spans),
+        negative_spans: spans(&h.negative_spans),
+        positive_buckets: h.positive_buckets.clone(),
+        negative_buckets: h.negative_buckets.clone(),
+        custom_values: h.custom_values.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xor(samples: &[(i64, f64)]) -> pb::Chunk {
+        let c = Chunk::from_floats(samples).expect("encode");
+        pb::Chunk {
+            r#type: pb::chunk::Encoding::Xor as i32,
+            data: c.data().to_vec(),
+            hash: 0,
+        }
+    }
+
+    fn series(chunks: Vec<AggrChunk>) -> pb::Series {
+        pb::Series {
+            labels: vec![pb::Label {
+                name: "__name__".into(),
+                value: "m".into(),
+            }],
+            chunks,
+        }
+    }
+
+    fn downsampled() -> AggrChunk {
+        AggrChunk {
+            min_time: 0,
+            max_time: 600_000,
+            raw: None,
+            count: Some(xor(&[(300_000, 10.0), (600_000, 5.0)])),
+            sum: Some(xor(&[(300_000, 100.0), (600_000, 200.0)])),
+            min: Some(xor(&[(300_000, 1.0), (600_000, 2.0)])),
+            max: Some(xor(&[(300_000, 30.0), (600_000, 60.0)])),
+            counter: Some(xor(&[(300_000, 7.0), (600_000, 9.0)])),
+        }
+    }
+
+    #[test]
+    fn aggregate_follows_function() {
+        let table = [
+            (Some("rate"), AggrChoice::Counter, vec![7.0, 9.0]),
+            (Some("increase"), AggrChoice::Counter, vec![7.0, 9.0]),
+            (Some("min_over_time"), AggrChoice::Min, vec![1.0, 2.0]),
+            (Some("max_over_time"), AggrChoice::Max, vec![30.0, 60.0]),
+            (Some("count_over_time"), AggrChoice::Count, vec![10.0, 5.0]),
+            (Some("sum_over_time"), AggrChoice::Sum, vec![100.0, 200.0]),
+            (Some("avg_over_time"), AggrChoice::Avg, vec![10.0, 40.0]),
+            (None, AggrChoice::Avg, vec![10.0, 40.0]),
+            (Some("sum"), AggrChoice::Avg, vec![10.0, 40.0]),
+        ];
+        let s = series(vec![downsampled()]);
+        for (func, want_choice, want) in table {
+            let choice = AggrChoice::for_func(func);
+            assert_eq!(choice, want_choice, "{func:?}");
+            let got = decode_series(&s, choice, 0, i64::MAX).expect("decodes");
+            let vals: Vec<f64> = got.samples.iter().map(|(_, v)| *v).collect();
+            assert_eq!(vals, want, "{func:?}");
+        }
+        assert_eq!(
+            AggrChoice::Avg.aggregates(),
+            vec![Aggr::Count as i32, Aggr::Sum as i32]
+        );
+    }
+
+    #[test]
+    fn missing_aggregate_is_an_error() {
+        let mut c = downsampled();
+        c.counter = None;
+        let e = decode_series(&series(vec![c]), AggrChoice::Counter, 0, i64::MAX)
+            .expect_err("no counter chunk");
+        assert!(e.to_string().contains("no counter aggregate"), "{e}");
+    }
+
+    #[test]
+    fn raw_chunks_clip_and_drop_repeats() {
+        let a = AggrChunk {
+            min_time: 0,
+            max_time: 30,
+            raw: Some(xor(&[(0, 1.0), (10, 2.0), (20, 3.0), (30, 4.0)])),
+            ..Default::default()
+        };
+        let b = AggrChunk {
+            min_time: 20,
+            max_time: 40,
+            raw: Some(xor(&[(20, 3.0), (30, 4.0), (40, 5.0)])),
+            ..Default::default()
+        };
+        let got = decode_series(&series(vec![a, b]), AggrChoice::Avg, 10, 35).expect("decodes");
+        assert_eq!(got.samples, vec![(10, 2.0), (20, 3.0), (30, 4.0)]);
+    }
+
+    #[test]
+    fn garbage_chunk_is_an_error_not_a_panic() {
+        let c = AggrChunk {
+            min_time: 0,
+            max_time: 10,
+            raw: Some(pb::Chunk {
+                r#type: 0,
+                data: vec![0xff, 0xff, 0x01],
+                hash: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(decode_series(&series(vec![c.clone()]), AggrChoice::Avg, 0, 10).is_err());
+        let mut bad = c;
+        if let Some(r) = bad.raw.as_mut() {
+            r.r#type = 9;
+        }
+        let e = decode_series(&series(vec![bad]), AggrChoice::Avg, 0, 10).expect_err("enc");
+        assert!(matches!(
+            e,
+            DecodeError::UnknownEncoding { encoding: 9, .. }
+        ));
+    }
+
+    #[test]
+    fn matchers_keep_regex_source() {
+        let ms = vec![
+            Matcher::new(MatchOp::Equal, "__name__", "up"),
+            Matcher::new(MatchOp::NotEqual, "a", "b"),
+            Matcher::new(
+                MatchOp::Re(regex::Regex::new("^(?:x.*)$").expect("re")),
+                "job",
+                "x.*",
+            ),
+        ];
+        let pb = matchers_to_pb(&ms);
+        assert_eq!(pb[0].r#type, 0);
+        assert_eq!(pb[1].r#type, 1);
+        assert_eq!((pb[2].r#type, pb[2].value.as_str()), (2, "x.*"));
+    }
+
+    #[test]
+    fn int_histogram_buckets_become_absolute() {
+        let h = Histogram {
+            count: 6,
+            positive_spans: vec![TsdbSpan {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1, 2, -1],
+            ..Default::default()
+        };
+        let f = int_histogram(&h);
+        assert_eq!(f.positive_buckets, vec![1.0, 3.0, 2.0]);
+        assert_eq!(f.count, 6.0);
+    }
+}
