@@ -187,7 +187,9 @@ impl ApiError {
 
     fn from_engine(e: EngineError) -> Self {
         match e {
-            EngineError::Parse(m) => ApiError::invalid("query", m),
+            // promql-parser gives no source position; Prometheus writes `1:5: parse error: …`.
+            EngineError::Parse(m) if m.contains("parse error") => ApiError::invalid("query", m),
+            EngineError::Parse(m) => ApiError::invalid("query", format!("parse error: {m}")),
             EngineError::Eval(m) => ApiError::Execution(m),
             e @ EngineError::Unsupported(_) => ApiError::Execution(e.to_string()),
             EngineError::Storage(e) => ApiError::from_storage(e),
