@@ -441,7 +441,7 @@ fn common_query_params(
     let expr = if q.trim().is_empty() {
         return Err(ApiError::invalid(
             "query",
-            "1:1: parse error: no expression found in input",
+            "unknown position: parse error: no expression found in input",
         ));
     } else {
         strata_promql::engine::parse(q).map_err(ApiError::from_engine)?
@@ -467,8 +467,8 @@ fn common_query_params(
 async fn query(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
     let started = Instant::now();
     let p = read_params(req).await?;
-    let t =
-        params::parse_time_or(p.get("time"), now_ms()).map_err(|e| ApiError::invalid("time", e))?;
+    let t = params::parse_time_or("time", p.get("time"), now_ms())
+        .map_err(|e| ApiError::invalid("time", e))?;
     let (deadline, engine, stats) = common_query_params(&api, &p, started, false)?;
     let opts = query_options(&api, &p, 0)?;
     let r = QueryRequest {
@@ -607,9 +607,9 @@ struct MetaParams {
 
 fn meta_params(api: &Api, p: &params::Params) -> Result<MetaParams, ApiError> {
     let limit = params::parse_limit(p.get("limit")).map_err(|e| ApiError::invalid("limit", e))?;
-    let start = params::parse_time_or(p.get("start"), params::MIN_TIME_MS)
+    let start = params::parse_time_or("start", p.get("start"), params::MIN_TIME_MS)
         .map_err(|e| ApiError::invalid("start", e))?;
-    let end = params::parse_time_or(p.get("end"), params::MAX_TIME_MS)
+    let end = params::parse_time_or("end", p.get("end"), params::MAX_TIME_MS)
         .map_err(|e| ApiError::invalid("end", e))?;
     let sets =
         params::parse_match_sets(&p.all("match[]")).map_err(|e| ApiError::invalid("match[]", e))?;
@@ -761,9 +761,9 @@ async fn metadata(req: Request) -> ApiResult {
 
 async fn query_exemplars(req: Request) -> ApiResult {
     let p = read_params(req).await?;
-    params::parse_time_or(p.get("start"), params::MIN_TIME_MS)
+    params::parse_time_or("start", p.get("start"), params::MIN_TIME_MS)
         .map_err(|e| ApiError::invalid("start", e))?;
-    params::parse_time_or(p.get("end"), params::MAX_TIME_MS)
+    params::parse_time_or("end", p.get("end"), params::MAX_TIME_MS)
         .map_err(|e| ApiError::invalid("end", e))?;
     strata_promql::engine::parse(p.get("query")).map_err(ApiError::from_engine)?;
     Ok(Success::data("[]".into()))

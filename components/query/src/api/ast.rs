@@ -1,7 +1,9 @@
 //! `/api/v1/parse_query`: the PromQL syntax tree as the JSON object Prometheus's UI tree view
 //! reads (node `type`s `aggregation`, `binaryExpr`, `call`, `matrixSelector`, `subquery`,
 //! `numberLiteral`, `parenExpr`, `stringLiteral`, `unaryExpr`, `vectorSelector`). Keys are
-//! written in sorted order, as Go writes map keys.
+//! written in sorted order, as Go writes map keys. Fields of syntax `promql-parser` does not
+//! know (Prometheus 3's experimental `anchored`/`smoothed` range modifiers, duration
+//! expressions in `offsetExpr`/`rangeExpr`/`stepExpr`) are always `false` / `null`.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -93,6 +95,9 @@ fn vector_selector(vs: &VectorSelector) -> Vec<(&'static str, Value)> {
         ("matchers", matchers(&vs.name, &vs.matchers)),
         ("timestamp", timestamp),
         ("startOrEnd", start_or_end),
+        ("anchored", json!(false)),
+        ("smoothed", json!(false)),
+        ("offsetExpr", Value::Null),
     ]
 }
 
@@ -143,7 +148,15 @@ pub fn translate(expr: &Expr) -> Value {
                         Some(LabelModifier::Exclude(l)) => (false, labels(l)),
                         None => (false, json!([])),
                     };
+                let fill = b.modifier.as_ref().map(|m| &m.fill_values);
                 object(vec![
+                    (
+                        "fillValues",
+                        object(vec![
+                            ("lhs", json!(fill.and_then(|f| f.lhs))),
+                            ("rhs", json!(fill.and_then(|f| f.rhs))),
+                        ]),
+                    ),
                     ("card", json!(card)),
                     ("labels", matching_labels),
                     ("on", json!(on)),
@@ -185,6 +198,7 @@ pub fn translate(expr: &Expr) -> Value {
             let mut pairs = vector_selector(&m.vs);
             pairs.push(("type", json!("matrixSelector")));
             pairs.push(("range", json!(millis(&m.range))));
+            pairs.push(("rangeExpr", Value::Null));
             object(pairs)
         }
         Expr::Subquery(s) => {
@@ -197,6 +211,9 @@ pub fn translate(expr: &Expr) -> Value {
                 ("step", json!(s.step.as_ref().map(millis).unwrap_or(0))),
                 ("timestamp", timestamp),
                 ("startOrEnd", start_or_end),
+                ("offsetExpr", Value::Null),
+                ("rangeExpr", Value::Null),
+                ("stepExpr", Value::Null),
             ])
         }
         Expr::NumberLiteral(n) => object(vec![
@@ -247,7 +264,10 @@ mod tests {
                 "offset": 300000,
                 "startOrEnd": null,
                 "timestamp": 100000,
-                "type": "vectorSelector"
+                "type": "vectorSelector",
+                "anchored": false,
+                "smoothed": false,
+                "offsetExpr": null
             })
         );
     }
@@ -272,7 +292,11 @@ mod tests {
                         "offset": 0,
                         "matchers": [{"name": "__name__", "type": "=", "value": "x"}],
                         "timestamp": null,
-                        "startOrEnd": "end"
+                        "startOrEnd": "end",
+                        "anchored": false,
+                        "smoothed": false,
+                        "offsetExpr": null,
+                        "rangeExpr": null
                     }]
                 }
             })
@@ -284,7 +308,8 @@ mod tests {
         let t = tree("a / on (job) group_left (team) b");
         assert_eq!(
             t["matching"],
-            json!({"card": "many-to-one", "labels": ["job"], "on": true, "include": ["team"]})
+            json!({"card": "many-to-one", "labels": ["job"], "on": true, "include": ["team"],
+                "fillValues": {"lhs": null, "rhs": null}})
         );
         assert_eq!(t["bool"], json!(false));
         let t = tree("a > bool 1");
@@ -296,7 +321,8 @@ mod tests {
         let t = tree("a + b");
         assert_eq!(
             t["matching"],
-            json!({"card": "one-to-one", "labels": [], "on": false, "include": []})
+            json!({"card": "one-to-one", "labels": [], "on": false, "include": [],
+                "fillValues": {"lhs": null, "rhs": null}})
         );
     }
 

@@ -70,12 +70,13 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     parse_rfc3339_ms(s).ok_or_else(err)
 }
 
-/// Parses a time parameter, `default` when it is absent.
-pub fn parse_time_or(s: &str, default: i64) -> Result<i64, String> {
+/// Parses the optional time parameter `name`, `default` when it is absent; the error names
+/// the parameter as Prometheus's does (`invalid time value for 'time': …`).
+pub fn parse_time_or(name: &str, s: &str, default: i64) -> Result<i64, String> {
     if s.is_empty() {
         Ok(default)
     } else {
-        parse_time(s)
+        parse_time(s).map_err(|e| format!("invalid time value for '{name}': {e}"))
     }
 }
 
@@ -251,7 +252,11 @@ mod tests {
         );
         assert!(parse_time("NaN").is_err());
         assert!(parse_time("1e300").is_err());
-        assert_eq!(parse_time_or("", 42), Ok(42));
+        assert_eq!(parse_time_or("time", "", 42), Ok(42));
+        assert_eq!(
+            parse_time_or("time", "x", 42),
+            Err(r#"invalid time value for 'time': cannot parse "x" to a valid timestamp"#.into())
+        );
     }
 
     #[test]

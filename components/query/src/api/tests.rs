@@ -194,13 +194,13 @@ async fn query_parameter_errors_match_prometheus() {
         &get(&app, "/api/v1/query?query=up&time=abc").await,
         400,
         "bad_data",
-        r#"invalid parameter "time": cannot parse "abc" to a valid timestamp"#,
+        r#"invalid parameter "time": invalid time value for 'time': cannot parse "abc" to a valid timestamp"#,
     );
     assert_error(
         &get(&app, "/api/v1/query?time=1").await,
         400,
         "bad_data",
-        r#"invalid parameter "query": 1:1: parse error: no expression found in input"#,
+        r#"invalid parameter "query": unknown position: parse error: no expression found in input"#,
     );
     assert_error(
         &get(&app, "/api/v1/query?query=up&timeout=soon").await,
@@ -800,7 +800,7 @@ async fn series_endpoint() {
         &get(&app, "/api/v1/series?match[]=up&start=x").await,
         400,
         "bad_data",
-        r#"invalid parameter "start": cannot parse "x" to a valid timestamp"#,
+        r#"invalid parameter "start": invalid time value for 'start': cannot parse "x" to a valid timestamp"#,
     );
     // Outside the data's time range: an empty list, not null.
     let got = get(&app, "/api/v1/series?match[]=up&start=100000&end=200000").await;
