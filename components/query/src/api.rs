@@ -413,6 +413,7 @@ struct QueryRequest {
     engine: Engine,
     opts: QueryOptions,
     stats: bool,
+    stats_warning: Option<String>,
 }
 
 /// Reads `timeout`, `lookback_delta`, `stats` and the query itself (parsed up front so a
@@ -464,6 +465,17 @@ fn common_query_params(
     Ok((started + timeout, engine, !p.get("stats").is_empty()))
 }
 
+/// Prometheus 3.14's warning for `stats` values other than `true` and `all`.
+fn stats_warning(p: &params::Params) -> Option<String> {
+    match p.get("stats") {
+        "" | "true" | "all" => None,
+        v => Some(format!(
+            "value {} for parameter \"stats\" is deprecated and will be rejected in the next major release, use \"true\" or \"all\"",
+            params::quote(v)
+        )),
+    }
+}
+
 async fn query(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
     let started = Instant::now();
     let p = read_params(req).await?;
@@ -481,6 +493,7 @@ async fn query(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
         engine,
         opts,
         stats,
+        stats_warning: stats_warning(&p),
     };
     let span = tracing::info_span!("api_query", query = %r.query, time = t);
     run_query(&api, r, started).instrument(span).await
@@ -522,6 +535,7 @@ async fn query_range(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
         engine,
         opts,
         stats,
+        stats_warning: stats_warning(&p),
     };
     let span = tracing::info_span!("api_query_range", query = %r.query, start, end, step);
     run_query(&api, r, started).instrument(span).await
@@ -573,10 +587,12 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
             queue_s: queued.as_secs_f64(),
             exec_total_s: started.elapsed().as_secs_f64(),
             total_queryable_samples: loaded,
+            samples_read: loaded,
             peak_samples: loaded.max(points),
         }
     });
     let mut out = Success::data(json::query_data(&result.value, r.start, stats.as_ref()));
+    out.warnings.extend(r.stats_warning);
     for a in result.annotations {
         match a.kind {
             AnnotationKind::Warning => out.warnings.push(a.message),

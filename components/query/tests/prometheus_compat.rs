@@ -92,8 +92,48 @@ fn mem(base_ms: i64) -> MemQueryable {
 enum Check {
     /// Everything, error messages included.
     Exact,
+    /// The bodies byte for byte.
+    Bytes,
     /// Status and error type; the message only up to `invalid parameter "query": `.
     ErrorTypeOnly,
+    /// Like `Exact`, but the numbers under `data.stats` are not compared (only the keys).
+    StatsShape,
+}
+
+/// One request: path under `/api/v1/`, parameters, how to compare, whether to POST a form.
+struct Case {
+    path: &'static str,
+    params: Vec<(&'static str, String)>,
+    check: Check,
+    post: bool,
+}
+
+fn case(path: &'static str, params: Vec<(&'static str, String)>, check: Check) -> Case {
+    Case {
+        path,
+        params,
+        check,
+        post: false,
+    }
+}
+
+fn post(path: &'static str, params: Vec<(&'static str, String)>, check: Check) -> Case {
+    Case {
+        path,
+        params,
+        check,
+        post: true,
+    }
+}
+
+/// Zeroes every number below `v`.
+fn zero_numbers(v: &mut Value) {
+    match v {
+        Value::Number(_) => *v = Value::from(0),
+        Value::Object(m) => m.values_mut().for_each(zero_numbers),
+        Value::Array(a) => a.iter_mut().for_each(zero_numbers),
+        _ => {}
+    }
 }
 
 /// Sorts vector/matrix results and series lists so order does not matter.
@@ -102,10 +142,10 @@ fn normalize(v: &mut Value) {
         if let Some(result) = data.get_mut("result").and_then(Value::as_array_mut) {
             result.sort_by_key(|s| s["metric"].to_string());
         }
-        if let Some(list) = data.as_array_mut() {
-            if list.iter().all(Value::is_object) {
-                list.sort_by_key(|s| s.to_string());
-            }
+        if let Some(list) = data.as_array_mut()
+            && list.iter().all(Value::is_object)
+        {
+            list.sort_by_key(|s| s.to_string());
         }
     }
 }
@@ -182,48 +222,48 @@ async fn answers_match_a_real_prometheus() {
     let (start, end) = (s(0.0), s(600.0));
     let end_before = s(-1.0);
     use Check::*;
-    let cases: Vec<(&str, Vec<(&str, String)>, Check)> = vec![
-        (
+    let cases: Vec<Case> = vec![
+        case(
             "query",
             vec![("query", "up".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "1+1".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "sum by (job) (up)".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "temp".into()), ("time", s(315.0))],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "temp".into()), ("time", s(330.0))],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "up / 0".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "\"hi\"".into()), ("time", s(1.5))],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "up[1m]".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![
                 ("query", "rate(http_requests_total[1m])".into()),
@@ -231,17 +271,17 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "rate(up[5m])".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![("query", "quantile(2, up)".into()), ("time", t.clone())],
             Exact,
         ),
-        (
+        case(
             "query",
             vec![
                 ("query", "up".into()),
@@ -250,7 +290,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "up".into()),
@@ -260,7 +300,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "sum(rate(http_requests_total[1m]))".into()),
@@ -270,7 +310,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "temp * 2".into()),
@@ -280,7 +320,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "series",
             vec![
                 ("match[]", "up".into()),
@@ -289,7 +329,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "series",
             vec![
                 ("match[]", "up".into()),
@@ -299,7 +339,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "series",
             vec![
                 ("match[]", "{__name__=~\"up|temp\"}".into()),
@@ -309,12 +349,12 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "labels",
             vec![("start", start.clone()), ("end", end.clone())],
             Exact,
         ),
-        (
+        case(
             "labels",
             vec![
                 ("match[]", "temp".into()),
@@ -323,7 +363,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "label/__name__/values",
             vec![
                 ("match[]", "{job=\"a\"}".into()),
@@ -332,15 +372,15 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "label/job/values",
             vec![("start", start.clone()), ("end", end.clone())],
             Exact,
         ),
-        ("label/job/values", vec![("limit", "1".into())], Exact),
-        ("label/nope/values", vec![], Exact),
-        ("metadata", vec![], Exact),
-        (
+        case("label/job/values", vec![("limit", "1".into())], Exact),
+        case("label/nope/values", vec![], Exact),
+        case("metadata", vec![], Exact),
+        case(
             "query_exemplars",
             vec![
                 ("query", "up".into()),
@@ -349,12 +389,12 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "format_query",
             vec![("query", "sum by(job)(rate(x[5m]))".into())],
             Exact,
         ),
-        (
+        case(
             "parse_query",
             vec![(
                 "query",
@@ -362,35 +402,112 @@ async fn answers_match_a_real_prometheus() {
             )],
             Exact,
         ),
-        (
+        case(
             "parse_query",
             vec![("query", "a / on (job) group_left (team) b > bool 1".into())],
             Exact,
         ),
-        (
+        case(
             "parse_query",
             vec![("query", "-(max_over_time(x[1h:5m] @ start()))".into())],
             Exact,
         ),
-        (
+        case(
             "parse_query",
             vec![("query", "topk(3, x) or vector(1)".into())],
             Exact,
         ),
+        case(
+            "query",
+            vec![("query", "up".into()), ("time", s(300.5))],
+            Bytes,
+        ),
+        case(
+            "query",
+            vec![("query", "temp".into()), ("time", s(315.0))],
+            Bytes,
+        ),
+        case(
+            "query_range",
+            vec![
+                ("query", "temp".into()),
+                ("start", s(0.25)),
+                ("end", s(90.0)),
+                ("step", "15".into()),
+            ],
+            Bytes,
+        ),
+        case("series", vec![("match[]", "temp".into())], Bytes),
+        case("labels", vec![], Bytes),
+        case(
+            "query",
+            vec![
+                ("query", "up".into()),
+                ("time", t.clone()),
+                ("stats", "all".into()),
+            ],
+            StatsShape,
+        ),
+        case(
+            "query_range",
+            vec![
+                ("query", "rate(up[1m])".into()),
+                ("start", start.clone()),
+                ("end", end.clone()),
+                ("step", "60".into()),
+                ("stats", "1".into()),
+            ],
+            StatsShape,
+        ),
+        // Grafana sends form POSTs.
+        post(
+            "query",
+            vec![("query", "1+1".into()), ("time", t.clone())],
+            Bytes,
+        ),
+        post(
+            "query_range",
+            vec![
+                ("query", "sum by (job) (up)".into()),
+                ("start", start.clone()),
+                ("end", end.clone()),
+                ("step", "120".into()),
+            ],
+            Exact,
+        ),
+        post(
+            "series",
+            vec![
+                ("match[]", "up".into()),
+                ("start", start.clone()),
+                ("end", end.clone()),
+            ],
+            Exact,
+        ),
+        post(
+            "labels",
+            vec![
+                ("match[]", "{job=\"a\"}".into()),
+                ("start", start.clone()),
+                ("end", end.clone()),
+            ],
+            Exact,
+        ),
+        post("query_exemplars", vec![("query", "up".into())], Exact),
         // Errors.
-        (
+        case(
             "query",
             vec![("query", "up".into()), ("time", "abc".into())],
             Exact,
         ),
-        ("query", vec![("time", t.clone())], Exact),
-        (
+        case("query", vec![("time", t.clone())], Exact),
+        case(
             "query",
             vec![("query", "up".into()), ("timeout", "soon".into())],
             Exact,
         ),
-        ("query", vec![("query", "sum(up".into())], ErrorTypeOnly),
-        (
+        case("query", vec![("query", "sum(up".into())], ErrorTypeOnly),
+        case(
             "query_range",
             vec![
                 ("query", "up".into()),
@@ -399,7 +516,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "up".into()),
@@ -409,7 +526,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "up".into()),
@@ -419,7 +536,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "up".into()),
@@ -429,7 +546,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "up".into()),
@@ -439,7 +556,7 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        (
+        case(
             "query_range",
             vec![
                 ("query", "up[5m]".into()),
@@ -449,19 +566,57 @@ async fn answers_match_a_real_prometheus() {
             ],
             Exact,
         ),
-        ("series", vec![], Exact),
-        ("series", vec![("match[]", "{job=~\".*\"}".into())], Exact),
-        (
+        case("series", vec![], Exact),
+        case("series", vec![("match[]", "{job=~\".*\"}".into())], Exact),
+        case(
             "series",
             vec![("match[]", "up".into()), ("limit", "-1".into())],
             Exact,
         ),
-        ("labels", vec![("start", "x".into())], Exact),
+        case("labels", vec![("start", "x".into())], Exact),
+        case(
+            "query_range",
+            vec![
+                ("query", "\"s\"".into()),
+                ("start", start.clone()),
+                ("end", end.clone()),
+                ("step", "60".into()),
+            ],
+            Exact,
+        ),
+        case("query", vec![("query", "rate(up)".into())], ErrorTypeOnly),
+        case("query", vec![("query", "up{".into())], ErrorTypeOnly),
+        case("parse_query", vec![("query", "up{".into())], ErrorTypeOnly),
+        case(
+            "format_query",
+            vec![("query", "sum(".into())],
+            ErrorTypeOnly,
+        ),
+        case(
+            "label/job/values",
+            vec![("limit", "x".into())],
+            ErrorTypeOnly,
+        ),
+        case(
+            "query",
+            vec![
+                ("query", "up".into()),
+                ("time", "1".into()),
+                ("timeout", "1e30".into()),
+            ],
+            Exact,
+        ),
     ];
 
     let client = reqwest::Client::new();
     let mut report = Vec::new();
-    for (path, params, check) in &cases {
+    for Case {
+        path,
+        params,
+        check,
+        post,
+    } in &cases
+    {
         let form: String = params
             .iter()
             .map(|(k, v)| {
@@ -471,17 +626,33 @@ async fn answers_match_a_real_prometheus() {
             })
             .collect::<Vec<_>>()
             .join("&");
-        let uri = format!("/api/v1/{path}?{form}");
-        let theirs = client
-            .get(format!("{}{uri}", prometheus.url()))
-            .send()
-            .await
-            .expect("prometheus answers");
+        let (uri, request) = if *post {
+            let uri = format!("/api/v1/{path}");
+            let request = Request::post(&uri)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(form.clone()));
+            (uri, request)
+        } else {
+            let uri = format!("/api/v1/{path}?{form}");
+            let request = Request::get(&uri).body(Body::empty());
+            (uri, request)
+        };
+        let theirs = if *post {
+            client
+                .post(format!("{}{uri}", prometheus.url()))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.clone())
+        } else {
+            client.get(format!("{}{uri}", prometheus.url()))
+        }
+        .send()
+        .await
+        .expect("prometheus answers");
         let their_status = theirs.status().as_u16();
         let their_body = theirs.text().await.expect("body");
         let resp = ours
             .clone()
-            .oneshot(Request::get(&uri).body(Body::empty()).expect("request"))
+            .oneshot(request.expect("request"))
             .await
             .expect("infallible");
         let our_status = resp.status().as_u16();
@@ -505,9 +676,22 @@ async fn answers_match_a_real_prometheus() {
                 }
             }
         }
-        normalize(&mut a);
-        normalize(&mut b);
-        same(&a, &b, "", &mut diffs);
+        if *check == StatsShape {
+            for v in [&mut a, &mut b] {
+                if let Some(stats) = v["data"].get_mut("stats") {
+                    zero_numbers(stats);
+                }
+            }
+        }
+        if *check == Bytes {
+            if our_body != their_body {
+                diffs.push("bodies differ byte for byte".into());
+            }
+        } else {
+            normalize(&mut a);
+            normalize(&mut b);
+            same(&a, &b, "", &mut diffs);
+        }
         if !diffs.is_empty() {
             report.push(format!(
                 "{uri}\n  ours:       {our_body}\n  prometheus: {their_body}\n  {}",

@@ -13,7 +13,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, VectorSelector};
 use serde_json::{Map, Value, json};
 
-use super::format::format_float;
+use super::format::format_float_f;
 
 /// Builds a JSON object from pairs, keys sorted.
 fn object(mut pairs: Vec<(&str, Value)>) -> Value {
@@ -218,7 +218,7 @@ pub fn translate(expr: &Expr) -> Value {
         }
         Expr::NumberLiteral(n) => object(vec![
             ("type", json!("numberLiteral")),
-            ("val", json!(format_float(n.val))),
+            ("val", json!(format_float_f(n.val))),
         ]),
         Expr::Paren(p) => object(vec![
             ("type", json!("parenExpr")),

@@ -3,9 +3,22 @@
 
 use std::fmt::Write;
 
-/// Formats `f` as Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that read
-/// back to `f`, never an exponent; `NaN`, `+Inf` and `-Inf` for the special values.
+/// Formats a sample value as Prometheus's JSON API does: Go's
+/// `strconv.FormatFloat(f, 'f', -1, 64)` (shortest round-trip digits), except that magnitudes
+/// below 1e-6 or from 1e21 up use the `'e'` form (`1e-07`, `1.5e+21`), like Go's
+/// `encoding/json`; `NaN`, `+Inf` and `-Inf` for the special values.
 pub fn format_float(f: f64) -> String {
+    let abs = f.abs();
+    if f.is_finite() && abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        format_float_e(f)
+    } else {
+        format_float_f(f)
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that read back to `f`,
+/// never an exponent; `NaN`, `+Inf` and `-Inf` for the special values.
+pub fn format_float_f(f: f64) -> String {
     if f.is_nan() {
         "NaN".to_string()
     } else if f == f64::INFINITY {
@@ -17,6 +30,20 @@ pub fn format_float(f: f64) -> String {
         // which is what Go's 'f' format with precision -1 prints (including "-0").
         format!("{f}")
     }
+}
+
+/// Go's `strconv.FormatFloat(f, 'e', -1, 64)` for finite `f`: shortest digits, an exponent
+/// with a sign and at least two digits (`1e-07`, `1.2345e+300`).
+fn format_float_e(f: f64) -> String {
+    let rust = format!("{f:e}");
+    let Some((mantissa, exp)) = rust.split_once('e') else {
+        return rust;
+    };
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
 }
 
 /// Writes a millisecond timestamp as Prometheus writes it in JSON: seconds, and when the
@@ -192,9 +219,10 @@ mod tests {
 
     use super::*;
 
-    /// An independent reference for Go's 'f' format: expand Rust's shortest scientific form
-    /// (`d.ddde±x`) into positional notation by moving the decimal point.
-    fn reference_go_f(f: f64) -> String {
+    /// An independent reference for Prometheus's sample format: Go's 'f' format built by
+    /// expanding Rust's shortest scientific form (`d.ddde±x`) into positional notation, or
+    /// Go's 'e' form for tiny and huge magnitudes.
+    fn reference(f: f64) -> String {
         if f.is_nan() {
             return "NaN".into();
         }
@@ -212,6 +240,15 @@ mod tests {
             Some(m) => ("-", m),
             None => ("", mantissa),
         };
+        let abs = f.abs();
+        if abs != 0.0 && (abs < 1e-6 || abs >= 1e21) {
+            let e = if exp < 0 {
+                format!("-{:02}", -exp)
+            } else {
+                format!("+{exp:02}")
+            };
+            return format!("{sign}{mantissa}e{e}");
+        }
         let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
         // The decimal point sits after the first digit; move it by `exp`.
         let point = 1 + exp;
@@ -235,25 +272,31 @@ mod tests {
             (1.0, "1"),
             (-0.0, "-0"),
             (0.1 + 0.2, "0.30000000000000004"),
-            (1e21, "1000000000000000000000"),
-            (1e-7, "0.0000001"),
+            (1e21, "1e+21"),
+            (-1.5e300, "-1.5e+300"),
+            (999_999_999_999_999_900_000.0, "999999999999999900000"),
+            (1e-7, "1e-07"),
+            (1e-6, "0.000001"),
             (123456.789, "123456.789"),
+            (123_456_789.125, "123456789.125"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
-            (5e-324, &format!("0.{}5", "0".repeat(323))),
-            (f64::MAX, &format!("17976931348623157{}", "0".repeat(292))),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
         ];
         for (f, want) in cases {
             assert_eq!(format_float(f), want, "{f:e}");
         }
+        assert_eq!(format_float_f(1e21), "1000000000000000000000");
+        assert_eq!(format_float_f(1e-7), "0.0000001");
     }
 
     proptest! {
         #[test]
         fn float_format_matches_the_reference(bits in any::<u64>()) {
             let f = f64::from_bits(bits);
-            prop_assert_eq!(format_float(f), reference_go_f(f));
+            prop_assert_eq!(format_float(f), reference(f));
         }
 
         #[test]

@@ -129,6 +129,8 @@ pub struct QueryStats {
     pub exec_total_s: f64,
     /// Samples read from the stores.
     pub total_queryable_samples: u64,
+    /// Samples read from storage.
+    pub samples_read: u64,
     /// Largest number of samples held at once (approximated, see the module docs).
     pub peak_samples: u64,
 }
@@ -154,8 +156,8 @@ fn write_stats(out: &mut String, s: &QueryStats) {
     write_seconds(out, s.exec_total_s);
     let _ = write!(
         out,
-        "}},\"samples\":{{\"totalQueryableSamples\":{},\"peakSamples\":{}}}}}",
-        s.total_queryable_samples, s.peak_samples
+        "}},\"samples\":{{\"totalQueryableSamples\":{},\"samplesRead\":{},\"peakSamples\":{}}}}}",
+        s.total_queryable_samples, s.samples_read, s.peak_samples
     );
 }
 
@@ -342,6 +344,7 @@ mod tests {
     fn stats_shape() {
         let s = QueryStats {
             total_queryable_samples: 7,
+            samples_read: 5,
             peak_samples: 3,
             ..Default::default()
         };
@@ -359,7 +362,7 @@ mod tests {
         }
         assert_eq!(
             stats["samples"],
-            json!({"totalQueryableSamples": 7, "peakSamples": 3})
+            json!({"totalQueryableSamples": 7, "samplesRead": 5, "peakSamples": 3})
         );
     }
 }

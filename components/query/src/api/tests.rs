@@ -434,8 +434,18 @@ async fn stats_all_adds_timings_and_samples() {
             .is_some_and(|n| n >= 22),
         "{stats}"
     );
+    assert!(v.get("warnings").is_none(), "{v}");
     let (_, v) = get(&app(), "/api/v1/query?query=up&time=60").await;
     assert!(v["data"].get("stats").is_none());
+    // Prometheus 3.14 deprecates values other than `true` and `all`.
+    let (_, v) = get(&app(), "/api/v1/query?query=up&time=60&stats=1").await;
+    assert!(v["data"]["stats"].is_object());
+    assert_eq!(
+        v["warnings"],
+        json!([
+            r#"value "1" for parameter "stats" is deprecated and will be rejected in the next major release, use "true" or "all""#
+        ])
+    );
 }
 
 /// Records the options of every view it hands out.
