@@ -241,7 +241,7 @@ mod tests {
             None => ("", mantissa),
         };
         let abs = f.abs();
-        if abs != 0.0 && (abs < 1e-6 || abs >= 1e21) {
+        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
             let e = if exp < 0 {
                 format!("-{:02}", -exp)
             } else {
