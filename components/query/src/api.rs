@@ -186,15 +186,59 @@ impl ApiError {
     }
 
     fn from_engine(e: EngineError) -> Self {
+        // (see `parse_error_message` for the wording of parse errors)
         match e {
-            // promql-parser gives no source position; Prometheus writes `1:5: parse error: …`.
-            EngineError::Parse(m) if m.contains("parse error") => ApiError::invalid("query", m),
-            EngineError::Parse(m) => ApiError::invalid("query", format!("parse error: {m}")),
+            EngineError::Parse(m) => ApiError::invalid("query", parse_error_message(m)),
             EngineError::Eval(m) => ApiError::Execution(m),
             e @ EngineError::Unsupported(_) => ApiError::Execution(e.to_string()),
             EngineError::Storage(e) => ApiError::from_storage(e),
         }
     }
+}
+
+/// A parse error worded as close to Prometheus as the parser allows: Prometheus writes
+/// `1:5: parse error: …`, or `unknown position: parse error: …` when it has no position;
+/// `promql-parser` keeps no positions, so only the empty query gets Prometheus's exact text.
+fn parse_error_message(m: String) -> String {
+    let m = prometheus_wording(m);
+    if m.contains("parse error") {
+        m
+    } else if m == "no expression found in input" {
+        format!("unknown position: parse error: {m}")
+    } else {
+        format!("parse error: {m}")
+    }
+}
+
+/// Rewrites `promql-parser` messages whose Prometheus wording differs and is known:
+/// `expected type matrix in call to function 'rate', got vector` becomes
+/// `expected type range vector in call to function "rate", got instant vector`.
+fn prometheus_wording(m: String) -> String {
+    let type_name = |t: &str| match t {
+        "matrix" => "range vector".to_string(),
+        "vector" => "instant vector".to_string(),
+        other => other.to_string(),
+    };
+    let rewritten = (|| {
+        let rest = m.strip_prefix("expected type ")?;
+        let (want, rest) = rest.split_once(" in call to function '")?;
+        let (func, got) = rest.split_once("', got ")?;
+        Some(format!(
+            "expected type {} in call to function \"{func}\", got {}",
+            type_name(want),
+            type_name(got)
+        ))
+    })();
+    rewritten.unwrap_or(m)
+}
+
+/// Parses the `query` parameter; the error is bare `bad_data` (no parameter name), as
+/// Prometheus's exemplar endpoint words it.
+fn parse_bare(q: &str) -> Result<promql_parser::parser::Expr, ApiError> {
+    strata_promql::engine::parse(q).map_err(|e| match e {
+        EngineError::Parse(m) => ApiError::BadData(parse_error_message(m)),
+        other => ApiError::from_engine(other),
+    })
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -414,6 +458,7 @@ struct QueryRequest {
     opts: QueryOptions,
     stats: bool,
     stats_warning: Option<String>,
+    limit: usize,
 }
 
 /// Reads `timeout`, `lookback_delta`, `stats` and the query itself (parsed up front so a
@@ -433,7 +478,9 @@ fn common_query_params(
     let mut engine = api.settings.engine.clone();
     let lb = p.get("lookback_delta");
     if !lb.is_empty() {
-        let ns = parse_duration_ns(lb).map_err(|e| ApiError::invalid("lookback_delta", e))?;
+        let ns = parse_duration_ns(lb).map_err(|e| {
+            ApiError::BadData(format!("error parsing lookback delta duration: {e}"))
+        })?;
         if ns > 0 {
             engine.lookback_ms = ms(ns);
         }
@@ -479,6 +526,7 @@ fn stats_warning(p: &params::Params) -> Option<String> {
 async fn query(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
     let started = Instant::now();
     let p = read_params(req).await?;
+    let limit = params::parse_limit(p.get("limit")).map_err(|e| ApiError::invalid("limit", e))?;
     let t = params::parse_time_or("time", p.get("time"), now_ms())
         .map_err(|e| ApiError::invalid("time", e))?;
     let (deadline, engine, stats) = common_query_params(&api, &p, started, false)?;
@@ -494,6 +542,7 @@ async fn query(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
         opts,
         stats,
         stats_warning: stats_warning(&p),
+        limit,
     };
     let span = tracing::info_span!("api_query", query = %r.query, time = t);
     run_query(&api, r, started).instrument(span).await
@@ -502,6 +551,7 @@ async fn query(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
 async fn query_range(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
     let started = Instant::now();
     let p = read_params(req).await?;
+    let limit = params::parse_limit(p.get("limit")).map_err(|e| ApiError::invalid("limit", e))?;
     let start = params::parse_time(p.get("start")).map_err(|e| ApiError::invalid("start", e))?;
     let end = params::parse_time(p.get("end")).map_err(|e| ApiError::invalid("end", e))?;
     if end < start {
@@ -536,6 +586,7 @@ async fn query_range(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
         opts,
         stats,
         stats_warning: stats_warning(&p),
+        limit,
     };
     let span = tracing::info_span!("api_query_range", query = %r.query, start, end, step);
     run_query(&api, r, started).instrument(span).await
@@ -564,7 +615,7 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
             r.engine.instant_query(&counting, &r.query, r.start).await
         }
     };
-    let result: QueryResult = tokio::time::timeout_at(deadline, eval)
+    let mut result: QueryResult = tokio::time::timeout_at(deadline, eval)
         .await
         .map_err(|_| ApiError::Timeout("expression evaluation"))?
         .map_err(ApiError::from_engine)?;
@@ -591,6 +642,18 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
             peak_samples: loaded.max(points),
         }
     });
+    let truncated = r.limit > 0
+        && match &mut result.value {
+            QueryValue::Vector(v) if v.len() > r.limit => {
+                v.truncate(r.limit);
+                true
+            }
+            QueryValue::Matrix(m) if m.len() > r.limit => {
+                m.truncate(r.limit);
+                true
+            }
+            _ => false,
+        };
     let mut out = Success::data(json::query_data(&result.value, r.start, stats.as_ref()));
     out.warnings.extend(r.stats_warning);
     for a in result.annotations {
@@ -600,6 +663,9 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
         }
     }
     add_view_warnings(&mut out, view.as_ref());
+    if truncated {
+        out.warnings.push("results truncated due to limit".into());
+    }
     Ok(out)
 }
 
@@ -771,7 +837,12 @@ async fn label_values(
 
 async fn metadata(req: Request) -> ApiResult {
     let p = read_params(req).await?;
-    params::parse_limit(p.get("limit")).map_err(|e| ApiError::invalid("limit", e))?;
+    for name in ["limit", "limit_per_metric"] {
+        let v = p.get(name);
+        if !v.is_empty() && v.parse::<i64>().is_err() {
+            return Err(ApiError::BadData(format!("{name} must be a number")));
+        }
+    }
     Ok(Success::data("{}".into()))
 }
 
@@ -781,7 +852,7 @@ async fn query_exemplars(req: Request) -> ApiResult {
         .map_err(|e| ApiError::invalid("start", e))?;
     params::parse_time_or("end", p.get("end"), params::MAX_TIME_MS)
         .map_err(|e| ApiError::invalid("end", e))?;
-    strata_promql::engine::parse(p.get("query")).map_err(ApiError::from_engine)?;
+    parse_bare(p.get("query"))?;
     Ok(Success::data("[]".into()))
 }
 

@@ -225,7 +225,7 @@ async fn query_parameter_errors_match_prometheus() {
         .await,
         400,
         "bad_data",
-        r#"invalid parameter "query": parse error: expected type matrix in call to function 'rate', got vector"#,
+        r#"invalid parameter "query": parse error: expected type range vector in call to function "rate", got instant vector"#,
     );
 
     let range = |q: &str| format!("/api/v1/query_range?query=up&{q}");
