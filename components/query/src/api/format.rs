@@ -61,7 +61,7 @@ pub fn write_timestamp(out: &mut String, t_ms: i64) {
     }
 }
 
-/// [`write_timestamp`] into a new string.
+/// A millisecond timestamp as Prometheus writes it in JSON (`1.500`, `-0.001`), as a string.
 pub fn format_timestamp(t_ms: i64) -> String {
     let mut s = String::new();
     write_timestamp(&mut s, t_ms);
