@@ -980,3 +980,69 @@ async fn lookback_delta_parameter() {
     let (_, v) = get(&app, "/api/v1/query?query=up&time=700&lookback_delta=30s").await;
     assert_eq!(v["data"]["result"], json!([]));
 }
+
+/// The requests Grafana's Prometheus data source makes, in its shapes: the health check, the
+/// metric browser and label pickers (form POSTs with a charset), a panel query.
+#[tokio::test]
+async fn grafana_data_source_requests() {
+    let app = app();
+    let form = |uri: &str, body: &str| {
+        Request::post(uri)
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let (status, v) = get(&app, "/api/v1/status/buildinfo").await;
+    assert_eq!((status, &v["status"]), (StatusCode::OK, &json!("success")));
+    let (status, v) = send(&app, form("/api/v1/query", "query=1%2B1&time=1700000000")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["data"]["result"], json!([1700000000, "2"]));
+    let (_, v) = send(
+        &app,
+        form(
+            "/api/v1/label/__name__/values",
+            "match%5B%5D=%7B__name__%21%3D%22%22%7D&start=0&end=600",
+        ),
+    )
+    .await;
+    assert_eq!(v["data"], json!(["http_requests_total", "up"]));
+    let (_, v) = send(
+        &app,
+        form("/api/v1/labels", "match%5B%5D=up&start=0&end=600"),
+    )
+    .await;
+    assert_eq!(v["data"], json!(["__name__", "instance", "job"]));
+    let (_, v) = send(
+        &app,
+        form(
+            "/api/v1/series",
+            "match%5B%5D=up%7Bjob%3D%22b%22%7D&start=0&end=600",
+        ),
+    )
+    .await;
+    assert_eq!(
+        v["data"],
+        json!([{"__name__": "up", "instance": "h2:9100", "job": "b"}])
+    );
+    let (_, v) = get(&app, "/api/v1/metadata?metric=up").await;
+    assert_eq!(v["data"], json!({}));
+    let (status, v) = send(
+        &app,
+        form(
+            "/api/v1/query_range",
+            "query=sum+by+%28job%29+%28up%29&start=0&end=600&step=300",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v["data"]["result"],
+        json!([
+            {"metric": {"job": "a"}, "values": [[0, "1"], [300, "1"], [600, "1"]]},
+            {"metric": {"job": "b"}, "values": [[0, "0"], [300, "0"], [600, "0"]]}
+        ])
+    );
+}
