@@ -521,7 +521,20 @@ fn common_query_params(
             ));
         }
     }
-    Ok((started + timeout, engine, !p.get("stats").is_empty()))
+    Ok((
+        deadline_after(started, timeout),
+        engine,
+        !p.get("stats").is_empty(),
+    ))
+}
+
+/// `start + timeout`, or a century on when that is past what the clock can represent (an
+/// absurd `--query.timeout` must not panic).
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(start)
 }
 
 /// Prometheus 3.14's warning for `stats` values other than `true` and `all`.
@@ -714,7 +727,10 @@ fn meta_params(api: &Api, p: &params::Params) -> Result<MetaParams, ApiError> {
         limit,
         sets,
         opts,
-        deadline: tokio::time::Instant::now() + api.settings.query_timeout,
+        deadline: tokio::time::Instant::from_std(deadline_after(
+            Instant::now(),
+            api.settings.query_timeout,
+        )),
     })
 }
 

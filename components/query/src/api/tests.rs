@@ -1046,3 +1046,16 @@ async fn grafana_data_source_requests() {
         ])
     );
 }
+
+#[tokio::test]
+async fn an_absurd_timeout_flag_does_not_panic() {
+    let settings = ApiSettings {
+        query_timeout: Duration::MAX,
+        ..ApiSettings::default()
+    };
+    let app = app_with(Arc::new(MemSource::new(data())), settings);
+    let (status, _) = get(&app, "/api/v1/query?query=up&time=1").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get(&app, "/api/v1/labels").await;
+    assert_eq!(status, StatusCode::OK);
+}
