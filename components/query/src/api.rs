@@ -31,8 +31,9 @@
 //!   as false and duration expressions as null, and takes function signatures from
 //!   `promql-parser`'s table;
 //! - native histograms: the JSON writer is done (`histogram`/`histograms` with `count`, `sum`,
-//!   `buckets`), but the engine does not return histogram samples yet, so no request produces
-//!   them;
+//!   `buckets`; a custom-bucket histogram renders exactly as a real Prometheus renders it), but
+//!   the engine does not return histogram samples yet, so no request produces them, and
+//!   exponential-schema histograms are not compared with a real Prometheus;
 //! - the engine's evaluation phase is synchronous, so a timeout or a client disconnect stops a
 //!   query at its next store call, not in the middle of evaluating; `canceled` (499) is never
 //!   answered (a client that went away gets no answer);

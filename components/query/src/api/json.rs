@@ -51,6 +51,12 @@ pub fn write_histogram(out: &mut String, h: &FloatHistogram) {
             if i > 0 {
                 out.push(',');
             }
+            // Prometheus counts -Inf into the first custom bucket (rule 3, closed both sides);
+            // `Bucket` from strata-promql marks that bound open, so close it here.
+            let mut b = *b;
+            if b.lower == f64::NEG_INFINITY {
+                b.lower_inclusive = true;
+            }
             let _ = write!(out, "[{},", b.boundary_rule());
             write_float_str(out, b.lower);
             out.push(',');
@@ -364,5 +370,78 @@ mod tests {
             stats["samples"],
             json!({"totalQueryableSamples": 7, "samplesRead": 5, "peakSamples": 3})
         );
+    }
+}
+
+/// Native histograms as a real Prometheus 3 renders them: Prometheus scrapes a classic
+/// histogram from a test target and converts it to a custom-bucket native histogram (NHCB);
+/// the same histogram written by [`write_histogram`] must give the same JSON.
+#[cfg(test)]
+mod prometheus_histogram {
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use strata_e2e::{Prometheus, wait_until};
+    use strata_promql::FloatHistogram;
+    use strata_promql::histogram::{CUSTOM_BUCKETS_SCHEMA, Span};
+
+    use super::write_histogram;
+
+    /// Bounds (one below 1e-6, so Prometheus's `e` form shows) and cumulative counts, with an
+    /// empty bucket in the middle.
+    const EXPOSITION: &str = "# TYPE req_seconds histogram\n\
+        req_seconds_bucket{le=\"0.0000005\"} 2\n\
+        req_seconds_bucket{le=\"0.1\"} 5\n\
+        req_seconds_bucket{le=\"0.5\"} 5\n\
+        req_seconds_bucket{le=\"1\"} 9\n\
+        req_seconds_bucket{le=\"+Inf\"} 10\n\
+        req_seconds_sum 4.25\n\
+        req_seconds_count 10\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn custom_bucket_histograms_render_as_prometheus_renders_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async {
+                ([("content-type", "text/plain; version=0.0.4")], EXPOSITION)
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let prometheus = Prometheus::builder()
+            .scrape_config(&format!(
+                "job_name: app\nconvert_classic_histograms_to_nhcb: true\nstatic_configs:\n  - targets: ['{target}']"
+            ))
+            .start()
+            .await
+            .expect("start prometheus");
+        let theirs: Value = wait_until("histogram scraped", Duration::from_secs(60), || async {
+            let data = prometheus.query("req_seconds{job=\"app\"}").await.ok()?;
+            let h = data["result"][0]["histogram"][1].clone();
+            h.is_object().then_some(h)
+        })
+        .await
+        .expect("prometheus has the histogram");
+
+        let h = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            custom_values: vec![0.0000005, 0.1, 0.5, 1.0],
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 5,
+            }],
+            positive_buckets: vec![2.0, 3.0, 0.0, 4.0, 1.0],
+            count: 10.0,
+            sum: 4.25,
+            ..Default::default()
+        };
+        let mut ours = String::new();
+        write_histogram(&mut ours, &h);
+        let ours: Value = serde_json::from_str(&ours).expect("our JSON");
+        assert_eq!(ours, theirs);
+        server.abort();
     }
 }
