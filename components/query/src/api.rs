@@ -620,6 +620,12 @@ async fn query_range(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
 
 /// Waits for a slot and evaluates, both before the deadline.
 async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
+    if Instant::now() >= r.deadline {
+        // A zero or negative timeout. Prometheus's answer then depends on where its expired
+        // context is first noticed (timeout/503, or "context deadline exceeded" as 422 or 400);
+        // this is its timeout answer.
+        return Err(ApiError::Timeout("query execution"));
+    }
     let deadline = tokio::time::Instant::from_std(r.deadline);
     let permit = tokio::time::timeout_at(deadline, api.slots.acquire())
         .await
@@ -643,7 +649,7 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
     };
     let mut result: QueryResult = tokio::time::timeout_at(deadline, eval)
         .await
-        .map_err(|_| ApiError::Timeout("expression evaluation"))?
+        .map_err(|_| ApiError::Timeout("query execution"))?
         .map_err(ApiError::from_engine)?;
     drop(permit);
     let eval_s = eval_started.elapsed().as_secs_f64();

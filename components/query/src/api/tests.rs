@@ -678,7 +678,7 @@ async fn query_timeout_flag_and_parameter_the_smaller_wins() {
         &get(&app, "/api/v1/query?query=up&time=1").await,
         503,
         "timeout",
-        "query timed out in expression evaluation",
+        "query timed out in query execution",
     );
     assert!(
         stuck.dropped.load(Ordering::SeqCst),
@@ -699,7 +699,7 @@ async fn query_timeout_flag_and_parameter_the_smaller_wins() {
         .await,
         503,
         "timeout",
-        "query timed out in expression evaluation",
+        "query timed out in query execution",
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -1058,4 +1058,20 @@ async fn an_absurd_timeout_flag_does_not_panic() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = get(&app, "/api/v1/labels").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_zero_or_negative_timeout_times_out_at_once() {
+    for to in ["0", "0s", "-1"] {
+        assert_error(
+            &get(
+                &app(),
+                &format!("/api/v1/query?query=up&time=1&timeout={to}"),
+            )
+            .await,
+            503,
+            "timeout",
+            "query timed out in query execution",
+        );
+    }
 }
