@@ -1,12 +1,24 @@
 //! Prometheus's PromQL test-script language: parse a script, run it against the engine over an
 //! in-memory store, and report pass/fail per statement (`load` and `eval` commands).
+//!
+//! Native histograms: `{{…}}` samples (with `{{a}}+{{b}}xN` sequences) load into
+//! [`MemQueryable`] with the counter-reset hints Prometheus's TSDB would read back
+//! ([`tsdb_counter_reset_hints`]); `load_with_nhcb` also turns classic `_bucket`/`_sum`/`_count`
+//! series into custom-bucket histograms; expected histograms compare as Prometheus's runner
+//! does ([`histogram_matches`]).
+//!
+//! NOT DONE: start timestamps (`@st` series), Prometheus's chunk cut by size (a long histogram
+//! series reads back "unknown" at each chunk start in Prometheus, here only at resets, layout
+//! changes and float samples), and the histogram validation Prometheus's appender does.
 
 use std::fmt;
+use std::sync::Arc;
 
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 
 use crate::engine::{Annotation, AnnotationKind, Engine, QueryValue, RangeSeries};
+use crate::histogram::{CounterResetHint, FloatHistogram, Span};
 use crate::queryable::MemQueryable;
 use crate::value::{Labels, STALE_NAN_BITS};
 
@@ -49,15 +61,17 @@ impl Report {
     }
 }
 
-/// A value in the series notation: a float, a staleness marker, or nothing (`_`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A value in the series notation: a float, a staleness marker, a native histogram, or
+/// nothing (`_`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Point {
     /// No sample at this step.
     Omitted,
     /// A float sample (a staleness marker is the stale NaN).
     Value(f64),
-    /// A native histogram sample, which this slice cannot represent.
-    Histogram,
+    /// A native histogram sample, and whether its counter reset hint was written out (an
+    /// expected histogram's hint is compared only then).
+    Histogram(Arc<FloatHistogram>, bool),
 }
 
 /// Splits a values field into tokens, keeping `{{…}}` histograms (which hold spaces) whole.
@@ -108,24 +122,151 @@ fn parse_float(s: &str) -> Option<f64> {
     }
 }
 
+/// Bound on the points one `…xN` token expands to.
+const MAX_POINTS: u64 = 1_000_000;
+
+/// Expands a histogram token: `{{…}}`, `{{…}}xN` (N+1 copies), `{{a}}+{{b}}xN` or
+/// `{{a}}-{{b}}xN` (a, then N times the previous value plus or minus b).
+fn expand_histograms(tok: &str) -> Result<Vec<Point>, ScriptError> {
+    let bad = |why: &str| ScriptError::BadValue(format!("{tok}: {why}"));
+    let end = tok.find("}}").ok_or_else(|| bad("missing }}"))?;
+    let (base, base_hint) = parse_histogram(&tok[2..end])?;
+    let rest = &tok[end + 2..];
+    if rest.is_empty() {
+        return Ok(vec![Point::Histogram(Arc::new(base), base_hint)]);
+    }
+    let times = |n: &str| -> Result<usize, ScriptError> {
+        let n: u64 = n.parse().map_err(|_| bad("bad repeat count"))?;
+        if n > MAX_POINTS {
+            return Err(bad("too many points"));
+        }
+        Ok(n as usize)
+    };
+    if let Some(n) = rest.strip_prefix('x') {
+        let n = times(n)?;
+        let h = Arc::new(base);
+        return Ok(vec![Point::Histogram(h, base_hint); n + 1]);
+    }
+    let sign = match rest.as_bytes()[0] {
+        b'+' => 1.0,
+        b'-' => -1.0,
+        _ => return Err(bad("expected x, + or - after }}")),
+    };
+    let inc_src = rest[1..]
+        .strip_prefix("{{")
+        .ok_or_else(|| bad("expected {{ after + or -"))?;
+    let inc_end = inc_src.find("}}").ok_or_else(|| bad("missing }}"))?;
+    let (inc, inc_hint) = parse_histogram(&inc_src[..inc_end])?;
+    let n = inc_src[inc_end + 2..]
+        .strip_prefix('x')
+        .ok_or_else(|| bad("expected xN after the increment"))?;
+    let n = times(n)?;
+    // Like Prometheus, every point of the sequence carries the increment's "hint written" flag.
+    let mut out = Vec::with_capacity(n + 1);
+    let mut cur = base;
+    out.push(Point::Histogram(Arc::new(cur.clone()), inc_hint));
+    for _ in 0..n {
+        if cur.schema > inc.schema {
+            return Err(bad(&format!(
+                "cannot merge from schema {} to {}",
+                inc.schema, cur.schema
+            )));
+        }
+        let res = if sign > 0.0 {
+            cur.add(&inc)
+        } else {
+            cur.sub(&inc)
+        };
+        res.map_err(|e| bad(&e.to_string()))?;
+        out.push(Point::Histogram(Arc::new(cur.clone()), inc_hint));
+    }
+    Ok(out)
+}
+
+/// Parses the inside of `{{…}}`: `schema:1 sum:-0.3 count:3.1 z_bucket:7.1 z_bucket_w:0.05
+/// buckets:[5.1 10 7] offset:-3 n_buckets:[4.1 5] n_offset:-5 counter_reset_hint:gauge
+/// custom_values:[1 2]`. Returns the histogram and whether a counter reset hint was given.
+pub fn parse_histogram(desc: &str) -> Result<(FloatHistogram, bool), ScriptError> {
+    let bad = |why: String| ScriptError::BadValue(format!("{{{{{desc}}}}}: {why}"));
+    let mut h = FloatHistogram::default();
+    let mut seen: Vec<String> = Vec::new();
+    let (mut pos_buckets, mut neg_buckets) = (Vec::new(), Vec::new());
+    let (mut pos_offset, mut neg_offset) = (0i32, 0i32);
+    let mut hint_set = false;
+    let mut rest = desc.trim_start();
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| bad(format!("missing `:` in {rest:?}")))?;
+        let key = rest[..colon].trim().to_ascii_lowercase();
+        rest = rest[colon + 1..].trim_start();
+        let value: &str;
+        if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']').ok_or_else(|| bad("missing ]".into()))?;
+            value = &r[..close];
+            rest = r[close + 1..].trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = &rest[..end];
+            rest = rest[end..].trim_start();
+        }
+        if seen.contains(&key) {
+            return Err(bad(format!("duplicate key \"{key}\" in histogram")));
+        }
+        seen.push(key.clone());
+        let num =
+            |v: &str| parse_float(v).ok_or_else(|| bad(format!("bad number {v:?} for {key}")));
+        let int = |v: &str| {
+            v.parse::<i32>()
+                .map_err(|_| bad(format!("bad integer {v:?} for {key}")))
+        };
+        let list =
+            |v: &str| -> Result<Vec<f64>, ScriptError> { v.split_whitespace().map(num).collect() };
+        match key.as_str() {
+            "schema" => h.schema = int(value)?,
+            "sum" => h.sum = num(value)?,
+            "count" => h.count = num(value)?,
+            "z_bucket" => h.zero_count = num(value)?,
+            "z_bucket_w" => h.zero_threshold = num(value)?,
+            "custom_values" => h.custom_values = list(value)?,
+            "buckets" => pos_buckets = list(value)?,
+            "n_buckets" => neg_buckets = list(value)?,
+            "offset" => pos_offset = int(value)?,
+            "n_offset" => neg_offset = int(value)?,
+            "counter_reset_hint" => {
+                hint_set = true;
+                h.counter_reset_hint = match value.to_ascii_lowercase().as_str() {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    other => return Err(bad(format!("unknown counter_reset_hint {other:?}"))),
+                };
+            }
+            other => return Err(bad(format!("bad histogram descriptor found: {other:?}"))),
+        }
+    }
+    let span = |offset: i32, n: usize| -> Result<Vec<Span>, ScriptError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let length = u32::try_from(n).map_err(|_| bad("too many buckets".into()))?;
+        Ok(vec![Span { offset, length }])
+    };
+    h.positive_spans = span(pos_offset, pos_buckets.len())?;
+    h.negative_spans = span(neg_offset, neg_buckets.len())?;
+    h.positive_buckets = pos_buckets;
+    h.negative_buckets = neg_buckets;
+    Ok((h, hint_set))
+}
+
 /// Expands the series notation (`1 2+3x4 _ _x2 stale Inf -1-1x3`) to points.
 pub fn expand_values<S: AsRef<str>>(tokens: &[S]) -> Result<Vec<Point>, ScriptError> {
-    const MAX_POINTS: u64 = 1_000_000;
     let mut out = Vec::new();
     for tok in tokens {
         let tok = tok.as_ref();
         if tok.starts_with("{{") {
-            // `{{…}}` or `{{…}}xN`: one histogram, or N+1 of them.
-            let n = match tok.rsplit_once("}}x") {
-                Some((_, n)) => n
-                    .parse::<u64>()
-                    .map_err(|_| ScriptError::BadValue(tok.into()))?,
-                None => 0,
-            };
-            if n > MAX_POINTS {
-                return Err(ScriptError::BadValue(tok.into()));
-            }
-            out.extend(std::iter::repeat_n(Point::Histogram, n as usize + 1));
+            out.extend(expand_histograms(tok)?);
             continue;
         }
         if tok == "_" {
@@ -557,16 +698,23 @@ pub fn almost_equal(a: f64, b: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < EPS
 }
 
-struct Shown<'a>(&'a [(Labels, Vec<(i64, f64)>)]);
+struct Shown<'a>(&'a [GotSeries]);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[")?;
-        for (i, (l, pts)) in self.0.iter().enumerate() {
+        for (i, (l, pts, hs)) in self.0.iter().enumerate() {
             if i > 0 {
                 write!(f, ", ")?;
             }
-            let v: Vec<String> = pts.iter().map(|(t, v)| format!("{v}@{t}")).collect();
+            let mut v: Vec<(i64, String)> =
+                pts.iter().map(|(t, v)| (*t, format!("{v}@{t}"))).collect();
+            v.extend(
+                hs.iter()
+                    .map(|(t, h)| (*t, format!("{}@{t}", h.test_expression()))),
+            );
+            v.sort_by_key(|p| p.0);
+            let v: Vec<String> = v.into_iter().map(|p| p.1).collect();
             write!(f, "{l} {}", v.join(" "))?;
         }
         write!(f, "]")
@@ -589,36 +737,19 @@ pub fn run_script(src: &str) -> Report {
                 nhcb,
             } => {
                 let mut err = None;
+                let mut loaded: Vec<(Labels, Vec<Point>)> = Vec::new();
                 for (ln, l) in series {
                     let (desc, vals) = split_series_line(&l);
                     let toks = value_tokens(vals);
                     let res = parse_series(desc)
                         .and_then(|labels| expand_values(&toks).map(|p| (labels, p)));
                     match res {
-                        Ok((labels, points)) => {
-                            if points.contains(&Point::Histogram) {
-                                err = Some(format!(
-                                    "line {ln}: unsupported: native histogram samples (the float samples were loaded)"
-                                ));
-                            }
-                            let samples: Vec<(i64, f64)> = points
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(i, p)| match p {
-                                    Point::Value(f) => Some((i as i64 * interval, *f)),
-                                    Point::Omitted | Point::Histogram => None,
-                                })
-                                .collect();
-                            store.add(labels, &samples);
-                        }
+                        Ok(lp) => loaded.push(lp),
                         Err(e) => err = Some(format!("line {ln}: {e}")),
                     }
                 }
-                if nhcb && err.is_none() {
-                    err = Some(
-                        "unsupported: load_with_nhcb (native histograms with custom buckets)"
-                            .into(),
-                    );
+                if let Err(e) = load_series(&mut store, &loaded, interval, nhcb) {
+                    err.get_or_insert(e);
                 }
                 match err {
                     None => report.passed += 1,
@@ -643,6 +774,250 @@ pub fn run_script(src: &str) -> Report {
         }
     }
     report
+}
+
+/// Stores loaded series: point `i` at `i × interval`; floats and histograms go to their
+/// lists with the counter reset hints Prometheus's TSDB would give back (see
+/// [`tsdb_counter_reset_hints`]). With `nhcb`, classic `_bucket`/`_sum`/`_count` series are
+/// also stored as custom-bucket histograms under their base name.
+fn load_series(
+    store: &mut MemQueryable,
+    loaded: &[(Labels, Vec<Point>)],
+    interval: i64,
+    nhcb: bool,
+) -> Result<(), String> {
+    for (labels, points) in loaded {
+        let mut floats = Vec::new();
+        let mut hists = Vec::new();
+        for (i, p) in points.iter().enumerate() {
+            let t = i as i64 * interval;
+            match p {
+                Point::Value(f) => floats.push((t, *f)),
+                Point::Histogram(h, _) => hists.push((t, h.clone())),
+                Point::Omitted => {}
+            }
+        }
+        tsdb_counter_reset_hints(&floats, &mut hists);
+        store.add(labels.clone(), &floats);
+        store.add_histograms(labels.clone(), &hists);
+    }
+    if nhcb {
+        for (labels, hists) in classic_to_nhcb(loaded, interval)? {
+            let mut hists: Vec<(i64, Arc<FloatHistogram>)> =
+                hists.into_iter().map(|(t, h)| (t, Arc::new(h))).collect();
+            tsdb_counter_reset_hints(&[], &mut hists);
+            store.add_histograms(labels, &hists);
+        }
+    }
+    Ok(())
+}
+
+/// Sets the counter reset hints a histogram series reads back with from Prometheus's TSDB:
+/// the first histogram of a chunk reads "unknown", the later ones of a counter chunk "not a
+/// counter reset", every histogram of a gauge chunk "gauge". A new chunk starts after a
+/// float sample, on a switch between gauge and counter, on a counter reset (hinted or
+/// detected), and on a schema or zero-threshold change.
+pub fn tsdb_counter_reset_hints(floats: &[(i64, f64)], hists: &mut [(i64, Arc<FloatHistogram>)]) {
+    let mut prev: Option<Arc<FloatHistogram>> = None;
+    let mut fi = 0;
+    for (t, h) in hists.iter_mut() {
+        // A float sample between two histograms ends the chunk.
+        while fi < floats.len() && floats[fi].0 < *t {
+            prev = None;
+            fi += 1;
+        }
+        let gauge = h.counter_reset_hint == CounterResetHint::Gauge;
+        let continues = match &prev {
+            None => false,
+            Some(p) => {
+                let p_gauge = p.counter_reset_hint == CounterResetHint::Gauge;
+                let same_layout = p.schema == h.schema
+                    && p.zero_threshold == h.zero_threshold
+                    && (!h.uses_custom_buckets() || p.custom_values == h.custom_values);
+                if gauge != p_gauge {
+                    false
+                } else if gauge {
+                    same_layout
+                } else {
+                    same_layout
+                        && h.counter_reset_hint != CounterResetHint::CounterReset
+                        && !append_is_reset(h, p)
+                }
+            }
+        };
+        let hint = if gauge {
+            CounterResetHint::Gauge
+        } else if continues {
+            CounterResetHint::NotCounterReset
+        } else {
+            CounterResetHint::Unknown
+        };
+        let stored = Arc::make_mut(h);
+        stored.counter_reset_hint = hint;
+        prev = Some(h.clone());
+    }
+}
+
+/// The TSDB appender's reset check between consecutive counter histograms of one layout: a
+/// smaller count or zero count, or a bucket that shrank or vanished.
+fn append_is_reset(h: &FloatHistogram, prev: &FloatHistogram) -> bool {
+    if h.count < prev.count || h.zero_count < prev.zero_count {
+        return true;
+    }
+    let mut probe = h.clone();
+    probe.counter_reset_hint = CounterResetHint::Unknown;
+    probe.detect_reset(prev)
+}
+
+/// One classic histogram at one timestamp, collected from its `_bucket`, `_sum` and `_count`
+/// samples.
+#[derive(Default)]
+struct ClassicAt {
+    buckets: Vec<(f64, f64)>,
+    count: Option<f64>,
+    sum: f64,
+    err: Option<String>,
+}
+
+impl ClassicAt {
+    fn set_bucket(&mut self, le: f64, count: f64) {
+        if self.err.is_some() {
+            return;
+        }
+        if count < 0.0 {
+            self.err = Some(format!(
+                "bucket count must be non-negative: le={le}, count={count}"
+            ));
+            return;
+        }
+        match self.buckets.iter().position(|b| b.0 >= le) {
+            Some(i) if self.buckets[i].0 == le => {}
+            Some(i) => self.buckets.insert(i, (le, count)),
+            None => self.buckets.push((le, count)),
+        }
+    }
+
+    /// The custom-bucket histogram, as Prometheus's converter builds it.
+    fn convert(mut self) -> Result<FloatHistogram, String> {
+        if let Some(e) = self.err {
+            return Err(e);
+        }
+        for w in self.buckets.windows(2) {
+            if w[1].1 < w[0].1 {
+                return Err(format!("count is not cumulative: {} < {}", w[1].1, w[0].1));
+            }
+        }
+        let count = match (self.count, self.buckets.last()) {
+            (Some(c), _) => c,
+            (None, Some(b)) => b.1,
+            (None, None) => 0.0,
+        };
+        if self.buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
+            self.buckets.push((f64::INFINITY, count));
+        }
+        let mut h = FloatHistogram {
+            schema: crate::histogram::CUSTOM_BUCKETS_SCHEMA,
+            count,
+            sum: self.sum,
+            ..Default::default()
+        };
+        let mut prev = 0.0;
+        let mut pairs = Vec::new();
+        for (i, (le, c)) in self.buckets.iter().enumerate() {
+            pairs.push((i as i32, c - prev));
+            prev = *c;
+            if *le != f64::INFINITY {
+                h.custom_values.push(*le);
+            }
+        }
+        let last = self.buckets.last().map(|b| b.1).unwrap_or(0.0);
+        if count != last {
+            return Err(format!(
+                "count mismatch: count={count} != le=+Inf count={last}"
+            ));
+        }
+        let n = u32::try_from(pairs.len()).map_err(|_| "too many buckets".to_string())?;
+        h.positive_spans = vec![Span {
+            offset: 0,
+            length: n,
+        }];
+        h.positive_buckets = pairs.into_iter().map(|p| p.1).collect();
+        h.compact(0);
+        Ok(h)
+    }
+}
+
+/// A converted series: base labels and its custom-bucket histograms.
+type NhcbSeries = (Labels, Vec<(i64, FloatHistogram)>);
+
+/// `load_with_nhcb`: groups the float samples of `X_bucket{le=…}`, `X_sum` and `X_count`
+/// series by base labels (`__name__` X, no `le`) and timestamp, and converts each group to a
+/// custom-bucket histogram.
+fn classic_to_nhcb(
+    loaded: &[(Labels, Vec<Point>)],
+    interval: i64,
+) -> Result<Vec<NhcbSeries>, String> {
+    type Group = (Labels, std::collections::BTreeMap<i64, ClassicAt>);
+    let mut groups: Vec<Group> = Vec::new();
+    for (labels, points) in loaded {
+        let name = labels.get("__name__").unwrap_or("");
+        let (kind, base) = if let Some(b) = name.strip_suffix("_bucket") {
+            (0, b)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (1, b)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (2, b)
+        } else {
+            continue;
+        };
+        let le = if kind == 0 {
+            let Some(le) = labels.get("le") else {
+                return Err(format!("expected bucket label in metric {labels}"));
+            };
+            match parse_float(le) {
+                Some(v) if !v.is_nan() => Some(v),
+                _ => continue,
+            }
+        } else {
+            None
+        };
+        let mut base_labels = labels.clone();
+        base_labels.set("__name__", base);
+        base_labels.remove("le");
+        let gi = match groups.iter().position(|g| g.0 == base_labels) {
+            Some(i) => i,
+            None => {
+                groups.push((base_labels, Default::default()));
+                groups.len() - 1
+            }
+        };
+        for (i, p) in points.iter().enumerate() {
+            let Point::Value(f) = p else { continue };
+            let at = groups[gi].1.entry(i as i64 * interval).or_default();
+            match (kind, le) {
+                (0, Some(le)) => at.set_bucket(le, *f),
+                (1, _) => at.sum = *f,
+                _ => {
+                    if *f < 0.0 {
+                        at.err
+                            .get_or_insert(format!("count must be non-negative: count={f}"));
+                    } else {
+                        at.count = Some(*f);
+                    }
+                }
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(labels, by_t)| {
+            let hists = by_t
+                .into_iter()
+                .map(|(t, c)| c.convert().map(|h| (t, h)))
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok((labels, hists))
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -708,16 +1083,25 @@ fn run_eval(
             _ => Err(format!("expected {:?}, got string {s:?}", expect.string)),
         },
         QueryValue::Vector(v) => {
-            let got: Vec<(Labels, Vec<(i64, f64)>)> = v
+            let got: Vec<GotSeries> = v
                 .into_iter()
-                .map(|s| (s.labels, vec![(s.t, s.f)]))
+                .map(|s| match s.h {
+                    Some(h) => (s.labels, Vec::new(), vec![(s.t, h)]),
+                    None => (s.labels, vec![(s.t, s.f)], Vec::new()),
+                })
                 .collect();
             compare(got, results, start, 0, expect.ordered)
         }
         QueryValue::Matrix(m) => {
-            let got: Vec<(Labels, Vec<(i64, f64)>)> = m
+            let got: Vec<GotSeries> = m
                 .into_iter()
-                .map(|RangeSeries { labels, points, .. }| (labels, points))
+                .map(
+                    |RangeSeries {
+                         labels,
+                         points,
+                         histograms,
+                     }| (labels, points, histograms),
+                )
                 .collect();
             match (step, expect.range_vector) {
                 (Some(step), _) => compare(got, results, start, step, expect.ordered),
@@ -729,6 +1113,9 @@ fn run_eval(
         }
     }
 }
+
+/// A result series: labels, float points, histogram points.
+type GotSeries = (Labels, Vec<(i64, f64)>, Vec<(i64, Arc<FloatHistogram>)>);
 
 /// Every `expect warn/info` line must match an annotation of its kind; when a kind has expect
 /// lines, every annotation of that kind must match one; `no_warn`/`no_info` forbid the kind.
@@ -781,7 +1168,7 @@ fn check_annotations(expect: &Expect, got: &[Annotation]) -> Result<(), String> 
 }
 
 fn compare(
-    got: Vec<(Labels, Vec<(i64, f64)>)>,
+    got: Vec<GotSeries>,
     results: &[(usize, String)],
     start: i64,
     step: i64,
@@ -794,30 +1181,29 @@ fn compare(
         let toks = value_tokens(vals);
         want.push((labels, expand_values(&toks).map_err(|e| e.to_string())?));
     }
-    if want.iter().any(|(_, p)| p.contains(&Point::Histogram)) {
-        return Err("unsupported: native histogram samples in the expected result".into());
-    }
     let mismatch = || format!("expected {} got {}", show_want(&want), Shown(&got));
     if want.len() != got.len() {
         return Err(mismatch());
     }
     for (wi, (wl, wp)) in want.iter().enumerate() {
-        let Some(gi) = got.iter().position(|(gl, _)| gl == wl) else {
+        let Some(gi) = got.iter().position(|(gl, _, _)| gl == wl) else {
             return Err(mismatch());
         };
         if ordered && gi != wi {
             return Err(format!("ordering: {}", mismatch()));
         }
-        let gp = &got[gi].1;
-        let wpts: Vec<(i64, f64)> = wp
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p {
-                Point::Value(f) => Some((start + i as i64 * step, *f)),
-                Point::Omitted | Point::Histogram => None,
-            })
-            .collect();
-        if wpts.len() != gp.len() {
+        let (_, gp, gh) = &got[gi];
+        let mut wpts: Vec<(i64, f64)> = Vec::new();
+        let mut whs: Vec<(i64, &FloatHistogram, bool)> = Vec::new();
+        for (i, p) in wp.iter().enumerate() {
+            let t = start + i as i64 * step;
+            match p {
+                Point::Value(f) => wpts.push((t, *f)),
+                Point::Histogram(h, hint_set) => whs.push((t, h, *hint_set)),
+                Point::Omitted => {}
+            }
+        }
+        if wpts.len() != gp.len() || whs.len() != gh.len() {
             return Err(mismatch());
         }
         for (a, b) in wpts.iter().zip(gp) {
@@ -825,8 +1211,43 @@ fn compare(
                 return Err(mismatch());
             }
         }
+        for ((t, w, hint_set), (gt, g)) in whs.iter().zip(gh) {
+            if t != gt || !histogram_matches(w, g, *hint_set) {
+                return Err(mismatch());
+            }
+        }
     }
     Ok(())
+}
+
+/// Prometheus's test comparison of histograms: both compacted (empty buckets dropped), the
+/// same schema, zero threshold and custom bounds, the same bucket indexes, counts and sum
+/// within the float tolerance; the hint only when the expectation wrote it.
+pub fn histogram_matches(want: &FloatHistogram, got: &FloatHistogram, hint_set: bool) -> bool {
+    let (mut w, mut g) = (want.clone(), got.clone());
+    w.compact(0);
+    g.compact(0);
+    let buckets_match = |a: Vec<(i32, f64)>, b: Vec<(i32, f64)>| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.0 == y.0 && almost_equal(x.1, y.1))
+    };
+    w.schema == g.schema
+        && almost_equal(w.count, g.count)
+        && almost_equal(w.sum, g.sum)
+        && (!w.uses_custom_buckets() || w.custom_values == g.custom_values)
+        && w.zero_threshold == g.zero_threshold
+        && almost_equal(w.zero_count, g.zero_count)
+        && buckets_match(
+            w.negative_indexed().collect(),
+            g.negative_indexed().collect(),
+        )
+        && buckets_match(
+            w.positive_indexed().collect(),
+            g.positive_indexed().collect(),
+        )
+        && (!hint_set || w.counter_reset_hint == g.counter_reset_hint)
 }
 
 fn show_want(w: &[(Labels, Vec<Point>)]) -> String {
@@ -837,7 +1258,7 @@ fn show_want(w: &[(Labels, Vec<Point>)]) -> String {
                 .iter()
                 .map(|x| match x {
                     Point::Omitted => "_".into(),
-                    Point::Histogram => "{{…}}".into(),
+                    Point::Histogram(h, _) => h.test_expression(),
                     Point::Value(f) => format!("{f}"),
                 })
                 .collect();
@@ -877,9 +1298,11 @@ mod tests {
         assert_eq!(&got[12..], &[v(7.0), v(7.0), v(7.0)]);
         assert!(expand_values(&["1+x"]).is_err());
         assert!(expand_values(&["1x99999999999"]).is_err());
-        assert_eq!(
-            expand_values(&["{{schema:0}}x2"]),
-            Ok(vec![Point::Histogram; 3])
+        let h = expand_values(&["{{schema:0}}x2"]).expect("histogram repeat");
+        assert_eq!(h.len(), 3);
+        assert!(
+            h.iter()
+                .all(|p| matches!(p, Point::Histogram(h, false) if h.schema == 0))
         );
         assert_eq!(
             value_tokens("{{sum:6 count:6}}+{{sum:3 count:3}}x5 7"),
@@ -1015,5 +1438,258 @@ eval instant at 10m nonexistent_function(up)
             out.contains("expected [up{job=\"api\"} 2] got [up{job=\"api\"} 1@600000]"),
             "{out}"
         );
+    }
+
+    fn load(src: &str) -> MemQueryable {
+        let mut store = MemQueryable::new();
+        for cmd in parse_script(src) {
+            match cmd {
+                Cmd::Load {
+                    interval,
+                    series,
+                    nhcb,
+                    ..
+                } => {
+                    let loaded: Vec<(Labels, Vec<Point>)> = series
+                        .iter()
+                        .map(|(_, l)| {
+                            let (d, v) = split_series_line(l);
+                            (
+                                parse_series(d).expect("series"),
+                                expand_values(&value_tokens(v)).expect("values"),
+                            )
+                        })
+                        .collect();
+                    load_series(&mut store, &loaded, interval, nhcb).expect("load");
+                }
+                _ => panic!("only load commands here"),
+            }
+        }
+        store
+    }
+
+    fn select(store: &MemQueryable, name: &str) -> Vec<crate::value::Series> {
+        use crate::queryable::Queryable;
+        let m = promql_parser::label::Matcher::new(MatchOp::Equal, "__name__", name);
+        futures::executor::block_on(store.select(&[m], 0, i64::MAX)).expect("select")
+    }
+
+    #[test]
+    fn histogram_notation_parses() {
+        let (h, hint) = parse_histogram(
+            "schema:1 sum:-0.3 count:3.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] \
+             offset:-3 n_buckets:[4.1 5] n_offset:-5 counter_reset_hint:gauge",
+        )
+        .expect("valid");
+        assert!(hint);
+        assert_eq!((h.schema, h.sum, h.count), (1, -0.3, 3.1));
+        assert_eq!((h.zero_count, h.zero_threshold), (7.1, 0.05));
+        assert_eq!(
+            h.positive_spans,
+            vec![Span {
+                offset: -3,
+                length: 3
+            }]
+        );
+        assert_eq!(h.positive_buckets, vec![5.1, 10.0, 7.0]);
+        assert_eq!(
+            h.negative_spans,
+            vec![Span {
+                offset: -5,
+                length: 2
+            }]
+        );
+        assert_eq!(h.negative_buckets, vec![4.1, 5.0]);
+        assert_eq!(h.counter_reset_hint, CounterResetHint::Gauge);
+        let (c, hint) =
+            parse_histogram("schema:-53 custom_values:[1 2.5] buckets:[1 Inf]").expect("valid");
+        assert!(!hint);
+        assert_eq!(c.custom_values, vec![1.0, 2.5]);
+        assert_eq!(c.positive_buckets, vec![1.0, f64::INFINITY]);
+        assert_eq!(
+            parse_histogram("").expect("empty").0,
+            FloatHistogram::default()
+        );
+        for bad in [
+            "sum:1 sum:2",
+            "bogus:1",
+            "schema:x",
+            "buckets:[1 2",
+            "counter_reset_hint:maybe",
+            "sum",
+        ] {
+            assert!(parse_histogram(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn histogram_sequences_expand() {
+        let pts = expand_values(&[
+            "{{sum:6 count:6 buckets:[1 2]}}+{{sum:3 count:3 buckets:[1 1] counter_reset_hint:gauge}}x2",
+            "_",
+            "stale",
+            "{{schema:1 count:9 buckets:[9]}}-{{schema:1 count:1 buckets:[1]}}x1",
+            "7",
+        ])
+        .expect("valid");
+        assert_eq!(pts.len(), 8);
+        let hist = |p: &Point| match p {
+            Point::Histogram(h, set) => ((**h).clone(), *set),
+            other => panic!("not a histogram: {other:?}"),
+        };
+        let (h0, set0) = hist(&pts[0]);
+        let (h2, set2) = hist(&pts[2]);
+        // The increment's hint makes the sum a gauge, and its "hint written" flag covers the
+        // whole sequence.
+        assert!(set0 && set2);
+        assert_eq!(
+            (h0.count, h0.counter_reset_hint),
+            (6.0, CounterResetHint::Unknown)
+        );
+        assert_eq!((h2.count, h2.sum), (12.0, 12.0));
+        assert_eq!(h2.positive_buckets, vec![3.0, 4.0]);
+        assert_eq!(h2.counter_reset_hint, CounterResetHint::Gauge);
+        assert_eq!(pts[3], Point::Omitted);
+        assert!(matches!(pts[4], Point::Value(f) if f.to_bits() == STALE_NAN_BITS));
+        let (h6, _) = hist(&pts[6]);
+        assert_eq!((h6.count, h6.positive_buckets.clone()), (8.0, vec![8.0]));
+        assert_eq!(pts[7], Point::Value(7.0));
+        // Prometheus refuses to add an increment of a lower schema than the running value.
+        assert!(expand_values(&["{{schema:1 count:1}}+{{schema:0 count:1}}x1"]).is_err());
+        assert!(expand_values(&["{{count:1}}+{{count:1}}"]).is_err());
+        assert!(expand_values(&["{{count:1}}x99999999999"]).is_err());
+    }
+
+    #[test]
+    fn loads_carry_tsdb_counter_reset_hints() {
+        let store = load(
+            r#"
+load 1m
+  g {{sum:4 count:4 counter_reset_hint:gauge buckets:[1 2 1]}}+{{sum:2 count:3 counter_reset_hint:gauge buckets:[1 1 1]}}x2
+  c {{count:5 buckets:[2 2 1]}}+{{count:3 buckets:[1 1 1]}}x2 {{count:1 buckets:[1]}} {{count:2 buckets:[2]}} 5 {{count:3 buckets:[3]}} {{schema:1 count:4 buckets:[4]}} {{schema:1 count:5 buckets:[5] counter_reset_hint:reset}}
+"#,
+        );
+        let g = select(&store, "g");
+        assert!(
+            g[0].histograms
+                .iter()
+                .all(|(_, h)| h.counter_reset_hint == CounterResetHint::Gauge)
+        );
+        let c = select(&store, "c");
+        use CounterResetHint::{NotCounterReset as N, Unknown as U};
+        let hints: Vec<(i64, CounterResetHint)> = c[0]
+            .histograms
+            .iter()
+            .map(|(t, h)| (t / 60_000, h.counter_reset_hint))
+            .collect();
+        // 3m: a reset starts a chunk; 5m: a float sample in between; 7m: a schema change;
+        // 8m: an explicit reset hint.
+        assert_eq!(
+            hints,
+            vec![
+                (0, U),
+                (1, N),
+                (2, N),
+                (3, U),
+                (4, N),
+                (6, U),
+                (7, U),
+                (8, U)
+            ]
+        );
+        assert_eq!(c[0].samples, vec![(300_000, 5.0)]);
+    }
+
+    #[test]
+    fn load_with_nhcb_builds_custom_bucket_histograms() {
+        let store = load(
+            r#"
+load_with_nhcb 5m
+  req_bucket{le="0.1", job="a"} 1 2 _
+  req_bucket{le="1", job="a"} 3 5 6
+  req_bucket{le="+Inf", job="a"} 4 7 9
+  req_sum{job="a"} 2 4 8
+  req_count{job="a"} 4 7 9
+"#,
+        );
+        let h = select(&store, "req");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].labels.get("job"), Some("a"));
+        assert_eq!(h[0].labels.get("le"), None);
+        let at = |i: usize| (*h[0].histograms[i].1).clone();
+        let h0 = at(0);
+        assert_eq!(h0.schema, crate::histogram::CUSTOM_BUCKETS_SCHEMA);
+        assert_eq!(h0.custom_values, vec![0.1, 1.0]);
+        assert_eq!(
+            h0.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 1.0), (1, 2.0), (2, 1.0)]
+        );
+        assert_eq!((h0.count, h0.sum), (4.0, 2.0));
+        let h1 = at(1);
+        assert_eq!(h1.counter_reset_hint, CounterResetHint::NotCounterReset);
+        // At 10m the 0.1 bucket is missing: its series had no sample.
+        let h2 = at(2);
+        assert_eq!(h2.custom_values, vec![1.0]);
+        assert_eq!(
+            h2.positive_indexed().collect::<Vec<_>>(),
+            vec![(0, 6.0), (1, 3.0)]
+        );
+        // The classic series stay as floats.
+        assert_eq!(select(&store, "req_count")[0].samples.len(), 3);
+        // Non-cumulative buckets fail the load.
+        let mut bad = MemQueryable::new();
+        let loaded = vec![
+            (
+                parse_series(r#"x_bucket{le="1"}"#).expect("series"),
+                vec![Point::Value(5.0)],
+            ),
+            (
+                parse_series(r#"x_bucket{le="2"}"#).expect("series"),
+                vec![Point::Value(3.0)],
+            ),
+        ];
+        assert!(load_series(&mut bad, &loaded, 1000, true).is_err());
+    }
+
+    #[test]
+    fn histogram_results_compare_like_prometheus() {
+        let (want, set) =
+            parse_histogram("count:4 sum:5 buckets:[1 0 3] counter_reset_hint:gauge").expect("ok");
+        let (mut got, _) =
+            parse_histogram("count:4.000000001 sum:5 buckets:[1] offset:0").expect("ok");
+        got.positive_spans.push(Span {
+            offset: 1,
+            length: 1,
+        });
+        got.positive_buckets.push(3.0);
+        assert!(
+            !histogram_matches(&want, &got, set),
+            "hint written and different"
+        );
+        got.counter_reset_hint = CounterResetHint::Gauge;
+        assert!(histogram_matches(&want, &got, set));
+        assert!(histogram_matches(
+            &want,
+            &{
+                let mut g = got.clone();
+                g.counter_reset_hint = CounterResetHint::Unknown;
+                g
+            },
+            false
+        ));
+        got.zero_threshold = 0.001;
+        assert!(!histogram_matches(&want, &got, set));
+        let results = vec![(1, "m {{count:4 sum:5 buckets:[1 0 3]}} 7".to_string())];
+        let l = parse_series("m").expect("labels");
+        let mut h = want.clone();
+        h.counter_reset_hint = CounterResetHint::NotCounterReset;
+        let got = vec![(l.clone(), vec![(60_000, 7.0)], vec![(0, Arc::new(h))])];
+        assert_eq!(compare(got.clone(), &results, 0, 60_000, false), Ok(()));
+        let late = vec![(
+            l,
+            vec![(60_000, 7.0)],
+            vec![(60_000, got[0].2[0].1.clone())],
+        )];
+        assert!(compare(late, &results, 0, 60_000, false).is_err());
     }
 }

@@ -3,6 +3,9 @@
 use async_trait::async_trait;
 use promql_parser::label::Matcher;
 
+use std::sync::Arc;
+
+use crate::histogram::FloatHistogram;
 use crate::value::{Labels, Series};
 
 /// Errors a [`Queryable`] returns.
@@ -87,9 +90,7 @@ impl MemQueryable {
         Self::default()
     }
 
-    /// Appends samples to the series with `labels` (created if new); keeps samples time-sorted,
-    /// a later sample at the same timestamp replaces the earlier one.
-    pub fn add(&mut self, labels: Labels, samples: &[(i64, f64)]) {
+    fn series_mut(&mut self, labels: Labels) -> &mut Series {
         let idx = match self.series.iter().position(|s| s.labels == labels) {
             Some(i) => i,
             None => {
@@ -100,11 +101,37 @@ impl MemQueryable {
                 self.series.len() - 1
             }
         };
-        let s = &mut self.series[idx];
+        &mut self.series[idx]
+    }
+
+    /// Appends float samples to the series with `labels` (created if new); keeps samples
+    /// time-sorted, a later sample at the same timestamp replaces the earlier one (a float or
+    /// a histogram).
+    pub fn add(&mut self, labels: Labels, samples: &[(i64, f64)]) {
+        let s = self.series_mut(labels);
         for &(t, f) in samples {
+            if let Ok(i) = s.histograms.binary_search_by_key(&t, |p| p.0) {
+                s.histograms.remove(i);
+            }
             match s.samples.binary_search_by_key(&t, |p| p.0) {
                 Ok(i) => s.samples[i] = (t, f),
                 Err(i) => s.samples.insert(i, (t, f)),
+            }
+        }
+    }
+
+    /// Appends native-histogram samples to the series with `labels` (created if new), like
+    /// [`add`](MemQueryable::add) does for floats.
+    pub fn add_histograms(&mut self, labels: Labels, samples: &[(i64, Arc<FloatHistogram>)]) {
+        let s = self.series_mut(labels);
+        for (t, h) in samples {
+            let t = *t;
+            if let Ok(i) = s.samples.binary_search_by_key(&t, |p| p.0) {
+                s.samples.remove(i);
+            }
+            match s.histograms.binary_search_by_key(&t, |p| p.0) {
+                Ok(i) => s.histograms[i] = (t, h.clone()),
+                Err(i) => s.histograms.insert(i, (t, h.clone())),
             }
         }
     }
@@ -161,5 +188,32 @@ impl Queryable for MemQueryable {
         _max_t: i64,
     ) -> Result<Vec<String>, QueryableError> {
         Err(QueryableError::Unsupported("label_values"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promql_parser::label::MatchOp;
+
+    #[test]
+    fn select_returns_floats_and_histograms_in_range() {
+        let mut q = MemQueryable::new();
+        let l = Labels::new([("__name__".to_string(), "m".to_string())]);
+        q.add(l.clone(), &[(0, 1.0), (20, 3.0)]);
+        let h = Arc::new(FloatHistogram {
+            count: 2.0,
+            ..Default::default()
+        });
+        q.add_histograms(
+            l.clone(),
+            &[(10, h.clone()), (20, h.clone()), (30, h.clone())],
+        );
+        let m = Matcher::new(MatchOp::Equal, "__name__", "m");
+        let got = futures::executor::block_on(q.select(&[m], 5, 25)).expect("select");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].samples.is_empty(), "the float at 20 was replaced");
+        let ts: Vec<i64> = got[0].histograms.iter().map(|p| p.0).collect();
+        assert_eq!(ts, vec![10, 20]);
     }
 }

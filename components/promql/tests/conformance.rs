@@ -7,24 +7,26 @@ use strata_promql::promqltest::run_script;
 
 /// (file, statements that passed when this ratchet was last raised).
 const CORE: &[(&str, usize)] = &[
-    ("aggregators", 139),
+    ("aggregators", 146),
     ("at_modifier", 83),
     ("collision", 4),
-    ("functions", 407),
-    ("histograms", 83),
+    ("functions", 433),
+    ("histograms", 117),
     ("literals", 25),
     ("name_label_dropping", 33),
-    ("operators", 159),
-    ("range_queries", 26),
+    ("operators", 162),
+    ("range_queries", 27),
     ("selectors", 38),
     ("staleness", 19),
-    ("subquery", 37),
+    ("subquery", 38),
     ("trig_functions", 20),
 ];
 
-/// Native histogram and experimental-feature files: counts are printed, not gated.
+/// Prometheus's native-histogram file: its own figure, held to its own ratchet.
+const NATIVE_HISTOGRAMS_FLOOR: usize = 74;
+
+/// Experimental-feature files: counts are printed, not gated.
 const OTHER: &[&str] = &[
-    "native_histograms",
     "duration_expression",
     "extended_vectors",
     "fill-modifier",
@@ -65,6 +67,21 @@ fn core_files_do_not_regress() {
         }
     }
     eprintln!("core total: {total_pass}/{total} passed");
+    let path = dir.join("native_histograms.test");
+    let src = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
+    let report = run_script(&src);
+    let n = report.passed + report.failed();
+    eprintln!("native_histograms: {}/{n} passed", report.passed);
+    if std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
+        eprint!("{}", report.render("native_histograms"));
+    }
+    if report.passed < NATIVE_HISTOGRAMS_FLOOR {
+        regressions.push(format!(
+            "native_histograms: {} passed, ratchet is {NATIVE_HISTOGRAMS_FLOOR}",
+            report.passed
+        ));
+    }
     for name in OTHER {
         let path = dir.join(format!("{name}.test"));
         let src = std::fs::read_to_string(&path)
