@@ -1,6 +1,6 @@
 //! The evaluator: fetch phase (async) then range evaluation over in-memory data (sync).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp, Matcher, Matchers};
@@ -13,9 +13,12 @@ use promql_parser::parser::{self, Expr};
 use crate::positions::Positions;
 use tracing::instrument;
 
+use crate::eval_hist;
 use crate::functions;
+use crate::histogram::FloatHistogram;
 use crate::queryable::{Queryable, QueryableError, SelectHints};
 use crate::value::{Labels, Sample, Series, is_stale_nan};
+use std::sync::Arc;
 
 /// Errors of parsing or evaluating a query, worded as Prometheus words them where known.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,9 @@ pub enum EngineError {
     /// The storage failed.
     #[error(transparent)]
     Storage(#[from] QueryableError),
+    /// The query would hold more than [`Engine::max_samples`] samples at once.
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples,
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -101,6 +107,10 @@ pub struct Engine {
     pub lookback_ms: i64,
     /// Subquery step when the query gives none (ms); Prometheus uses the global evaluation interval.
     pub default_subquery_step_ms: i64,
+    /// Most samples a query may hold: the samples fetched from storage, and the points of any
+    /// one intermediate or final vector (a native histogram counts as one sample per 16 bytes
+    /// of its size, as Prometheus counts it). Prometheus's default is 50,000,000.
+    pub max_samples: usize,
 }
 
 impl Default for Engine {
@@ -108,8 +118,18 @@ impl Default for Engine {
         Engine {
             lookback_ms: 5 * 60 * 1000,
             default_subquery_step_ms: 60 * 1000,
+            max_samples: 50_000_000,
         }
     }
+}
+
+/// A histogram's weight against [`Engine::max_samples`]: its size in 16-byte units (fields,
+/// spans and buckets), at least 1.
+pub(crate) fn histogram_weight(h: &FloatHistogram) -> usize {
+    let bytes = 96
+        + 8 * (h.positive_spans.len() + h.negative_spans.len())
+        + 8 * (h.positive_buckets.len() + h.negative_buckets.len() + h.custom_values.len());
+    bytes.div_ceil(16).max(1)
 }
 
 /// Parses a PromQL expression.
@@ -136,12 +156,22 @@ impl Engine {
                 QueryValue::Vector(
                     vs.into_iter()
                         .filter_map(|s| {
-                            s.vals[0].map(|f| Sample {
-                                labels: s.labels,
-                                t,
-                                f,
-                                h: None,
-                            })
+                            let h = s.hist(0).cloned();
+                            match (s.vals[0], h) {
+                                (Some(f), _) => Some(Sample {
+                                    labels: s.labels,
+                                    t,
+                                    f,
+                                    h: None,
+                                }),
+                                (None, Some(h)) => Some(Sample {
+                                    labels: s.labels,
+                                    t,
+                                    f: 0.0,
+                                    h: Some(h),
+                                }),
+                                (None, None) => None,
+                            }
                         })
                         .collect(),
                 )
@@ -157,13 +187,14 @@ impl Engine {
                             labels.remove("__name__");
                         }
                         let points: Vec<_> = window(&s.samples, end, m.range).to_vec();
+                        let histograms: Vec<_> = window(&s.hists, end, m.range).to_vec();
                         RangeSeries {
                             labels,
                             points,
-                            histograms: Vec::new(),
+                            histograms,
                         }
                     })
-                    .filter(|s| !s.points.is_empty())
+                    .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
                     .collect();
                 QueryValue::Matrix(out)
             }
@@ -214,11 +245,11 @@ impl Engine {
         let (v, annotations) = self.run(q, query, &expr, start, end, step).await?;
         let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
         let series = match v {
-            Val::Scalar(s) => vec![VSeries {
-                labels: Labels::default(),
-                vals: s.into_iter().map(Some).collect(),
-                drop_name: false,
-            }],
+            Val::Scalar(s) => vec![VSeries::floats(
+                Labels::default(),
+                s.into_iter().map(Some).collect(),
+                false,
+            )],
             Val::Vector(vs) => finish_vector(vs)?,
             _ => {
                 return Err(EngineError::Eval(
@@ -236,9 +267,14 @@ impl Engine {
                     .zip(&ts)
                     .filter_map(|(v, t)| v.map(|f| (*t, f)))
                     .collect(),
-                histograms: Vec::new(),
+                histograms: s
+                    .hists
+                    .iter()
+                    .zip(&ts)
+                    .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
+                    .collect(),
             })
-            .filter(|s| !s.points.is_empty())
+            .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(QueryResult {
@@ -262,6 +298,7 @@ impl Engine {
         let top = Range { start, end, step };
         self.plan(expr, top, top, None, &mut needs)?;
         let mut data: HashMap<String, Vec<Series>> = HashMap::new();
+        let mut fetched: usize = 0;
         for (key, (ms, min_t, max_t, hints)) in needs {
             let mut got: Vec<Series> = Vec::new();
             let groups: Vec<Vec<Matcher>> = if ms.or_matchers.is_empty() {
@@ -277,10 +314,26 @@ impl Engine {
                 }
             }
             got.sort_by(|a, b| a.labels.cmp(&b.labels));
+            fetched = fetched.saturating_add(
+                got.iter()
+                    .map(|s| {
+                        s.samples.len()
+                            + s.histograms
+                                .iter()
+                                .map(|(_, h)| histogram_weight(h))
+                                .sum::<usize>()
+                    })
+                    .sum(),
+            );
+            if fetched > self.max_samples {
+                return Err(EngineError::TooManySamples);
+            }
             data.insert(key, got);
         }
         // Phase 2: evaluate every node for all steps at once.
         let positions = Positions::new(query, expr);
+        let mut stats = HashSet::new();
+        stats_selectors(expr, false, &mut stats);
         let n = ((end - start) / step + 1) as usize;
         let ctx = Ctx {
             engine: self,
@@ -291,6 +344,7 @@ impl Engine {
             query_step: step,
             annotations: Default::default(),
             positions: &positions,
+            stats: &stats,
         };
         let v = ctx.eval(expr)?;
         Ok((v, ctx.annotations.into_inner()))
@@ -461,13 +515,74 @@ fn at_ms(at: &Option<AtModifier>, top: Range) -> Option<i64> {
     }
 }
 
-/// An instant-vector series during evaluation: one optional value per step.
+/// A shared native-histogram value.
+pub(crate) type H = Arc<FloatHistogram>;
+
+/// An instant-vector series during evaluation: one optional value per step. A step holds a
+/// float (`vals[i]`) or a histogram (`hists[i]`), never both; `hists` stays empty while no
+/// step holds a histogram, so the float-only path pays nothing for it.
 #[derive(Debug, Clone)]
 pub(crate) struct VSeries {
     pub labels: Labels,
     pub vals: Vec<Option<f64>>,
+    /// Histogram values per step, or empty when there are none.
+    pub hists: Vec<Option<H>>,
     /// Drop `__name__` when the result is returned (Prometheus 3's delayed name removal).
     pub drop_name: bool,
+}
+
+impl VSeries {
+    /// A float-only series.
+    pub(crate) fn floats(labels: Labels, vals: Vec<Option<f64>>, drop_name: bool) -> VSeries {
+        VSeries {
+            labels,
+            vals,
+            hists: Vec::new(),
+            drop_name,
+        }
+    }
+
+    /// The histogram at step `i`, if that step holds one.
+    pub(crate) fn hist(&self, i: usize) -> Option<&H> {
+        self.hists.get(i).and_then(Option::as_ref)
+    }
+
+    /// True when step `i` holds a float or a histogram.
+    pub(crate) fn has(&self, i: usize) -> bool {
+        self.vals[i].is_some() || self.hist(i).is_some()
+    }
+
+    /// True when any step holds a value.
+    pub(crate) fn any(&self) -> bool {
+        self.vals.iter().any(Option::is_some) || self.hists.iter().any(Option::is_some)
+    }
+
+    /// True when some step holds a histogram.
+    pub(crate) fn has_hists(&self) -> bool {
+        self.hists.iter().any(Option::is_some)
+    }
+
+    /// Stores histogram `h` at step `i` (clearing the float there).
+    pub(crate) fn set_hist(&mut self, i: usize, h: H) {
+        if self.hists.is_empty() {
+            self.hists = vec![None; self.vals.len()];
+        }
+        self.vals[i] = None;
+        self.hists[i] = Some(h);
+    }
+
+    /// Removes whatever step `i` holds.
+    pub(crate) fn clear(&mut self, i: usize) {
+        self.vals[i] = None;
+        if let Some(h) = self.hists.get_mut(i) {
+            *h = None;
+        }
+    }
+
+    /// Drops every histogram value, keeping the floats.
+    pub(crate) fn drop_hists(&mut self) {
+        self.hists = Vec::new();
+    }
 }
 
 /// A range-vector series during evaluation.
@@ -475,6 +590,8 @@ pub(crate) struct VSeries {
 pub(crate) struct MSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// Histogram samples, time-sorted (a timestamp is in `samples` or here, not both).
+    pub hists: Vec<(i64, H)>,
     pub drop_name: bool,
 }
 
@@ -509,7 +626,7 @@ impl Val {
 }
 
 /// The samples of `samples` in `(end - range, end]`.
-pub(crate) fn window(samples: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
+pub(crate) fn window<T>(samples: &[(i64, T)], end: i64, range: i64) -> &[(i64, T)] {
     let lo = samples.partition_point(|p| p.0 <= end - range);
     let hi = samples.partition_point(|p| p.0 <= end);
     if lo >= hi { &[] } else { &samples[lo..hi] }
@@ -525,20 +642,24 @@ pub(crate) fn finish_vector(vs: Vec<VSeries>) -> Result<Vec<VSeries>> {
             s.labels.remove("__name__");
             s.drop_name = false;
         }
-        if s.vals.iter().all(Option::is_none) {
+        if !s.any() {
             continue;
         }
         match index.get(&s.labels) {
             Some(&i) => {
                 let o = &mut out[i];
-                for (a, b) in o.vals.iter_mut().zip(s.vals) {
-                    if b.is_some() {
-                        if a.is_some() {
-                            return Err(EngineError::Eval(
-                                "vector cannot contain metrics with the same labelset".into(),
-                            ));
-                        }
-                        *a = b;
+                for k in 0..s.vals.len() {
+                    if !s.has(k) {
+                        continue;
+                    }
+                    if o.has(k) {
+                        return Err(EngineError::Eval(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                    match s.hist(k) {
+                        Some(h) => o.set_hist(k, h.clone()),
+                        None => o.vals[k] = s.vals[k],
                     }
                 }
             }
@@ -563,6 +684,8 @@ pub(crate) struct Ctx<'a> {
     pub annotations: std::cell::RefCell<Vec<Annotation>>,
     /// Source positions of calls and aggregations, for annotation suffixes.
     pub positions: &'a Positions,
+    /// Selectors (by address) read only for histogram statistics; see [`stats_selectors`].
+    pub stats: &'a HashSet<usize>,
 }
 
 impl Ctx<'_> {
@@ -587,6 +710,33 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn eval(&self, expr: &Expr) -> Result<Val> {
+        let v = self.eval_node(expr)?;
+        if let Val::Vector(vs) = &v {
+            self.check_samples(vs)?;
+        }
+        Ok(v)
+    }
+
+    /// Fails when a vector holds more points than [`Engine::max_samples`].
+    fn check_samples(&self, vs: &[VSeries]) -> Result<()> {
+        let max = self.engine.max_samples;
+        let mut total: usize = 0;
+        for s in vs {
+            total += s.vals.iter().filter(|v| v.is_some()).count();
+            total += s
+                .hists
+                .iter()
+                .flatten()
+                .map(|h| histogram_weight(h))
+                .sum::<usize>();
+            if total > max {
+                return Err(EngineError::TooManySamples);
+            }
+        }
+        Ok(())
+    }
+
+    fn eval_node(&self, expr: &Expr) -> Result<Val> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.n()])),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
@@ -602,6 +752,9 @@ impl Ctx<'_> {
                     vs.into_iter()
                         .map(|mut s| {
                             s.vals.iter_mut().for_each(|v| *v = v.map(|f| -f));
+                            for h in s.hists.iter_mut().flatten() {
+                                *h = Arc::new(eval_hist::mul(h, -1.0));
+                            }
                             s.drop_name = true;
                             s
                         })
@@ -619,11 +772,17 @@ impl Ctx<'_> {
         }
     }
 
-    fn series_for(&self, vs: &VectorSelector) -> &[Series] {
-        self.data
+    fn series_for(&self, vs: &VectorSelector) -> std::borrow::Cow<'_, [Series]> {
+        let raw = self
+            .data
             .get(&selector_key(vs))
             .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .unwrap_or(&[]);
+        if self.stats.contains(&(vs as *const VectorSelector as usize)) {
+            std::borrow::Cow::Owned(raw.iter().map(stats_view).collect())
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        }
     }
 
     /// Per step: the latest sample in `(t - lookback, t]` unless it is a staleness marker.
@@ -633,29 +792,61 @@ impl Ctx<'_> {
         let off = offset_ms(&vs.offset);
         let lookback = self.engine.lookback_ms;
         let mut out = Vec::new();
-        for s in self.series_for(vs) {
-            let vals: Vec<Option<f64>> = self
-                .ts
-                .iter()
-                .map(|&t| {
-                    let t = at.unwrap_or(t) - off;
-                    let i = s.samples.partition_point(|p| p.0 <= t);
-                    if i == 0 {
-                        return None;
+        for s in self.series_for(vs).iter() {
+            if s.histograms.is_empty() {
+                let vals: Vec<Option<f64>> = self
+                    .ts
+                    .iter()
+                    .map(|&t| {
+                        let t = at.unwrap_or(t) - off;
+                        let i = s.samples.partition_point(|p| p.0 <= t);
+                        if i == 0 {
+                            return None;
+                        }
+                        let (st, f) = s.samples[i - 1];
+                        if st <= t - lookback || is_stale_nan(f) {
+                            return None;
+                        }
+                        Some(if timestamps { st as f64 / 1000.0 } else { f })
+                    })
+                    .collect();
+                if vals.iter().any(Option::is_some) {
+                    out.push(VSeries::floats(s.labels.clone(), vals, false));
+                }
+                continue;
+            }
+            // Floats and histograms: the later of the two latest samples wins.
+            let mut v = VSeries::floats(s.labels.clone(), vec![None; self.n()], false);
+            for (k, &t) in self.ts.iter().enumerate() {
+                let t = at.unwrap_or(t) - off;
+                let fi = s.samples.partition_point(|p| p.0 <= t);
+                let hi = s.histograms.partition_point(|p| p.0 <= t);
+                let f = fi.checked_sub(1).map(|i| s.samples[i]);
+                let h = hi.checked_sub(1).map(|i| &s.histograms[i]);
+                let take_h = match (f, h) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some((ft, _)), Some((ht, _))) => *ht > ft,
+                };
+                if take_h {
+                    let Some((ht, hv)) = h else { continue };
+                    if *ht <= t - lookback || is_stale_nan(hv.sum) {
+                        continue;
                     }
-                    let (st, f) = s.samples[i - 1];
-                    if st <= t - lookback || is_stale_nan(f) {
-                        return None;
+                    if timestamps {
+                        v.vals[k] = Some(*ht as f64 / 1000.0);
+                    } else {
+                        v.set_hist(k, hv.clone());
                     }
-                    Some(if timestamps { st as f64 / 1000.0 } else { f })
-                })
-                .collect();
-            if vals.iter().any(Option::is_some) {
-                out.push(VSeries {
-                    labels: s.labels.clone(),
-                    vals,
-                    drop_name: false,
-                });
+                } else if let Some((ft, fv)) = f {
+                    if ft <= t - lookback || is_stale_nan(fv) {
+                        continue;
+                    }
+                    v.vals[k] = Some(if timestamps { ft as f64 / 1000.0 } else { fv });
+                }
+            }
+            if v.any() {
+                out.push(v);
             }
         }
         out
@@ -676,6 +867,12 @@ impl Ctx<'_> {
                     .iter()
                     .copied()
                     .filter(|p| !is_stale_nan(p.1))
+                    .collect(),
+                hists: s
+                    .histograms
+                    .iter()
+                    .filter(|p| !is_stale_nan(p.1.sum))
+                    .cloned()
                     .collect(),
                 drop_name: false,
             })
@@ -732,6 +929,7 @@ impl Ctx<'_> {
             query_step: self.query_step,
             annotations: Default::default(),
             positions: self.positions,
+            stats: self.stats,
         };
         let inner = sub.eval(&sq.expr);
         for a in sub.annotations.into_inner() {
@@ -741,19 +939,28 @@ impl Ctx<'_> {
             Val::Vector(vs) => vs
                 .into_iter()
                 .map(|s| MSeries {
-                    labels: s.labels,
                     samples: s
                         .vals
                         .iter()
                         .zip(&ts)
                         .filter_map(|(v, t)| v.map(|f| (*t, f)))
                         .collect(),
+                    // Counter-reset hints describe neighbouring raw samples, which the
+                    // subquery's steps are not: Prometheus forgets them here.
+                    hists: s
+                        .hists
+                        .iter()
+                        .zip(&ts)
+                        .filter_map(|(h, t)| h.as_ref().map(|h| (*t, forget_reset_hint(h))))
+                        .collect(),
+                    labels: s.labels,
                     drop_name: s.drop_name,
                 })
                 .collect(),
             Val::Scalar(s) => vec![MSeries {
                 labels: Labels::default(),
                 samples: s.into_iter().zip(&ts).map(|(f, t)| (*t, f)).collect(),
+                hists: Vec::new(),
                 drop_name: false,
             }],
             other => {
@@ -804,6 +1011,7 @@ impl Ctx<'_> {
     fn binary(&self, b: &BinaryExpr) -> Result<Val> {
         let op = b.op.to_string().to_lowercase();
         let return_bool = b.return_bool();
+        let pos = self.positions.of_binary(b);
         let lhs = self.eval(&b.lhs)?;
         let rhs = self.eval(&b.rhs)?;
         match (lhs, rhs) {
@@ -822,12 +1030,22 @@ impl Ctx<'_> {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Val::Scalar(out))
             }
-            (Val::Vector(v), Val::Scalar(s)) => {
-                Ok(Val::Vector(vector_scalar(&op, v, &s, false, return_bool)?))
-            }
-            (Val::Scalar(s), Val::Vector(v)) => {
-                Ok(Val::Vector(vector_scalar(&op, v, &s, true, return_bool)?))
-            }
+            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(self.vector_scalar(
+                &op,
+                v,
+                &s,
+                false,
+                return_bool,
+                &pos,
+            )?)),
+            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(self.vector_scalar(
+                &op,
+                v,
+                &s,
+                true,
+                return_bool,
+                &pos,
+            )?)),
             (Val::Vector(l), Val::Vector(r)) => {
                 let card = b
                     .modifier
@@ -844,6 +1062,7 @@ impl Ctx<'_> {
                         &card,
                         &matching,
                         return_bool,
+                        &pos,
                     )?)),
                 }
             }
@@ -867,9 +1086,9 @@ impl Ctx<'_> {
         let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels, matching)).collect();
         let mut present_r: Vec<std::collections::HashSet<&Labels>> = vec![Default::default(); n];
         for (s, sig) in r.iter().zip(&rsig) {
-            for (i, v) in s.vals.iter().enumerate() {
-                if v.is_some() {
-                    present_r[i].insert(sig);
+            for (i, p) in present_r.iter_mut().enumerate() {
+                if s.has(i) {
+                    p.insert(sig);
                 }
             }
         }
@@ -879,23 +1098,23 @@ impl Ctx<'_> {
                 l.into_iter()
                     .zip(&lsig)
                     .map(|(mut s, sig)| {
-                        for (i, v) in s.vals.iter_mut().enumerate() {
-                            if present_r[i].contains(sig) != want {
-                                *v = None;
+                        for (i, p) in present_r.iter().enumerate() {
+                            if p.contains(sig) != want {
+                                s.clear(i);
                             }
                         }
                         s
                     })
-                    .filter(|s| s.vals.iter().any(Option::is_some))
+                    .filter(VSeries::any)
                     .collect()
             }
             _ => {
                 let mut present_l: Vec<std::collections::HashSet<&Labels>> =
                     vec![Default::default(); n];
                 for (s, sig) in l.iter().zip(&lsig) {
-                    for (i, v) in s.vals.iter().enumerate() {
-                        if v.is_some() {
-                            present_l[i].insert(sig);
+                    for (i, p) in present_l.iter_mut().enumerate() {
+                        if s.has(i) {
+                            p.insert(sig);
                         }
                     }
                 }
@@ -904,14 +1123,14 @@ impl Ctx<'_> {
                     .zip(&rsig)
                     .map(|(s, sig)| {
                         let mut s = s.clone();
-                        for (i, v) in s.vals.iter_mut().enumerate() {
-                            if present_l[i].contains(sig) {
-                                *v = None;
+                        for (i, p) in present_l.iter().enumerate() {
+                            if p.contains(sig) {
+                                s.clear(i);
                             }
                         }
                         s
                     })
-                    .filter(|s| s.vals.iter().any(Option::is_some))
+                    .filter(VSeries::any)
                     .collect();
                 let mut out = l.clone();
                 out.extend(rest);
@@ -920,6 +1139,7 @@ impl Ctx<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn vector_vector(
         &self,
         op: &str,
@@ -928,6 +1148,7 @@ impl Ctx<'_> {
         card: &VectorMatchCardinality,
         matching: &Option<LabelModifier>,
         return_bool: bool,
+        pos: &str,
     ) -> Result<Vec<VSeries>> {
         let n = self.n();
         // For group_right the "many" side is the right: swap so `many` is always the many side.
@@ -949,12 +1170,12 @@ impl Ctx<'_> {
         for i in 0..n {
             let mut one_map: HashMap<&Labels, usize> = HashMap::new();
             for (j, s) in one.iter().enumerate() {
-                if s.vals[i].is_some() && one_map.insert(&one_sig[j], j).is_some() {
+                if s.has(i) && one_map.insert(&one_sig[j], j).is_some() {
                     let side = if swapped { "left" } else { "right" };
                     let dups: Vec<String> = one
                         .iter()
                         .zip(&one_sig)
-                        .filter(|(o, sig)| o.vals[i].is_some() && *sig == &one_sig[j])
+                        .filter(|(o, sig)| o.has(i) && *sig == &one_sig[j])
                         .map(|(o, _)| o.labels.go_string())
                         .collect();
                     return Err(EngineError::Eval(format!(
@@ -967,27 +1188,38 @@ impl Ctx<'_> {
             let mut matched_one: HashMap<&Labels, usize> = HashMap::new();
             let mut step_out: std::collections::HashSet<Labels> = Default::default();
             for (k, s) in many.iter().enumerate() {
-                let Some(mv) = s.vals[i] else { continue };
+                let Some(mv) = El::at(s, i) else { continue };
                 let Some(&j) = one_map.get(&many_sig[k]) else {
                     continue;
                 };
-                let Some(ov) = one[j].vals[i] else { continue };
+                let Some(ov) = El::at(&one[j], i) else {
+                    continue;
+                };
+                let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
+                let (v, keep) = match elem_binop(op, lv, rv)? {
+                    Ok((v, keep, note)) => {
+                        if let Some((kind, msg)) = note {
+                            self.annotate(kind, format!("{msg}{pos}"));
+                        }
+                        (v, keep)
+                    }
+                    Err((kind, msg)) => {
+                        self.annotate(kind, format!("{msg}{pos}"));
+                        continue;
+                    }
+                };
                 if one_to_one && matched_one.insert(&many_sig[k], k).is_some() {
                     return Err(EngineError::Eval(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                     ));
                 }
-                let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-                let (mut v, keep) = scalar_op(op, lv, rv)?;
-                if is_comparison(op) {
-                    if return_bool {
-                        v = if keep { 1.0 } else { 0.0 };
-                    } else if !keep {
-                        continue;
-                    } else {
-                        v = lv;
-                    }
-                }
+                let v = if return_bool {
+                    ElemOut::F(if keep { 1.0 } else { 0.0 })
+                } else if !keep {
+                    continue;
+                } else {
+                    v
+                };
                 // Result labels.
                 let mut labels = s.labels.clone();
                 if drop {
@@ -1015,14 +1247,88 @@ impl Ctx<'_> {
                     ));
                 }
                 let idx = *index.entry((labels.clone(), keep_flag)).or_insert_with(|| {
-                    out.push(VSeries {
-                        labels,
-                        vals: vec![None; n],
-                        drop_name: keep_flag,
-                    });
+                    out.push(VSeries::floats(labels, vec![None; n], keep_flag));
                     out.len() - 1
                 });
-                out[idx].vals[i] = Some(v);
+                match v {
+                    ElemOut::F(f) => out[idx].vals[i] = Some(f),
+                    ElemOut::H(h) => out[idx].set_hist(i, h),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn vector_scalar(
+        &self,
+        op: &str,
+        v: Vec<VSeries>,
+        s: &[f64],
+        swap: bool,
+        return_bool: bool,
+        pos: &str,
+    ) -> Result<Vec<VSeries>> {
+        let drop = is_arith(op) || return_bool;
+        let mut out = Vec::with_capacity(v.len());
+        for mut series in v {
+            if series.hists.is_empty() {
+                for (i, val) in series.vals.iter_mut().enumerate() {
+                    let Some(x) = *val else { continue };
+                    let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
+                    let (res, keep) = scalar_op(op, l, r)?;
+                    *val = if is_comparison(op) {
+                        if return_bool {
+                            Some(if keep { 1.0 } else { 0.0 })
+                        } else if keep {
+                            Some(x)
+                        } else {
+                            None
+                        }
+                    } else {
+                        Some(res)
+                    };
+                }
+            } else {
+                for (i, &sv) in s.iter().enumerate() {
+                    let Some(x) = El::at(&series, i) else {
+                        continue;
+                    };
+                    let (l, r) = if swap {
+                        (El::F(sv), x.clone())
+                    } else {
+                        (x.clone(), El::F(sv))
+                    };
+                    let (mut res, keep) = match elem_binop(op, l, r)? {
+                        Ok((v, keep, _)) => (v, keep),
+                        Err((kind, msg)) => {
+                            self.annotate(kind, format!("{msg}{pos}"));
+                            series.clear(i);
+                            continue;
+                        }
+                    };
+                    if is_comparison(op) && swap {
+                        res = x.to_out();
+                    }
+                    let res = if return_bool {
+                        Some(ElemOut::F(if keep { 1.0 } else { 0.0 }))
+                    } else if keep {
+                        Some(res)
+                    } else {
+                        None
+                    };
+                    series.clear(i);
+                    match res {
+                        Some(ElemOut::F(f)) => series.vals[i] = Some(f),
+                        Some(ElemOut::H(h)) => series.set_hist(i, h),
+                        None => {}
+                    }
+                }
+            }
+            if drop {
+                series.labels.remove("__name__");
+            }
+            if series.any() {
+                out.push(series);
             }
         }
         Ok(out)
@@ -1065,40 +1371,211 @@ fn scalar_op(op: &str, l: f64, r: f64) -> Result<(f64, bool)> {
     })
 }
 
-fn vector_scalar(
-    op: &str,
-    v: Vec<VSeries>,
-    s: &[f64],
-    swap: bool,
-    return_bool: bool,
-) -> Result<Vec<VSeries>> {
-    let drop = is_arith(op) || return_bool;
-    let mut out = Vec::with_capacity(v.len());
-    for mut series in v {
-        for (i, val) in series.vals.iter_mut().enumerate() {
-            let Some(x) = *val else { continue };
-            let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
-            let (res, keep) = scalar_op(op, l, r)?;
-            *val = if is_comparison(op) {
-                if return_bool {
-                    Some(if keep { 1.0 } else { 0.0 })
-                } else if keep {
-                    Some(x)
-                } else {
-                    None
-                }
-            } else {
-                Some(res)
-            };
-        }
-        if drop {
-            series.labels.remove("__name__");
-        }
-        if series.vals.iter().any(Option::is_some) {
-            out.push(series);
+/// One step's value of a vector element: a float or a histogram.
+#[derive(Debug, Clone)]
+pub(crate) enum El<'a> {
+    F(f64),
+    H(&'a H),
+}
+
+impl<'a> El<'a> {
+    /// What series `s` holds at step `i`.
+    pub(crate) fn at(s: &'a VSeries, i: usize) -> Option<El<'a>> {
+        match s.vals[i] {
+            Some(f) => Some(El::F(f)),
+            None => s.hist(i).map(El::H),
         }
     }
-    Ok(out)
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            El::F(_) => "float",
+            El::H(_) => "histogram",
+        }
+    }
+
+    fn to_out(&self) -> ElemOut {
+        match self {
+            El::F(f) => ElemOut::F(*f),
+            El::H(h) => ElemOut::H(H::clone(h)),
+        }
+    }
+}
+
+/// The value a binary operation produces for one element.
+#[derive(Debug, Clone)]
+pub(crate) enum ElemOut {
+    F(f64),
+    H(H),
+}
+
+/// An annotation to raise: kind and message.
+type Note = (AnnotationKind, String);
+
+/// What [`elem_binop`] decides for one element: the value, whether a comparison kept it and an
+/// annotation to raise, or (`Err`) the annotation explaining why the element is dropped.
+type ElemResult = std::result::Result<(ElemOut, bool, Option<Note>), Note>;
+
+/// Applies a binary operator to two elements, as Prometheus's `vectorElemBinop`: the value and
+/// whether a comparison kept it (plus an annotation to raise), or the annotation explaining why
+/// the element is dropped.
+fn elem_binop(op: &str, l: El<'_>, r: El<'_>) -> Result<ElemResult> {
+    let incompatible = |l: &El<'_>, r: &El<'_>| {
+        Err((
+            AnnotationKind::Info,
+            format!(
+                "PromQL info: incompatible sample types encountered for binary operator {op:?}: {} {op} {}",
+                l.type_name(),
+                r.type_name()
+            ),
+        ))
+    };
+    Ok(match (&l, &r) {
+        (El::F(a), El::F(b)) => {
+            let (v, keep) = scalar_op(op, *a, *b)?;
+            Ok((ElemOut::F(v), keep, None))
+        }
+        (El::F(f), El::H(h)) if op == "*" => {
+            Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None))
+        }
+        (El::H(h), El::F(f)) if op == "*" => {
+            Ok((ElemOut::H(Arc::new(eval_hist::mul(h, *f))), true, None))
+        }
+        (El::H(h), El::F(f)) if op == "/" => {
+            Ok((ElemOut::H(Arc::new(eval_hist::div(h, *f))), true, None))
+        }
+        (El::H(a), El::H(b)) if op == "+" || op == "-" => {
+            let what = if op == "+" { "addition" } else { "subtraction" };
+            let res = if op == "+" {
+                eval_hist::add(a, b)
+            } else {
+                eval_hist::sub(a, b)
+            };
+            match res {
+                Err(_) => Err((
+                    AnnotationKind::Warning,
+                    format!(
+                        "PromQL warning: incompatible bucket layout encountered for binary operator {op}"
+                    ),
+                )),
+                Ok(_) if eval_hist::reset_collision(a, b) => Err((
+                    AnnotationKind::Warning,
+                    format!("PromQL warning: conflicting counter resets during histogram {what}"),
+                )),
+                Ok((h, reconciled)) => {
+                    let note = reconciled.then(|| {
+                        (
+                            AnnotationKind::Info,
+                            format!("PromQL info: mismatched custom buckets were reconciled during {what}"),
+                        )
+                    });
+                    Ok((ElemOut::H(Arc::new(h)), true, note))
+                }
+            }
+        }
+        (El::H(a), El::H(b)) if op == "==" || op == "!=" => {
+            let eq = eval_hist::equals(a, b);
+            Ok((ElemOut::H(H::clone(a)), eq == (op == "=="), None))
+        }
+        _ => incompatible(&l, &r),
+    })
+}
+
+/// Collects the selectors Prometheus reads through its `HistogramStatsIterator`: those under
+/// `histogram_count`, `histogram_sum` or `histogram_avg` with no subquery, bucket-reading
+/// histogram function or trim operator on the way up. `under` says such a function encloses
+/// `expr`.
+fn stats_selectors(expr: &Expr, under: bool, out: &mut HashSet<usize>) {
+    match expr {
+        Expr::VectorSelector(vs) => {
+            if under {
+                out.insert(vs as *const VectorSelector as usize);
+            }
+        }
+        Expr::MatrixSelector(ms) => {
+            if under {
+                out.insert(&ms.vs as *const VectorSelector as usize);
+            }
+        }
+        // Below these, buckets are needed whatever encloses them.
+        Expr::Subquery(_) => {}
+        Expr::Call(c) => {
+            let under = match c.func.name {
+                "histogram_count" | "histogram_sum" | "histogram_avg" => true,
+                "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => return,
+                _ => under,
+            };
+            for a in &c.args.args {
+                stats_selectors(a, under, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                stats_selectors(p, under, out);
+            }
+            stats_selectors(&a.expr, under, out);
+        }
+        Expr::Unary(u) => stats_selectors(&u.expr, under, out),
+        Expr::Binary(b) => {
+            stats_selectors(&b.lhs, under, out);
+            stats_selectors(&b.rhs, under, out);
+        }
+        Expr::Paren(p) => stats_selectors(&p.expr, under, out),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// A series as Prometheus's `HistogramStatsIterator` yields it: histograms reduced to schema,
+/// count and sum, and an unknown counter-reset hint replaced by what comparing with the
+/// previous histogram sample says (reset or not), as the iterator decides on the fly.
+fn stats_view(s: &Series) -> Series {
+    use crate::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    let mut prev: Option<&H> = None;
+    let histograms = s
+        .histograms
+        .iter()
+        .map(|(t, h)| {
+            let mut hint = h.counter_reset_hint;
+            if !is_stale_nan(h.sum) {
+                if hint == Unknown
+                    && let Some(p) = prev
+                {
+                    hint = if h.detect_reset(p) {
+                        CounterReset
+                    } else {
+                        NotCounterReset
+                    };
+                }
+                prev = Some(h);
+            }
+            let stats = FloatHistogram {
+                counter_reset_hint: hint,
+                schema: h.schema,
+                count: h.count,
+                sum: h.sum,
+                ..Default::default()
+            };
+            (*t, Arc::new(stats))
+        })
+        .collect();
+    Series {
+        labels: s.labels.clone(),
+        samples: s.samples.clone(),
+        histograms,
+    }
+}
+
+/// `h` with a counter-reset or not-counter-reset hint turned into "unknown".
+fn forget_reset_hint(h: &H) -> H {
+    use crate::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    match h.counter_reset_hint {
+        CounterReset | NotCounterReset => {
+            let mut c = FloatHistogram::clone(h);
+            c.counter_reset_hint = Unknown;
+            Arc::new(c)
+        }
+        _ => h.clone(),
+    }
 }
 
 /// The labels two series are matched on.
@@ -1282,5 +1759,208 @@ mod tests {
         assert!(matches!(too_many, Err(EngineError::Eval(m)) if m.contains("11,000 points")));
         let bad = futures::executor::block_on(e.instant_query(&inner, "sum(", 0));
         assert!(matches!(bad, Err(EngineError::Parse(_))));
+    }
+
+    fn hist(count: f64) -> Arc<FloatHistogram> {
+        Arc::new(FloatHistogram {
+            count,
+            sum: count,
+            positive_spans: vec![crate::histogram::Span {
+                offset: 0,
+                length: 1,
+            }],
+            positive_buckets: vec![count],
+            ..Default::default()
+        })
+    }
+
+    fn label(name: &str, extra: Option<(&str, &str)>) -> Labels {
+        let mut pairs = vec![("__name__".to_string(), name.to_string())];
+        if let Some((k, v)) = extra {
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        Labels::new(pairs)
+    }
+
+    fn instant(q: &MemQueryable, query: &str, t: i64) -> QueryResult {
+        match futures::executor::block_on(Engine::default().instant_query(q, query, t)) {
+            Ok(r) => r,
+            Err(e) => panic!("{query}: {e}"),
+        }
+    }
+
+    fn vector(r: &QueryResult) -> &[Sample] {
+        match &r.value {
+            QueryValue::Vector(v) => v,
+            other => panic!("expected a vector, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn selector_picks_the_later_of_float_and_histogram_samples() {
+        let mut q = MemQueryable::new();
+        let l = label("m", None);
+        q.add(
+            l.clone(),
+            &[(0, 7.0), (120_000, f64::from_bits(crate::STALE_NAN_BITS))],
+        );
+        q.add_histograms(l, &[(60_000, hist(4.0))]);
+        let at30 = instant(&q, "m", 30_000);
+        assert_eq!(vector(&at30)[0].f, 7.0);
+        assert!(vector(&at30)[0].h.is_none());
+        let at90 = instant(&q, "m", 90_000);
+        assert_eq!(vector(&at90)[0].h.as_ref().map(|h| h.count), Some(4.0));
+        // The stale marker after the histogram ends the series.
+        assert!(vector(&instant(&q, "m", 150_000)).is_empty());
+        // timestamp() sees the histogram sample's time.
+        let ts = instant(&q, "timestamp(m)", 90_000);
+        assert_eq!(vector(&ts)[0].f, 60.0);
+    }
+
+    #[test]
+    fn histogram_binary_operators_follow_prometheus_rules() {
+        let mut q = MemQueryable::new();
+        q.add_histograms(label("h", None), &[(0, hist(4.0))]);
+        let doubled = instant(&q, "h * 2", 0);
+        assert_eq!(vector(&doubled)[0].h.as_ref().map(|h| h.count), Some(8.0));
+        let summed = instant(&q, "h + h", 0);
+        assert_eq!(vector(&summed)[0].h.as_ref().map(|h| h.sum), Some(8.0));
+        let same = instant(&q, "h == bool h", 0);
+        assert_eq!(
+            (vector(&same)[0].f, vector(&same)[0].h.is_none()),
+            (1.0, true)
+        );
+        // A histogram plus a float has no result and an info.
+        let bad = instant(&q, "h + 1", 0);
+        assert!(vector(&bad).is_empty());
+        assert_eq!(bad.annotations.len(), 1);
+        assert_eq!(bad.annotations[0].kind, AnnotationKind::Info);
+        assert_eq!(
+            bad.annotations[0].message,
+            "PromQL info: incompatible sample types encountered for binary operator \"+\": histogram + float (1:1)"
+        );
+        // Binary expressions report where their left operand starts.
+        let nested = instant(&q, "sum(  h == 2)", 0);
+        assert_eq!(
+            nested.annotations[0].message,
+            "PromQL info: incompatible sample types encountered for binary operator \"==\": histogram == float (1:7)"
+        );
+        let neg = instant(&q, "-h", 0);
+        assert_eq!(vector(&neg)[0].h.as_ref().map(|h| h.count), Some(-4.0));
+    }
+
+    #[test]
+    fn aggregations_sum_histograms_and_warn_on_a_mix() {
+        let mut q = MemQueryable::new();
+        q.add_histograms(label("h", Some(("i", "a"))), &[(0, hist(1.0))]);
+        q.add_histograms(label("h", Some(("i", "b"))), &[(0, hist(3.0))]);
+        let sum = instant(&q, "sum(h)", 0);
+        assert_eq!(vector(&sum)[0].h.as_ref().map(|h| h.count), Some(4.0));
+        let avg = instant(&q, "avg(h)", 0);
+        assert_eq!(vector(&avg)[0].h.as_ref().map(|h| h.count), Some(2.0));
+        assert_eq!(vector(&instant(&q, "count(h)", 0))[0].f, 2.0);
+        let max = instant(&q, "max(h)", 0);
+        assert!(vector(&max).is_empty());
+        assert!(
+            max.annotations[0]
+                .message
+                .contains("ignored histogram in max aggregation (1:5)")
+        );
+        q.add(label("h", Some(("i", "c"))), &[(0, 5.0)]);
+        let mixed = instant(&q, "sum(h)", 0);
+        assert!(vector(&mixed).is_empty());
+        assert_eq!(
+            mixed.annotations[0].message,
+            "PromQL warning: encountered a mix of histograms and floats for aggregation (1:5)"
+        );
+    }
+
+    #[test]
+    fn rate_of_a_histogram_counter_and_range_results_carry_histograms() {
+        let mut q = MemQueryable::new();
+        let samples: Vec<(i64, Arc<FloatHistogram>)> = (0..=10)
+            .map(|i| (i * 60_000, hist(60.0 * i as f64)))
+            .collect();
+        q.add_histograms(label("h", None), &samples);
+        // One observation per second throughout: rate is 1/s whatever the window.
+        let r = instant(&q, "rate(h[5m])", 600_000);
+        let h = vector(&r)[0].h.clone();
+        assert!(
+            h.as_ref().is_some_and(|h| (h.count - 1.0).abs() < 1e-9),
+            "{h:?}"
+        );
+        let range =
+            futures::executor::block_on(Engine::default().range_query(&q, "h", 0, 120_000, 60_000));
+        let Ok(QueryResult {
+            value: QueryValue::Matrix(m),
+            ..
+        }) = range
+        else {
+            panic!("range query failed: {range:?}")
+        };
+        assert_eq!(m.len(), 1);
+        assert!(m[0].points.is_empty());
+        let counts: Vec<f64> = m[0].histograms.iter().map(|(_, h)| h.count).collect();
+        assert_eq!(counts, vec![0.0, 60.0, 120.0]);
+    }
+
+    #[test]
+    fn max_samples_bounds_fetched_and_intermediate_samples() {
+        let mut q = MemQueryable::new();
+        for i in 0..3 {
+            let samples: Vec<(i64, f64)> = (0..10).map(|k| (k * 60_000, k as f64)).collect();
+            q.add(label("x", Some(("i", &i.to_string()))), &samples);
+        }
+        let run = |max: usize, query: &str| {
+            let e = Engine {
+                max_samples: max,
+                ..Engine::default()
+            };
+            futures::executor::block_on(e.range_query(&q, query, 0, 540_000, 60_000))
+        };
+        // 30 samples fetched, 30 points per vector: a bound of 30 passes, 29 does not.
+        assert!(run(30, "x").is_ok());
+        let err = run(29, "x");
+        assert!(matches!(err, Err(EngineError::TooManySamples)), "{err:?}");
+        assert_eq!(
+            EngineError::TooManySamples.to_string(),
+            "query processing would load too many samples into memory in query execution"
+        );
+        // `vector(1)` fetches nothing and holds 10 points.
+        assert!(run(10, "vector(1)").is_ok());
+        assert!(matches!(
+            run(9, "vector(1)"),
+            Err(EngineError::TooManySamples)
+        ));
+    }
+
+    #[test]
+    fn histogram_statistics_functions_see_counter_resets_detected_while_reading() {
+        // Series "a" resets at its last sample, "b" grows: read for histogram_count, their
+        // hints become reset / not reset, and summing them conflicts.
+        let mut q = MemQueryable::new();
+        q.add_histograms(
+            label("r", Some(("s", "a"))),
+            &[(0, hist(3.0)), (60_000, hist(2.0))],
+        );
+        q.add_histograms(
+            label("r", Some(("s", "b"))),
+            &[(0, hist(2.0)), (60_000, hist(3.0))],
+        );
+        let warned = instant(&q, "histogram_count(sum(r))", 60_000);
+        assert_eq!(vector(&warned)[0].f, 5.0);
+        assert_eq!(
+            warned.annotations[0].message,
+            "PromQL warning: conflicting counter resets during histogram aggregation (1:21)"
+        );
+        // Without the statistics function the buckets are read as stored: hints stay unknown.
+        let plain = instant(&q, "sum(r)", 60_000);
+        assert!(plain.annotations.is_empty(), "{:?}", plain.annotations);
+        // At the first sample there is nothing to compare with.
+        assert!(
+            instant(&q, "histogram_count(sum(r))", 0)
+                .annotations
+                .is_empty()
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use promql_parser::parser::Expr;
 use promql_parser::parser::ast::{AggregateExpr, Call, LabelModifier};
 
-use crate::engine::{AnnotationKind, Ctx, EngineError, MatrixVal, VSeries, Val, window};
+use crate::engine::{
+    AnnotationKind, Ctx, ElemOut, EngineError, H, MSeries, MatrixVal, VSeries, Val, window,
+};
 
 /// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step; `pos` is the
 /// quantile argument's ` (line:column)` suffix, or "".
@@ -24,20 +26,13 @@ fn check_quantile(ctx: &Ctx<'_>, q: &[f64], pos: &str) {
 }
 
 /// Go's `%g` for the values annotations print.
-fn go_g(x: f64) -> String {
-    if x.is_nan() {
-        "NaN".into()
-    } else if x.is_infinite() {
-        if x > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{x}")
-    }
+pub(crate) fn go_g(x: f64) -> String {
+    crate::histogram::go_g(x)
 }
+use crate::eval_hist;
+use crate::histogram::FloatHistogram;
 use crate::value::Labels;
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -190,11 +185,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             let k = param_scalar(&a.param)?;
             let mut out: Vec<VSeries> = input
                 .iter()
-                .map(|s| VSeries {
-                    labels: s.labels.clone(),
-                    vals: vec![None; n],
-                    drop_name: s.drop_name,
-                })
+                .map(|s| VSeries::floats(s.labels.clone(), vec![None; n], s.drop_name))
                 .collect();
             for (step, &kf) in k.iter().enumerate() {
                 if kf.is_nan() {
@@ -209,6 +200,25 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     continue;
                 }
                 for (_, members) in &groups {
+                    if op == "limitk" {
+                        // limitk keeps histograms too, in input order.
+                        for &i in members.iter().filter(|&&i| input[i].has(step)).take(kk) {
+                            match input[i].hist(step) {
+                                Some(h) => out[i].set_hist(step, h.clone()),
+                                None => out[i].vals[step] = input[i].vals[step],
+                            }
+                        }
+                        continue;
+                    }
+                    if members.iter().any(|&i| input[i].hist(step).is_some()) {
+                        ctx.annotate(
+                            AnnotationKind::Info,
+                            format!(
+                                "PromQL info: ignored histogram in {op} aggregation{}",
+                                ctx.positions.of(a)
+                            ),
+                        );
+                    }
                     let mut m: Vec<(usize, f64)> = members
                         .iter()
                         .filter_map(|&i| input[i].vals[step].map(|v| (i, v)))
@@ -232,7 +242,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                     }
                 }
             }
-            out.retain(|s| s.vals.iter().any(Option::is_some));
+            out.retain(VSeries::any);
             if op == "limitk" {
                 return Ok(Val::Vector(out));
             }
@@ -269,33 +279,40 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             if !valid_label_name(&label) {
                 return Err(EngineError::Eval(format!("invalid label name {label:?}")));
             }
+            // Prometheus sets the value label first and groups the relabelled series, so
+            // a `by`/`without` clause naming the label sees the new value.
             let mut out: Vec<VSeries> = Vec::new();
             let mut idx: HashMap<Labels, usize> = HashMap::new();
             for step in 0..n {
-                for (g, members) in &groups {
-                    let mut counts: Vec<(String, f64)> = Vec::new();
-                    for &i in members {
-                        if let Some(v) = input[i].vals[step] {
-                            let s = format_go_float(v);
-                            match counts.iter_mut().find(|c| c.0 == s) {
-                                Some(c) => c.1 += 1.0,
-                                None => counts.push((s, 1.0)),
-                            }
+                let mut counts: Vec<(Labels, f64)> = Vec::new();
+                let mut at: HashMap<Labels, usize> = HashMap::new();
+                for s in &input {
+                    let v = match (s.vals[step], s.hist(step)) {
+                        (Some(v), _) => format_go_float(v),
+                        (None, Some(h)) => crate::eval_hist::go_string(h),
+                        (None, None) => continue,
+                    };
+                    let mut l = s.labels.clone();
+                    l.set(&label, &v);
+                    let mut g = group_labels(&l, &a.modifier);
+                    if matches!(a.modifier, None | Some(LabelModifier::Include(_))) {
+                        // `by` keeps only the listed labels: the value label is added back.
+                        g.set(&label, &v);
+                    }
+                    match at.get(&g) {
+                        Some(&k) => counts[k].1 += 1.0,
+                        None => {
+                            at.insert(g.clone(), counts.len());
+                            counts.push((g, 1.0));
                         }
                     }
-                    for (s, c) in counts {
-                        let mut l = g.clone();
-                        l.set(&label, &s);
-                        let j = *idx.entry(l.clone()).or_insert_with(|| {
-                            out.push(VSeries {
-                                labels: l,
-                                vals: vec![None; n],
-                                drop_name: false,
-                            });
-                            out.len() - 1
-                        });
-                        out[j].vals[step] = Some(c);
-                    }
+                }
+                for (l, c) in counts {
+                    let j = *idx.entry(l.clone()).or_insert_with(|| {
+                        out.push(VSeries::floats(l, vec![None; n], false));
+                        out.len() - 1
+                    });
+                    out[j].vals[step] = Some(c);
                 }
             }
             return Ok(Val::Vector(out));
@@ -309,14 +326,65 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     } else {
         None
     };
+    // Where Prometheus places aggregation annotations: the aggregated expression.
+    let expr_pos = if a.param.is_some() {
+        ctx.positions.of_arg(a, 1)
+    } else {
+        ctx.positions.of_first_arg(a)
+    };
+    let any_hists = input.iter().any(VSeries::has_hists);
     let mut out = Vec::with_capacity(groups.len());
     for (g, members) in groups {
         let mut vals = vec![None; n];
+        let mut hist_out: Vec<Option<crate::engine::H>> = Vec::new();
         for (step, slot) in vals.iter_mut().enumerate() {
             let mut xs: Vec<f64> = members
                 .iter()
                 .filter_map(|&i| input[i].vals[step])
                 .collect();
+            if any_hists {
+                let hs: Vec<(usize, &crate::engine::H)> = members
+                    .iter()
+                    .filter_map(|&i| input[i].hist(step).map(|h| (i, h)))
+                    .collect();
+                if !hs.is_empty() {
+                    match op.as_str() {
+                        "count" => {
+                            *slot = Some((xs.len() + hs.len()) as f64);
+                            continue;
+                        }
+                        "group" => {
+                            *slot = Some(1.0);
+                            continue;
+                        }
+                        "sum" | "avg" => {
+                            if !xs.is_empty() {
+                                ctx.annotate(
+                                    AnnotationKind::Warning,
+                                    format!(
+                                        "PromQL warning: encountered a mix of histograms and floats for aggregation{expr_pos}"
+                                    ),
+                                );
+                                continue;
+                            }
+                            let named = hs.iter().map(|(i, h)| (&input[*i].labels, h.as_ref()));
+                            if let Some(h) = sum_histograms(ctx, named, &expr_pos, op == "avg") {
+                                if hist_out.is_empty() {
+                                    hist_out = vec![None; n];
+                                }
+                                hist_out[step] = Some(std::sync::Arc::new(h));
+                            }
+                            continue;
+                        }
+                        other => ctx.annotate(
+                            AnnotationKind::Info,
+                            format!(
+                                "PromQL info: ignored histogram in {other} aggregation{expr_pos}"
+                            ),
+                        ),
+                    }
+                }
+            }
             if xs.is_empty() {
                 continue;
             }
@@ -343,10 +411,135 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
         out.push(VSeries {
             labels: g,
             vals,
+            hists: hist_out,
             drop_name,
         });
     }
     Ok(Val::Vector(out))
+}
+
+/// The compensated sum (or, with `mean`, the average) of histograms `(labels, histogram)`
+/// with Prometheus's annotations at `pos`; `None` (after a warning naming the offending series)
+/// when exponential and custom-bucket histograms meet. An average whose running sum would
+/// overflow switches to an incremental mean, as Prometheus does. Used by `sum`/`avg` and
+/// `sum_over_time`/`avg_over_time`.
+fn sum_histograms<'h>(
+    ctx: &Ctx<'_>,
+    hs: impl IntoIterator<Item = (&'h Labels, &'h FloatHistogram)>,
+    pos: &str,
+    mean: bool,
+) -> Option<FloatHistogram> {
+    use crate::histogram::CounterResetHint;
+    let mut acc: Option<FloatHistogram> = None;
+    let mut comp: Option<FloatHistogram> = None;
+    // Incremental mean, once the running sum overflows.
+    let mut running_mean: Option<FloatHistogram> = None;
+    let mut count = 0.0;
+    let (mut reset, mut not_reset, mut reconciled) = (false, false, false);
+    for (labels, h) in hs {
+        count += 1.0;
+        match h.counter_reset_hint {
+            CounterResetHint::CounterReset => reset = true,
+            CounterResetHint::NotCounterReset => not_reset = true,
+            _ => {}
+        }
+        let Some(sum) = acc.as_mut() else {
+            acc = Some(h.clone());
+            continue;
+        };
+        let added = if running_mean.is_none() {
+            let mut v = sum.clone();
+            let mut c = comp.clone();
+            let r = v.kahan_add(h, &mut c);
+            if r.is_ok() && (!mean || !has_overflow(&v)) {
+                *sum = v;
+                comp = c;
+                r
+            } else if r.is_err() {
+                r
+            } else {
+                // The sum would overflow: continue with the mean of what was summed so far.
+                let mut m = sum.clone();
+                m.div(count - 1.0);
+                if let Some(c) = comp.as_mut() {
+                    c.div(count - 1.0);
+                }
+                running_mean = Some(m);
+                add_to_mean(running_mean.as_mut(), h, count, &mut comp)
+            }
+        } else {
+            add_to_mean(running_mean.as_mut(), h, count, &mut comp)
+        };
+        match added {
+            Ok(outcome) => reconciled |= outcome.nhcb_reconciled,
+            Err(_) => {
+                mixed_schemas_warning(ctx, labels, pos);
+                return None;
+            }
+        }
+    }
+    if reconciled {
+        reconciled_info(ctx, "aggregation", pos);
+    }
+    if reset && not_reset {
+        ctx.annotate(
+            AnnotationKind::Warning,
+            format!("PromQL warning: conflicting counter resets during histogram aggregation{pos}"),
+        );
+    }
+    let mut sum = match running_mean {
+        Some(m) => m,
+        None => {
+            let mut s = acc?;
+            if mean {
+                s.div(count);
+                if let Some(c) = comp.as_mut() {
+                    c.div(count);
+                }
+            }
+            s
+        }
+    };
+    if let Some(c) = comp {
+        // Same layout as the sum by construction: this cannot fail. The compensation carries
+        // no counter-reset information, so the sum keeps its hint.
+        let hint = sum.counter_reset_hint;
+        let _ = sum.add(&c);
+        sum.counter_reset_hint = hint;
+    }
+    sum.compact(0);
+    Some(sum)
+}
+
+/// One step of the incremental mean: `mean = mean·(n−1)/n + h/n`, compensation scaled alike.
+fn add_to_mean(
+    mean: Option<&mut FloatHistogram>,
+    h: &FloatHistogram,
+    n: f64,
+    comp: &mut Option<FloatHistogram>,
+) -> std::result::Result<crate::histogram::HistOpOutcome, crate::histogram::HistogramError> {
+    let q = (n - 1.0) / n;
+    if let Some(c) = comp.as_mut() {
+        c.mul(q);
+    }
+    let mut to_add = h.clone();
+    to_add.div(n);
+    match mean {
+        Some(m) => {
+            m.mul(q);
+            m.kahan_add(&to_add, comp)
+        }
+        None => Ok(Default::default()),
+    }
+}
+
+/// True when a count, the sum or a bucket is infinite.
+fn has_overflow(h: &FloatHistogram) -> bool {
+    h.count.is_infinite()
+        || h.sum.is_infinite()
+        || h.zero_count.is_infinite()
+        || h.positive_buckets.iter().any(|b| b.is_infinite())
+        || h.negative_buckets.iter().any(|b| b.is_infinite())
 }
 
 fn arg(c: &Call, i: usize) -> Result<&Expr> {
@@ -364,24 +557,31 @@ fn unwrap_parens(e: &Expr) -> &Expr {
     }
 }
 
+/// Applies `f` to every float sample; histogram samples are dropped, as Prometheus's float
+/// functions drop them.
 fn map_vector(v: Vec<VSeries>, f: impl Fn(f64) -> f64, drop_name: bool) -> Val {
     Val::Vector(
         v.into_iter()
             .map(|mut s| {
                 s.vals.iter_mut().for_each(|x| *x = x.map(&f));
+                s.drop_hists();
                 if drop_name {
                     s.drop_name = true;
                 }
                 s
             })
+            .filter(VSeries::any)
             .collect(),
     )
 }
 
-/// Applies `f` to each window; the result series drop their name unless `keep_name`.
+/// Applies `f` to each window's float samples; the result series drop their name unless
+/// `keep_name`. Windows holding only histograms give no value; with `mixed_info` set, a window
+/// holding both raises Prometheus's "ignored histograms" info at that position suffix.
 fn over_time(
     m: MatrixVal,
     keep_name: bool,
+    mixed_info: Option<(&Ctx<'_>, String)>,
     f: impl Fn(&[(i64, f64)], usize, &MatrixVal) -> Option<f64>,
 ) -> Val {
     let mut out = Vec::with_capacity(m.series.len());
@@ -389,15 +589,68 @@ fn over_time(
         let vals: Vec<Option<f64>> = (0..m.ends.len())
             .map(|i| {
                 let w = window(&s.samples, m.ends[i], m.range);
-                if w.is_empty() { None } else { f(w, i, &m) }
+                if w.is_empty() {
+                    return None;
+                }
+                if let Some((ctx, pos)) = &mixed_info
+                    && !s.hists.is_empty()
+                    && !window(&s.hists, m.ends[i], m.range).is_empty()
+                {
+                    ctx.annotate(
+                        AnnotationKind::Info,
+                        format!(
+                            "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}{pos}",
+                            metric_name(&s.labels)
+                        ),
+                    );
+                }
+                f(w, i, &m)
             })
             .collect();
         if vals.iter().any(Option::is_some) {
-            out.push(VSeries {
-                labels: s.labels.clone(),
+            out.push(VSeries::floats(
+                s.labels.clone(),
                 vals,
-                drop_name: s.drop_name || !keep_name,
-            });
+                s.drop_name || !keep_name,
+            ));
+        }
+    }
+    Val::Vector(out)
+}
+
+/// The `__name__` of a label set, or "".
+pub(crate) fn metric_name(l: &Labels) -> &str {
+    l.get("__name__").unwrap_or("")
+}
+
+/// Applies `f` to each non-empty window, float samples and histogram samples apart; `f` may
+/// return a float or a histogram. The result series drop their name unless `keep_name`.
+fn over_time_h(
+    m: &MatrixVal,
+    keep_name: bool,
+    mut f: impl FnMut(&[(i64, f64)], &[(i64, H)], usize, &MSeries) -> Option<ElemOut>,
+) -> Val {
+    let mut out = Vec::with_capacity(m.series.len());
+    for s in &m.series {
+        let mut v = VSeries::floats(
+            s.labels.clone(),
+            vec![None; m.ends.len()],
+            s.drop_name || !keep_name,
+        );
+        for i in 0..m.ends.len() {
+            let wf = window(&s.samples, m.ends[i], m.range);
+            let wh = window(&s.hists, m.ends[i], m.range);
+            if wf.is_empty() && wh.is_empty() {
+                continue;
+            }
+            match f(wf, wh, i, s) {
+                Some(ElemOut::F(x)) => v.vals[i] = Some(x),
+                Some(ElemOut::H(h)) => v.set_hist(i, h),
+                None => {}
+            }
+        }
+        if v.any() {
+            out.push(v);
         }
     }
     Val::Vector(out)
@@ -413,8 +666,6 @@ fn extrapolated_rate(
     if w.len() < 2 {
         return None;
     }
-    let range_end = m.ends[i];
-    let range_start = range_end - m.range;
     let (first, last) = (w[0], w[w.len() - 1]);
     let mut result = last.1 - first.1;
     if counter {
@@ -426,16 +677,35 @@ fn extrapolated_rate(
             prev = v;
         }
     }
-    let mut to_start = (first.0 - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg_between = sampled / (w.len() - 1) as f64;
+    let zero_ratio = (result > 0.0 && first.1 >= 0.0).then(|| first.1 / result);
+    Some(result * rate_factor(first.0, last.0, w.len(), i, m, counter, rate, zero_ratio))
+}
+
+/// Prometheus's extrapolation factor for a window whose samples span `first_t..=last_t`;
+/// `zero_ratio` (first value / increase) lets a counter's extrapolation stop at zero.
+#[allow(clippy::too_many_arguments)]
+fn rate_factor(
+    first_t: i64,
+    last_t: i64,
+    samples: usize,
+    i: usize,
+    m: &MatrixVal,
+    counter: bool,
+    rate: bool,
+    zero_ratio: Option<f64>,
+) -> f64 {
+    let range_end = m.ends[i];
+    let range_start = range_end - m.range;
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled / (samples - 1) as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
-    if counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
+    if counter && let Some(r) = zero_ratio {
+        let to_zero = sampled * r;
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -447,7 +717,217 @@ fn extrapolated_rate(
     if rate {
         factor /= m.range as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
+}
+
+fn mixed_floats_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: encountered a mix of histograms and floats for metric name {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn mixed_schemas_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn not_counter_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: this native histogram metric is not a counter: {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn not_gauge_warning(ctx: &Ctx<'_>, labels: &Labels, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Warning,
+        format!(
+            "PromQL warning: this native histogram metric is not a gauge: {:?}{pos}",
+            metric_name(labels)
+        ),
+    );
+}
+
+fn reconciled_info(ctx: &Ctx<'_>, what: &str, pos: &str) {
+    ctx.annotate(
+        AnnotationKind::Info,
+        format!("PromQL info: mismatched custom buckets were reconciled during {what}{pos}"),
+    );
+}
+
+/// The increase (counter) or difference (gauge) of a window of at least two histograms, with
+/// counter resets accounted for, as Prometheus's `histogramRate` computes it (not yet scaled).
+fn histogram_rate(
+    ctx: &Ctx<'_>,
+    wh: &[(i64, H)],
+    counter: bool,
+    labels: &Labels,
+    pos: &str,
+) -> Option<FloatHistogram> {
+    use crate::histogram::CounterResetHint::Gauge;
+    let last = &wh[wh.len() - 1].1;
+    let mut prev: FloatHistogram = FloatHistogram::clone(&wh[0].1);
+    if counter && (prev.counter_reset_hint == Gauge || last.counter_reset_hint == Gauge) {
+        not_counter_warning(ctx, labels, pos);
+    }
+    if counter {
+        let second = &wh[1].1;
+        if eval_hist::detect_reset(second, &prev) {
+            prev = FloatHistogram {
+                schema: second.schema,
+                custom_values: second.custom_values.clone(),
+                ..Default::default()
+            };
+        }
+    }
+    if last.uses_custom_buckets() != prev.uses_custom_buckets() {
+        mixed_schemas_warning(ctx, labels, pos);
+        return None;
+    }
+    for (_, cur) in &wh[1..wh.len() - 1] {
+        if !counter {
+            continue;
+        }
+        if cur.counter_reset_hint == Gauge {
+            not_counter_warning(ctx, labels, pos);
+        }
+        if cur.uses_custom_buckets() != prev.uses_custom_buckets() {
+            mixed_schemas_warning(ctx, labels, pos);
+            return None;
+        }
+    }
+    let (mut h, reconciled) = match eval_hist::sub(last, &prev) {
+        Ok(r) => r,
+        Err(_) => {
+            mixed_schemas_warning(ctx, labels, pos);
+            return None;
+        }
+    };
+    if reconciled {
+        reconciled_info(ctx, "subtraction", pos);
+    }
+    if counter {
+        let mut p: &FloatHistogram = &prev;
+        for (_, cur) in &wh[1..] {
+            if eval_hist::detect_reset(cur, p) {
+                match eval_hist::add(&h, p) {
+                    Ok((sum, reconciled)) => {
+                        h = sum;
+                        if reconciled {
+                            reconciled_info(ctx, "addition", pos);
+                        }
+                    }
+                    Err(_) => {
+                        mixed_schemas_warning(ctx, labels, pos);
+                        return None;
+                    }
+                }
+            }
+            p = cur;
+        }
+    } else if wh[0].1.counter_reset_hint != Gauge || last.counter_reset_hint != Gauge {
+        not_gauge_warning(ctx, labels, pos);
+    }
+    h.counter_reset_hint = Gauge;
+    Some(eval_hist::compact(&h))
+}
+
+/// `irate`/`idelta` over the last two samples of a window (floats and histograms merged).
+fn instant_value(
+    ctx: &Ctx<'_>,
+    wf: &[(i64, f64)],
+    wh: &[(i64, H)],
+    is_rate: bool,
+    labels: &Labels,
+    pos: &str,
+) -> Option<ElemOut> {
+    use crate::engine::El;
+    use crate::histogram::CounterResetHint::Gauge;
+    if wf.len() + wh.len() < 2 {
+        return None;
+    }
+    // The last two samples in time order; on equal timestamps the histogram goes first.
+    let mut ss: Vec<(i64, El<'_>)> = wf[wf.len().saturating_sub(2)..]
+        .iter()
+        .map(|p| (p.0, El::F(p.1)))
+        .collect();
+    for p in &wh[wh.len().saturating_sub(2)..] {
+        let s = (p.0, El::H(&p.1));
+        match ss.len() {
+            0 => ss.push(s),
+            1 => {
+                if s.0 < ss[0].0 {
+                    ss.insert(0, s)
+                } else {
+                    ss.push(s)
+                }
+            }
+            _ if s.0 < ss[0].0 => {}
+            _ if s.0 > ss[1].0 => {
+                ss.remove(0);
+                ss.push(s);
+            }
+            _ => ss[0] = s,
+        }
+    }
+    let ((t0, v0), (t1, v1)) = (&ss[0], &ss[1]);
+    let dt = t1 - t0;
+    if dt == 0 {
+        return None;
+    }
+    let secs = dt as f64 / 1000.0;
+    match (v0, v1) {
+        (El::F(a), El::F(b)) => {
+            let d = if is_rate && b < a { *b } else { b - a };
+            Some(ElemOut::F(if is_rate { d / secs } else { d }))
+        }
+        (El::H(a), El::H(b)) => {
+            if is_rate && (b.counter_reset_hint == Gauge || a.counter_reset_hint == Gauge) {
+                not_counter_warning(ctx, labels, pos);
+            }
+            if !is_rate && (b.counter_reset_hint != Gauge || a.counter_reset_hint != Gauge) {
+                not_gauge_warning(ctx, labels, pos);
+            }
+            let mut h = FloatHistogram::clone(b);
+            if !is_rate || !eval_hist::detect_reset(b, a) {
+                match eval_hist::sub(b, a) {
+                    Ok((d, reconciled)) => {
+                        h = d;
+                        if reconciled {
+                            reconciled_info(ctx, "subtraction", pos);
+                        }
+                    }
+                    Err(_) => {
+                        mixed_schemas_warning(ctx, labels, pos);
+                        return None;
+                    }
+                }
+            }
+            h.counter_reset_hint = Gauge;
+            let h = if is_rate {
+                eval_hist::div(&h, secs)
+            } else {
+                eval_hist::compact(&h)
+            };
+            Some(ElemOut::H(Arc::new(h)))
+        }
+        _ => {
+            mixed_floats_warning(ctx, labels, pos);
+            None
+        }
+    }
 }
 
 fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
@@ -480,7 +960,11 @@ fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
     (slope, intercept)
 }
 
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+/// Where `histogram_quantile` had to force classic bucket counts to be monotonic:
+/// `(lowest bucket, highest bucket, largest decrease)`.
+type Forced = Option<(f64, f64, f64)>;
+
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>, forced: &mut Forced) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -512,7 +996,13 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
             continue;
         }
         let tol = 1e-12;
-        if (prev - curr).abs() <= tol * prev.abs().max(curr.abs()) || curr < prev {
+        if (prev - curr).abs() <= tol * prev.abs().max(curr.abs()) {
+            b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            let (lo, hi, d) = forced.unwrap_or((f64::INFINITY, f64::NEG_INFINITY, 0.0));
+            *forced = Some((lo.min(b.0), hi.max(b.0), d.max(prev - curr)));
             b.1 = prev;
             continue;
         }
@@ -577,7 +1067,14 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
         if i > 0 {
             lb = merged[i - 1].0;
         }
-        let interp = |v: f64| rank + (count - rank) * (v - lb) / (ub - lb);
+        // An infinitely wide first bucket is not interpolated into: its whole count.
+        let interp = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                count
+            } else {
+                rank + (count - rank) * (v - lb) / (ub - lb)
+            }
+        };
         if !lower_set && lb >= lower {
             lower_rank = rank;
             lower_set = true;
@@ -611,50 +1108,188 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / total
 }
 
-/// Groups classic `le` bucket series by their other labels and applies `f` to each group's
-/// `(upper bound, count)` buckets at every step.
-fn classic_buckets(
-    v: &[VSeries],
-    n: usize,
-    f: impl Fn(&mut Vec<(f64, f64)>, usize) -> f64,
-) -> Vec<VSeries> {
-    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
-    let mut gi: HashMap<Labels, usize> = HashMap::new();
-    for (k, s) in v.iter().enumerate() {
-        let Some(le) = s.labels.get("le").and_then(parse_le) else {
-            continue;
+/// One value per step computed from classic `le` buckets or a native histogram.
+struct HistFamily<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    /// Position suffix of the vector argument.
+    pos: String,
+}
+
+impl HistFamily<'_, '_> {
+    /// Applies `native` to every histogram sample and `classic` to every group of classic
+    /// bucket series (grouped by their labels without `le`), per step, with Prometheus's
+    /// checks: malformed `le` labels warn, and a native histogram with the labels of a
+    /// classic group at the same step drops both with a warning. Results drop their name.
+    fn apply(
+        &self,
+        v: &[VSeries],
+        n: usize,
+        mut native: impl FnMut(&FloatHistogram, usize, &Labels) -> f64,
+        mut classic: impl FnMut(&mut Vec<(f64, f64)>, usize, &Labels) -> f64,
+    ) -> Vec<VSeries> {
+        let ctx = self.ctx;
+        let pos = &self.pos;
+        // Classic groups: key (labels without `le`) → members (le, series index).
+        let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+        let mut gi: HashMap<Labels, usize> = HashMap::new();
+        let mut bad_le: Vec<usize> = Vec::new();
+        for (k, s) in v.iter().enumerate() {
+            if !s.vals.iter().any(Option::is_some) {
+                continue;
+            }
+            let Some(le) = s.labels.get("le").and_then(parse_le) else {
+                bad_le.push(k);
+                continue;
+            };
+            let mut l = s.labels.clone();
+            l.remove("le");
+            let g = *gi.entry(l.clone()).or_insert_with(|| {
+                groups.push((l, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push((le, k));
+        }
+        let mut out: Vec<VSeries> = Vec::new();
+        let mut oi: HashMap<Labels, usize> = HashMap::new();
+        let mut put = |out: &mut Vec<VSeries>, l: &Labels, i: usize, x: f64| {
+            let j = *oi.entry(l.clone()).or_insert_with(|| {
+                out.push(VSeries::floats(l.clone(), vec![None; n], true));
+                out.len() - 1
+            });
+            out[j].vals[i] = Some(x);
         };
-        let mut l = s.labels.clone();
-        l.remove("le");
-        l.remove("__name__");
-        let g = *gi.entry(l.clone()).or_insert_with(|| {
-            groups.push((l, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push((le, k));
-    }
-    let mut out = Vec::new();
-    for (l, members) in groups {
-        let vals: Vec<Option<f64>> = (0..n)
-            .map(|i| {
+        for i in 0..n {
+            for &k in &bad_le {
+                if v[k].vals[i].is_some() {
+                    let le = v[k].labels.get("le").unwrap_or("");
+                    ctx.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?}{}{pos}",
+                            for_metric(&v[k].labels)
+                        ),
+                    );
+                }
+            }
+            let mut conflicted: Vec<usize> = Vec::new();
+            for s in v.iter() {
+                let Some(h) = s.hist(i) else { continue };
+                if let Some(&g) = gi.get(&s.labels)
+                    && groups[g].1.iter().any(|&(_, k)| v[k].vals[i].is_some())
+                {
+                    ctx.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "PromQL warning: vector contains a mix of classic and native histograms{}{pos}",
+                            for_metric(&s.labels)
+                        ),
+                    );
+                    conflicted.push(g);
+                    continue;
+                }
+                let x = native(h, i, &s.labels);
+                put(&mut out, &s.labels, i, x);
+            }
+            for (g, (l, members)) in groups.iter().enumerate() {
+                if conflicted.contains(&g) {
+                    continue;
+                }
                 let mut b: Vec<(f64, f64)> = members
                     .iter()
                     .filter_map(|&(le, k)| v[k].vals[i].map(|c| (le, c)))
                     .collect();
                 if b.is_empty() {
-                    None
-                } else {
-                    Some(f(&mut b, i))
+                    continue;
                 }
-            })
-            .collect();
-        out.push(VSeries {
-            labels: l,
-            vals,
-            drop_name: false,
-        });
+                let x = classic(&mut b, i, l);
+                put(&mut out, l, i, x);
+            }
+        }
+        out
     }
-    out
+
+    /// Raises a native quantile/fraction NaN-observation info.
+    fn nan_note(&self, note: Option<crate::histogram::NanNote>, labels: &Labels) {
+        use crate::histogram::NanNote;
+        let Some(note) = note else { return };
+        let what = match note {
+            NanNote::QuantileNaNResult => {
+                "input to histogram_quantile has NaN observations, result is NaN"
+            }
+            NanNote::QuantileNaNSkew => {
+                "input to histogram_quantile has NaN observations, result is skewed higher"
+            }
+            NanNote::FractionNaNs => {
+                "input to histogram_fraction has NaN observations, which are excluded from all fractions"
+            }
+        };
+        self.ctx.annotate(
+            AnnotationKind::Info,
+            format!("PromQL info: {what}{}{}", for_metric(labels), self.pos),
+        );
+    }
+
+    /// Raises the forced-monotonicity info for a classic group.
+    fn forced(&self, forced: Forced, labels: &Labels, t: i64) {
+        let Some((lo, hi, diff)) = forced else { return };
+        let when = rfc3339(t);
+        self.ctx.annotate(
+            AnnotationKind::Info,
+            format!(
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){}, from buckets {} to {}, with a max diff of {}, over 1 samples from {when} to {when}{}",
+                for_metric(labels),
+                go_g(lo),
+                go_g(hi),
+                go_g((diff * 100.0).round() / 100.0),
+                self.pos
+            ),
+        );
+    }
+}
+
+/// ` for metric name "x"`, or "" for a series without a name.
+fn for_metric(labels: &Labels) -> String {
+    match labels.get("__name__") {
+        Some(n) if !n.is_empty() => format!(" for metric name {n:?}"),
+        _ => String::new(),
+    }
+}
+
+/// A millisecond timestamp as RFC 3339 UTC seconds (`2006-01-02T15:04:05Z`).
+fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Prometheus's OpenMetrics float form for quantile labels: `0.0`, `0.25`, `+Inf`, `NaN`.
+fn openmetrics_float(q: f64) -> String {
+    if q.is_nan() {
+        "NaN".into()
+    } else if q.is_infinite() {
+        if q > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{q:?}")
+    }
 }
 
 fn go_regex(re: &str) -> Result<regex::Regex> {
@@ -772,7 +1407,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     )));
                 }
             }
-            Ok(over_time(m, false, |w, i, _| {
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, i, _| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -804,9 +1440,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                             let inv = 1.0 / to[i];
                             *x = x.map(|f| (f * inv + 0.5).floor() / inv);
                         }
+                        s.drop_hists();
                         s.drop_name = true;
                         s
                     })
+                    .filter(VSeries::any)
                     .collect(),
             ))
         }
@@ -819,6 +1457,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             };
             let mut out = Vec::new();
             for mut s in v {
+                s.drop_hists();
                 for (i, x) in s.vals.iter_mut().enumerate() {
                     if name == "clamp" && hi[i] < lo[i] {
                         *x = None;
@@ -844,9 +1483,12 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                 other => {
                     let mut v = ctx.eval_vector(other)?;
                     for s in &mut v {
-                        for (i, x) in s.vals.iter_mut().enumerate() {
-                            *x = x.map(|_| ctx.ts[i] as f64 / 1000.0);
+                        for i in 0..n {
+                            if s.has(i) {
+                                s.vals[i] = Some(ctx.ts[i] as f64 / 1000.0);
+                            }
                         }
+                        s.drop_hists();
                     }
                     v
                 }
@@ -855,11 +1497,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         }
         "vector" => {
             let s = ctx.eval_scalar(arg(c, 0)?)?;
-            Ok(Val::Vector(vec![VSeries {
-                labels: Labels::default(),
-                vals: s.into_iter().map(Some).collect(),
-                drop_name: false,
-            }]))
+            Ok(Val::Vector(vec![VSeries::floats(
+                Labels::default(),
+                s.into_iter().map(Some).collect(),
+                false,
+            )]))
         }
         "scalar" => {
             let v = ctx.eval_vector(arg(c, 0)?)?;
@@ -877,16 +1519,15 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "absent" | "absent_over_time" => {
             let present: Vec<bool> = if name == "absent" {
                 let v = ctx.eval_vector(arg(c, 0)?)?;
-                (0..n)
-                    .map(|i| v.iter().any(|s| s.vals[i].is_some()))
-                    .collect()
+                (0..n).map(|i| v.iter().any(|s| s.has(i))).collect()
             } else {
                 let m = ctx.eval_matrix(arg(c, 0)?)?;
                 (0..n)
                     .map(|i| {
-                        m.series
-                            .iter()
-                            .any(|s| !window(&s.samples, m.ends[i], m.range).is_empty())
+                        m.series.iter().any(|s| {
+                            !window(&s.samples, m.ends[i], m.range).is_empty()
+                                || !window(&s.hists, m.ends[i], m.range).is_empty()
+                        })
                     })
                     .collect()
             };
@@ -898,11 +1539,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             if vals.iter().all(Option::is_none) {
                 return Ok(Val::Vector(vec![]));
             }
-            Ok(Val::Vector(vec![VSeries {
-                labels,
-                vals,
-                drop_name: false,
-            }]))
+            Ok(Val::Vector(vec![VSeries::floats(labels, vals, false)]))
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ctx.eval_vector(arg(c, 0)?)?;
@@ -914,6 +1551,13 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         ctx.positions.of(c)
                     ),
                 );
+            }
+            if matches!(name, "sort" | "sort_desc") {
+                // Prometheus sorts float samples only; histograms are dropped.
+                for s in &mut v {
+                    s.drop_hists();
+                }
+                v.retain(VSeries::any);
             }
             let last = |s: &VSeries| s.vals[n - 1].unwrap_or(f64::NAN);
             match name {
@@ -1001,6 +1645,26 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             }
             Ok(Val::Vector(out))
         }
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            let v = ctx.eval_vector(arg(c, 0)?)?;
+            let f = |h: &FloatHistogram| match name {
+                "histogram_count" => h.count,
+                "histogram_sum" => h.sum,
+                "histogram_avg" => h.sum / h.count,
+                "histogram_stddev" => h.stddev(),
+                _ => h.stdvar(),
+            };
+            let mut out = Vec::new();
+            for s in v {
+                if !s.has_hists() {
+                    continue;
+                }
+                let vals = (0..n).map(|i| s.hist(i).map(|h| f(h))).collect();
+                out.push(VSeries::floats(s.labels, vals, true));
+            }
+            Ok(Val::Vector(out))
+        }
         "histogram_quantiles" => {
             let v = ctx.eval_vector(arg(c, 0)?)?;
             let label = string_arg(ctx, c, 1)?;
@@ -1009,92 +1673,145 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     "label {label:?} already exists in the input to histogram_quantiles"
                 )));
             }
+            let fam = HistFamily {
+                ctx,
+                pos: ctx.positions.of_first_arg(c),
+            };
             let mut out = Vec::new();
             for i in 2..c.args.args.len() {
                 let q = ctx.eval_scalar(arg(c, i)?)?;
                 check_quantile(ctx, &q, &ctx.positions.of_arg(c, i));
-                let q_label = format!("{:?}", q.first().copied().unwrap_or(f64::NAN));
-                for mut s in classic_buckets(&v, n, |b, step| bucket_quantile(q[step], b)) {
+                let q_label = openmetrics_float(q.first().copied().unwrap_or(f64::NAN));
+                let got = fam.apply(
+                    &v,
+                    n,
+                    |h, step, l| {
+                        let (x, note) = h.quantile(q[step]);
+                        fam.nan_note(note, l);
+                        x
+                    },
+                    |b, step, l| {
+                        let mut forced = None;
+                        let x = bucket_quantile(q[step], b, &mut forced);
+                        fam.forced(forced, l, ctx.ts[step]);
+                        x
+                    },
+                );
+                for mut s in got {
                     s.labels.set(&label, &q_label);
                     out.push(s);
                 }
             }
             Ok(Val::Vector(out))
         }
-        "histogram_quantile" | "histogram_fraction" => {
-            let fraction = name == "histogram_fraction";
+        "histogram_quantile" => {
             let q = ctx.eval_scalar(arg(c, 0)?)?;
-            if !fraction {
-                check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
-            }
-            let upper = if fraction {
-                ctx.eval_scalar(arg(c, 1)?)?
-            } else {
-                Vec::new()
+            check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
+            let v = ctx.eval_vector(arg(c, 1)?)?;
+            let fam = HistFamily {
+                ctx,
+                pos: ctx.positions.of_arg(c, 1),
             };
-            let v = ctx.eval_vector(arg(c, if fraction { 2 } else { 1 })?)?;
-            Ok(Val::Vector(classic_buckets(&v, n, |b, i| {
-                if fraction {
-                    bucket_fraction(q[i], upper[i], b)
-                } else {
-                    bucket_quantile(q[i], b)
-                }
-            })))
+            Ok(Val::Vector(fam.apply(
+                &v,
+                n,
+                |h, step, l| {
+                    let (x, note) = h.quantile(q[step]);
+                    fam.nan_note(note, l);
+                    x
+                },
+                |b, step, l| {
+                    let mut forced = None;
+                    let x = bucket_quantile(q[step], b, &mut forced);
+                    fam.forced(forced, l, ctx.ts[step]);
+                    x
+                },
+            )))
+        }
+        "histogram_fraction" => {
+            let lower = ctx.eval_scalar(arg(c, 0)?)?;
+            let upper = ctx.eval_scalar(arg(c, 1)?)?;
+            let v = ctx.eval_vector(arg(c, 2)?)?;
+            let fam = HistFamily {
+                ctx,
+                pos: ctx.positions.of_arg(c, 2),
+            };
+            Ok(Val::Vector(fam.apply(
+                &v,
+                n,
+                |h, step, l| {
+                    let (x, note) = h.fraction(lower[step], upper[step]);
+                    fam.nan_note(note, l);
+                    x
+                },
+                |b, step, _| bucket_fraction(lower[step], upper[step], b),
+            )))
         }
         "rate" | "increase" | "delta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
-            if name != "delta" && matches!(unwrap_parens(arg(c, 0)?), Expr::MatrixSelector(_)) {
-                for s in &m.series {
+            let counter = name != "delta";
+            let rate = name == "rate";
+            let pos = ctx.positions.of_first_arg(c);
+            let out = over_time_h(&m, false, |wf, wh, i, s| {
+                if !wf.is_empty() && !wh.is_empty() {
+                    mixed_floats_warning(ctx, &s.labels, &pos);
+                    return None;
+                }
+                if wh.is_empty() {
+                    return extrapolated_rate(wf, i, &m, counter, rate).map(ElemOut::F);
+                }
+                if wh.len() < 2 {
+                    return None;
+                }
+                let h = histogram_rate(ctx, wh, counter, &s.labels, &pos)?;
+                let f = wh[0].1.count;
+                let factor = rate_factor(
+                    wh[0].0,
+                    wh[wh.len() - 1].0,
+                    wh.len(),
+                    i,
+                    &m,
+                    counter,
+                    rate,
+                    (h.count > 0.0 && f >= 0.0).then(|| f / h.count),
+                );
+                Some(ElemOut::H(Arc::new(eval_hist::mul(&h, factor))))
+            });
+            if name != "delta"
+                && matches!(unwrap_parens(arg(c, 0)?), Expr::MatrixSelector(_))
+                && let Val::Vector(v) = &out
+            {
+                for s in v {
                     let Some(metric) = s.labels.get("__name__") else {
                         continue;
                     };
                     let counter_like = ["_total", "_sum", "_count", "_bucket"]
                         .iter()
                         .any(|suffix| metric.ends_with(suffix));
-                    let sampled = (0..m.ends.len())
-                        .any(|i| !window(&s.samples, m.ends[i], m.range).is_empty());
-                    if !counter_like && sampled {
+                    if !counter_like && s.vals.iter().any(Option::is_some) {
                         ctx.annotate(
                             AnnotationKind::Info,
                             format!(
-                                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{}",
-                                ctx.positions.of_first_arg(c)
+                                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{pos}"
                             ),
                         );
                     }
                 }
             }
-            let counter = name != "delta";
-            let rate = name == "rate";
-            Ok(over_time(m, false, |w, i, m| {
-                extrapolated_rate(w, i, m, counter, rate)
-            }))
+            Ok(out)
         }
         "irate" | "idelta" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let is_rate = name == "irate";
-            Ok(over_time(m, false, |w, _, _| {
-                if w.len() < 2 {
-                    return None;
-                }
-                let (a, b) = (w[w.len() - 2], w[w.len() - 1]);
-                let mut d = b.1 - a.1;
-                if is_rate {
-                    if b.1 < a.1 {
-                        d = b.1;
-                    }
-                    let dt = b.0 - a.0;
-                    if dt == 0 {
-                        return None;
-                    }
-                    return Some(d / (dt as f64 / 1000.0));
-                }
-                Some(d)
+            let pos = ctx.positions.of_first_arg(c);
+            Ok(over_time_h(&m, false, |wf, wh, _, s| {
+                instant_value(ctx, wf, wh, is_rate, &s.labels, &pos)
             }))
         }
         "deriv" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
-            Ok(over_time(m, false, |w, _, _| {
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, _, _| {
                 if w.len() < 2 {
                     None
                 } else {
@@ -1105,7 +1822,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "predict_linear" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let d = ctx.eval_scalar(arg(c, 1)?)?;
-            Ok(over_time(m, false, |w, i, m| {
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, i, m| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -1116,44 +1834,112 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "changes" | "resets" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let resets = name == "resets";
-            Ok(over_time(m, false, |w, _, _| {
+            Ok(over_time_h(&m, false, |wf, wh, _, _| {
+                // Floats and histograms merged in time order.
                 let mut k = 0.0;
-                for p in w.windows(2) {
-                    let (a, b) = (p[0].1, p[1].1);
-                    if resets {
-                        if b < a {
+                let (mut fi, mut hi) = (0, 0);
+                let mut prev: Option<crate::engine::El<'_>> = None;
+                while fi < wf.len() || hi < wh.len() {
+                    let cur = if hi >= wh.len() || (fi < wf.len() && wf[fi].0 < wh[hi].0) {
+                        fi += 1;
+                        crate::engine::El::F(wf[fi - 1].1)
+                    } else {
+                        hi += 1;
+                        crate::engine::El::H(&wh[hi - 1].1)
+                    };
+                    if let Some(p) = &prev {
+                        use crate::engine::El;
+                        let changed = match (p, &cur) {
+                            (El::F(a), El::F(b)) => {
+                                if resets {
+                                    b < a
+                                } else {
+                                    a != b && !(a.is_nan() && b.is_nan())
+                                }
+                            }
+                            (El::H(a), El::H(b)) => {
+                                if resets {
+                                    eval_hist::detect_reset(b, a)
+                                } else {
+                                    !eval_hist::equals(b, a)
+                                }
+                            }
+                            _ => true,
+                        };
+                        if changed {
                             k += 1.0;
                         }
-                    } else if a != b && !(a.is_nan() && b.is_nan()) {
-                        k += 1.0;
                     }
+                    prev = Some(cur);
                 }
-                Some(k)
+                Some(ElemOut::F(k))
             }))
         }
-        "sum_over_time"
-        | "avg_over_time"
-        | "count_over_time"
-        | "min_over_time"
-        | "max_over_time"
-        | "last_over_time"
+        "sum_over_time" | "avg_over_time" => {
+            let m = ctx.eval_matrix(arg(c, 0)?)?;
+            let avg_of = name == "avg_over_time";
+            let pos = ctx.positions.of_first_arg(c);
+            Ok(over_time_h(&m, false, |wf, wh, _, s| {
+                if !wf.is_empty() && !wh.is_empty() {
+                    mixed_floats_warning(ctx, &s.labels, &pos);
+                    return None;
+                }
+                if wh.is_empty() {
+                    let xs: Vec<f64> = wf.iter().map(|p| p.1).collect();
+                    return Some(ElemOut::F(if avg_of {
+                        avg(&xs)
+                    } else {
+                        kahan_sum(xs.iter().copied())
+                    }));
+                }
+                let named = wh.iter().map(|p| (&s.labels, p.1.as_ref()));
+                let h = sum_histograms(ctx, named, &pos, avg_of)?;
+                Some(ElemOut::H(Arc::new(h)))
+            }))
+        }
+        "count_over_time"
         | "present_over_time"
-        | "stddev_over_time"
-        | "stdvar_over_time"
+        | "last_over_time"
         | "first_over_time"
-        | "mad_over_time"
-        | "ts_of_min_over_time"
-        | "ts_of_max_over_time"
         | "ts_of_first_over_time"
         | "ts_of_last_over_time" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let keep = name == "last_over_time" || name == "first_over_time";
-            Ok(over_time(m, keep, |w, _, _| {
+            Ok(over_time_h(&m, keep, |wf, wh, _, _| {
+                let first = match (wf.first(), wh.first()) {
+                    (Some(f), Some(h)) if h.0 < f.0 => (h.0, ElemOut::H(h.1.clone())),
+                    (Some(f), _) => (f.0, ElemOut::F(f.1)),
+                    (None, Some(h)) => (h.0, ElemOut::H(h.1.clone())),
+                    (None, None) => return None,
+                };
+                let last = match (wf.last(), wh.last()) {
+                    (Some(f), Some(h)) if h.0 > f.0 => (h.0, ElemOut::H(h.1.clone())),
+                    (Some(f), _) => (f.0, ElemOut::F(f.1)),
+                    (None, Some(h)) => (h.0, ElemOut::H(h.1.clone())),
+                    (None, None) => return None,
+                };
+                Some(match name {
+                    "count_over_time" => ElemOut::F((wf.len() + wh.len()) as f64),
+                    "present_over_time" => ElemOut::F(1.0),
+                    "last_over_time" => last.1,
+                    "first_over_time" => first.1,
+                    "ts_of_first_over_time" => ElemOut::F(first.0 as f64 / 1000.0),
+                    _ => ElemOut::F(last.0 as f64 / 1000.0),
+                })
+            }))
+        }
+        "min_over_time"
+        | "max_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "mad_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_max_over_time" => {
+            let m = ctx.eval_matrix(arg(c, 0)?)?;
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, _, _| {
                 let xs: Vec<f64> = w.iter().map(|p| p.1).collect();
                 Some(match name {
-                    "sum_over_time" => kahan_sum(xs.iter().copied()),
-                    "avg_over_time" => avg(&xs),
-                    "count_over_time" => xs.len() as f64,
                     "min_over_time" => xs
                         .iter()
                         .copied()
@@ -1162,10 +1948,6 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         .iter()
                         .copied()
                         .fold(f64::NAN, |m, x| if x > m || m.is_nan() { x } else { m }),
-                    "last_over_time" => xs[xs.len() - 1],
-                    "first_over_time" => xs[0],
-                    "ts_of_first_over_time" => w[0].0 as f64 / 1000.0,
-                    "ts_of_last_over_time" => w[w.len() - 1].0 as f64 / 1000.0,
                     "ts_of_min_over_time" | "ts_of_max_over_time" => {
                         // The latest sample holding the extreme value; NaN only when all are NaN.
                         let min = name == "ts_of_min_over_time";
@@ -1190,7 +1972,6 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         let mut dev: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
                         quantile(0.5, &mut dev)
                     }
-                    "present_over_time" => 1.0,
                     "stdvar_over_time" => stdvar(&xs),
                     _ => stdvar(&xs).sqrt(),
                 })
@@ -1200,7 +1981,9 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let q = ctx.eval_scalar(arg(c, 0)?)?;
             check_quantile(ctx, &q, &ctx.positions.of_first_arg(c));
             let m = ctx.eval_matrix(arg(c, 1)?)?;
-            Ok(over_time(m, false, |w, i, _| {
+            // Prometheus reports ignored histograms at the quantile argument.
+            let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
+            Ok(over_time(m, false, mixed, |w, i, _| {
                 let mut xs: Vec<f64> = w.iter().map(|p| p.1).collect();
                 Some(quantile(q[i], &mut xs))
             }))
@@ -1209,11 +1992,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         | "month" | "year" => {
             let v = match c.args.args.first() {
                 Some(e) => ctx.eval_vector(e)?,
-                None => vec![VSeries {
-                    labels: Labels::default(),
-                    vals: ctx.ts.iter().map(|t| Some(*t as f64 / 1000.0)).collect(),
-                    drop_name: false,
-                }],
+                None => vec![VSeries::floats(
+                    Labels::default(),
+                    ctx.ts.iter().map(|t| Some(*t as f64 / 1000.0)).collect(),
+                    false,
+                )],
             };
             Ok(map_vector(v, |x| date_part(name, x), true))
         }

@@ -9,23 +9,28 @@
 //! [`promqltest`] parses and runs Prometheus's test-script language against the engine.
 //!
 //! Layout: `engine` holds the fetch plan, selectors, subqueries, binary operators and vector
-//! matching; `functions` holds aggregations and function calls. Every node evaluates to one
-//! value per step (`Vec<Option<f64>>` per series), range vectors carry per-step window ends.
+//! matching; `functions` holds aggregations and function calls; `eval_hist` wraps the
+//! [`FloatHistogram`] arithmetic they use. Every node evaluates to one value per step: a float
+//! column (`Vec<Option<f64>>` per series) and a native-histogram column that stays empty for
+//! float-only series, so the float path pays nothing for histograms. Range vectors carry float
+//! and histogram samples apart, with per-step window ends.
 //! Prometheus 3's delayed `__name__` removal is a per-series flag applied when a result is
 //! returned. `strata tools promqltest FILE…` runs scripts from the command line;
 //! `tests/conformance.rs` runs Prometheus's core files and holds the pass counts to a ratchet
 //! (`STRATA_PROMQL_VERBOSE=1` prints every failing statement).
 //!
 //! NOT DONE (this slice):
-//! - native histograms: samples are floats only. `{{…}}` samples in test scripts are skipped
-//!   (the statement is reported failed) and `load_with_nhcb` does not build NHCB series, so the
-//!   `histogram_*` functions work on classic `le` buckets only (`histogram_quantile(s)`,
-//!   `histogram_fraction`); `histogram_count/sum/avg/stddev/stdvar` are missing;
-//! - annotations: only the quantile-out-of-range and sort-in-range-query warnings and the
-//!   "might not be a counter" info are raised. `promql-parser` keeps no source positions, so
-//!   the `(line:column)` suffix is recovered by scanning the query text for calls and
-//!   aggregations (`positions`) and is added to the quantile, sort and counter annotations
-//!   only;
+//! - native histograms: Prometheus's `HistogramStatsIterator` (selectors under
+//!   `histogram_count/sum/avg` get counter-reset hints from the previous sample) is emulated
+//!   per series, not per window or seek as the iterator does; the `</` and `>/` bucket-trim
+//!   operators and `anchored`/`smoothed` selectors are not parsed;
+//!   histogram samples are compared bucket by bucket (`==`), without Prometheus's span-layout
+//!   nuances;
+//! - annotations: `promql-parser` keeps no source positions, so the `(line:column)` suffix is
+//!   recovered by scanning the query text for calls and aggregations (`positions`); a binary
+//!   expression's position is known only where its left operand starts the query, a call or
+//!   aggregation argument; the forced-monotonicity info of `histogram_quantile` is raised per
+//!   step ("over 1 samples") instead of merged over the range;
 //! - `limit_ratio` (needs Prometheus's label hash), `info()`, `fill` modifiers, duration
 //!   expressions and other experimental syntax the parser lacks;
 //! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are rejected only by
@@ -33,11 +38,13 @@
 //!   literals, as the parser decodes the escape to a valid `char`), not in `by`/`without`
 //!   clauses or matchers;
 //! - `label_names`/`label_values` on the [`Queryable`] are not used by the engine yet;
-//! - query limits beyond the 11,000-step resolution bound and a subquery step bound (no sample
-//!   limit, no timeout, no cancellation); results of `topk`/`bottomk`/`sort*` keep Prometheus's
-//!   order for instant queries only.
+//! - query limits: the 11,000-step resolution bound, a subquery step bound and
+//!   `Engine::max_samples` (counted on fetched samples and on each vector's points, not as
+//!   Prometheus's exact peak count); no timeout, no cancellation; results of
+//!   `topk`/`bottomk`/`sort*` keep Prometheus's order for instant queries only.
 
 pub mod engine;
+mod eval_hist;
 mod functions;
 pub mod histogram;
 mod positions;

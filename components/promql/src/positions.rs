@@ -31,6 +31,9 @@ pub(crate) struct Positions {
     args: HashMap<usize, Vec<String>>,
     /// Decoded string literals whose Go bytes are not UTF-8, with Go's `%q` rendering.
     invalid_utf8: HashMap<String, String>,
+    /// `(line:column)` where a binary expression starts (its left operand's start), keyed by
+    /// the `BinaryExpr`, where that is known.
+    binary: HashMap<usize, String>,
 }
 
 impl Positions {
@@ -49,6 +52,20 @@ impl Positions {
                 cursor = i + 1;
             }
         }
+        // Binary expressions start where their left operand does: known for the whole query
+        // and for call and aggregation arguments, and inherited down left operands.
+        let first = {
+            let b = query.as_bytes();
+            let mut i = skip_ws(b, 0);
+            while i < b.len() && b[i] == b'#' {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                i = skip_ws(b, i);
+            }
+            line_col(query, i)
+        };
+        out.binary_starts(expr, Some(first));
         for raw in strings {
             if let Some(bytes) = go_bytes(raw)
                 && std::str::from_utf8(&bytes).is_err()
@@ -58,6 +75,50 @@ impl Positions {
             }
         }
         out
+    }
+
+    /// Records the start of every binary expression under `expr`, which starts at `start`.
+    fn binary_starts(&mut self, expr: &Expr, start: Option<String>) {
+        match expr {
+            Expr::Binary(b) => {
+                if let Some(p) = &start {
+                    self.binary.insert(b as *const _ as usize, p.clone());
+                }
+                self.binary_starts(&b.lhs, start);
+                self.binary_starts(&b.rhs, None);
+            }
+            Expr::Aggregate(a) => {
+                let key = a as *const _ as usize;
+                let arg = |i: usize| self.args.get(&key).and_then(|v| v.get(i)).cloned();
+                let (p0, p1) = (arg(0), arg(1));
+                match &a.param {
+                    Some(p) => {
+                        self.binary_starts(p, p0);
+                        self.binary_starts(&a.expr, p1);
+                    }
+                    None => self.binary_starts(&a.expr, p0),
+                }
+            }
+            Expr::Call(c) => {
+                let key = c as *const _ as usize;
+                for (i, a) in c.args.args.iter().enumerate() {
+                    let p = self.args.get(&key).and_then(|v| v.get(i)).cloned();
+                    self.binary_starts(a, p);
+                }
+            }
+            Expr::Subquery(sq) => self.binary_starts(&sq.expr, start),
+            Expr::Paren(p) => self.binary_starts(&p.expr, None),
+            Expr::Unary(u) => self.binary_starts(&u.expr, None),
+            _ => {}
+        }
+    }
+
+    /// The ` (line:column)` suffix for binary expression `node`, or "" when unknown.
+    pub(crate) fn of_binary<T>(&self, node: &T) -> String {
+        self.binary
+            .get(&(node as *const T as usize))
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default()
     }
 
     /// For a string the query spelled with bytes that are not UTF-8 in Go, its `%q` rendering.

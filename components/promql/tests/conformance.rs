@@ -7,23 +7,23 @@ use strata_promql::promqltest::run_script;
 
 /// (file, statements that passed when this ratchet was last raised).
 const CORE: &[(&str, usize)] = &[
-    ("aggregators", 146),
+    ("aggregators", 180),
     ("at_modifier", 83),
     ("collision", 4),
-    ("functions", 433),
-    ("histograms", 117),
+    ("functions", 484),
+    ("histograms", 222),
     ("literals", 25),
     ("name_label_dropping", 33),
-    ("operators", 162),
-    ("range_queries", 27),
+    ("operators", 231),
+    ("range_queries", 28),
     ("selectors", 38),
     ("staleness", 19),
-    ("subquery", 38),
+    ("subquery", 40),
     ("trig_functions", 20),
 ];
 
 /// Prometheus's native-histogram file: its own figure, held to its own ratchet.
-const NATIVE_HISTOGRAMS_FLOOR: usize = 74;
+const NATIVE_HISTOGRAMS_FLOOR: usize = 483;
 
 /// Experimental-feature files: counts are printed, not gated.
 const OTHER: &[&str] = &[
