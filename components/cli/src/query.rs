@@ -12,7 +12,11 @@ use prometheus_client::registry::Registry;
 use strata_promql::Engine;
 use strata_query::StoreSource;
 use strata_query::api::{ApiSettings, BuildInfo, parse_prometheus_duration};
+use strata_query::endpoints::{EndpointSet, EndpointSetConfig};
+use strata_query::fanout::{FanoutConfig, FanoutSource};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
+use strata_storeapi::ClientOptions;
+use strata_storeapi::tls::ClientTlsFiles;
 
 use crate::exit::ConfigError;
 
@@ -206,6 +210,7 @@ impl QueryArgs {
             engine: Engine {
                 lookback_ms: ms(self.lookback_delta),
                 default_subquery_step_ms: ms(self.default_evaluation_interval),
+                ..Engine::default()
             },
             query_timeout: self.query_timeout,
             max_concurrent: self.max_concurrent as usize,
@@ -224,21 +229,34 @@ impl QueryArgs {
 }
 
 /// The store side: every endpoint from the flags, fanned out, health-checked, de-duplicated.
-///
-/// NOT DONE: replaced by FanoutSource at integration. Until `strata_query::fanout` lands this
-/// is a stand-in that answers from an empty in-memory store (every query succeeds with no
-/// data) and lists no stores.
-fn store_source(flags: EndpointFlags) -> anyhow::Result<Arc<dyn StoreSource>> {
-    tracing::warn!(
-        endpoints = ?flags.endpoints,
-        sd_files = ?flags.sd_files,
-        replica_labels = ?flags.replica_labels,
-        store_response_timeout = ?flags.store_response_timeout,
-        tls = flags.tls.is_some(),
-        "store fan-out not built into this binary yet: answering from an empty store"
-    );
-    Ok(Arc::new(strata_query::api::MemSource::new(
-        strata_promql::MemQueryable::new(),
+async fn store_source(flags: EndpointFlags) -> anyhow::Result<Arc<dyn StoreSource>> {
+    let mut client = ClientOptions::default();
+    if let Some(tls) = flags.tls {
+        if tls.skip_verify {
+            anyhow::bail!("--grpc-client-tls-skip-verify is not supported by the store client");
+        }
+        let (cert, key) = tls.cert_and_key.unzip();
+        client.tls = Some(ClientTlsFiles {
+            ca: tls.ca,
+            cert,
+            key,
+            server_name: tls.server_name,
+        });
+    }
+    let endpoints = EndpointSet::new(EndpointSetConfig {
+        endpoints: flags.endpoints,
+        sd_files: flags.sd_files,
+        client,
+        ..EndpointSetConfig::default()
+    })
+    .context("--endpoint")?;
+    endpoints.start().await;
+    Ok(Arc::new(FanoutSource::new(
+        endpoints,
+        FanoutConfig {
+            replica_labels: flags.replica_labels,
+            store_response_timeout: flags.store_response_timeout,
+        },
     )))
 }
 
@@ -260,6 +278,7 @@ async fn serve(args: QueryArgs) -> anyhow::Result<()> {
             args.server.http_address
         )))?;
     let source = store_source(args.endpoint_flags())
+        .await
         .map_err(|e| e.context(ConfigError("store endpoints".into())))?;
     let api = strata_query::api::router(source, args.api_settings());
     let router = admin_router(Arc::new(registry), readiness.clone()).merge(api);

@@ -205,6 +205,7 @@ impl ApiError {
             EngineError::Eval(m) => ApiError::Execution(m),
             e @ EngineError::Unsupported(_) => ApiError::Execution(e.to_string()),
             EngineError::Storage(e) => ApiError::from_storage(e),
+            e @ EngineError::TooManySamples => ApiError::Execution(e.to_string()),
         }
     }
 }
