@@ -297,7 +297,7 @@ pub fn compare(
         && let Some(list) = or.as_array_mut()
     {
         for s in list {
-            if let Some(m) = s["metric"].as_object_mut() {
+            if let Some(m) = s.get_mut("metric").and_then(Value::as_object_mut) {
                 m.retain(|k, _| !opts.drop_labels.contains(k));
             }
         }
@@ -609,6 +609,8 @@ mod tests {
             ..opts()
         };
         assert_eq!(compare(&a, &b, &drop), vec![]);
+        let scalar = ok(json!({"resultType": "scalar", "result": [10, "1"]}));
+        assert_eq!(compare(&scalar, &scalar, &drop), vec![], "scalars have no labels");
     }
 
     #[test]
