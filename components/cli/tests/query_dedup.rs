@@ -5,8 +5,8 @@
 //! The target is served by the test, so it controls what each replica sees (`/a` and `/b`):
 //! - `dedup_requests_total` is the same counter for both (10 per second);
 //! - `dedup_offset_total` grows at the same 10/s but replica a sees it 95 000 higher than b (as two
-//!   exporter processes would after one restarted), and replica a stops seeing it after
-//!   [`CUT_AFTER`], so the de-duplicated series must switch from a to b.
+//!   exporter processes would after one restarted); replica b sees it only from [`B_FROM`] on and
+//!   replica a stops seeing it after [`CUT_AFTER`], so any de-duplication must switch from a to b.
 //!
 //! Asserted: with dedup, one series per target series, every value equal to one replica's value at
 //! that step and no step missing; with `dedup=false`, both replicas' series; `rate()` over the
@@ -22,8 +22,10 @@ use strata_e2e::{
     label_key, parse_value, wait_until,
 };
 
+/// When replica b starts seeing `dedup_offset_total`, after the target started.
+const B_FROM: Duration = Duration::from_secs(15);
 /// When replica a stops seeing `dedup_offset_total`, after the target started.
-const CUT_AFTER: Duration = Duration::from_secs(25);
+const CUT_AFTER: Duration = Duration::from_secs(28);
 /// How long data is collected before the assertions, after the target started.
 const COLLECT_FOR: Duration = Duration::from_secs(40);
 /// The scrape interval, ms.
@@ -57,7 +59,8 @@ async fn start_target() -> MetricsTarget {
         let offset = match path {
             "/a" if elapsed < CUT_AFTER => Some(100_000.0),
             "/a" => None,
-            "/b" => Some(5_000.0),
+            "/b" if elapsed >= B_FROM => Some(5_000.0),
+            "/b" => None,
             _ => return None,
         };
         if let Some(base) = offset {
@@ -127,6 +130,17 @@ fn points_of(r: &ApiResponse, labels: Option<&str>) -> BTreeMap<i64, f64> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `timestamp ms -> value` of the series with `replica=<replica>` in a range answer.
+fn replica_points(r: &ApiResponse, replica: &str) -> BTreeMap<i64, f64> {
+    let key = r
+        .series()
+        .iter()
+        .find(|s| s["metric"]["replica"] == replica)
+        .map(|s| label_key(&s["metric"]));
+    let key = key.unwrap_or_else(|| panic!("no replica {replica} series: {:?}", r.body));
+    points_of(r, Some(&key))
 }
 
 fn replica_values(r: &ApiResponse) -> Vec<String> {
@@ -284,6 +298,16 @@ async fn scenario(kind: &str) {
             assert!(v <= SPIKE, "replica data itself has no spike: {s}");
         }
     }
+    // Control: a has the counter first and loses it, b gets it later and keeps it, so the
+    // de-duplicated series has to switch from a to b somewhere in the range.
+    let a_rate = replica_points(&per_replica, "a");
+    let b_rate = replica_points(&per_replica, "b");
+    let span = |m: &BTreeMap<i64, f64>| (m.keys().next().copied(), m.keys().next_back().copied());
+    let ((a_first, a_last), (b_first, b_last)) = (span(&a_rate), span(&b_rate));
+    assert!(
+        a_first < b_first && a_last < b_last && a_last >= b_first,
+        "replica a's counter must end and b's start mid-range: a {a_first:?}..{a_last:?}, b {b_first:?}..{b_last:?}"
+    );
     let dedup_rate = points_of(&range(q.clone(), rate, vec![]).await, None);
     let spikes: Vec<_> = dedup_rate.iter().filter(|(_, v)| **v > SPIKE).collect();
     assert!(
