@@ -87,7 +87,6 @@ async fn run() {
         .expect("start strata sidecar");
     let strata = StrataQuery::builder(binary)
         .endpoint(sidecar.grpc_address())
-        .arg("--log.level=warn")
         .start()
         .await
         .expect("start strata query");
