@@ -15,6 +15,9 @@ use strata_e2e::{
     wait_until,
 };
 
+/// Longer than the querier's health-check interval.
+const HEALTH_CHECK_SLACK: Duration = Duration::from_secs(7);
+
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_strata"))
 }
@@ -172,6 +175,9 @@ async fn a_store_cut_off_after_it_was_healthy_gives_a_warning_or_an_error() {
     );
 
     proxy.set_down(true);
+    // Longer than a health-check interval (Thanos: 5s): a store that failed its checks is still
+    // one the user configured, and its absence must show (as Thanos's strict endpoints do).
+    tokio::time::sleep(HEALTH_CHECK_SLACK).await;
     assert_partial_behaviour(&q, &cut, true).await;
 
     proxy.set_down(false);
