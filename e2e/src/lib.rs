@@ -6,23 +6,33 @@
 //! Peers are built from pinned Go modules by `e2e/tools/install.sh`, which writes their paths to
 //! `~/.cache/strata/tools/env.sh`. A missing peer is an error, never a skip.
 
+mod benchdata;
 mod error;
 mod kube;
 mod minio;
 mod ports;
 mod process;
+mod promapi;
 mod prometheus;
 mod proxy;
+mod strata;
+mod target;
 mod thanos;
 mod tools;
 
+pub use benchdata::{BenchData, bench_dir, query_lines, standard_queries};
 pub use error::{Error, Result};
 pub use kube::{Etcd, KubeApiserver};
 pub use minio::Minio;
 pub use ports::free_port;
 pub use process::{Process, wait_until};
+pub use promapi::{
+    ApiResponse, CompareOptions, Mismatch, PromApi, Tolerance, compare, label_key, parse_value,
+};
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
 pub use proxy::Proxy;
+pub use strata::{StrataQuery, StrataQueryBuilder, StrataSidecar};
+pub use target::{MetricsTarget, TargetHandler};
 pub use thanos::{
     ThanosQuery, ThanosQueryBuilder, ThanosSidecar, ThanosSidecarBuilder, thanos_version,
 };

@@ -2,6 +2,7 @@
 //! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
 
 mod exit;
+mod query;
 mod sidecar;
 mod tools;
 mod version;
@@ -24,6 +25,8 @@ enum Command {
     Version,
     /// Serve a Prometheus's data over the StoreAPI (gRPC), next to it.
     Sidecar(Box<sidecar::SidecarArgs>),
+    /// Answer PromQL over every store: the Prometheus HTTP API, fanned out and de-duplicated.
+    Query(Box<query::QueryArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Version => version::print(),
         Command::Sidecar(args) => sidecar::run(*args),
+        Command::Query(args) => query::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

@@ -1,0 +1,272 @@
+//! Side by side with a real Prometheus 3.x: the shared bench data is backfilled with the real
+//! `promtool`, a real Prometheus serves it, `strata sidecar` fronts that Prometheus and `strata query`
+//! reads the sidecar. Every query of `shared/bench/queries.txt` and `tests/data/queries.txt` is sent as
+//! an instant query (at the last sample) and as a range query (whole span, 60s step) to Prometheus and
+//! to the querier; the answers must match (see `strata_e2e::compare`). One line per mismatch, then a
+//! summary; any mismatch fails.
+//!
+//! The comparator itself is proven against two real Prometheus servers: on copies of the same blocks
+//! they must agree, and on a data set made with another seed they must disagree.
+
+#![allow(clippy::print_stdout)] // the test reports every mismatch
+
+use std::path::Path;
+use std::time::Duration;
+
+use strata_e2e::{
+    ApiResponse, BenchData, CompareOptions, PromApi, Prometheus, StrataQuery, StrataSidecar,
+    query_lines, standard_queries, wait_until,
+};
+
+/// The data set: 10 targets × 2 h at 15 s (~140k samples, ~700 series).
+const GEN_ARGS: &[&str] = &[
+    "--targets",
+    "10",
+    "--hours",
+    "2",
+    "--high-cardinality",
+    "200",
+];
+/// The external label the sidecar needs; Prometheus's own API does not show it.
+const EXTERNAL_LABEL: (&str, &str) = ("cluster", "side-by-side");
+/// Range query step, seconds.
+const STEP: f64 = 60.0;
+
+/// One expression of the list.
+#[derive(Debug, Clone)]
+struct Query {
+    expr: String,
+    /// Prometheus must reject it (the list says `error:`).
+    must_fail: bool,
+}
+
+fn queries() -> Vec<Query> {
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/queries.txt");
+    let own = std::fs::read_to_string(&own).expect("read tests/data/queries.txt");
+    let mut all: Vec<Query> = standard_queries()
+        .expect("shared/bench/queries.txt (set STRATA_BENCH_DIR)")
+        .into_iter()
+        .map(|expr| Query {
+            expr,
+            must_fail: false,
+        })
+        .collect();
+    for line in query_lines(&own) {
+        match line.strip_prefix("error:") {
+            Some(expr) => all.push(Query {
+                expr: expr.trim().to_string(),
+                must_fail: true,
+            }),
+            None => all.push(Query {
+                expr: line,
+                must_fail: false,
+            }),
+        }
+    }
+    all
+}
+
+/// A Prometheus serving `blocks` (no scraping), with the features the query list needs.
+async fn prometheus_on(blocks: &Path) -> Prometheus {
+    Prometheus::builder()
+        .config(&format!(
+            "global:\n  external_labels:\n    {}: {}\n",
+            EXTERNAL_LABEL.0, EXTERNAL_LABEL.1
+        ))
+        .data_dir(blocks)
+        .arg("--storage.tsdb.retention.time=100y")
+        .arg("--enable-feature=promql-experimental-functions")
+        .start()
+        .await
+        .expect("start Prometheus")
+}
+
+fn api(url: &str) -> PromApi {
+    PromApi::new(url, Duration::from_secs(120)).expect("HTTP client")
+}
+
+/// What a side-by-side run found.
+#[derive(Debug, Default)]
+struct Report {
+    /// Queries sent (instant and range count separately).
+    compared: usize,
+    /// Of those, how many the reference answered with a non-empty result.
+    non_empty: usize,
+    /// Of those, how many the reference rejected.
+    errors: usize,
+    /// `(query kind and expression, difference)`.
+    mismatches: Vec<(String, String)>,
+    /// Queries whose answers differed at least once.
+    mismatched_queries: usize,
+    /// List errors: an `error:` query that the reference answered.
+    list_errors: Vec<String>,
+}
+
+fn has_data(r: &ApiResponse) -> bool {
+    match r.result_type() {
+        Some("vector") | Some("matrix") => !r.series().is_empty(),
+        Some(_) => true,
+        None => false,
+    }
+}
+
+async fn side_by_side(
+    reference: &PromApi,
+    ours: &PromApi,
+    data: &BenchData,
+    drop_labels: &[&str],
+) -> Report {
+    let (start, end) = (data.start_secs(), data.end_secs());
+    let mut report = Report::default();
+    for q in queries() {
+        let sorted = q.expr.starts_with("sort");
+        for kind in ["instant", "range"] {
+            let (r, o) = if kind == "instant" {
+                (
+                    reference.instant(&q.expr, end, &[]).await,
+                    ours.instant(&q.expr, end, &[]).await,
+                )
+            } else {
+                (
+                    reference.range(&q.expr, start, end, STEP, &[]).await,
+                    ours.range(&q.expr, start, end, STEP, &[]).await,
+                )
+            };
+            let r = r.expect("the reference Prometheus answers");
+            let what = format!("{kind} {}", q.expr);
+            report.compared += 1;
+            if r.is_success() {
+                report.non_empty += usize::from(has_data(&r));
+                if q.must_fail {
+                    report.list_errors.push(what.clone());
+                }
+            } else {
+                report.errors += 1;
+            }
+            let opts = CompareOptions {
+                ordered: sorted && kind == "instant",
+                ordered_labels: q.expr.starts_with("sort_by_label"),
+                annotations: true,
+                drop_labels: drop_labels.iter().map(|s| s.to_string()).collect(),
+                ..CompareOptions::default()
+            };
+            let found = match o {
+                Ok(o) => strata_e2e::compare(&r, &o, &opts)
+                    .into_iter()
+                    .map(|m| m.detail)
+                    .collect(),
+                Err(e) => vec![format!("request failed: {e}")],
+            };
+            if !found.is_empty() {
+                report.mismatched_queries += 1;
+            }
+            for m in found {
+                report.mismatches.push((what.clone(), m));
+            }
+        }
+    }
+    for (what, m) in &report.mismatches {
+        println!("MISMATCH {what}: {m}");
+    }
+    for what in &report.list_errors {
+        println!("LIST ERROR (reference did not fail) {what}");
+    }
+    println!(
+        "side by side: {} queries ({} instant + range), {} with data, {} errors; {} differ ({} differences)",
+        report.compared,
+        report.compared / 2,
+        report.non_empty,
+        report.errors,
+        report.mismatched_queries,
+        report.mismatches.len()
+    );
+    report
+}
+
+#[test]
+fn the_query_list_is_big_and_parses_into_both_kinds() {
+    let qs = queries();
+    assert!(qs.len() >= 100, "only {} queries", qs.len());
+    assert!(qs.iter().filter(|q| q.must_fail).count() >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comparator_agrees_on_two_prometheus_servers_with_the_same_blocks() {
+    let data = BenchData::generate(GEN_ARGS).expect("bench data");
+    let a = prometheus_on(&data.copy_to("a").expect("copy")).await;
+    let b = prometheus_on(&data.copy_to("b").expect("copy")).await;
+    let report = side_by_side(&api(a.url()), &api(b.url()), &data, &[]).await;
+    assert!(report.list_errors.is_empty(), "{:?}", report.list_errors);
+    assert!(report.compared >= 200);
+    assert!(
+        report.non_empty >= report.compared * 6 / 10,
+        "too few queries return data: {report:?}"
+    );
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comparator_finds_a_different_data_set() {
+    let data = BenchData::generate(GEN_ARGS).expect("bench data");
+    let mut other_args = GEN_ARGS.to_vec();
+    other_args.extend(["--seed", "2"]);
+    let other = BenchData::generate(&other_args).expect("other bench data");
+    let a = prometheus_on(&data.copy_to("a").expect("copy")).await;
+    let b = prometheus_on(&other.copy_to("b").expect("copy")).await;
+    let report = side_by_side(&api(a.url()), &api(b.url()), &data, &[]).await;
+    // Errors, absent() and constant queries (`up == 1`, literals, time functions) agree on any data;
+    // everything that reads the random values must not.
+    assert!(
+        report.mismatched_queries >= report.non_empty / 2,
+        "only {} of {} answers with data differ: {report:?}",
+        report.mismatched_queries,
+        report.non_empty
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_query_answers_like_prometheus() {
+    let data = BenchData::generate(GEN_ARGS).expect("bench data");
+    let blocks = data.copy_to("prometheus").expect("copy");
+    let prometheus = prometheus_on(&blocks).await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_strata"));
+    let sidecar = StrataSidecar::start(binary, prometheus.url(), &blocks)
+        .await
+        .expect("start strata sidecar");
+    let querier = StrataQuery::builder(binary)
+        .endpoint(sidecar.grpc_address())
+        .start()
+        .await
+        .expect("start strata query");
+    let (reference, ours) = (api(prometheus.url()), api(querier.url()));
+    // The querier learns its endpoints asynchronously: wait until it sees the data.
+    let end = data.end_secs();
+    let want = reference
+        .instant("count(up)", end, &[])
+        .await
+        .expect("count");
+    wait_until(
+        "querier sees the sidecar's data",
+        Duration::from_secs(60),
+        || {
+            let (ours, want) = (&ours, &want);
+            async move {
+                let got = ours.instant("count(up)", end, &[]).await.ok()?;
+                strata_e2e::compare(want, &got, &CompareOptions::default())
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .expect("querier ready");
+    let report = side_by_side(&reference, &ours, &data, &[EXTERNAL_LABEL.0]).await;
+    assert!(report.list_errors.is_empty(), "{:?}", report.list_errors);
+    assert!(report.compared >= 200);
+    assert!(
+        report.mismatches.is_empty(),
+        "{} of {} queries differ (see MISMATCH lines above)",
+        report.mismatched_queries,
+        report.compared
+    );
+}

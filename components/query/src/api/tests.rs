@@ -1,0 +1,1077 @@
+//! Endpoint tests over in-memory sources: JSON compared structurally, error shapes and codes,
+//! parameter mapping, timeouts, concurrency and cancellation.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use strata_promql::{Labels, MemQueryable};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+use super::*;
+use crate::StoreStatus;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+/// `up` for jobs a (1) and b (0), `http_requests_total` for job a (+1 per 15 s), every 15 s
+/// from 0 to 600 s.
+fn data() -> MemQueryable {
+    let mut m = MemQueryable::new();
+    let ts: Vec<i64> = (0..=40).map(|i| i * 15_000).collect();
+    let up_a: Vec<(i64, f64)> = ts.iter().map(|t| (*t, 1.0)).collect();
+    let up_b: Vec<(i64, f64)> = ts.iter().map(|t| (*t, 0.0)).collect();
+    let reqs: Vec<(i64, f64)> = ts.iter().map(|t| (*t, (*t / 15_000) as f64)).collect();
+    m.add(
+        labels(&[("__name__", "up"), ("job", "a"), ("instance", "h1:9100")]),
+        &up_a,
+    );
+    m.add(
+        labels(&[("__name__", "up"), ("job", "b"), ("instance", "h2:9100")]),
+        &up_b,
+    );
+    m.add(
+        labels(&[("__name__", "http_requests_total"), ("job", "a")]),
+        &reqs,
+    );
+    m
+}
+
+fn app() -> Router {
+    app_with(Arc::new(MemSource::new(data())), ApiSettings::default())
+}
+
+fn app_with(source: Arc<dyn StoreSource>, settings: ApiSettings) -> Router {
+    router(source, settings)
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, v)
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    send(app, Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+async fn post(app: &Router, uri: &str, form: &str) -> (StatusCode, Value) {
+    let req = Request::post(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_string()))
+        .expect("request");
+    send(app, req).await
+}
+
+fn assert_error(got: &(StatusCode, Value), status: u16, typ: &str, message: &str) {
+    assert_eq!(got.0.as_u16(), status, "{}", got.1);
+    assert_eq!(
+        got.1,
+        json!({"status": "error", "errorType": typ, "error": message})
+    );
+}
+
+#[tokio::test]
+async fn instant_query_returns_a_vector() {
+    let got = get(&app(), "/api/v1/query?query=up&time=300").await;
+    assert_eq!(got.0, StatusCode::OK);
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"__name__": "up", "instance": "h1:9100", "job": "a"}, "value": [300, "1"]},
+            {"metric": {"__name__": "up", "instance": "h2:9100", "job": "b"}, "value": [300, "0"]}
+        ]}})
+    );
+}
+
+#[tokio::test]
+async fn grafana_health_check_and_form_post() {
+    let app = app();
+    let want = json!({"status": "success", "data": {"resultType": "scalar", "result": [1700000000.5, "2"]}});
+    let got = get(&app, "/api/v1/query?query=1%2B1&time=1700000000.5").await;
+    assert_eq!(got, (StatusCode::OK, want.clone()));
+    let got = post(&app, "/api/v1/query", "query=1%2B1&time=1700000000.5").await;
+    assert_eq!(got, (StatusCode::OK, want.clone()));
+    // Body values win over URL values, as with Go's r.FormValue.
+    let got = post(
+        &app,
+        "/api/v1/query?query=3",
+        "query=1%2B1&time=1700000000.5",
+    )
+    .await;
+    assert_eq!(got, (StatusCode::OK, want));
+}
+
+#[tokio::test]
+async fn special_values_are_formatted_as_go_does() {
+    let app = app();
+    let got = get(&app, "/api/v1/query?query=up%20/%200&time=300").await;
+    let vals: Vec<&Value> = got.1["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|s| &s["value"][1])
+        .collect();
+    assert_eq!(vals, vec![&json!("+Inf"), &json!("NaN")]);
+    let got = get(&app, "/api/v1/query?query=0.1%2B0.2&time=0.001").await;
+    assert_eq!(
+        got.1["data"]["result"],
+        json!([0.001, "0.30000000000000004"])
+    );
+    let got = get(&app, "/api/v1/query?query=%22hi%22&time=2").await;
+    assert_eq!(
+        got.1["data"],
+        json!({"resultType": "string", "result": [2, "hi"]})
+    );
+}
+
+#[tokio::test]
+async fn range_query_returns_a_matrix() {
+    let app = app();
+    let got = get(
+        &app,
+        "/api/v1/query_range?query=rate(http_requests_total%5B1m%5D)&start=60&end=120&step=30s",
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    // The values are the engine's own (its arithmetic is tested by the conformance suite);
+    // here they must come through as Go-formatted strings at float-second timestamps.
+    let direct = Engine::default()
+        .range_query(
+            &data(),
+            "rate(http_requests_total[1m])",
+            60_000,
+            120_000,
+            30_000,
+        )
+        .await
+        .expect("engine");
+    let QueryValue::Matrix(m) = direct.value else {
+        panic!("not a matrix")
+    };
+    assert_eq!(m.len(), 1);
+    let values: Vec<Value> = m[0]
+        .points
+        .iter()
+        .map(|(t, f)| {
+            let ts: Value = serde_json::from_str(&format_timestamp(*t)).expect("number");
+            json!([ts, format_float(*f)])
+        })
+        .collect();
+    assert_eq!(values.len(), 3);
+    assert_eq!(
+        got.1["data"],
+        json!({"resultType": "matrix", "result": [{"metric": {"job": "a"}, "values": values}]})
+    );
+    // RFC 3339 times and float-second steps give the same answer.
+    let rfc = get(
+        &app,
+        "/api/v1/query_range?query=rate(http_requests_total%5B1m%5D)&start=1970-01-01T00:01:00Z&end=1970-01-01T00:02:00.000Z&step=30",
+    )
+    .await;
+    assert_eq!(rfc, got);
+}
+
+#[tokio::test]
+async fn query_parameter_errors_match_prometheus() {
+    let app = app();
+    assert_error(
+        &get(&app, "/api/v1/query?query=up&time=abc").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "time": invalid time value for 'time': cannot parse "abc" to a valid timestamp"#,
+    );
+    assert_error(
+        &get(&app, "/api/v1/query?time=1").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "query": unknown position: parse error: no expression found in input"#,
+    );
+    assert_error(
+        &get(&app, "/api/v1/query?query=up&timeout=soon").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "timeout": cannot parse "soon" to a valid duration"#,
+    );
+    // Prometheus says `1:7: parse error: unclosed left parenthesis`; the parser we use knows
+    // no positions.
+    assert_error(
+        &get(&app, "/api/v1/query?query=sum(up").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "query": parse error: unclosed left parenthesis"#,
+    );
+    assert_error(
+        &post(
+            &app,
+            "/api/v1/query_range",
+            "query=rate(up)&start=0&end=1&step=1",
+        )
+        .await,
+        400,
+        "bad_data",
+        r#"invalid parameter "query": parse error: expected type range vector in call to function "rate", got instant vector"#,
+    );
+
+    let range = |q: &str| format!("/api/v1/query_range?query=up&{q}");
+    assert_error(
+        &get(&app, &range("end=1&step=1")).await,
+        400,
+        "bad_data",
+        r#"invalid parameter "start": cannot parse "" to a valid timestamp"#,
+    );
+    assert_error(
+        &get(&app, &range("start=10&end=1&step=1")).await,
+        400,
+        "bad_data",
+        r#"invalid parameter "end": end timestamp must not be before start time"#,
+    );
+    assert_error(
+        &get(&app, &range("start=1&end=10&step=0")).await,
+        400,
+        "bad_data",
+        r#"invalid parameter "step": zero or negative query resolution step widths are not accepted. Try a positive integer"#,
+    );
+    assert_error(
+        &get(&app, &range("start=1&end=10&step=x")).await,
+        400,
+        "bad_data",
+        r#"invalid parameter "step": cannot parse "x" to a valid duration"#,
+    );
+    assert_error(
+        &get(&app, &range("start=0&end=11001&step=1")).await,
+        400,
+        "bad_data",
+        "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+    );
+    assert_error(
+        &get(
+            &app,
+            "/api/v1/query_range?query=up%5B5m%5D&start=0&end=10&step=1",
+        )
+        .await,
+        400,
+        "bad_data",
+        r#"invalid parameter "query": invalid expression type "range vector" for range query, must be Scalar or instant Vector"#,
+    );
+}
+
+/// A view whose every store call fails.
+struct Failing;
+
+#[async_trait]
+impl Queryable for Failing {
+    async fn select(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<Series>, QueryableError> {
+        Err(QueryableError::Storage(
+            "store 10.0.0.1:10901: connection refused".into(),
+        ))
+    }
+    async fn label_names(&self, _: i64, _: i64) -> Result<Vec<String>, QueryableError> {
+        Err(QueryableError::Storage("down".into()))
+    }
+    async fn label_values(&self, _: &str, _: i64, _: i64) -> Result<Vec<String>, QueryableError> {
+        Err(QueryableError::Storage("down".into()))
+    }
+}
+
+#[async_trait]
+impl StoreView for Failing {
+    async fn series_labels(
+        &self,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<Labels>, QueryableError> {
+        Err(QueryableError::Storage(
+            "store 10.0.0.1:10901: connection refused".into(),
+        ))
+    }
+    async fn label_names_matching(
+        &self,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        Err(QueryableError::Storage(
+            "store 10.0.0.1:10901: connection refused".into(),
+        ))
+    }
+    async fn label_values_matching(
+        &self,
+        _: &str,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        Err(QueryableError::Storage(
+            "store 10.0.0.1:10901: connection refused".into(),
+        ))
+    }
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+struct FailingSource;
+
+impl StoreSource for FailingSource {
+    fn view(&self, _: &QueryOptions) -> Arc<dyn StoreView> {
+        Arc::new(Failing)
+    }
+    fn stores(&self) -> Vec<StoreStatus> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn store_failures_are_execution_errors_naming_the_store() {
+    let app = app_with(Arc::new(FailingSource), ApiSettings::default());
+    assert_error(
+        &get(&app, "/api/v1/query?query=up&time=1").await,
+        422,
+        "execution",
+        "expanding series: store 10.0.0.1:10901: connection refused",
+    );
+    let (status, v) = get(&app, "/api/v1/series?match[]=up").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["error"]
+            .as_str()
+            .expect("error")
+            .contains("10.0.0.1:10901"),
+        "{v}"
+    );
+    let (status, _) = get(&app, "/api/v1/labels").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn warnings_and_infos_from_engine_and_view() {
+    let source = MemSource::new(data()).with_warnings(vec![
+        "store 10.0.0.2:10901 failed: connection refused".into(),
+    ]);
+    let app = app_with(Arc::new(source), ApiSettings::default());
+    let (status, v) = get(
+        &app,
+        "/api/v1/query?query=quantile(2,%20rate(up%5B1m%5D))&time=300",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("quantile value should be between 0 and 1"))),
+        "{v}"
+    );
+    assert!(
+        warnings.contains(&json!("store 10.0.0.2:10901 failed: connection refused")),
+        "{v}"
+    );
+    let infos = v["infos"].as_array().expect("infos");
+    assert!(
+        infos.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("might not be a counter"))),
+        "{v}"
+    );
+    // Metadata endpoints carry the view's warnings too.
+    let (_, v) = get(&app, "/api/v1/labels").await;
+    assert_eq!(
+        v["warnings"],
+        json!(["store 10.0.0.2:10901 failed: connection refused"])
+    );
+    // No warnings: the keys are absent.
+    let (_, v) = get(&super::tests::app(), "/api/v1/query?query=up&time=300").await;
+    assert!(
+        v.get("warnings").is_none() && v.get("infos").is_none(),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn stats_all_adds_timings_and_samples() {
+    let (status, v) = get(
+        &app(),
+        "/api/v1/query_range?query=up&start=0&end=600&step=60&stats=all",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let stats = &v["data"]["stats"];
+    for k in [
+        "evalTotalTime",
+        "resultSortTime",
+        "queryPreparationTime",
+        "innerEvalTime",
+        "execQueueTime",
+        "execTotalTime",
+    ] {
+        assert!(
+            stats["timings"][k].as_f64().is_some_and(|s| s >= 0.0),
+            "{k}: {stats}"
+        );
+    }
+    // Two `up` series with 41 samples each were read.
+    assert_eq!(stats["samples"]["totalQueryableSamples"], json!(82));
+    assert!(
+        stats["samples"]["peakSamples"]
+            .as_u64()
+            .is_some_and(|n| n >= 22),
+        "{stats}"
+    );
+    assert!(v.get("warnings").is_none(), "{v}");
+    let (_, v) = get(&app(), "/api/v1/query?query=up&time=60").await;
+    assert!(v["data"].get("stats").is_none());
+    // Prometheus 3.14 deprecates values other than `true` and `all`.
+    let (_, v) = get(&app(), "/api/v1/query?query=up&time=60&stats=1").await;
+    assert!(v["data"]["stats"].is_object());
+    assert_eq!(
+        v["warnings"],
+        json!([
+            r#"value "1" for parameter "stats" is deprecated and will be rejected in the next major release, use "true" or "all""#
+        ])
+    );
+}
+
+/// Records the options of every view it hands out.
+struct Recording {
+    inner: MemSource,
+    seen: Mutex<Vec<QueryOptions>>,
+}
+
+impl StoreSource for Recording {
+    fn view(&self, opts: &QueryOptions) -> Arc<dyn StoreView> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(opts.clone());
+        }
+        self.inner.view(opts)
+    }
+    fn stores(&self) -> Vec<StoreStatus> {
+        self.inner.stores()
+    }
+}
+
+async fn options_for(settings: ApiSettings, uri: &str) -> Result<QueryOptions, Value> {
+    let source = Arc::new(Recording {
+        inner: MemSource::new(data()),
+        seen: Mutex::new(Vec::new()),
+    });
+    let app = app_with(source.clone(), settings);
+    let (status, v) = get(&app, uri).await;
+    if status != StatusCode::OK {
+        return Err(v);
+    }
+    let seen = source.seen.lock().expect("lock");
+    assert_eq!(seen.len(), 1, "one view per request");
+    Ok(seen[0].clone())
+}
+
+#[tokio::test]
+async fn thanos_parameters_map_to_query_options() {
+    let d = ApiSettings::default;
+    let o = options_for(d(), "/api/v1/query?query=up&time=1")
+        .await
+        .expect("ok");
+    assert_eq!(
+        o,
+        QueryOptions {
+            dedup: true,
+            partial_response: true,
+            max_source_resolution_ms: 0,
+            auto_downsampling: false,
+            step_ms: 0
+        }
+    );
+    let o = options_for(
+        d(),
+        "/api/v1/query?query=up&time=1&dedup=false&partial_response=0&max_source_resolution=5m",
+    )
+    .await
+    .expect("ok");
+    assert_eq!(
+        o,
+        QueryOptions {
+            dedup: false,
+            partial_response: false,
+            max_source_resolution_ms: 300_000,
+            auto_downsampling: false,
+            step_ms: 0
+        }
+    );
+    let o = options_for(
+        d(),
+        "/api/v1/query_range?query=up&start=0&end=3600&step=300&max_source_resolution=auto",
+    )
+    .await
+    .expect("ok");
+    assert_eq!(
+        o,
+        QueryOptions {
+            dedup: true,
+            partial_response: true,
+            max_source_resolution_ms: 60_000,
+            auto_downsampling: true,
+            step_ms: 300_000
+        }
+    );
+    for (param, want) in [("1h", 3_600_000), ("0s", 0), ("300", 300_000)] {
+        let o = options_for(
+            d(),
+            &format!("/api/v1/query?query=up&time=1&max_source_resolution={param}"),
+        )
+        .await
+        .expect("ok");
+        assert_eq!(o.max_source_resolution_ms, want, "{param}");
+    }
+    // Defaults come from the flags.
+    let flags = ApiSettings {
+        partial_response: false,
+        auto_downsampling: true,
+        ..d()
+    };
+    let o = options_for(
+        flags.clone(),
+        "/api/v1/query_range?query=up&start=0&end=60&step=10",
+    )
+    .await
+    .expect("ok");
+    assert!(
+        !o.partial_response && o.auto_downsampling && o.max_source_resolution_ms == 2_000,
+        "{o:?}"
+    );
+    let o = options_for(
+        flags,
+        "/api/v1/series?match[]=up&partial_response=true&max_source_resolution=0s",
+    )
+    .await
+    .expect("ok");
+    assert!(o.partial_response && !o.auto_downsampling, "{o:?}");
+
+    let bad = options_for(d(), "/api/v1/query?query=up&dedup=maybe")
+        .await
+        .expect_err("bad");
+    assert_eq!(
+        bad["error"],
+        json!(r#"'dedup' parameter: strconv.ParseBool: parsing "maybe": invalid syntax"#)
+    );
+    let bad = options_for(d(), "/api/v1/query?query=up&max_source_resolution=-5m")
+        .await
+        .expect_err("bad");
+    assert_eq!(bad["errorType"], json!("bad_data"));
+    let bad = options_for(d(), "/api/v1/query?query=up&max_source_resolution=-300")
+        .await
+        .expect_err("bad");
+    assert_eq!(
+        bad["error"],
+        json!("negative 'max_source_resolution' is not accepted. Try a positive integer")
+    );
+    // engine and analyze are ignored.
+    options_for(
+        d(),
+        "/api/v1/query?query=up&time=1&engine=thanos&analyze=true",
+    )
+    .await
+    .expect("ok");
+}
+
+/// A source whose store calls never finish; notes when a call starts and when it is dropped.
+#[derive(Clone, Default)]
+struct Stuck {
+    entered: Arc<Notify>,
+    dropped: Arc<AtomicBool>,
+}
+
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Stuck {
+    async fn hang<T>(&self) -> T {
+        let _flag = DropFlag(self.dropped.clone());
+        self.entered.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[async_trait]
+impl Queryable for Stuck {
+    async fn select(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<Series>, QueryableError> {
+        self.hang().await
+    }
+    async fn label_names(&self, _: i64, _: i64) -> Result<Vec<String>, QueryableError> {
+        self.hang().await
+    }
+    async fn label_values(&self, _: &str, _: i64, _: i64) -> Result<Vec<String>, QueryableError> {
+        self.hang().await
+    }
+}
+
+#[async_trait]
+impl StoreView for Stuck {
+    async fn series_labels(
+        &self,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<Labels>, QueryableError> {
+        self.hang().await
+    }
+    async fn label_names_matching(
+        &self,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.hang().await
+    }
+    async fn label_values_matching(
+        &self,
+        _: &str,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.hang().await
+    }
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl StoreSource for Stuck {
+    fn view(&self, _: &QueryOptions) -> Arc<dyn StoreView> {
+        Arc::new(self.clone())
+    }
+    fn stores(&self) -> Vec<StoreStatus> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn query_timeout_flag_and_parameter_the_smaller_wins() {
+    let stuck = Stuck::default();
+    let short = ApiSettings {
+        query_timeout: Duration::from_millis(100),
+        ..ApiSettings::default()
+    };
+    let app = app_with(Arc::new(stuck.clone()), short);
+    assert_error(
+        &get(&app, "/api/v1/query?query=up&time=1").await,
+        503,
+        "timeout",
+        "query timed out in query execution",
+    );
+    assert!(
+        stuck.dropped.load(Ordering::SeqCst),
+        "the store call was dropped at the timeout"
+    );
+
+    let long = ApiSettings {
+        query_timeout: Duration::from_secs(3600),
+        ..ApiSettings::default()
+    };
+    let app = app_with(Arc::new(Stuck::default()), long);
+    let started = Instant::now();
+    assert_error(
+        &get(
+            &app,
+            "/api/v1/query_range?query=up&start=0&end=60&step=15&timeout=0.1",
+        )
+        .await,
+        503,
+        "timeout",
+        "query timed out in query execution",
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn max_concurrent_queries_queue_behind_a_semaphore() {
+    let stuck = Stuck::default();
+    let one = ApiSettings {
+        max_concurrent: 1,
+        ..ApiSettings::default()
+    };
+    let app = app_with(Arc::new(stuck.clone()), one);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/api/v1/query?query=up&time=1").await }
+    });
+    stuck.entered.notified().await;
+    // The only slot is taken: the second query times out waiting for it.
+    assert_error(
+        &get(&app, "/api/v1/query?query=up&time=1&timeout=0.2").await,
+        503,
+        "timeout",
+        "query timed out in query queue",
+    );
+    // Metadata calls do not take a slot: this one reaches the store (and is then abandoned).
+    let meta = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/api/v1/labels").await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), stuck.entered.notified())
+        .await
+        .expect("labels call reached the store while the slot was taken");
+    first.abort();
+    meta.abort();
+}
+
+#[tokio::test]
+async fn an_abandoned_request_stops_its_store_calls() {
+    let stuck = Stuck::default();
+    let app = app_with(Arc::new(stuck.clone()), ApiSettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let sent = client
+        .get(format!("http://{addr}/api/v1/query?query=up&time=1"))
+        .send()
+        .await;
+    assert!(
+        sent.is_err(),
+        "the query never finishes, the client gives up"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stuck.dropped.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "store call still running after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn series_endpoint() {
+    let app = app();
+    assert_error(
+        &get(&app, "/api/v1/series").await,
+        400,
+        "bad_data",
+        "no match[] parameter provided",
+    );
+    let want = json!({"status": "success", "data": [
+        {"__name__": "up", "instance": "h1:9100", "job": "a"},
+        {"__name__": "up", "instance": "h2:9100", "job": "b"}
+    ]});
+    let got = get(&app, "/api/v1/series?match%5B%5D=up&start=0&end=600").await;
+    assert_eq!(got, (StatusCode::OK, want.clone()));
+    // Grafana POSTs the form; two overlapping selectors give the union once.
+    let got = post(
+        &app,
+        "/api/v1/series",
+        "match[]=up&match[]=up%7Bjob%3D%22a%22%7D&start=0&end=600",
+    )
+    .await;
+    assert_eq!(got, (StatusCode::OK, want));
+    let (_, v) = get(&app, "/api/v1/series?match[]=up&limit=1").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["warnings"], json!(["results truncated due to limit"]));
+    assert_error(
+        &get(&app, "/api/v1/series?match[]=%7Bjob%3D~%22.*%22%7D").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "match[]": match[] must contain at least one non-empty matcher"#,
+    );
+    assert_error(
+        &get(&app, "/api/v1/series?match[]=up&limit=-1").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "limit": limit must be non-negative"#,
+    );
+    assert_error(
+        &get(&app, "/api/v1/series?match[]=up&start=x").await,
+        400,
+        "bad_data",
+        r#"invalid parameter "start": invalid time value for 'start': cannot parse "x" to a valid timestamp"#,
+    );
+    // Outside the data's time range: an empty list, not null.
+    let got = get(&app, "/api/v1/series?match[]=up&start=100000&end=200000").await;
+    assert_eq!(got.1, json!({"status": "success", "data": []}));
+}
+
+#[tokio::test]
+async fn labels_and_label_values_endpoints() {
+    let app = app();
+    let got = get(&app, "/api/v1/labels").await;
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": ["__name__", "instance", "job"]})
+    );
+    let got = post(
+        &app,
+        "/api/v1/labels",
+        "match[]=http_requests_total&start=0&end=600",
+    )
+    .await;
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": ["__name__", "job"]})
+    );
+    // Grafana's metric browser.
+    let got = get(
+        &app,
+        "/api/v1/label/__name__/values?match[]=%7Bjob%3D%22a%22%7D&start=0&end=600",
+    )
+    .await;
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": ["http_requests_total", "up"]})
+    );
+    let got = get(&app, "/api/v1/label/job/values").await;
+    assert_eq!(got.1, json!({"status": "success", "data": ["a", "b"]}));
+    let got = get(&app, "/api/v1/label/job/values?limit=1").await;
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": ["a"], "warnings": ["results truncated due to limit"]})
+    );
+    let got = get(&app, "/api/v1/label/nope/values").await;
+    assert_eq!(got.1, json!({"status": "success", "data": []}));
+    let got = get(&app, "/api/v1/labels?start=100000").await;
+    assert_eq!(got.1, json!({"status": "success", "data": []}));
+}
+
+#[tokio::test]
+async fn metadata_exemplars_and_buildinfo() {
+    let app = app();
+    assert_eq!(
+        get(&app, "/api/v1/metadata").await.1,
+        json!({"status": "success", "data": {}})
+    );
+    assert_eq!(
+        get(&app, "/api/v1/metadata?metric=up&limit=10").await.1,
+        json!({"status": "success", "data": {}})
+    );
+    assert_eq!(
+        post(&app, "/api/v1/query_exemplars", "query=up&start=0&end=10")
+            .await
+            .1,
+        json!({"status": "success", "data": []})
+    );
+    let (_, v) = get(&app, "/api/v1/status/buildinfo").await;
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["version"], json!(env!("CARGO_PKG_VERSION")));
+    for k in ["revision", "branch", "buildUser", "buildDate", "goVersion"] {
+        assert!(v["data"][k].is_string(), "{k}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn format_and_parse_query() {
+    let app = app();
+    let got = get(
+        &app,
+        "/api/v1/format_query?query=sum%20by(job)(rate(x%5B5m%5D))",
+    )
+    .await;
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": "sum by (job) (rate(x[5m]))"})
+    );
+    let (status, v) = post(&app, "/api/v1/parse_query", "query=up%20%2B%201").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["data"]["type"], "binaryExpr");
+    assert_eq!(v["data"]["lhs"]["name"], "up");
+    let (status, v) = get(&app, "/api/v1/parse_query?query=up%7B").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(r#"invalid parameter "query": "#)),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn stores_in_thanos_shape() {
+    let stores = vec![
+        StoreStatus {
+            name: "10.0.0.1:10901".into(),
+            component_type: Some("sidecar".into()),
+            healthy: true,
+            last_error: None,
+            last_check_ms: 1_700_000_000_123,
+            label_sets: vec![labels(&[("cluster", "eu"), ("replica", "0")])],
+            min_time: 1_000,
+            max_time: i64::MAX,
+        },
+        StoreStatus {
+            name: "10.0.0.2:10901".into(),
+            component_type: Some("store".into()),
+            healthy: false,
+            last_error: Some("connection refused".into()),
+            last_check_ms: 0,
+            label_sets: vec![],
+            min_time: 0,
+            max_time: 0,
+        },
+        StoreStatus {
+            name: "never-reached:10901".into(),
+            component_type: None,
+            healthy: false,
+            last_error: Some("dial timeout".into()),
+            last_check_ms: 0,
+            label_sets: vec![],
+            min_time: 0,
+            max_time: 0,
+        },
+    ];
+    let app = app_with(
+        Arc::new(MemSource::new(data()).with_stores(stores)),
+        ApiSettings::default(),
+    );
+    let got = get(&app, "/api/v1/stores").await;
+    assert_eq!(
+        got.1,
+        json!({"status": "success", "data": {
+            "sidecar": [{
+                "name": "10.0.0.1:10901",
+                "lastCheck": "2023-11-14T22:13:20.123Z",
+                "lastError": null,
+                "labelSets": [{"cluster": "eu", "replica": "0"}],
+                "minTime": 1000,
+                "maxTime": i64::MAX
+            }],
+            "store": [{
+                "name": "10.0.0.2:10901",
+                "lastCheck": "0001-01-01T00:00:00Z",
+                "lastError": "connection refused",
+                "labelSets": [],
+                "minTime": 0,
+                "maxTime": 0
+            }]
+        }})
+    );
+}
+
+#[tokio::test]
+async fn lookback_delta_parameter() {
+    let app = app();
+    // The last sample is at 600 s; 700 s is within the default 5m lookback but not within 30 s.
+    let (_, v) = get(&app, "/api/v1/query?query=up&time=700").await;
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(2));
+    let (_, v) = get(&app, "/api/v1/query?query=up&time=700&lookback_delta=30s").await;
+    assert_eq!(v["data"]["result"], json!([]));
+}
+
+/// The requests Grafana's Prometheus data source makes, in its shapes: the health check, the
+/// metric browser and label pickers (form POSTs with a charset), a panel query.
+#[tokio::test]
+async fn grafana_data_source_requests() {
+    let app = app();
+    let form = |uri: &str, body: &str| {
+        Request::post(uri)
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let (status, v) = get(&app, "/api/v1/status/buildinfo").await;
+    assert_eq!((status, &v["status"]), (StatusCode::OK, &json!("success")));
+    let (status, v) = send(&app, form("/api/v1/query", "query=1%2B1&time=1700000000")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["data"]["result"], json!([1700000000, "2"]));
+    let (_, v) = send(
+        &app,
+        form(
+            "/api/v1/label/__name__/values",
+            "match%5B%5D=%7B__name__%21%3D%22%22%7D&start=0&end=600",
+        ),
+    )
+    .await;
+    assert_eq!(v["data"], json!(["http_requests_total", "up"]));
+    let (_, v) = send(
+        &app,
+        form("/api/v1/labels", "match%5B%5D=up&start=0&end=600"),
+    )
+    .await;
+    assert_eq!(v["data"], json!(["__name__", "instance", "job"]));
+    let (_, v) = send(
+        &app,
+        form(
+            "/api/v1/series",
+            "match%5B%5D=up%7Bjob%3D%22b%22%7D&start=0&end=600",
+        ),
+    )
+    .await;
+    assert_eq!(
+        v["data"],
+        json!([{"__name__": "up", "instance": "h2:9100", "job": "b"}])
+    );
+    let (_, v) = get(&app, "/api/v1/metadata?metric=up").await;
+    assert_eq!(v["data"], json!({}));
+    let (status, v) = send(
+        &app,
+        form(
+            "/api/v1/query_range",
+            "query=sum+by+%28job%29+%28up%29&start=0&end=600&step=300",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v["data"]["result"],
+        json!([
+            {"metric": {"job": "a"}, "values": [[0, "1"], [300, "1"], [600, "1"]]},
+            {"metric": {"job": "b"}, "values": [[0, "0"], [300, "0"], [600, "0"]]}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_timeout_flag_does_not_panic() {
+    let settings = ApiSettings {
+        query_timeout: Duration::MAX,
+        ..ApiSettings::default()
+    };
+    let app = app_with(Arc::new(MemSource::new(data())), settings);
+    let (status, _) = get(&app, "/api/v1/query?query=up&time=1").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get(&app, "/api/v1/labels").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_zero_or_negative_timeout_times_out_at_once() {
+    for to in ["0", "0s", "-1"] {
+        assert_error(
+            &get(
+                &app(),
+                &format!("/api/v1/query?query=up&time=1&timeout={to}"),
+            )
+            .await,
+            503,
+            "timeout",
+            "query timed out in query execution",
+        );
+    }
+}

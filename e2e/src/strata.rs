@@ -1,0 +1,142 @@
+//! Strata's own servers as processes: `strata sidecar` in front of a Prometheus and `strata query`
+//! over StoreAPI endpoints. The caller passes the `strata` binary (in Cargo tests of the `strata`
+//! package: `env!("CARGO_BIN_EXE_strata")`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Process, Result, free_port};
+
+/// How long a Strata server gets to answer `/-/ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `strata sidecar`; killed when dropped.
+#[derive(Debug)]
+pub struct StrataSidecar {
+    process: Process,
+    grpc_address: String,
+    http_url: String,
+}
+
+impl StrataSidecar {
+    /// Starts `strata sidecar --prometheus.url=<url> --tsdb.path=<dir>` on free loopback ports and
+    /// waits for its `/-/ready`.
+    pub async fn start(binary: &Path, prometheus_url: &str, tsdb_path: &Path) -> Result<Self> {
+        let grpc_address = format!("127.0.0.1:{}", free_port());
+        let http_port = free_port();
+        let mut cmd = Command::new(binary);
+        cmd.arg("sidecar")
+            .arg(format!("--prometheus.url={prometheus_url}"))
+            .arg(format!("--tsdb.path={}", tsdb_path.display()))
+            .arg(format!("--grpc-address={grpc_address}"))
+            .arg(format!("--http-address=127.0.0.1:{http_port}"))
+            .arg("--prometheus.ready_timeout=30s")
+            .arg("--log.level=info");
+        let mut process = Process::spawn("strata-sidecar", cmd)?;
+        let http_url = format!("http://127.0.0.1:{http_port}");
+        process
+            .wait_http_ok(&format!("{http_url}/-/ready"), READY_TIMEOUT)
+            .await?;
+        Ok(Self {
+            process,
+            grpc_address,
+            http_url,
+        })
+    }
+
+    /// The StoreAPI address, `127.0.0.1:PORT`.
+    pub fn grpc_address(&self) -> &str {
+        &self.grpc_address
+    }
+
+    /// The HTTP base URL (`/-/ready`, `/metrics`).
+    pub fn url(&self) -> &str {
+        &self.http_url
+    }
+
+    /// The process (logs, signals, kill).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// How to start a `strata query`.
+#[derive(Debug)]
+pub struct StrataQueryBuilder {
+    binary: PathBuf,
+    endpoints: Vec<String>,
+    replica_labels: Vec<String>,
+    args: Vec<String>,
+}
+
+impl StrataQueryBuilder {
+    /// A StoreAPI endpoint (`host:port`).
+    pub fn endpoint(mut self, address: &str) -> Self {
+        self.endpoints.push(address.into());
+        self
+    }
+
+    /// A `--query.replica-label`.
+    pub fn replica_label(mut self, name: &str) -> Self {
+        self.replica_labels.push(name.into());
+        self
+    }
+
+    /// Any other flag, e.g. `--no-query.partial-response`.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Starts the querier on a free loopback port and waits for `/-/ready`.
+    pub async fn start(self) -> Result<StrataQuery> {
+        let port = free_port();
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("query")
+            .arg(format!("--http-address=127.0.0.1:{port}"))
+            .arg("--log.level=info");
+        for e in &self.endpoints {
+            cmd.arg(format!("--endpoint={e}"));
+        }
+        for l in &self.replica_labels {
+            cmd.arg(format!("--query.replica-label={l}"));
+        }
+        cmd.args(&self.args);
+        let mut process = Process::spawn("strata-query", cmd)?;
+        let url = format!("http://127.0.0.1:{port}");
+        process
+            .wait_http_ok(&format!("{url}/-/ready"), READY_TIMEOUT)
+            .await?;
+        Ok(StrataQuery { process, url })
+    }
+}
+
+/// A running `strata query`; killed when dropped.
+#[derive(Debug)]
+pub struct StrataQuery {
+    process: Process,
+    url: String,
+}
+
+impl StrataQuery {
+    /// Configures a querier run from `binary`.
+    pub fn builder(binary: &Path) -> StrataQueryBuilder {
+        StrataQueryBuilder {
+            binary: binary.to_path_buf(),
+            endpoints: Vec::new(),
+            replica_labels: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// The HTTP base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The process (logs, signals, kill).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
