@@ -227,8 +227,9 @@ impl QueryArgs {
 ///
 /// NOT DONE: replaced by FanoutSource at integration. Until `strata_query::fanout` lands this
 /// is a stand-in that answers from an empty in-memory store (every query succeeds with no
-/// data) and lists no stores.
-fn store_source(flags: EndpointFlags) -> anyhow::Result<Arc<dyn StoreSource>> {
+/// data) and lists no stores. (Async because the real one starts the endpoint set's discovery
+/// and health checks.)
+async fn store_source(flags: EndpointFlags) -> anyhow::Result<Arc<dyn StoreSource>> {
     tracing::warn!(
         endpoints = ?flags.endpoints,
         sd_files = ?flags.sd_files,
@@ -259,8 +260,7 @@ async fn serve(args: QueryArgs) -> anyhow::Result<()> {
             "--http-address {}",
             args.server.http_address
         )))?;
-    let source = store_source(args.endpoint_flags())
-        .map_err(|e| e.context(ConfigError("store endpoints".into())))?;
+    let source = store_source(args.endpoint_flags()).await?;
     let api = strata_query::api::router(source, args.api_settings());
     let router = admin_router(Arc::new(registry), readiness.clone()).merge(api);
     tracing::info!(address = %server.local_addr(), "serving the query API");
