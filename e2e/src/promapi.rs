@@ -610,7 +610,11 @@ mod tests {
         };
         assert_eq!(compare(&a, &b, &drop), vec![]);
         let scalar = ok(json!({"resultType": "scalar", "result": [10, "1"]}));
-        assert_eq!(compare(&scalar, &scalar, &drop), vec![], "scalars have no labels");
+        assert_eq!(
+            compare(&scalar, &scalar, &drop),
+            vec![],
+            "scalars have no labels"
+        );
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! concurrently and each within a timeout, merges what they return, and de-duplicates replicas.
 //! A failing store is a warning under partial response and an error naming it otherwise.
 //!
-//! Choices that follow Thanos: unhealthy endpoints are not asked (no warning for them); stores are
+//! Unlike Thanos, a configured endpoint that failed its last health check is not silently left
+//! out: it is not called, but counts as a failed store (warning or error) for every request its
+//! last advertised range and labels could match (all requests, if it was never reached).
+//!
+//! Choices that follow Thanos: stores are
 //! pruned by time range and by external label sets (a matcher on an external label name must hold
 //! for its value in some label set); replica labels are removed from results when dedup is on;
 //! a store's own warnings become warnings (partial response) or errors (not). Replica dedup is
@@ -72,8 +76,14 @@ impl FanoutSource {
 
     /// A concrete view (what [`StoreSource::view`] returns, without the trait object).
     pub fn fanout_view(&self, opts: &QueryOptions) -> FanoutView {
+        let (stores, unhealthy) = self
+            .endpoints
+            .all()
+            .into_iter()
+            .partition(|e| e.info().healthy);
         FanoutView {
-            stores: self.endpoints.healthy(),
+            stores,
+            unhealthy,
             client: self.endpoints.client_options().clone(),
             cfg: self.cfg.clone(),
             opts: opts.clone(),
@@ -92,10 +102,13 @@ impl StoreSource for FanoutSource {
     }
 }
 
-/// One request's view of the stores (the endpoints healthy when it was made).
+/// One request's view of the stores: the endpoints healthy when it was made are asked; the
+/// configured ones that were not count as failed stores (a warning under partial response,
+/// else an error), so a store that is down is never silently missing from an answer.
 #[derive(Debug)]
 pub struct FanoutView {
     stores: Vec<Arc<Endpoint>>,
+    unhealthy: Vec<Arc<Endpoint>>,
     client: ClientOptions,
     cfg: Arc<FanoutConfig>,
     opts: QueryOptions,
@@ -150,6 +163,7 @@ impl FanoutView {
     ) -> Self {
         Self {
             stores,
+            unhealthy: Vec::new(),
             client,
             cfg: Arc::new(cfg),
             opts,
@@ -192,6 +206,23 @@ impl FanoutView {
         F: Fn(Clients) -> Fut,
         Fut: Future<Output = Result<(T, Vec<String>), Status>>,
     {
+        for e in &self.unhealthy {
+            let info = e.info();
+            // Never reached: nothing is known of its range or labels, so it may hold anything.
+            if info.last_check_ms != 0 && !store_matches(&info, matchers, min_t, max_t) {
+                continue;
+            }
+            let why = info
+                .last_error
+                .unwrap_or_else(|| "not checked yet".to_owned());
+            let msg = format!("store {}: unhealthy: {why}", e.addr());
+            tracing::warn!(store = %e.addr(), rpc, error = %why, "store skipped: unhealthy");
+            if self.opts.partial_response {
+                self.warn(msg);
+            } else {
+                return Err(QueryableError::Storage(msg));
+            }
+        }
         let timeout = self.cfg.store_response_timeout;
         let calls = self
             .stores

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
@@ -85,6 +86,14 @@ where
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
     }
+    // Small gRPC frames (headers, the last message) must not wait for Nagle's algorithm and the
+    // peer's delayed ACK: without TCP_NODELAY short calls stall ~40 ms.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.and_then(|s| {
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+    });
     let mut builder = Server::builder();
     if let Some(tls) = &opts.tls {
         builder = builder.tls_config(tls.load()?).map_err(Error::Tls)?;
@@ -95,7 +104,7 @@ where
         .layer(SnappyLayer::new(opts.snappy))
         .add_service(store)
         .add_service(info)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(Error::Serve)
 }

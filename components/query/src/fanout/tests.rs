@@ -592,7 +592,8 @@ async fn background_health_checks_drop_and_restore_an_endpoint() {
         .expect("select");
     assert_eq!(got.len(), 1);
 
-    // It goes away: marked unhealthy, no longer queried (no warning either, as in Thanos).
+    // It goes away: marked unhealthy and no longer called, but never silently missing: a
+    // warning names it under partial response, an error without.
     let _ = stop.send(());
     let _ = server.await;
     wait_for("endpoint unhealthy", || !src.stores()[0].healthy).await;
@@ -602,7 +603,25 @@ async fn background_health_checks_drop_and_restore_an_endpoint() {
         .await
         .expect("select");
     assert!(got.is_empty());
-    assert!(v.warnings().is_empty());
+    let w = v.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(&format!("store {addr}: unhealthy: ")),
+        "{w:?}"
+    );
+    let strict = src.view(&opts(true, false));
+    let e = strict.select(&[eq("__name__", "up")], 0, 10).await;
+    assert!(
+        matches!(&e, Err(QueryableError::Storage(m)) if m.contains(&addr)),
+        "{e:?}"
+    );
+    // A query outside the range it last advertised does not need it: no warning.
+    let v = src.view(&opts(true, true));
+    let got = v
+        .select(&[eq("__name__", "up")], 2_000_000, 3_000_000)
+        .await
+        .expect("select");
+    assert!(got.is_empty() && v.warnings().is_empty());
 }
 
 #[tokio::test]
