@@ -25,6 +25,19 @@ fn check_quantile(ctx: &Ctx<'_>, q: &[f64], pos: &str) {
     }
 }
 
+/// Prometheus's label-set hash (`labels.Labels.Hash`): xxHash64 over every `name`, 0xff,
+/// `value`, 0xff in name order.
+fn label_hash(l: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for (name, value) in l.iter() {
+        h.update(name.as_bytes());
+        h.update(&[0xff]);
+        h.update(value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
 /// Go's `%g` for the values annotations print.
 pub(crate) fn go_g(x: f64) -> String {
     crate::histogram::go_g(x)
@@ -179,7 +192,53 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             if r.iter().any(|x| x.is_nan()) {
                 return Err(EngineError::Eval("Ratio value is NaN".into()));
             }
-            return Err(EngineError::Unsupported("aggregation limit_ratio".into()));
+            // Each series' place in [0, 1) comes from its label hash, so a ratio keeps the
+            // same series at every step and `limit_ratio(r)` / `limit_ratio(r - 1)` split the
+            // input into complements.
+            let offsets: Vec<f64> = input
+                .iter()
+                .map(|s| label_hash(&s.labels) as f64 / u64::MAX as f64)
+                .collect();
+            let mut out: Vec<VSeries> = input
+                .iter()
+                .map(|s| VSeries::floats(s.labels.clone(), vec![None; n], s.drop_name))
+                .collect();
+            for (step, &param) in r.iter().enumerate() {
+                let ratio = if param < -1.0 || param > 1.0 {
+                    let capped = param.clamp(-1.0, 1.0);
+                    ctx.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}{}",
+                            go_g(param),
+                            go_g(capped),
+                            ctx.positions.of_first_arg(a)
+                        ),
+                    );
+                    capped
+                } else {
+                    param
+                };
+                if ratio == 0.0 {
+                    continue;
+                }
+                for (i, s) in input.iter().enumerate() {
+                    let keep = if ratio >= 0.0 {
+                        offsets[i] < ratio
+                    } else {
+                        offsets[i] >= 1.0 + ratio
+                    };
+                    if !keep || !s.has(step) {
+                        continue;
+                    }
+                    match s.hist(step) {
+                        Some(h) => out[i].set_hist(step, h.clone()),
+                        None => out[i].vals[step] = s.vals[step],
+                    }
+                }
+            }
+            out.retain(VSeries::any);
+            return Ok(Val::Vector(out));
         }
         "topk" | "bottomk" | "limitk" => {
             let k = param_scalar(&a.param)?;
