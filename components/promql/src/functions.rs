@@ -204,7 +204,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 .map(|s| VSeries::floats(s.labels.clone(), vec![None; n], s.drop_name))
                 .collect();
             for (step, &param) in r.iter().enumerate() {
-                let ratio = if param < -1.0 || param > 1.0 {
+                let ratio = if !(-1.0..=1.0).contains(&param) {
                     let capped = param.clamp(-1.0, 1.0);
                     ctx.annotate(
                         AnnotationKind::Warning,
