@@ -671,3 +671,106 @@ async fn counter_aware_dedup_over_real_replicas() {
         let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
     }
 }
+
+/// Prometheus's `/api/v1/metadata` (optionally of one metric) as name → sorted distinct entries.
+async fn prom_metadata(
+    p: &Prometheus,
+    metric: Option<&str>,
+) -> BTreeMap<String, Vec<(String, String, String)>> {
+    let params: Vec<(&str, &str)> = metric.map(|m| ("metric", m)).into_iter().collect();
+    let data = p
+        .api("metadata", &params)
+        .await
+        .expect("prometheus metadata");
+    let mut out = BTreeMap::new();
+    for (name, metas) in data.as_object().expect("metadata object") {
+        let mut v: Vec<(String, String, String)> = metas
+            .as_array()
+            .expect("metas")
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().expect("string field").to_owned();
+                (s("type"), s("help"), s("unit"))
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        out.insert(name.clone(), v);
+    }
+    out
+}
+
+/// Metric metadata scraped (HELP/TYPE) by two real Prometheus replicas comes through the sidecars'
+/// `thanos.Metadata` service and the fan-out merged: equal to the union of what each Prometheus
+/// shows, identical entries once; `metric` and `limit` are honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_metadata_through_sidecars() {
+    let pa = self_scraping("a").await;
+    let pb = self_scraping("b").await;
+    wait_scrapes(&pa, 3.0).await;
+    wait_scrapes(&pb, 3.0).await;
+    let sa = sidecar(pa.url()).await;
+    let sb = sidecar(pb.url()).await;
+    let set = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![sa.addr.to_string(), sb.addr.to_string()],
+        ..Default::default()
+    })
+    .expect("config");
+    set.refresh().await;
+    let healthy = set.healthy();
+    assert_eq!(healthy.len(), 2, "both sidecars healthy");
+    assert!(
+        healthy.iter().all(|e| e.info().metric_metadata),
+        "sidecars advertise metric_metadata in Info"
+    );
+    let src = FanoutSource::new(set, FanoutConfig::default());
+    let opts = QueryOptions {
+        partial_response: false,
+        ..Default::default()
+    };
+
+    // The scraped families may still change between our call and Prometheus's: retry until equal.
+    let (ours, theirs) = wait_until("metadata equal", Duration::from_secs(30), || async {
+        let view = src.view(&opts);
+        let ours = view.metric_metadata(None, None).await.ok()?;
+        let mut theirs = prom_metadata(&pa, None).await;
+        for (name, metas) in prom_metadata(&pb, None).await {
+            let e = theirs.entry(name).or_default();
+            e.extend(metas);
+            e.sort();
+            e.dedup();
+        }
+        (ours == theirs).then_some((ours, theirs))
+    })
+    .await
+    .expect("fan-out metadata equals Prometheus's");
+    assert_eq!(ours, theirs);
+    assert!(ours.len() > 20, "a Prometheus exposes many families");
+    let requests = ours
+        .get("prometheus_http_requests_total")
+        .expect("prometheus_http_requests_total");
+    assert_eq!(requests.len(), 1, "both replicas' identical entry once");
+    assert_eq!(requests[0].0, "counter");
+    assert!(!requests[0].1.is_empty(), "HELP text present");
+
+    let view = src.view(&opts);
+    let one = view
+        .metric_metadata(Some("prometheus_http_requests_total"), None)
+        .await
+        .expect("one metric");
+    assert_eq!(
+        one,
+        prom_metadata(&pa, Some("prometheus_http_requests_total")).await
+    );
+    let limited = view.metric_metadata(None, Some(3)).await.expect("limited");
+    assert_eq!(limited.len(), 3);
+    for (name, metas) in &limited {
+        assert_eq!(Some(metas), ours.get(name), "{name}");
+    }
+    assert!(view.warnings().is_empty(), "{:?}", view.warnings());
+
+    for s in [sa, sb] {
+        s.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
+    }
+}

@@ -27,5 +27,5 @@ pub mod validate;
 
 pub use client::{ClientOptions, Clients, connect};
 pub use error::{Error, Result};
-pub use server::{Listen, ServerOptions, serve};
+pub use server::{Listen, NoMetadata, ServerOptions, serve, serve_with_metadata};
 pub use tls::{ClientTlsFiles, ServerTlsFiles};
