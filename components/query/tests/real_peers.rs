@@ -769,6 +769,37 @@ async fn metric_metadata_through_sidecars() {
     }
     assert!(view.warnings().is_empty(), "{:?}", view.warnings());
 
+    // The HTTP API over the same fan-out answers as Prometheus's own endpoint.
+    let src: std::sync::Arc<dyn StoreSource> = std::sync::Arc::new(src);
+    let app = strata_query::api::router(src, strata_query::api::ApiSettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let metric = "prometheus_http_requests_total";
+    let ours: serde_json::Value =
+        reqwest::get(format!("{api_url}/api/v1/metadata?metric={metric}"))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(ours["status"], "success");
+    let theirs = pa
+        .api("metadata", &[("metric", metric)])
+        .await
+        .expect("prometheus metadata");
+    assert_eq!(ours["data"], theirs);
+    let ours: serde_json::Value = reqwest::get(format!("{api_url}/api/v1/metadata?limit=2"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ours["data"].as_object().map(|o| o.len()), Some(2), "{ours}");
+    server.abort();
+
     for s in [sa, sb] {
         s.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
