@@ -805,3 +805,62 @@ async fn metric_metadata_through_sidecars() {
         let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
     }
 }
+
+/// Wire compatibility of `thanos.Metadata` both ways: a real `thanos query` reads metric metadata
+/// from a Strata sidecar, and our fan-out reads it from a real Thanos sidecar; both equal
+/// Prometheus's own `/api/v1/metadata`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_metadata_interoperates_with_thanos() {
+    let p = self_scraping("a").await;
+    wait_scrapes(&p, 3.0).await;
+    let ours = sidecar(p.url()).await;
+    let thanos_sidecar = strata_e2e::ThanosSidecar::start(p.url(), p.data_dir(), None)
+        .await
+        .expect("start thanos sidecar");
+    let query = strata_e2e::ThanosQuery::builder()
+        .endpoint(&ours.addr.to_string())
+        .start()
+        .await
+        .expect("start thanos query");
+    let metric = "prometheus_http_requests_total";
+    let want = p
+        .api("metadata", &[("metric", metric)])
+        .await
+        .expect("prometheus metadata");
+    assert!(want[metric].is_array(), "{want}");
+    let got = wait_until("thanos query metadata", Duration::from_secs(60), || async {
+        let v = query.api("metadata", &[("metric", metric)]).await.ok()?;
+        v.get(metric).is_some().then_some(v)
+    })
+    .await
+    .expect("thanos query reads metadata from the strata sidecar");
+    assert_eq!(got, want);
+
+    let set = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![thanos_sidecar.grpc_address().to_string()],
+        ..Default::default()
+    })
+    .expect("config");
+    set.refresh().await;
+    let healthy = set.healthy();
+    assert_eq!(healthy.len(), 1, "thanos sidecar healthy");
+    assert!(
+        healthy[0].info().metric_metadata,
+        "thanos advertises metadata"
+    );
+    let src = FanoutSource::new(set, FanoutConfig::default());
+    let opts = QueryOptions {
+        partial_response: false,
+        ..Default::default()
+    };
+    let view = src.view(&opts);
+    let from_thanos = view
+        .metric_metadata(Some(metric), None)
+        .await
+        .expect("metadata from thanos sidecar");
+    assert_eq!(from_thanos, prom_metadata(&p, Some(metric)).await);
+    assert_eq!(from_thanos.len(), 1);
+
+    ours.shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ours.task).await;
+}
