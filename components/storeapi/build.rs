@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/thanos/types.proto",
         "proto/thanos/rpc.proto",
         "proto/thanos/info/rpc.proto",
+        "proto/thanos/metadata/rpc.proto",
         "proto/hintspb/hints.proto",
     ];
     for f in files {

@@ -18,8 +18,7 @@
 //! parameters against a real `thanos query`.
 //!
 //! NOT DONE:
-//! - `/api/v1/metadata` always answers `{}` and `/api/v1/query_exemplars` `[]`: the
-//!   [`StoreView`] contract has no metadata or exemplar calls yet;
+//! - `/api/v1/query_exemplars` answers `[]`: the [`StoreView`] contract has no exemplar call yet;
 //! - `stats`: `totalQueryableSamples` and `samplesRead` both count the samples the stores
 //!   returned (Prometheus counts each sample once per step that reads it in the first),
 //!   `peakSamples` is the larger of that and the result's point count, and

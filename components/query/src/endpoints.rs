@@ -266,6 +266,8 @@ pub struct EndpointInfo {
     pub min_time: i64,
     /// Advertised data range, ms.
     pub max_time: i64,
+    /// Whether Info advertises the `thanos.Metadata` API (`metric_metadata`).
+    pub metric_metadata: bool,
 }
 
 /// One StoreAPI endpoint: its address, clients and last health.
@@ -348,6 +350,7 @@ impl Endpoint {
                 info.last_error = None;
                 info.last_check_ms = now_ms();
                 info.component_type = Some(r.component_type).filter(|c| !c.is_empty());
+                info.metric_metadata = r.metric_metadata.is_some();
                 info.label_sets = r
                     .label_sets
                     .into_iter()

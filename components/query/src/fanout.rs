@@ -33,7 +33,8 @@ use futures::StreamExt;
 use promql_parser::label::Matcher;
 use strata_promql::{Labels, Queryable, QueryableError, SelectHints, Series};
 use strata_storeapi::pb::thanos::{
-    self as pb, LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy, SeriesRequest,
+    self as pb, LabelNamesRequest, LabelValuesRequest, MetricMetadata as PbMetricMetadata,
+    MetricMetadataRequest, PartialResponseStrategy, SeriesRequest, metric_metadata_response,
     series_response,
 };
 use strata_storeapi::{ClientOptions, Clients};
@@ -42,7 +43,7 @@ use tracing::Instrument;
 
 use crate::convert::{AggrChoice, decode_series, labels_from_pb, matchers_to_pb};
 use crate::endpoints::{Endpoint, EndpointInfo, EndpointSet};
-use crate::{QueryOptions, StoreSource, StoreStatus, StoreView, dedup};
+use crate::{MetricMetadata, QueryOptions, StoreSource, StoreStatus, StoreView, dedup};
 
 /// Settings of the fan-out.
 #[derive(Debug, Clone, Default)]
@@ -206,10 +207,30 @@ impl FanoutView {
         F: Fn(Clients) -> Fut,
         Fut: Future<Output = Result<(T, Vec<String>), Status>>,
     {
+        self.fan_out_where(
+            rpc,
+            |info| store_matches(info, matchers, min_t, max_t),
+            call,
+        )
+        .await
+    }
+
+    /// As [`fan_out`](Self::fan_out), to the stores whose Info satisfies `wanted`.
+    async fn fan_out_where<T, W, F, Fut>(
+        &self,
+        rpc: &'static str,
+        wanted: W,
+        call: F,
+    ) -> Result<Vec<T>, QueryableError>
+    where
+        W: Fn(&EndpointInfo) -> bool,
+        F: Fn(Clients) -> Fut,
+        Fut: Future<Output = Result<(T, Vec<String>), Status>>,
+    {
         for e in &self.unhealthy {
             let info = e.info();
             // Never reached: nothing is known of its range or labels, so it may hold anything.
-            if info.last_check_ms != 0 && !store_matches(&info, matchers, min_t, max_t) {
+            if info.last_check_ms != 0 && !wanted(&info) {
                 continue;
             }
             let why = info
@@ -227,7 +248,7 @@ impl FanoutView {
         let calls = self
             .stores
             .iter()
-            .filter(|e| store_matches(&e.info(), matchers, min_t, max_t))
+            .filter(|e| wanted(&e.info()))
             .map(|e| {
                 let call = &call;
                 let fut = async move {
@@ -532,9 +553,68 @@ impl StoreView for FanoutView {
         Ok(set.into_iter().collect())
     }
 
+    async fn metric_metadata(
+        &self,
+        metric: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<MetricMetadata, QueryableError> {
+        let (_, strategy) = self.strategy();
+        let req = MetricMetadataRequest {
+            metric: metric.unwrap_or_default().to_owned(),
+            limit: limit.map_or(-1, |l| i32::try_from(l).unwrap_or(i32::MAX)),
+            partial_response_strategy: strategy,
+        };
+        let answers = self
+            .fan_out_where(
+                "MetricMetadata",
+                |info| info.metric_metadata,
+                |mut c| {
+                    let req = req.clone();
+                    async move {
+                        let mut stream = c.metadata.metric_metadata(req).await?.into_inner();
+                        let mut parts = Vec::new();
+                        let mut warnings = Vec::new();
+                        while let Some(msg) = stream.message().await? {
+                            match msg.result {
+                                Some(metric_metadata_response::Result::Metadata(m)) => {
+                                    parts.push(m)
+                                }
+                                Some(metric_metadata_response::Result::Warning(w)) => {
+                                    warnings.push(w)
+                                }
+                                None => {}
+                            }
+                        }
+                        Ok((parts, warnings))
+                    }
+                },
+            )
+            .await?;
+        Ok(merge_metadata(answers.into_iter().flatten(), limit))
+    }
+
     fn warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
+}
+
+/// Merges metadata answers: per metric the distinct `(type, help, unit)` entries, sorted; the
+/// first `limit` metric names (in name order) when `limit` is set.
+pub fn merge_metadata(
+    parts: impl IntoIterator<Item = PbMetricMetadata>,
+    limit: Option<usize>,
+) -> MetricMetadata {
+    let mut sets: BTreeMap<String, BTreeSet<(String, String, String)>> = BTreeMap::new();
+    for part in parts {
+        for (name, entry) in part.metadata {
+            let set = sets.entry(name).or_default();
+            set.extend(entry.metas.into_iter().map(|m| (m.r#type, m.help, m.unit)));
+        }
+    }
+    sets.into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(name, set)| (name, set.into_iter().collect()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -95,9 +95,23 @@ pub trait StoreView: Queryable {
         max_t: i64,
     ) -> Result<Vec<String>, QueryableError>;
 
+    /// Metric metadata (name → distinct `(type, help, unit)`, sorted), of `metric` only when set,
+    /// at most `limit` metrics when set. The default serves none.
+    async fn metric_metadata(
+        &self,
+        metric: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<MetricMetadata, QueryableError> {
+        let _ = (metric, limit);
+        Ok(MetricMetadata::new())
+    }
+
     /// Warnings collected so far (each once, in the order raised).
     fn warnings(&self) -> Vec<String>;
 }
+
+/// Metric name → its distinct `(type, help, unit)` entries.
+pub type MetricMetadata = std::collections::BTreeMap<String, Vec<(String, String, String)>>;
 
 /// Where the HTTP API gets its data: a fresh [`StoreView`] per request, and endpoint health.
 pub trait StoreSource: Send + Sync {

@@ -671,3 +671,196 @@ async fn counter_aware_dedup_over_real_replicas() {
         let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
     }
 }
+
+/// Prometheus's `/api/v1/metadata` (optionally of one metric) as name → sorted distinct entries.
+async fn prom_metadata(
+    p: &Prometheus,
+    metric: Option<&str>,
+) -> BTreeMap<String, Vec<(String, String, String)>> {
+    let params: Vec<(&str, &str)> = metric.map(|m| ("metric", m)).into_iter().collect();
+    let data = p
+        .api("metadata", &params)
+        .await
+        .expect("prometheus metadata");
+    let mut out = BTreeMap::new();
+    for (name, metas) in data.as_object().expect("metadata object") {
+        let mut v: Vec<(String, String, String)> = metas
+            .as_array()
+            .expect("metas")
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().expect("string field").to_owned();
+                (s("type"), s("help"), s("unit"))
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        out.insert(name.clone(), v);
+    }
+    out
+}
+
+/// Metric metadata scraped (HELP/TYPE) by two real Prometheus replicas comes through the sidecars'
+/// `thanos.Metadata` service and the fan-out merged: equal to the union of what each Prometheus
+/// shows, identical entries once; `metric` and `limit` are honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_metadata_through_sidecars() {
+    let pa = self_scraping("a").await;
+    let pb = self_scraping("b").await;
+    wait_scrapes(&pa, 3.0).await;
+    wait_scrapes(&pb, 3.0).await;
+    let sa = sidecar(pa.url()).await;
+    let sb = sidecar(pb.url()).await;
+    let set = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![sa.addr.to_string(), sb.addr.to_string()],
+        ..Default::default()
+    })
+    .expect("config");
+    set.refresh().await;
+    let healthy = set.healthy();
+    assert_eq!(healthy.len(), 2, "both sidecars healthy");
+    assert!(
+        healthy.iter().all(|e| e.info().metric_metadata),
+        "sidecars advertise metric_metadata in Info"
+    );
+    let src = FanoutSource::new(set, FanoutConfig::default());
+    let opts = QueryOptions {
+        partial_response: false,
+        ..Default::default()
+    };
+
+    // The scraped families may still change between our call and Prometheus's: retry until equal.
+    let (ours, theirs) = wait_until("metadata equal", Duration::from_secs(30), || async {
+        let view = src.view(&opts);
+        let ours = view.metric_metadata(None, None).await.ok()?;
+        let mut theirs = prom_metadata(&pa, None).await;
+        for (name, metas) in prom_metadata(&pb, None).await {
+            let e = theirs.entry(name).or_default();
+            e.extend(metas);
+            e.sort();
+            e.dedup();
+        }
+        (ours == theirs).then_some((ours, theirs))
+    })
+    .await
+    .expect("fan-out metadata equals Prometheus's");
+    assert_eq!(ours, theirs);
+    assert!(ours.len() > 20, "a Prometheus exposes many families");
+    let requests = ours
+        .get("prometheus_http_requests_total")
+        .expect("prometheus_http_requests_total");
+    assert_eq!(requests.len(), 1, "both replicas' identical entry once");
+    assert_eq!(requests[0].0, "counter");
+    assert!(!requests[0].1.is_empty(), "HELP text present");
+
+    let view = src.view(&opts);
+    let one = view
+        .metric_metadata(Some("prometheus_http_requests_total"), None)
+        .await
+        .expect("one metric");
+    assert_eq!(
+        one,
+        prom_metadata(&pa, Some("prometheus_http_requests_total")).await
+    );
+    let limited = view.metric_metadata(None, Some(3)).await.expect("limited");
+    assert_eq!(limited.len(), 3);
+    for (name, metas) in &limited {
+        assert_eq!(Some(metas), ours.get(name), "{name}");
+    }
+    assert!(view.warnings().is_empty(), "{:?}", view.warnings());
+
+    // The HTTP API over the same fan-out answers as Prometheus's own endpoint.
+    let src: std::sync::Arc<dyn StoreSource> = std::sync::Arc::new(src);
+    let app = strata_query::api::router(src, strata_query::api::ApiSettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let metric = "prometheus_http_requests_total";
+    let ours: serde_json::Value =
+        reqwest::get(format!("{api_url}/api/v1/metadata?metric={metric}"))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(ours["status"], "success");
+    let theirs = pa
+        .api("metadata", &[("metric", metric)])
+        .await
+        .expect("prometheus metadata");
+    assert_eq!(ours["data"], theirs);
+    let ours: serde_json::Value = reqwest::get(format!("{api_url}/api/v1/metadata?limit=2"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ours["data"].as_object().map(|o| o.len()), Some(2), "{ours}");
+    server.abort();
+
+    for s in [sa, sb] {
+        s.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
+    }
+}
+
+/// Wire compatibility of `thanos.Metadata` both ways: a real `thanos query` reads metric metadata
+/// from a Strata sidecar, and our fan-out reads it from a real Thanos sidecar; both equal
+/// Prometheus's own `/api/v1/metadata`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_metadata_interoperates_with_thanos() {
+    let p = self_scraping("a").await;
+    wait_scrapes(&p, 3.0).await;
+    let ours = sidecar(p.url()).await;
+    let thanos_sidecar = strata_e2e::ThanosSidecar::start(p.url(), p.data_dir(), None)
+        .await
+        .expect("start thanos sidecar");
+    let query = strata_e2e::ThanosQuery::builder()
+        .endpoint(&ours.addr.to_string())
+        .start()
+        .await
+        .expect("start thanos query");
+    let metric = "prometheus_http_requests_total";
+    let want = p
+        .api("metadata", &[("metric", metric)])
+        .await
+        .expect("prometheus metadata");
+    assert!(want[metric].is_array(), "{want}");
+    let got = wait_until("thanos query metadata", Duration::from_secs(60), || async {
+        let v = query.api("metadata", &[("metric", metric)]).await.ok()?;
+        v.get(metric).is_some().then_some(v)
+    })
+    .await
+    .expect("thanos query reads metadata from the strata sidecar");
+    assert_eq!(got, want);
+
+    let set = EndpointSet::new(EndpointSetConfig {
+        endpoints: vec![thanos_sidecar.grpc_address().to_string()],
+        ..Default::default()
+    })
+    .expect("config");
+    set.refresh().await;
+    let healthy = set.healthy();
+    assert_eq!(healthy.len(), 1, "thanos sidecar healthy");
+    assert!(
+        healthy[0].info().metric_metadata,
+        "thanos advertises metadata"
+    );
+    let src = FanoutSource::new(set, FanoutConfig::default());
+    let opts = QueryOptions {
+        partial_response: false,
+        ..Default::default()
+    };
+    let view = src.view(&opts);
+    let from_thanos = view
+        .metric_metadata(Some(metric), None)
+        .await
+        .expect("metadata from thanos sidecar");
+    assert_eq!(from_thanos, prom_metadata(&p, Some(metric)).await);
+    assert_eq!(from_thanos.len(), 1);
+
+    ours.shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ours.task).await;
+}

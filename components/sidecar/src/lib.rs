@@ -4,7 +4,9 @@
 //! ([`prom`]); external labels are read from Prometheus's configuration and added to every series
 //! (an external label replaces a series label of the same name, as in Thanos). [`run`] waits for
 //! Prometheus, refuses to start when it has no external labels, re-reads them periodically and serves
-//! `thanos.Store` + `thanos.info.Info` through `strata_storeapi::serve`.
+//! `thanos.Store` + `thanos.info.Info` + `thanos.Metadata` (metric metadata from Prometheus's
+//! `/api/v1/metadata`, advertised as `metric_metadata` in Info) through
+//! `strata_storeapi::serve_with_metadata`.
 //!
 //! Semantics chosen to match the Thanos sidecar:
 //! - matchers on external labels are checked against their values and removed before asking

@@ -318,6 +318,20 @@ impl PrometheusClient {
         p
     }
 
+    /// Metric metadata (`/api/v1/metadata`): of `metric` only when non-empty, at most `limit`
+    /// metrics when `limit` is not negative.
+    #[tracing::instrument(skip(self), fields(url = %self.base))]
+    pub async fn metadata(&self, metric: &str, limit: i32) -> Result<BTreeMap<String, Vec<Meta>>> {
+        let mut params = Vec::new();
+        if !metric.is_empty() {
+            params.push(("metric", metric.to_owned()));
+        }
+        if limit >= 0 {
+            params.push(("limit", limit.to_string()));
+        }
+        self.api("metadata", &params).await
+    }
+
     /// Label names of series matching `matchers` in `range` (`/api/v1/labels`).
     #[tracing::instrument(skip(self), fields(url = %self.base))]
     pub async fn label_names(&self, matchers: &[Matcher], range: Range) -> Result<Vec<String>> {
@@ -417,6 +431,20 @@ impl PrometheusClient {
             .map(move |r| r.map_err(|e| Self::http_err(&url, e)));
         Ok(SeriesStream::new(body, self.max_frame_bytes))
     }
+}
+
+/// One metadata entry of `/api/v1/metadata`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Meta {
+    /// Metric type (`counter`, `gauge`, …).
+    #[serde(rename = "type", default)]
+    pub typ: String,
+    /// The HELP text.
+    #[serde(default)]
+    pub help: String,
+    /// The unit.
+    #[serde(default)]
+    pub unit: String,
 }
 
 fn url_path_escape(s: &str) -> String {

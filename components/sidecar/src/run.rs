@@ -217,7 +217,7 @@ impl Sidecar {
         &self.state
     }
 
-    /// Serves the StoreAPI and Info until `shutdown`, refreshing external labels in the background.
+    /// Serves the StoreAPI, Info and Metadata until `shutdown`, refreshing external labels in the background.
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), RunError> {
         let refresher = tokio::spawn(refresh_loop(
             self.state.clone(),
@@ -237,10 +237,11 @@ impl Sidecar {
             tls: self.tls,
             ..ServerOptions::default()
         };
-        let result = strata_storeapi::serve(
+        let result = strata_storeapi::serve_with_metadata(
             Listen::Listener(self.listener),
             svc.clone(),
-            svc,
+            svc.clone(),
+            Some(svc),
             opts,
             async move { shutdown.cancelled().await },
         )

@@ -7,11 +7,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use strata_storeapi::pb::info::{InfoRequest, InfoResponse, StoreInfo, info_server::Info};
+use strata_storeapi::pb::info::{
+    InfoRequest, InfoResponse, MetricMetadataInfo, StoreInfo, info_server::Info,
+};
 use strata_storeapi::pb::thanos::{
     self as tpb, AggrChunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
-    LabelValuesResponse, SeriesBatch, SeriesRequest, SeriesResponse, ZLabelSet, chunk::Encoding,
-    series_response, store_server::Store,
+    LabelValuesResponse, MetricMetadataRequest, MetricMetadataResponse, SeriesBatch, SeriesRequest,
+    SeriesResponse, ZLabelSet, chunk::Encoding, metadata_server::Metadata,
+    metric_metadata_response, series_response, store_server::Store,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -535,8 +538,48 @@ impl Info for SidecarStore {
                 tsdb_infos: Vec::new(),
                 supports_projections: false,
             }),
+            metric_metadata: Some(MetricMetadataInfo {}),
             ..Default::default()
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Metadata for SidecarStore {
+    type MetricMetadataStream = ReceiverStream<Result<MetricMetadataResponse, Status>>;
+
+    #[tracing::instrument(skip_all, fields(metric = %request.get_ref().metric))]
+    async fn metric_metadata(
+        &self,
+        request: Request<MetricMetadataRequest>,
+    ) -> Result<Response<Self::MetricMetadataStream>, Status> {
+        let r = request.into_inner();
+        let res = self.state.client.metadata(&r.metric, r.limit).await;
+        self.state.observe(&res);
+        let all = res.map_err(|e| to_status(&e))?;
+        let metadata = all
+            .into_iter()
+            .map(|(name, metas)| {
+                let metas = metas
+                    .into_iter()
+                    .map(|m| tpb::Meta {
+                        r#type: m.typ,
+                        help: m.help,
+                        unit: m.unit,
+                    })
+                    .collect();
+                (name, tpb::MetricMetadataEntry { metas })
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(1);
+        let msg = MetricMetadataResponse {
+            result: Some(metric_metadata_response::Result::Metadata(
+                tpb::MetricMetadata { metadata },
+            )),
+        };
+        // The receiver is still held here, so this cannot fail.
+        let _ = tx.send(Ok(msg)).await;
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

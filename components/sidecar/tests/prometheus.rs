@@ -679,3 +679,92 @@ async fn native_histogram_chunks_pass_through() {
     assert!(ours.len() >= 4, "{ours:?}");
     assert_eq!(ours, theirs);
 }
+
+/// `thanos.Metadata` answers from Prometheus's `/api/v1/metadata`: the same entries, `metric`
+/// and `limit` forwarded (negative: all), and Info advertises the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_metadata_matches_prometheus() {
+    use strata_storeapi::pb::thanos::{
+        MetricMetadataRequest, PartialResponseStrategy, metric_metadata_response,
+    };
+    let p = Prometheus::builder()
+        .config(
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    replica: a\n\
+             scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['PLACEHOLDER']\n",
+        )
+        .start()
+        .await
+        .expect("start prometheus");
+    let target = p.url().trim_start_matches("http://").to_string();
+    let cfg = std::fs::read_to_string(p.config_path()).expect("read config");
+    std::fs::write(p.config_path(), cfg.replace("PLACEHOLDER", &target)).expect("write config");
+    reqwest::Client::new()
+        .post(format!("{}/-/reload", p.url()))
+        .send()
+        .await
+        .expect("reload");
+    let metric = "prometheus_http_requests_total";
+    wait_until("metadata scraped", Duration::from_secs(30), || async {
+        let d = p.api("metadata", &[("metric", metric)]).await.ok()?;
+        d.get(metric).is_some().then_some(())
+    })
+    .await
+    .expect("metadata");
+    let sc = start_sidecar(config(p.url())).await.expect("sidecar");
+    let mut c = strata_storeapi::connect(&sc.addr.to_string(), &Default::default())
+        .await
+        .expect("connect");
+    let info = c
+        .info
+        .info(InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert!(info.metric_metadata.is_some(), "metric_metadata advertised");
+
+    let mut ask = async |metric: &str, limit: i32| {
+        let mut stream = c
+            .metadata
+            .metric_metadata(MetricMetadataRequest {
+                metric: metric.to_owned(),
+                limit,
+                partial_response_strategy: PartialResponseStrategy::Abort as i32,
+            })
+            .await
+            .expect("metadata call")
+            .into_inner();
+        let mut out = serde_json::Map::new();
+        while let Some(msg) = stream.message().await.expect("message") {
+            match msg.result {
+                Some(metric_metadata_response::Result::Metadata(m)) => {
+                    for (name, e) in m.metadata {
+                        let metas: Vec<serde_json::Value> = e
+                            .metas
+                            .into_iter()
+                            .map(|m| {
+                                serde_json::json!({"type": m.r#type, "help": m.help, "unit": m.unit})
+                            })
+                            .collect();
+                        out.insert(name, serde_json::Value::Array(metas));
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        serde_json::Value::Object(out)
+    };
+    let one = ask(metric, -1).await;
+    let want = p
+        .api("metadata", &[("metric", metric)])
+        .await
+        .expect("prometheus metadata");
+    assert_eq!(one, want);
+    let limited = ask("", 2).await;
+    assert_eq!(limited.as_object().map(|o| o.len()), Some(2), "{limited}");
+    let all = ask("", -1).await;
+    assert!(all.as_object().map(|o| o.len()).unwrap_or(0) > 20, "{all}");
+    assert!(all.get(metric).is_some());
+
+    sc.shutdown.trigger();
+    sc.task.await.expect("join").expect("clean stop");
+}

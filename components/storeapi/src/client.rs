@@ -1,4 +1,4 @@
-//! `connect`: a channel to a StoreAPI endpoint with TLS/mTLS and gzip, as Store and Info clients.
+//! `connect`: a channel to a StoreAPI endpoint with TLS/mTLS and gzip, as Store, Info and Metadata clients.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::pb::info::info_client::InfoClient;
+use crate::pb::thanos::metadata_client::MetadataClient;
 use crate::pb::thanos::store_client::StoreClient;
 use crate::tls::ClientTlsFiles;
 
@@ -42,6 +43,8 @@ pub struct Clients {
     pub store: StoreClient<Channel>,
     /// The `thanos.info.Info` client.
     pub info: InfoClient<Channel>,
+    /// The `thanos.Metadata` client (answers only where Info advertises `metric_metadata`).
+    pub metadata: MetadataClient<Channel>,
 }
 
 /// Connects to `endpoint` (`host:port` as Thanos `--endpoint` takes it, or a full `http(s)://` URI).
@@ -72,7 +75,9 @@ pub async fn connect(endpoint: &str, opts: &ClientOptions) -> Result<Clients> {
     let mut store =
         StoreClient::new(channel.clone()).max_decoding_message_size(opts.max_decoding_message_size);
     let mut info =
-        InfoClient::new(channel).max_decoding_message_size(opts.max_decoding_message_size);
+        InfoClient::new(channel.clone()).max_decoding_message_size(opts.max_decoding_message_size);
+    let mut metadata =
+        MetadataClient::new(channel).max_decoding_message_size(opts.max_decoding_message_size);
     if opts.gzip {
         store = store
             .send_compressed(CompressionEncoding::Gzip)
@@ -80,6 +85,13 @@ pub async fn connect(endpoint: &str, opts: &ClientOptions) -> Result<Clients> {
         info = info
             .send_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Gzip);
+        metadata = metadata
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
     }
-    Ok(Clients { store, info })
+    Ok(Clients {
+        store,
+        info,
+        metadata,
+    })
 }

@@ -1,7 +1,9 @@
-//! The Thanos-compatible StoreAPI (`thanos.Store`) and Info (`thanos.info.Info`) gRPC services:
+//! The Thanos-compatible StoreAPI (`thanos.Store`), Info (`thanos.info.Info`) and Metadata
+//! (`thanos.Metadata`, metric type/help/unit) gRPC services:
 //! protos compiled without `protoc`, and domain-neutral server/client helpers — request validation,
 //! external-label matching, k-way series merging, response framing with back-pressure, TLS/mTLS,
-//! gzip and snappy compression, `serve` and `connect`.
+//! gzip and snappy compression, `serve` (optionally with Metadata: `serve_with_metadata`) and
+//! `connect`.
 //!
 //! Interoperability: the protos follow Thanos main (`response_batch_size`/`SeriesBatch` from v0.41,
 //! `limit` from v0.37, `without_replica_labels` from v0.31); the old `thanos.Store/Info` rpc, removed
@@ -27,5 +29,5 @@ pub mod validate;
 
 pub use client::{ClientOptions, Clients, connect};
 pub use error::{Error, Result};
-pub use server::{Listen, ServerOptions, serve};
+pub use server::{Listen, NoMetadata, ServerOptions, serve, serve_with_metadata};
 pub use tls::{ClientTlsFiles, ServerTlsFiles};

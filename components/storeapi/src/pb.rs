@@ -1,4 +1,4 @@
-//! Generated protobuf and gRPC code for the Thanos StoreAPI (`thanos`), its hints (`hintspb`) and the
+//! Generated protobuf and gRPC code for the Thanos StoreAPI and Metadata API (`thanos`), its hints (`hintspb`) and the
 //! Info API (`thanos.info`).
 #![allow(missing_docs, clippy::all)]
 

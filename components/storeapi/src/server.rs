@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 
 use crate::error::{Error, Result};
 use crate::pb::info::info_server::{Info, InfoServer};
+use crate::pb::thanos::metadata_server::{Metadata, MetadataServer};
 use crate::pb::thanos::store_server::{Store, StoreServer};
+use crate::pb::thanos::{MetricMetadataRequest, MetricMetadataResponse};
 use crate::snappy::SnappyLayer;
 use crate::tls::ServerTlsFiles;
 
@@ -65,6 +68,45 @@ where
     I: Info,
     F: Future<Output = ()> + Send,
 {
+    serve_with_metadata::<S, I, NoMetadata, F>(listen, store, info, None, opts, shutdown).await
+}
+
+/// A `thanos.Metadata` service that is never registered (the type parameter of [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoMetadata;
+
+#[tonic::async_trait]
+impl Metadata for NoMetadata {
+    type MetricMetadataStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = std::result::Result<MetricMetadataResponse, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn metric_metadata(
+        &self,
+        _: tonic::Request<MetricMetadataRequest>,
+    ) -> std::result::Result<tonic::Response<Self::MetricMetadataStream>, Status> {
+        Err(Status::unimplemented("thanos.Metadata is not served"))
+    }
+}
+
+/// As [`serve`], plus the `thanos.Metadata` service when `metadata` is set.
+pub async fn serve_with_metadata<S, I, M, F>(
+    listen: Listen,
+    store: S,
+    info: I,
+    metadata: Option<M>,
+    opts: ServerOptions,
+    shutdown: F,
+) -> Result<()>
+where
+    S: Store,
+    I: Info,
+    M: Metadata,
+    F: Future<Output = ()> + Send,
+{
     let listener = match listen {
         Listen::Listener(l) => l,
         Listen::Addr(addr) => TcpListener::bind(addr)
@@ -78,6 +120,17 @@ where
     let mut info = InfoServer::new(info)
         .max_decoding_message_size(opts.max_decoding_message_size)
         .max_encoding_message_size(opts.max_encoding_message_size);
+    let metadata = metadata.map(|m| {
+        let svc = MetadataServer::new(m)
+            .max_decoding_message_size(opts.max_decoding_message_size)
+            .max_encoding_message_size(opts.max_encoding_message_size);
+        if opts.gzip {
+            svc.accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+        } else {
+            svc
+        }
+    });
     if opts.gzip {
         store = store
             .accept_compressed(CompressionEncoding::Gzip)
@@ -104,6 +157,7 @@ where
         .layer(SnappyLayer::new(opts.snappy))
         .add_service(store)
         .add_service(info)
+        .add_optional_service(metadata)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(Error::Serve)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use promql_parser::label::Matcher;
 use strata_promql::{Labels, MemQueryable, Queryable, QueryableError, SelectHints, Series};
 
-use crate::{QueryOptions, StoreSource, StoreStatus, StoreView};
+use crate::{MetricMetadata, QueryOptions, StoreSource, StoreStatus, StoreView};
 
 /// Serves every request from one [`MemQueryable`]; lists fixed store statuses and adds fixed
 /// warnings to every view.
@@ -17,6 +17,7 @@ pub struct MemSource {
     data: Arc<MemQueryable>,
     stores: Vec<StoreStatus>,
     warnings: Vec<String>,
+    metadata: Arc<MetricMetadata>,
 }
 
 impl MemSource {
@@ -34,6 +35,12 @@ impl MemSource {
         self
     }
 
+    /// Sets the metric metadata views serve.
+    pub fn with_metadata(mut self, metadata: MetricMetadata) -> Self {
+        self.metadata = Arc::new(metadata);
+        self
+    }
+
     /// Sets the warnings every view reports.
     pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
         self.warnings = warnings;
@@ -46,6 +53,7 @@ impl StoreSource for MemSource {
         Arc::new(MemView {
             data: self.data.clone(),
             warnings: self.warnings.clone(),
+            metadata: self.metadata.clone(),
         })
     }
 
@@ -57,6 +65,7 @@ impl StoreSource for MemSource {
 struct MemView {
     data: Arc<MemQueryable>,
     warnings: Vec<String>,
+    metadata: Arc<MetricMetadata>,
 }
 
 impl MemView {
@@ -113,6 +122,20 @@ impl Queryable for MemView {
 
 #[async_trait]
 impl StoreView for MemView {
+    async fn metric_metadata(
+        &self,
+        metric: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<MetricMetadata, QueryableError> {
+        Ok(self
+            .metadata
+            .iter()
+            .filter(|(name, _)| metric.is_none_or(|m| m == name.as_str()))
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|(n, m)| (n.clone(), m.clone()))
+            .collect())
+    }
+
     async fn series_labels(
         &self,
         matchers: &[Matcher],

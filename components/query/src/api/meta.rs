@@ -178,15 +178,75 @@ pub(super) async fn label_values(
     .await
 }
 
-pub(super) async fn metadata(req: Request) -> ApiResult {
-    let p = read_params(req).await?;
-    for name in ["limit", "limit_per_metric"] {
-        let v = p.get(name);
-        if !v.is_empty() && v.parse::<i64>().is_err() {
-            return Err(ApiError::BadData(format!("{name} must be a number")));
-        }
+/// Prometheus's `limit` / `limit_per_metric`: a number, negative meaning no limit.
+fn parse_signed_limit(p: &params::Params, name: &str) -> Result<Option<usize>, ApiError> {
+    let v = p.get(name);
+    if v.is_empty() {
+        return Ok(None);
     }
-    Ok(Success::data("{}".into()))
+    let n: i64 = v
+        .parse()
+        .map_err(|_| ApiError::BadData(format!("{name} must be a number")))?;
+    Ok(usize::try_from(n).ok())
+}
+
+pub(super) async fn metadata(State(api): State<Arc<Api>>, req: Request) -> ApiResult {
+    let p = read_params(req).await?;
+    let limit = parse_signed_limit(&p, "limit")?;
+    // As Prometheus: only a positive per-metric limit applies.
+    let per_metric = parse_signed_limit(&p, "limit_per_metric")?.filter(|&n| n > 0);
+    let metric = p.get("metric").to_owned();
+    let opts = query_options(&api, &p, 0)?;
+    let deadline =
+        tokio::time::Instant::from_std(deadline_after(Instant::now(), api.settings.query_timeout));
+    let span = tracing::info_span!("api_metadata", metric = %metric);
+    async move {
+        let view = api.source.view(&opts);
+        let metric = Some(metric.as_str()).filter(|m| !m.is_empty());
+        let mut all = with_deadline(deadline, view.metric_metadata(metric, limit)).await?;
+        if let Some(l) = limit {
+            // Stores each honour the limit; together they may exceed it.
+            while all.len() > l {
+                all.pop_last();
+            }
+        }
+        let mut out = Success::data(metadata_json(&all, per_metric));
+        add_view_warnings(&mut out, view.as_ref());
+        Ok(out)
+    }
+    .instrument(span)
+    .await
+}
+
+/// `{"name":[{"type":…,"help":…,"unit":…},…],…}`, at most `per_metric` entries a metric.
+fn metadata_json(all: &crate::MetricMetadata, per_metric: Option<usize>) -> String {
+    let mut out = String::from("{");
+    for (i, (name, metas)) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        format::write_json_str(&mut out, name);
+        out.push_str(":[");
+        for (j, (typ, help, unit)) in metas
+            .iter()
+            .take(per_metric.unwrap_or(usize::MAX))
+            .enumerate()
+        {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"type\":");
+            format::write_json_str(&mut out, typ);
+            out.push_str(",\"help\":");
+            format::write_json_str(&mut out, help);
+            out.push_str(",\"unit\":");
+            format::write_json_str(&mut out, unit);
+            out.push('}');
+        }
+        out.push(']');
+    }
+    out.push('}');
+    out
 }
 
 pub(super) async fn query_exemplars(req: Request) -> ApiResult {

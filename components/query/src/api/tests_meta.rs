@@ -279,3 +279,58 @@ async fn grafana_data_source_requests() {
         ])
     );
 }
+
+#[tokio::test]
+async fn metadata_from_the_view_with_limits() {
+    let t = |x: &str, y: &str, z: &str| (x.to_owned(), y.to_owned(), z.to_owned());
+    let mut md = crate::MetricMetadata::new();
+    md.insert("a_total".into(), vec![t("counter", "A \"q\".", "")]);
+    md.insert(
+        "b_bytes".into(),
+        vec![t("gauge", "B one.", "bytes"), t("gauge", "B two.", "bytes")],
+    );
+    md.insert("c".into(), vec![t("untyped", "", "")]);
+    let app = app_with(
+        Arc::new(MemSource::new(data()).with_metadata(md)),
+        ApiSettings::default(),
+    );
+    let a = json!([{"type": "counter", "help": "A \"q\".", "unit": ""}]);
+    let b = json!([
+        {"type": "gauge", "help": "B one.", "unit": "bytes"},
+        {"type": "gauge", "help": "B two.", "unit": "bytes"}
+    ]);
+    let c = json!([{"type": "untyped", "help": "", "unit": ""}]);
+    let all = json!({"a_total": a, "b_bytes": b, "c": c});
+    assert_eq!(get(&app, "/api/v1/metadata").await.1["data"], all);
+    assert_eq!(get(&app, "/api/v1/metadata?limit=-1").await.1["data"], all);
+    assert_eq!(
+        get(&app, "/api/v1/metadata?limit=2").await.1["data"],
+        json!({"a_total": a, "b_bytes": b})
+    );
+    assert_eq!(
+        get(&app, "/api/v1/metadata?limit=0").await.1["data"],
+        json!({})
+    );
+    assert_eq!(
+        get(&app, "/api/v1/metadata?metric=b_bytes&limit_per_metric=1")
+            .await
+            .1["data"],
+        json!({"b_bytes": [{"type": "gauge", "help": "B one.", "unit": "bytes"}]})
+    );
+    assert_eq!(
+        get(&app, "/api/v1/metadata?metric=b_bytes&limit_per_metric=0")
+            .await
+            .1["data"],
+        json!({"b_bytes": b})
+    );
+    assert_eq!(
+        get(&app, "/api/v1/metadata?metric=nope").await.1["data"],
+        json!({})
+    );
+    let (status, v) = get(&app, "/api/v1/metadata?limit=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "limit must be a number");
+    let (status, v) = get(&app, "/api/v1/metadata?limit_per_metric=1.5").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "limit_per_metric must be a number");
+}

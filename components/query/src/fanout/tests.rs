@@ -655,3 +655,55 @@ async fn without_partial_response_the_first_failure_ends_the_request() {
         started.elapsed()
     );
 }
+
+fn meta_part(entries: &[(&str, &str, &str, &str)]) -> pb::MetricMetadata {
+    let mut m = pb::MetricMetadata::default();
+    for (name, typ, help, unit) in entries {
+        m.metadata
+            .entry((*name).to_owned())
+            .or_default()
+            .metas
+            .push(pb::Meta {
+                r#type: (*typ).to_owned(),
+                help: (*help).to_owned(),
+                unit: (*unit).to_owned(),
+            });
+    }
+    m
+}
+
+#[test]
+fn metadata_merge_dedups_sorts_and_limits() {
+    let a = meta_part(&[
+        ("up_total", "counter", "Ups.", ""),
+        ("b_bytes", "gauge", "Bytes.", "bytes"),
+        ("b_bytes", "gauge", "Bytes.", "bytes"),
+    ]);
+    let b = meta_part(&[
+        ("up_total", "counter", "Ups.", ""),
+        ("up_total", "counter", "Ups, other help.", ""),
+        ("c", "untyped", "", ""),
+    ]);
+    let t = |x: &str, y: &str, z: &str| (x.to_owned(), y.to_owned(), z.to_owned());
+    let all = merge_metadata([a.clone(), b.clone()], None);
+    assert_eq!(
+        all.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["b_bytes", "c", "up_total"]
+    );
+    assert_eq!(all["b_bytes"], vec![t("gauge", "Bytes.", "bytes")]);
+    assert_eq!(
+        all["up_total"],
+        vec![
+            t("counter", "Ups, other help.", ""),
+            t("counter", "Ups.", "")
+        ]
+    );
+    assert_eq!(all["c"], vec![t("untyped", "", "")]);
+    let two = merge_metadata([a.clone(), b.clone()], Some(2));
+    assert_eq!(
+        two.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["b_bytes", "c"]
+    );
+    assert!(merge_metadata([a, b], Some(0)).is_empty());
+    assert!(merge_metadata(Vec::new(), None).is_empty());
+}
