@@ -1019,6 +1019,23 @@ fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
     (slope, intercept)
 }
 
+/// Classic buckets `(upper bound, count)` sorted by bound, counts of equal bounds added up;
+/// `None` when there is no `+Inf` bucket (the result is then NaN).
+fn coalesced_buckets(buckets: &mut [(f64, f64)]) -> Option<Vec<(f64, f64)>> {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return None;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    Some(merged)
+}
+
 /// Where `histogram_quantile` had to force classic bucket counts to be monotonic:
 /// `(lowest bucket, highest bucket, largest decrease)`.
 type Forced = Option<(f64, f64, f64)>;
@@ -1033,19 +1050,9 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>, forced: &mut Forced) -
     if q > 1.0 {
         return f64::INFINITY;
     }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    match buckets.last() {
-        Some(b) if b.0 == f64::INFINITY => {}
-        _ => return f64::NAN,
-    }
-    // Coalesce equal upper bounds.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(ub, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == ub => last.1 += c,
-            _ => merged.push((ub, c)),
-        }
-    }
+    let Some(merged) = coalesced_buckets(buckets) else {
+        return f64::NAN;
+    };
     *buckets = merged;
     // Force monotonic counts, ignoring tiny deltas.
     let mut prev = buckets[0].1;
@@ -1095,18 +1102,9 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>, forced: &mut Forced) -
 /// The fraction of observations between `lower` and `upper` in classic cumulative buckets
 /// `(upper bound, count)`, interpolating linearly inside buckets.
 fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    match buckets.last() {
-        Some(b) if b.0 == f64::INFINITY => {}
-        _ => return f64::NAN,
-    }
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(ub, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == ub => last.1 += c,
-            _ => merged.push((ub, c)),
-        }
-    }
+    let Some(merged) = coalesced_buckets(buckets) else {
+        return f64::NAN;
+    };
     let total = merged[merged.len() - 1].1;
     if total == 0.0 || lower.is_nan() || upper.is_nan() {
         return f64::NAN;
