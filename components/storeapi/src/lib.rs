@@ -12,8 +12,8 @@
 //! NOT DONE:
 //! - snappy is decoded on requests only; responses go back gzip or uncompressed (valid gRPC, and
 //!   Thanos binaries register gzip). Our client does not send snappy (it can send gzip).
-//! - replica de-duplication of merged series (the architecture lists it for this crate) is not here.
-//! - no test against a real Thanos binary (none is installed by `e2e/tools/install.sh`).
+//! - replica de-duplication is not here: it lives in `strata-query` (`dedup`), which needs the engine's
+//!   hints (see docs/architecture.md).
 
 pub mod client;
 pub mod error;
