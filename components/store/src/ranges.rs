@@ -1,0 +1,3 @@
+//! Merging nearby byte ranges so that many small reads become few GETs.
+//!
+//! CONTRACT (skeleton).

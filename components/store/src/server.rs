@@ -1,0 +1,1 @@
+//! The StoreAPI (`thanos.Store`) and Info services over a [`crate::blockset::BlockSet`].
