@@ -291,6 +291,64 @@ impl ChunksReader {
     }
 }
 
+/// The full size of the chunk record starting at `b[0]` (length varint, encoding byte, data
+/// and CRC), or `None` when `b` is too short to hold the length varint.
+pub fn chunk_record_size(file: &str, b: &[u8], off: u64) -> Result<Option<u64>> {
+    match uvarint(b) {
+        Ok(Some((v, n))) if n <= MAX_CHUNK_LEN_FIELD => {
+            if v > MAX_CHUNK_DATA_LEN {
+                return Err(Error::TooLarge {
+                    file: file.to_string(),
+                    offset: off,
+                    what: "chunk data",
+                    len: v,
+                });
+            }
+            Ok(Some(v + n as u64 + 5))
+        }
+        Ok(None) if b.len() < MAX_CHUNK_LEN_FIELD => Ok(None),
+        _ => Err(Error::Corrupt {
+            file: file.to_string(),
+            offset: off,
+            what: "chunk length varint longer than 5 bytes".into(),
+        }),
+    }
+}
+
+/// Decodes the chunk record at the start of `b` (file offset `off`): checks its CRC32C and
+/// returns the encoding byte and the data. Unlike [`ChunksReader::chunk`] it accepts any
+/// encoding byte (Thanos's aggregate chunks use 0xff). Trailing bytes are ignored.
+pub fn decode_chunk_record(file: &str, b: &bytes::Bytes, off: u64) -> Result<(u8, bytes::Bytes)> {
+    let Some(size) = chunk_record_size(file, b, off)? else {
+        return Err(Error::Truncated {
+            file: file.to_string(),
+            offset: off,
+            what: "chunk length",
+        });
+    };
+    if size > b.len() as u64 {
+        return Err(Error::Truncated {
+            file: file.to_string(),
+            offset: off,
+            what: "chunk record",
+        });
+    }
+    let size = size as usize;
+    let n = match uvarint(b) {
+        Ok(Some((_, n))) => n,
+        _ => {
+            return Err(Error::Truncated {
+                file: file.to_string(),
+                offset: off,
+                what: "chunk length",
+            });
+        }
+    };
+    let payload = &b[n..size - 4];
+    crate::encoding::check_crc(file, off, payload, &b[size - 4..size])?;
+    Ok((b[n], b.slice(n + 1..size - 4)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

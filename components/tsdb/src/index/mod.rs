@@ -5,10 +5,15 @@
 
 mod postings;
 mod reader;
+mod tables;
 mod writer;
 
 pub use postings::{intersect, intersect_all, subtract, union_all};
 pub use reader::IndexReader;
+pub use tables::{
+    PostingsPlan, PostingsRef, PostingsTable, Symbols, decode_postings, decode_series_entry,
+    section_body, series_entry_size,
+};
 pub use writer::IndexWriter;
 
 use crate::chunks::ChunkRef;
