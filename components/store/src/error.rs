@@ -46,7 +46,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A request went over one of the per-request limits.
-    #[error("{limit} limit {max} exceeded (at least {got}); narrow the query or raise --store.limits.{flag}")]
+    #[error(
+        "{limit} limit {max} exceeded (at least {got}); narrow the query or raise --store.limits.{flag}"
+    )]
     LimitExceeded {
         /// Human name of the limit ("series", "samples", "bytes").
         limit: &'static str,

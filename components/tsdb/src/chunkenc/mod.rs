@@ -3,6 +3,7 @@
 //! A [`Chunk`] is an encoding byte plus data bytes as stored in a chunk segment record.
 //! [`Chunk::iter`] decodes every sample; [`Chunk::float_iter`] is the fast path for XOR chunks.
 
+pub mod aggr;
 mod bstream;
 mod histogram;
 mod histogram_append;
@@ -43,6 +44,8 @@ pub enum Encoding {
     HistogramSt,
     /// Experimental float histograms with start timestamps (decoding not supported).
     FloatHistogramSt,
+    /// Thanos's aggregate chunk of a downsampled block (0xff); split it with [`aggr::decode`].
+    Aggr,
 }
 
 impl Encoding {
@@ -55,6 +58,7 @@ impl Encoding {
             Encoding::Xor2 => 4,
             Encoding::HistogramSt => 5,
             Encoding::FloatHistogramSt => 6,
+            Encoding::Aggr => aggr::AGGR_ENCODING,
         }
     }
 
@@ -67,6 +71,7 @@ impl Encoding {
             4 => Encoding::Xor2,
             5 => Encoding::HistogramSt,
             6 => Encoding::FloatHistogramSt,
+            aggr::AGGR_ENCODING => Encoding::Aggr,
             _ => return None,
         })
     }
@@ -80,6 +85,7 @@ impl Encoding {
             Encoding::Xor2 => "XOR2",
             Encoding::HistogramSt => "histogramST",
             Encoding::FloatHistogramSt => "floathistogramST",
+            Encoding::Aggr => "aggr",
         }
     }
 }

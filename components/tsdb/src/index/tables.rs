@@ -150,6 +150,8 @@ pub struct PostingsTable {
     names: Vec<NameEntry>,
     /// Index file offset where the last postings list ends at the latest.
     postings_end: u64,
+    /// The smallest postings offset in the table (where the postings section starts).
+    first_offset: u64,
 }
 
 impl std::fmt::Debug for PostingsTable {
@@ -180,14 +182,21 @@ impl PostingsTable {
     /// first byte is at `base` in `file`. `postings_end` bounds the last postings list (the
     /// index's postings offset table position).
     pub fn parse(file: &str, data: Bytes, base: u64, postings_end: u64) -> Result<Self> {
-        let names = scan(file, &data, base)?;
+        let (names, first_offset) = scan(file, &data, base)?;
         Ok(PostingsTable {
             file: file.to_string(),
             data,
             base,
             names,
             postings_end,
+            first_offset: first_offset.unwrap_or(postings_end),
         })
+    }
+
+    /// The smallest postings offset in the table: series entries (and label indices) lie
+    /// before it.
+    pub fn first_offset(&self) -> u64 {
+        self.first_offset
     }
 
     /// Where the last postings list ends at the latest.
@@ -471,7 +480,8 @@ impl PostingsPlan {
     }
 }
 
-fn scan(file: &str, sec: &[u8], base: u64) -> Result<Vec<NameEntry>> {
+fn scan(file: &str, sec: &[u8], base: u64) -> Result<(Vec<NameEntry>, Option<u64>)> {
+    let mut first: Option<u64> = None;
     let mut c = Cursor::new(file, sec, base);
     let n = c.be32("postings offset table count")?;
     let mut names: Vec<NameEntry> = Vec::new();
@@ -485,7 +495,8 @@ fn scan(file: &str, sec: &[u8], base: u64) -> Result<Vec<NameEntry>> {
         }
         let lname = c.uvarint_str("label name")?;
         let value = c.uvarint_str("label value")?;
-        c.uvarint("postings offset")?;
+        let off = c.uvarint("postings offset")?;
+        first = Some(first.map_or(off, |f| f.min(off)));
         let new_name = names.last().is_none_or(|e| e.name != lname);
         if new_name {
             if let Some(prev) = names.last_mut() {
@@ -524,7 +535,7 @@ fn scan(file: &str, sec: &[u8], base: u64) -> Result<Vec<NameEntry>> {
             prev.samples.push((last_value, last_pos));
         }
     }
-    Ok(names)
+    Ok((names, first))
 }
 
 /// Decodes a postings list `len(4) | count(4) | refs(4 each) | crc(4)` held at the start of

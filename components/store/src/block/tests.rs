@@ -1,0 +1,610 @@
+//! `BucketBlock` against the local reader (`strata_tsdb::Block`) and a brute-force matcher
+//! oracle, over blocks written with `strata_tsdb::BlockWriter` into an in-memory bucket.
+
+use std::sync::Arc;
+
+use strata_tsdb::chunkenc::{Chunk, Encoding, aggr};
+use strata_tsdb::meta::ThanosMeta;
+use strata_tsdb::{Block, BlockWriter, BlockWriterOptions, MatchOp, Sample};
+
+use super::tests_support::{upload_dir, write_block_opts};
+use super::*;
+use crate::cache::{LruCache, NoCache};
+
+fn m(op: MatchOp, n: &str, v: &str) -> Matcher {
+    Matcher::new(op, n, v).unwrap()
+}
+
+/// Matcher sets covering every shape the planner distinguishes.
+fn matcher_sets() -> Vec<Vec<Matcher>> {
+    use MatchOp::*;
+    vec![
+        vec![m(Equal, "__name__", "up")],
+        vec![
+            m(Equal, "job", "api"),
+            m(Equal, "__name__", "requests_total"),
+        ],
+        vec![m(NotEqual, "job", "api")],
+        vec![m(Equal, "__name__", "up"), m(NotEqual, "zone", "z3")],
+        vec![m(RegexMatch, "job", "api|web")],
+        vec![m(RegexMatch, "instance", "host-00.*")],
+        vec![
+            m(RegexMatch, "instance", "host-01[0-4].*"),
+            m(Equal, "job", "db"),
+        ],
+        vec![m(RegexNoMatch, "job", "db|cache")],
+        vec![
+            m(Equal, "__name__", "latency_bucket"),
+            m(RegexMatch, "zone", ".*"),
+        ],
+        vec![m(Equal, "__name__", "latency_bucket"), m(Equal, "zone", "")],
+        vec![m(Equal, "job", "web"), m(RegexMatch, "zone", ".+")],
+        vec![m(Equal, "missing", "x")],
+        vec![m(Equal, "job", "api"), m(NotEqual, "missing", "x")],
+        vec![m(Equal, "job", "nope")],
+        vec![m(RegexMatch, "job", "nope|also-nope")],
+        vec![m(Equal, "__name__", "up"), m(Equal, "job", "db")],
+        vec![
+            m(RegexMatch, "le", "0\\.1|\\+Inf"),
+            m(RegexNoMatch, "instance", ".*7"),
+        ],
+        vec![m(RegexMatch, "__name__", ".*")],
+    ]
+}
+
+type Flat = Vec<(Labels, Vec<(i64, f64)>)>;
+
+fn local_select(block: &Block, ms: &[Matcher], mint: i64, maxt: i64) -> Flat {
+    block
+        .select(ms, mint, maxt)
+        .unwrap()
+        .map(|s| {
+            let s = s.unwrap();
+            let samples = s
+                .samples
+                .into_iter()
+                .map(|x| match x {
+                    Sample::Float { t, v } => (t, v),
+                    other => panic!("unexpected sample {other:?}"),
+                })
+                .collect();
+            (s.labels, samples)
+        })
+        .collect()
+}
+
+fn decode_remote(series: Vec<BlockSeries>, mint: i64, maxt: i64) -> Flat {
+    series
+        .into_iter()
+        .map(|s| {
+            let mut samples = Vec::new();
+            for c in &s.chunks {
+                let raw = c.raw.as_ref().expect("raw chunk");
+                let chunk = Chunk::new(raw.encoding, raw.data.clone()).unwrap();
+                for x in chunk.samples().unwrap() {
+                    if let Sample::Float { t, v } = x
+                        && t >= mint
+                        && t <= maxt
+                    {
+                        samples.push((t, v));
+                    }
+                }
+            }
+            (s.labels, samples)
+        })
+        .filter(|(_, s)| !s.is_empty())
+        .collect()
+}
+
+fn req(ms: &[Matcher], mint: i64, maxt: i64) -> BlockSeriesRequest {
+    BlockSeriesRequest {
+        matchers: ms.to_vec(),
+        min_time: mint,
+        max_time: maxt,
+        skip_chunks: false,
+        aggrs: Vec::new(),
+    }
+}
+
+async fn open(
+    bucket: &Bucket,
+    tmp: &tempfile::TempDir,
+    ulid: Ulid,
+    cache: Arc<dyn IndexCache>,
+    opts: BlockOptions,
+    stats: &QueryStats,
+) -> Result<BucketBlock> {
+    let meta = strata_tsdb::BlockMeta::read_from_dir(&tmp.path().join(ulid.to_string())).unwrap();
+    BucketBlock::open(
+        bucket.clone(),
+        Arc::new(meta),
+        &tmp.path().join("cache").join(ulid.to_string()),
+        cache,
+        opts,
+        stats,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn series_equal_the_local_reader_for_every_matcher_shape() {
+    // Small segments: chunks spread over many segment files.
+    let (tmp, bucket, ulid) = write_block_opts(600, 16 * 1024, None).await;
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    assert!(
+        local.chunks().num_segments() >= 2,
+        "test wants several segments"
+    );
+    let all_labels: Vec<Labels> = local_select(
+        &local,
+        &[m(MatchOp::RegexMatch, "__name__", ".+")],
+        i64::MIN,
+        i64::MAX,
+    )
+    .into_iter()
+    .map(|(l, _)| l)
+    .collect();
+    assert_eq!(all_labels.len(), 600);
+    let stats = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &stats,
+    )
+    .await
+    .unwrap();
+    let budget = RequestBudget::unlimited();
+    let mut nonempty = 0;
+    for ms in matcher_sets() {
+        for (mint, maxt) in [
+            (i64::MIN, i64::MAX),
+            (3_600_000, 7_200_000),
+            (14_000_000, 20_000_000),
+        ] {
+            let want = local_select(&local, &ms, mint, maxt);
+            let got = b
+                .series(&req(&ms, mint, maxt), &budget, &stats)
+                .await
+                .unwrap();
+            for s in &got {
+                assert!(!s.chunks.is_empty());
+                for c in &s.chunks {
+                    assert!(
+                        c.max_time >= mint && c.min_time <= maxt,
+                        "chunk outside range"
+                    );
+                }
+            }
+            let got = decode_remote(got, mint, maxt);
+            assert_eq!(got, want, "matchers {ms:?} range {mint}..{maxt}");
+            // Independent oracle: brute-force matching over all labels.
+            if mint == i64::MIN {
+                let oracle: Vec<&Labels> = all_labels
+                    .iter()
+                    .filter(|l| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+                    .collect();
+                let got_labels: Vec<&Labels> = got.iter().map(|(l, _)| l).collect();
+                assert_eq!(got_labels, oracle, "oracle for {ms:?}");
+                if !oracle.is_empty() {
+                    nonempty += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        nonempty >= 12,
+        "most matcher sets select something ({nonempty})"
+    );
+}
+
+#[tokio::test]
+async fn label_names_and_values_match_and_need_no_gets_without_matchers() {
+    let (tmp, bucket, ulid) = write_block_opts(300, 64 * 1024, None).await;
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    let idx = local.index();
+    let open_stats = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &open_stats,
+    )
+    .await
+    .unwrap();
+    let stats = QueryStats::default();
+    assert_eq!(b.label_names(&[], &stats).await.unwrap(), idx.label_names());
+    for n in idx.label_names() {
+        assert_eq!(
+            b.label_values(&n, &[], &stats).await.unwrap(),
+            idx.label_values(&n).unwrap()
+        );
+    }
+    assert_eq!(stats.snapshot().get_requests, 0);
+
+    for ms in matcher_sets() {
+        let refs = idx.postings_for_matchers(&ms).unwrap();
+        let labels: Vec<Labels> = refs.iter().map(|&r| idx.series(r).unwrap().0).collect();
+        let mut names: Vec<String> = labels
+            .iter()
+            .flat_map(|l| l.iter().map(|(n, _)| n.to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(b.label_names(&ms, &stats).await.unwrap(), names, "{ms:?}");
+        for n in ["job", "zone", "le", "missing"] {
+            let mut vals: Vec<String> = labels
+                .iter()
+                .filter_map(|l| l.get(n).map(str::to_string))
+                .collect();
+            vals.sort();
+            vals.dedup();
+            assert_eq!(
+                b.label_values(n, &ms, &stats).await.unwrap(),
+                vals,
+                "{n} {ms:?}"
+            );
+        }
+    }
+    assert!(stats.snapshot().get_requests > 0);
+}
+
+#[tokio::test]
+async fn merged_reads_need_far_fewer_gets_than_naive() {
+    let (tmp, bucket, ulid) = write_block_opts(900, 32 * 1024, None).await;
+    let setup = QueryStats::default();
+    let merged = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &setup,
+    )
+    .await
+    .unwrap();
+    let naive_opts = BlockOptions {
+        naive: true,
+        ..Default::default()
+    };
+    let naive = open(&bucket, &tmp, ulid, Arc::new(NoCache), naive_opts, &setup)
+        .await
+        .unwrap();
+    let budget = RequestBudget::unlimited();
+    for ms in [
+        vec![m(MatchOp::Equal, "job", "api")],
+        vec![m(MatchOp::RegexMatch, "instance", "host-00.*")],
+        vec![
+            m(MatchOp::Equal, "__name__", "up"),
+            m(MatchOp::NotEqual, "zone", "z1"),
+        ],
+    ] {
+        let (sm, sn) = (QueryStats::default(), QueryStats::default());
+        let a = merged
+            .series(&req(&ms, i64::MIN, i64::MAX), &budget, &sm)
+            .await
+            .unwrap();
+        let b = naive
+            .series(&req(&ms, i64::MIN, i64::MAX), &budget, &sn)
+            .await
+            .unwrap();
+        assert_eq!(a, b, "{ms:?}");
+        let (sm, sn) = (sm.snapshot(), sn.snapshot());
+        assert!(sm.get_requests > 0);
+        assert!(
+            sn.get_requests >= 10 * sm.get_requests,
+            "{ms:?}: naive {} GETs vs merged {}",
+            sn.get_requests,
+            sm.get_requests
+        );
+        // Naive: at least one GET per postings list, series and chunk.
+        assert!(sn.get_requests >= sn.postings_touched + sn.series_touched + sn.chunks_touched);
+    }
+}
+
+#[tokio::test]
+async fn reopening_over_an_existing_index_header_needs_no_gets() {
+    let (tmp, bucket, ulid) = write_block_opts(100, 64 * 1024, None).await;
+    let first = QueryStats::default();
+    open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &first,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.snapshot().get_requests, 3);
+    let second = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &second,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.snapshot().get_requests, 0);
+    assert!(b.memory_bytes() > 0);
+}
+
+#[tokio::test]
+async fn cache_serves_postings_and_series_on_repeat() {
+    let (tmp, bucket, ulid) = write_block_opts(300, 64 * 1024, None).await;
+    let cache = Arc::new(LruCache::new(64 << 20));
+    let setup = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        cache.clone(),
+        BlockOptions::default(),
+        &setup,
+    )
+    .await
+    .unwrap();
+    let budget = RequestBudget::unlimited();
+    let ms = vec![
+        m(MatchOp::Equal, "job", "db"),
+        m(MatchOp::RegexMatch, "zone", "z1|z2"),
+    ];
+    let (s1, s2) = (QueryStats::default(), QueryStats::default());
+    let a = b
+        .series(&req(&ms, i64::MIN, i64::MAX), &budget, &s1)
+        .await
+        .unwrap();
+    let c = b
+        .series(&req(&ms, i64::MIN, i64::MAX), &budget, &s2)
+        .await
+        .unwrap();
+    assert_eq!(a, c);
+    let (s1, s2) = (s1.snapshot(), s2.snapshot());
+    assert_eq!(s1.cache_hits, 0);
+    assert_eq!(s2.cache_misses, 0);
+    assert_eq!(s2.cache_hits, s2.postings_touched + s2.series_touched);
+    assert!(
+        s2.get_requests < s1.get_requests,
+        "index reads served from cache"
+    );
+    assert!(!cache.is_empty());
+}
+
+#[tokio::test]
+async fn limits_and_skip_chunks() {
+    let (tmp, bucket, ulid) = write_block_opts(200, 64 * 1024, None).await;
+    let setup = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &setup,
+    )
+    .await
+    .unwrap();
+    let ms = vec![m(MatchOp::Equal, "job", "api")];
+    let e = b
+        .series(
+            &req(&ms, i64::MIN, i64::MAX),
+            &RequestBudget::new(10, 0, 0),
+            &QueryStats::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "series",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = b
+        .series(
+            &req(&ms, i64::MIN, i64::MAX),
+            &RequestBudget::new(0, 1000, 0),
+            &QueryStats::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "samples",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = b
+        .series(
+            &req(&ms, i64::MIN, i64::MAX),
+            &RequestBudget::new(0, 0, 100),
+            &QueryStats::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::LimitExceeded { limit: "bytes", .. }),
+        "{e}"
+    );
+
+    let mut r = req(&ms, i64::MIN, i64::MAX);
+    r.skip_chunks = true;
+    let stats = QueryStats::default();
+    let got = b
+        .series(&r, &RequestBudget::unlimited(), &stats)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|s| s.chunks.is_empty()));
+    assert_eq!(stats.snapshot().chunks_touched, 0);
+    let full = QueryStats::default();
+    b.series(
+        &req(&ms, i64::MIN, i64::MAX),
+        &RequestBudget::unlimited(),
+        &full,
+    )
+    .await
+    .unwrap();
+    assert!(full.snapshot().get_requests > stats.snapshot().get_requests);
+}
+
+#[tokio::test]
+async fn a_corrupt_index_is_a_clean_error_naming_the_block() {
+    let (tmp, bucket, ulid) = write_block_opts(200, 64 * 1024, None).await;
+    let index = std::fs::read(tmp.path().join(ulid.to_string()).join("index")).unwrap();
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    let toc = local.index().toc();
+    let ms = vec![m(MatchOp::Equal, "job", "api")];
+    let refs = local.index().postings_for_matchers(&ms).unwrap();
+    let api_list = local
+        .index()
+        .postings_ranges()
+        .unwrap()
+        .into_iter()
+        .find(|(n, v, _, _)| n == "job" && v == "api")
+        .unwrap()
+        .2;
+    let mut errors = 0;
+    // Flips in bytes the query reads: the symbol table, two series entries, the postings
+    // list, the offset table and the TOC.
+    let spots = [
+        toc.symbols + 9,
+        refs[0] * 16 + 3,
+        refs[refs.len() / 2] * 16 + 5,
+        api_list + 10,
+        toc.postings_offset_table + 30,
+        index.len() as u64 - 10,
+    ];
+    for at in spots {
+        let mut b = index.clone();
+        b[at as usize] ^= 0x55;
+        bucket
+            .put(&format!("{ulid}/index"), Bytes::from(b))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let meta = local.meta().clone();
+        let stats = QueryStats::default();
+        let res = match BucketBlock::open(
+            bucket.clone(),
+            Arc::new(meta),
+            dir.path(),
+            Arc::new(NoCache),
+            BlockOptions::default(),
+            &stats,
+        )
+        .await
+        {
+            Ok(blk) => blk
+                .series(
+                    &req(&ms, i64::MIN, i64::MAX),
+                    &RequestBudget::unlimited(),
+                    &stats,
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            errors += 1;
+            assert!(
+                e.to_string().contains(&ulid.to_string()),
+                "error names the block: {e}"
+            );
+        }
+    }
+    assert_eq!(errors, spots.len(), "every corruption is detected");
+}
+
+#[tokio::test]
+async fn downsampled_blocks_answer_with_the_requested_aggregates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let thanos = ThanosMeta::new(Default::default(), "compactor", 300_000);
+    let opts = BlockWriterOptions {
+        thanos: Some(thanos),
+        ..Default::default()
+    };
+    let mut w = BlockWriter::new(tmp.path(), opts).unwrap();
+    let mut expect = Vec::new();
+    for i in 0..20 {
+        let l = Labels::from_pairs([("__name__", "x"), ("i", &format!("{i:02}"))]).unwrap();
+        let count = Chunk::from_floats(&[(0, 10.0), (300_000, 10.0 + i as f64)]).unwrap();
+        let sum = Chunk::from_floats(&[(0, 1.5 * i as f64), (300_000, 2.0)]).unwrap();
+        let max = Chunk::from_floats(&[(0, 9.0), (300_000, i as f64)]).unwrap();
+        let subs = [
+            Some((1, count.data().clone())),
+            Some((1, sum.data().clone())),
+            None,
+            Some((1, max.data().clone())),
+            None,
+        ];
+        let data = Bytes::from(aggr::encode(&subs));
+        w.add_series_chunks(
+            &l,
+            vec![(Chunk::from_parts(Encoding::Aggr, data), 0, 300_000)],
+        )
+        .unwrap();
+        expect.push((l, subs));
+    }
+    let ulid = w.finish().unwrap();
+    let bucket = Bucket::in_memory();
+    upload_dir(&bucket, &tmp.path().join(ulid.to_string()), ulid).await;
+    let stats = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &stats,
+    )
+    .await
+    .unwrap();
+    let mut r = req(&[m(MatchOp::Equal, "__name__", "x")], 0, 1_000_000);
+    let got = b
+        .series(&r, &RequestBudget::unlimited(), &stats)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 20);
+    for (s, (l, subs)) in got.iter().zip(&expect) {
+        assert_eq!(&s.labels, l);
+        let c = &s.chunks[0];
+        assert!(c.raw.is_none());
+        assert_eq!(
+            c.aggrs[0].as_ref().map(|c| &c.data),
+            subs[0].as_ref().map(|s| &s.1)
+        );
+        assert_eq!(
+            c.aggrs[1].as_ref().map(|c| &c.data),
+            subs[1].as_ref().map(|s| &s.1)
+        );
+        assert!(c.aggrs[3].is_none(), "max not requested");
+    }
+    r.aggrs = vec![Aggr::Max, Aggr::Min];
+    let got = b
+        .series(&r, &RequestBudget::unlimited(), &stats)
+        .await
+        .unwrap();
+    for (s, (_, subs)) in got.iter().zip(&expect) {
+        let c = &s.chunks[0];
+        assert!(c.aggrs[0].is_none() && c.aggrs[1].is_none());
+        assert!(c.aggrs[2].is_none(), "min absent in the block");
+        let max = c.aggrs[3].as_ref().unwrap();
+        assert_eq!(max.encoding, 1);
+        assert_eq!(Some(&max.data), subs[3].as_ref().map(|s| &s.1));
+    }
+}
