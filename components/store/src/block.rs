@@ -281,7 +281,8 @@ impl BucketBlock {
                         name: r.name.clone(),
                         value: r.value.clone(),
                     },
-                    b.slice(..exact),
+                    // A copy: a slice would keep the whole merged read alive.
+                    Bytes::copy_from_slice(&b[..exact]),
                 );
                 lists.insert(r.range.start, l);
             }
@@ -415,7 +416,7 @@ impl BucketBlock {
                         block: self.ulid(),
                         series: r,
                     },
-                    b,
+                    Bytes::copy_from_slice(&b),
                 );
             }
             out.push(s);

@@ -6,7 +6,8 @@
 //! ```text
 //! magic 0xBAAAD792 (4) | format version 1 (1) | index version (1) | postings end (8)
 //! symbol table section, byte for byte as in the index     (len 4 | body | crc32c 4)
-//! postings offset table section, byte for byte as in the index (len 4 | body | crc32c 4)
+//! postings offset table section, byte for byte as in the index (len 4 | body | crc32c 4),
+//!   followed by the rest of the index: its 52-byte TOC (Thanos copies up to the index's end)
 //! TOC: symbols offset (8) | postings offset table offset (8) | crc32c of those 16 bytes (4)
 //! ```
 //!
@@ -219,14 +220,20 @@ impl IndexHeader {
 
         let pot = bucket.get_range(&obj, pot_off..toc_off).await.map_err(os)?;
         stats.add_get(pot.len() as u64);
-        let pot_len = section_len(&pot)
+        if pot.len() as u64 != toc_off - pot_off {
+            return Err(corrupt("short read of the postings offset table".into()));
+        }
+        section_len(&pot)
             .ok_or_else(|| corrupt("postings offset table overruns the index".into()))?;
-        let pot = pot.slice(..pot_len);
         let body = section_body(&obj, &pot, pot_off, "postings offset table").map_err(tsdb)?;
         PostingsTable::parse(&obj, body, pot_off + 4, pot_off).map_err(tsdb)?;
 
         let mut out = BytesMut::with_capacity(
-            INDEX_HEADER_HEADER_LEN as usize + sym_len + pot_len + INDEX_HEADER_TOC_LEN as usize,
+            INDEX_HEADER_HEADER_LEN as usize
+                + sym_len
+                + pot.len()
+                + t.len()
+                + INDEX_HEADER_TOC_LEN as usize,
         );
         out.put_u32(MAGIC_INDEX_HEADER);
         out.put_u8(INDEX_HEADER_V1);
@@ -235,7 +242,10 @@ impl IndexHeader {
         let new_sym = out.len() as u64;
         out.put_slice(&sym_sec);
         let new_pot = out.len() as u64;
+        // Like Thanos, the copy runs from the postings offset table to the end of the index,
+        // so the index's own TOC is kept too.
         out.put_slice(&pot);
+        out.put_slice(&t);
         let mut toc = [0u8; 16];
         toc[..8].copy_from_slice(&new_sym.to_be_bytes());
         toc[8..].copy_from_slice(&new_pot.to_be_bytes());
@@ -428,5 +438,66 @@ mod tests {
             .unwrap();
         assert!(!built);
         assert_eq!(stats.snapshot().get_requests, before);
+    }
+}
+
+#[cfg(test)]
+mod thanos_tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use strata_e2e::{Process, Tool, free_port, tool_path, wait_until};
+
+    use super::*;
+    use crate::block::tests_support::{copy_dir, promtool_block, upload_dir, write_block_opts};
+
+    /// The real Thanos store gateway builds index-headers for the same blocks: ours must be
+    /// byte for byte the same file.
+    #[tokio::test]
+    async fn index_header_is_byte_identical_to_thanos() {
+        let (tmp, _, ours) = write_block_opts(300, 64 * 1024, None).await;
+        let prom = promtool_block(tmp.path());
+        let bucket_dir = tmp.path().join("bucket");
+        let bucket = Bucket::in_memory();
+        for u in [ours, prom] {
+            copy_dir(
+                &tmp.path().join(u.to_string()),
+                &bucket_dir.join(u.to_string()),
+            );
+            upload_dir(&bucket, &tmp.path().join(u.to_string()), u).await;
+        }
+        let data_dir = tmp.path().join("thanos-data");
+        let mut cmd = Command::new(tool_path(Tool::Thanos).expect("thanos installed"));
+        cmd.arg("store")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!(
+                "--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {}\n",
+                bucket_dir.display()
+            ))
+            .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
+            .arg(format!("--http-address=127.0.0.1:{}", free_port()));
+        let mut thanos = Process::spawn("thanos-store", cmd).unwrap();
+        let headers: Vec<PathBuf> = [ours, prom]
+            .iter()
+            .map(|u| data_dir.join(u.to_string()).join(INDEX_HEADER_FILENAME))
+            .collect();
+        wait_until("thanos index-headers", Duration::from_secs(60), || {
+            let ready = headers.iter().all(|p| p.is_file());
+            async move { ready.then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", thanos.log_tail()));
+        // Thanos writes to a temporary name and renames: a present file is complete.
+        thanos.kill();
+        for (u, theirs) in [ours, prom].iter().zip(&headers) {
+            let stats = QueryStats::default();
+            let mine = IndexHeader::build_bytes(&bucket, *u, &stats).await.unwrap();
+            let theirs = std::fs::read(theirs).unwrap();
+            assert_eq!(mine.len(), theirs.len(), "block {u}: size");
+            assert!(mine[..] == theirs[..], "block {u}: bytes differ");
+            // And ours loads Thanos's file.
+            let h = IndexHeader::from_bytes(Path::new("thanos"), Bytes::from(theirs)).unwrap();
+            assert!(!h.label_names().is_empty());
+        }
     }
 }

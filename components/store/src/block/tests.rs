@@ -608,3 +608,151 @@ async fn downsampled_blocks_answer_with_the_requested_aggregates() {
         assert_eq!(Some(&max.data), subs[3].as_ref().map(|s| &s.1));
     }
 }
+
+#[tokio::test]
+async fn a_promtool_block_reads_like_the_local_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ulid = super::tests_support::promtool_block(tmp.path());
+    let bucket = Bucket::in_memory();
+    upload_dir(&bucket, &tmp.path().join(ulid.to_string()), ulid).await;
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    let stats = QueryStats::default();
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &stats,
+    )
+    .await
+    .unwrap();
+    let budget = RequestBudget::unlimited();
+    use MatchOp::*;
+    let sets = vec![
+        vec![m(Equal, "__name__", "temp")],
+        vec![m(RegexMatch, "room", "r0.*"), m(NotEqual, "floor", "2")],
+        vec![
+            m(Equal, "__name__", "hits_total"),
+            m(RegexMatch, "path", "/p1|/p7"),
+        ],
+        vec![m(Equal, "floor", ""), m(RegexMatch, "__name__", ".+")],
+        vec![m(RegexNoMatch, "__name__", "temp")],
+    ];
+    for ms in sets {
+        let want = local_select(&local, &ms, i64::MIN, i64::MAX);
+        assert!(!want.is_empty(), "{ms:?}");
+        let got = b
+            .series(&req(&ms, i64::MIN, i64::MAX), &budget, &stats)
+            .await
+            .unwrap();
+        assert!(
+            got.iter().any(|s| s.chunks.len() > 1),
+            "several chunks per series"
+        );
+        assert_eq!(decode_remote(got, i64::MIN, i64::MAX), want, "{ms:?}");
+    }
+    assert_eq!(
+        b.label_names(&[], &stats).await.unwrap(),
+        local.index().label_names()
+    );
+}
+
+mod proptests {
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Fixture {
+        rt: tokio::runtime::Runtime,
+        _tmp: tempfile::TempDir,
+        local: Block,
+        all: Vec<Labels>,
+        block: BucketBlock,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static F: OnceLock<Fixture> = OnceLock::new();
+        F.get_or_init(|| {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let (tmp, block) = rt.block_on(async {
+                let (tmp, bucket, ulid) = write_block_opts(240, 16 * 1024, None).await;
+                let stats = QueryStats::default();
+                let cache = Arc::new(LruCache::new(1 << 20));
+                let b = open(&bucket, &tmp, ulid, cache, BlockOptions::default(), &stats)
+                    .await
+                    .unwrap();
+                (tmp, b)
+            });
+            let local = Block::open(tmp.path().join(block.meta().ulid.to_string())).unwrap();
+            let all = local_select(
+                &local,
+                &[m(MatchOp::RegexMatch, "__name__", ".+")],
+                i64::MIN,
+                i64::MAX,
+            )
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+            Fixture {
+                rt,
+                _tmp: tmp,
+                local,
+                all,
+                block,
+            }
+        })
+    }
+
+    fn matcher() -> impl Strategy<Value = Matcher> {
+        let names =
+            prop::sample::select(vec!["__name__", "job", "zone", "le", "instance", "missing"]);
+        let ops = prop::sample::select(vec![
+            MatchOp::Equal,
+            MatchOp::NotEqual,
+            MatchOp::RegexMatch,
+            MatchOp::RegexNoMatch,
+        ]);
+        let values = prop::sample::select(vec![
+            "",
+            "up",
+            "api",
+            "db",
+            "z1",
+            "z1|z3",
+            ".*",
+            ".+",
+            "host-00.*",
+            "0\\.1",
+            "nope",
+            "db|web",
+            "host-0012",
+            "z.*",
+            "latency_bucket|up",
+        ]);
+        (ops, names, values).prop_map(|(op, n, v)| Matcher::new(op, n, v).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn random_matcher_sets_match_the_local_reader_and_the_oracle(
+            ms in prop::collection::vec(matcher(), 1..4),
+            mint in prop::sample::select(vec![i64::MIN, 0, 5_000_000]),
+        ) {
+            let f = fixture();
+            let maxt = i64::MAX;
+            let got = f.rt.block_on(f.block.series(&req(&ms, mint, maxt), &RequestBudget::unlimited(), &QueryStats::default())).unwrap();
+            let got = decode_remote(got, mint, maxt);
+            prop_assert_eq!(&got, &local_select(&f.local, &ms, mint, maxt));
+            if mint == i64::MIN {
+                let oracle: Vec<&Labels> = f.all.iter()
+                    .filter(|l| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+                    .collect();
+                prop_assert_eq!(got.iter().map(|(l, _)| l).collect::<Vec<_>>(), oracle);
+            }
+        }
+    }
+}

@@ -94,3 +94,68 @@ pub(crate) async fn write_block_opts(
 pub(crate) async fn write_block(n_series: usize, _variant: u32) -> (TempDir, Bucket, Ulid) {
     write_block_opts(n_series, 64 * 1024, None).await
 }
+
+/// Writes a block with the real `promtool tsdb create-blocks-from openmetrics` (gauges and a
+/// counter over 1 h inside one 2 h range, 40 series, several chunks each) into `dir`; returns its ULID.
+pub(crate) fn promtool_block(dir: &Path) -> Ulid {
+    let mut om = String::from("# HELP temp a gauge\n# TYPE temp gauge\n");
+    for i in 0..30 {
+        for t in (0..3_600).step_by(10) {
+            om.push_str(&format!(
+                "temp{{room=\"r{i:02}\",floor=\"{}\"}} {} {}\n",
+                i % 4,
+                (i * 7 + t) as f64 / 10.0,
+                1_700_000_000 + t
+            ));
+        }
+    }
+    om.push_str("# HELP hits a counter\n# TYPE hits counter\n");
+    for i in 0..10 {
+        for t in (0..3_600).step_by(5) {
+            om.push_str(&format!(
+                "hits_total{{path=\"/p{i}\"}} {} {}\n",
+                t * i,
+                1_700_000_000 + t
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let input = dir.join("input.om");
+    std::fs::write(&input, om).unwrap();
+    let out = dir.join("blocks");
+    let o = strata_e2e::promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ])
+    .expect("promtool (install with e2e/tools/install.sh)");
+    assert!(
+        o.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut ulids: Vec<Ulid> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(ulids.len(), 1, "one block");
+    let ulid = ulids.pop().unwrap();
+    copy_dir(&out.join(ulid.to_string()), &dir.join(ulid.to_string()));
+    ulid
+}
+
+/// Copies a directory tree.
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dst = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).unwrap();
+        }
+    }
+}
