@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use strata_objstore::Bucket;
 use strata_tsdb::chunkenc::aggr::{self, AGGR_ENCODING};
 use strata_tsdb::chunks::{
@@ -119,6 +120,8 @@ impl Default for BlockOptions {
 pub const DEFAULT_SERIES_ESTIMATE: u64 = 64 * 1024;
 /// Bytes read per chunk when neither the next chunk's start nor `chunk_max_size` is known.
 pub const DEFAULT_CHUNK_ESTIMATE: u64 = 16 * 1024;
+/// Segment files of one block read at the same time.
+const SEGMENT_CONCURRENCY: usize = 4;
 /// Bytes a chunk record adds to its data: length varint (at most 5), encoding byte, CRC.
 const CHUNK_RECORD_OVERHEAD: u64 = 5 + 1 + 4;
 
@@ -477,32 +480,85 @@ impl BucketBlock {
         } else {
             DEFAULT_CHUNK_ESTIMATE
         };
-        let mut out = HashMap::with_capacity(refs.len());
-        for (seg, mut offs) in by_seg {
-            offs.sort_unstable();
-            offs.dedup();
-            let size = self.segment_size(seg).await?;
-            let obj = self.segment_obj(seg);
-            let mut ranges = Vec::with_capacity(offs.len());
-            for (i, &o) in offs.iter().enumerate() {
-                if o < SEGMENT_HEADER_SIZE || o >= size {
-                    return Err(self.tsdb_err(strata_tsdb::Error::OutOfRange {
-                        file: obj.clone(),
-                        offset: o,
-                        what: format!("chunk ref {:#x}", ChunkRef::new(seg, o as u32).0),
-                    }));
-                }
-                let guess = o.saturating_add(estimate).min(size);
-                let end = match offs.get(i + 1) {
-                    Some(&next) if !self.opts.naive => next.min(guess),
-                    _ => guess,
-                };
-                ranges.push(o..end);
+        // Segments are read concurrently (a few at a time), each with merged range reads.
+        let per_seg: Vec<Vec<(ChunkRef, ChunkBytes)>> = futures::stream::iter(
+            by_seg
+                .into_iter()
+                .map(|(seg, offs)| self.segment_chunks(seg, offs, estimate, budget, stats)),
+        )
+        .buffer_unordered(SEGMENT_CONCURRENCY)
+        .try_collect()
+        .await?;
+        Ok(per_seg.into_iter().flatten().collect())
+    }
+
+    /// Reads the chunk records at `offs` of segment `seg` (see [`Self::chunks`]).
+    async fn segment_chunks(
+        &self,
+        seg: u32,
+        mut offs: Vec<u64>,
+        estimate: u64,
+        budget: &RequestBudget,
+        stats: &QueryStats,
+    ) -> Result<Vec<(ChunkRef, ChunkBytes)>> {
+        let mut out = Vec::with_capacity(offs.len());
+        offs.sort_unstable();
+        offs.dedup();
+        let size = self.segment_size(seg).await?;
+        let obj = self.segment_obj(seg);
+        let mut ranges = Vec::with_capacity(offs.len());
+        for (i, &o) in offs.iter().enumerate() {
+            if o < SEGMENT_HEADER_SIZE || o >= size {
+                return Err(self.tsdb_err(strata_tsdb::Error::OutOfRange {
+                    file: obj.clone(),
+                    offset: o,
+                    what: format!("chunk ref {:#x}", ChunkRef::new(seg, o as u32).0),
+                }));
             }
+            let guess = o.saturating_add(estimate).min(size);
+            let end = match offs.get(i + 1) {
+                Some(&next) if !self.opts.naive => next.min(guess),
+                _ => guess,
+            };
+            ranges.push(o..end);
+        }
+        let f = fetch_ranges(
+            &self.bucket,
+            &obj,
+            &ranges,
+            self.opts.max_gap,
+            self.opts.naive,
+            stats,
+        )
+        .await
+        .map_err(|e| self.os_err(e))?;
+        budget.add_bytes(f.bytes)?;
+        let mut short: Vec<Range<u64>> = Vec::new();
+        for (&o, b) in offs.iter().zip(f.parts) {
+            let need = chunk_record_size(&obj, &b, o)
+                .map_err(|e| self.tsdb_err(e))?
+                .unwrap_or(o.saturating_add(MAX_CHUNK_DATA_LEN));
+            if need <= b.len() as u64 {
+                out.push((
+                    ChunkRef::new(seg, o as u32),
+                    self.decode_chunk(&obj, &b, o)?,
+                ));
+            } else if o.saturating_add(need) > size {
+                return Err(self.tsdb_err(strata_tsdb::Error::TooLarge {
+                    file: obj.clone(),
+                    offset: o,
+                    what: "chunk record",
+                    len: need,
+                }));
+            } else {
+                short.push(o..o + need);
+            }
+        }
+        if !short.is_empty() {
             let f = fetch_ranges(
                 &self.bucket,
                 &obj,
-                &ranges,
+                &short,
                 self.opts.max_gap,
                 self.opts.naive,
                 stats,
@@ -510,45 +566,11 @@ impl BucketBlock {
             .await
             .map_err(|e| self.os_err(e))?;
             budget.add_bytes(f.bytes)?;
-            let mut short: Vec<Range<u64>> = Vec::new();
-            for (&o, b) in offs.iter().zip(f.parts) {
-                let need = chunk_record_size(&obj, &b, o)
-                    .map_err(|e| self.tsdb_err(e))?
-                    .unwrap_or(o.saturating_add(MAX_CHUNK_DATA_LEN));
-                if need <= b.len() as u64 {
-                    out.insert(
-                        ChunkRef::new(seg, o as u32),
-                        self.decode_chunk(&obj, &b, o)?,
-                    );
-                } else if o.saturating_add(need) > size {
-                    return Err(self.tsdb_err(strata_tsdb::Error::TooLarge {
-                        file: obj.clone(),
-                        offset: o,
-                        what: "chunk record",
-                        len: need,
-                    }));
-                } else {
-                    short.push(o..o + need);
-                }
-            }
-            if !short.is_empty() {
-                let f = fetch_ranges(
-                    &self.bucket,
-                    &obj,
-                    &short,
-                    self.opts.max_gap,
-                    self.opts.naive,
-                    stats,
-                )
-                .await
-                .map_err(|e| self.os_err(e))?;
-                budget.add_bytes(f.bytes)?;
-                for (r, b) in short.iter().zip(f.parts) {
-                    out.insert(
-                        ChunkRef::new(seg, r.start as u32),
-                        self.decode_chunk(&obj, &b, r.start)?,
-                    );
-                }
+            for (r, b) in short.iter().zip(f.parts) {
+                out.push((
+                    ChunkRef::new(seg, r.start as u32),
+                    self.decode_chunk(&obj, &b, r.start)?,
+                ));
             }
         }
         Ok(out)
