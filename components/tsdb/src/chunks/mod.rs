@@ -399,3 +399,36 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::chunkenc::aggr;
+
+    #[test]
+    fn records_decode_any_encoding_and_check_the_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
+        let c = Chunk::from_floats(&[(1, 1.0), (2, 2.0)]).unwrap();
+        let payload = aggr::encode(&[Some((1, c.data().clone())), None, None, None, None]);
+        let r1 = w.write_chunk(Encoding::Xor, c.data()).unwrap();
+        let r2 = w.write_chunk(Encoding::Aggr, &payload).unwrap();
+        w.finish().unwrap();
+        let seg = bytes::Bytes::from(std::fs::read(dir.path().join("000001")).unwrap());
+        let at = |r: ChunkRef| seg.slice(r.offset() as usize..);
+        let (enc, data) = decode_chunk_record("s", &at(r1), 8).unwrap();
+        assert_eq!((enc, &data), (1, c.data()));
+        let (enc, data) = decode_chunk_record("s", &at(r2), 0).unwrap();
+        assert_eq!((enc, &data[..]), (aggr::AGGR_ENCODING, &payload[..]));
+        // The reader accepts the aggregate encoding too.
+        let reader = ChunksReader::open_dir(dir.path()).unwrap();
+        assert_eq!(reader.chunk(r2).unwrap().encoding(), Encoding::Aggr);
+        let size = chunk_record_size("s", &at(r1), 8).unwrap().unwrap() as usize;
+        assert_eq!(u64::from(r2.offset()) - u64::from(r1.offset()), size as u64);
+        assert!(decode_chunk_record("s", &at(r1).slice(..size - 1), 8).is_err());
+        let mut bad = at(r1)[..size].to_vec();
+        bad[3] ^= 0x10;
+        assert!(decode_chunk_record("s", &bytes::Bytes::from(bad), 8).is_err());
+        assert_eq!(chunk_record_size("s", &[0x80], 8).unwrap(), None);
+    }
+}

@@ -269,3 +269,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn tables_give_exact_ranges_and_decoders_read_what_the_reader_reads() {
+    let (bytes, sorted) = build(&sample_series());
+    let r = open(bytes.clone()).unwrap();
+    let all = bytes::Bytes::from(bytes);
+    let pot = r.postings_table();
+    let ranges = r.postings_ranges().unwrap();
+    let refs = pot.all_refs().unwrap();
+    assert_eq!(refs.len(), ranges.len());
+    for (w, (n, v, start, end)) in refs.windows(2).zip(&ranges) {
+        // A list's range runs to the next list's start: its bytes plus at most 3 of padding.
+        assert_eq!((&w[0].name, &w[0].value, w[0].range.start), (n, v, *start));
+        assert_eq!(w[0].range.end, w[1].range.start);
+        assert!(w[0].range.end >= *end && w[0].range.end - *end <= 3);
+        let b = all.slice(w[0].range.start as usize..w[0].range.end as usize);
+        assert_eq!(
+            decode_postings("index", &b, w[0].range.start).unwrap(),
+            r.postings(n, v).unwrap()
+        );
+    }
+    assert_eq!(refs.last().unwrap().range.end, pot.postings_end());
+    assert!(pot.first_offset() > r.toc().series);
+    // Series entries decode from a slice with trailing bytes, and need exactly their size.
+    for sref in r.all_postings().unwrap() {
+        let off = sref * SERIES_ALIGN;
+        let tail = &all[off as usize..];
+        let size = series_entry_size("index", tail, off).unwrap().unwrap();
+        let got = decode_series_entry("index", tail, off, r.symbol_table()).unwrap();
+        assert_eq!(got, r.series(sref).unwrap());
+        assert!(
+            decode_series_entry("index", &tail[..size as usize - 1], off, r.symbol_table())
+                .is_err()
+        );
+        let mut bad = tail[..size as usize].to_vec();
+        bad[size as usize - 6] ^= 1;
+        assert!(decode_series_entry("index", &bad, off, r.symbol_table()).is_err());
+    }
+    // The plan reads the same lists the reader combines.
+    let ms = [Matcher::new(MatchOp::RegexMatch, "job", ".+").unwrap()];
+    let plan = pot.plan(&ms).unwrap();
+    assert!(!plan.refs().is_empty());
+    assert_eq!(
+        plan.evaluate(|p| r.read_postings_at(p.range.start))
+            .unwrap(),
+        r.postings_for_matchers(&ms).unwrap()
+    );
+    assert!(!sorted.is_empty());
+}
