@@ -120,6 +120,8 @@ impl Default for BlockOptions {
 pub const DEFAULT_SERIES_ESTIMATE: u64 = 64 * 1024;
 /// Bytes read per chunk when neither the next chunk's start nor `chunk_max_size` is known.
 pub const DEFAULT_CHUNK_ESTIMATE: u64 = 16 * 1024;
+/// Size of a tombstones file without entries.
+const EMPTY_TOMBSTONES_SIZE: i64 = 9;
 /// Segment files of one block read at the same time.
 const SEGMENT_CONCURRENCY: usize = 4;
 /// Bytes a chunk record adds to its data: length varint (at most 5), encoding byte, CRC.
@@ -160,6 +162,14 @@ impl BucketBlock {
             tracing::Span::current().record("built", built);
             let mut sizes = HashMap::new();
             for f in meta.thanos.iter().flat_map(|t| &t.files) {
+                // An empty tombstones file is 9 bytes (magic, version, CRC).
+                if f.rel_path == "tombstones" && f.size_bytes > EMPTY_TOMBSTONES_SIZE {
+                    tracing::warn!(
+                        block = %ulid,
+                        size = f.size_bytes,
+                        "block has tombstones; they are not applied by the store gateway"
+                    );
+                }
                 if let Some(seq) = f
                     .rel_path
                     .strip_prefix("chunks/")
@@ -352,9 +362,18 @@ impl BucketBlock {
                 })?;
             offsets.push(off);
         }
+        // An entry ends before the next wanted one starts (refs are sorted), within the estimate.
         let ranges: Vec<Range<u64>> = offsets
             .iter()
-            .map(|&o| o..o.saturating_add(estimate).min(end))
+            .enumerate()
+            .map(|(i, &o)| {
+                let next = offsets
+                    .get(i + 1)
+                    .copied()
+                    .filter(|&n| n > o)
+                    .unwrap_or(end);
+                o..o.saturating_add(estimate).min(end).min(next)
+            })
             .collect();
         let f = fetch_ranges(
             &self.bucket,
@@ -516,10 +535,7 @@ impl BucketBlock {
                 }));
             }
             let guess = o.saturating_add(estimate).min(size);
-            let end = match offs.get(i + 1) {
-                Some(&next) if !self.opts.naive => next.min(guess),
-                _ => guess,
-            };
+            let end = offs.get(i + 1).map_or(guess, |&next| next.min(guess));
             ranges.push(o..end);
         }
         let f = fetch_ranges(

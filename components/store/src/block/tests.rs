@@ -294,6 +294,16 @@ async fn merged_reads_need_far_fewer_gets_than_naive() {
             .unwrap();
         assert_eq!(a, b, "{ms:?}");
         let (sm, sn) = (sm.snapshot(), sn.snapshot());
+        eprintln!(
+            "{ms:?}: merged {} GETs {} B, naive {} GETs {} B ({} postings, {} series, {} chunks)",
+            sm.get_requests,
+            sm.get_bytes,
+            sn.get_requests,
+            sn.get_bytes,
+            sn.postings_touched,
+            sn.series_touched,
+            sn.chunks_touched
+        );
         assert!(sm.get_requests > 0);
         assert!(
             sn.get_requests >= 10 * sm.get_requests,
