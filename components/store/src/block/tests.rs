@@ -766,3 +766,154 @@ mod proptests {
         }
     }
 }
+
+/// A block downsampled by the real Thanos (`thanos tools bucket downsample`): its aggregate
+/// chunks decode, and their totals agree with the raw block's samples.
+#[tokio::test]
+async fn a_thanos_downsampled_block_answers_with_consistent_aggregates() {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use strata_e2e::{Process, Tool, free_port, tool_path, wait_until};
+
+    let tmp = tempfile::tempdir().unwrap();
+    // 42 h of 1-minute samples inside one 54 h-aligned range: one block Thanos will downsample.
+    let range = 54 * 3600;
+    let start = (1_699_920_000 / range + 1) * range;
+    let mut om = String::from("# HELP g a gauge\n# TYPE g gauge\n");
+    for i in 0..3 {
+        for t in (0..42 * 3600).step_by(60) {
+            om.push_str(&format!(
+                "g{{i=\"{i}\"}} {} {}\n",
+                (i * 13 + t) % 97,
+                start + t
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let input = tmp.path().join("in.om");
+    std::fs::write(&input, om).unwrap();
+    let bucket_dir = tmp.path().join("bucket");
+    let o = strata_e2e::promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        "--max-block-duration=54h",
+        input.to_str().unwrap(),
+        bucket_dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw_ulid: Ulid = std::fs::read_dir(&bucket_dir)
+        .unwrap()
+        .find_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .unwrap();
+    let raw_dir = bucket_dir.join(raw_ulid.to_string());
+    // Thanos refuses blocks without external labels.
+    let mut meta = strata_tsdb::BlockMeta::read_from_dir(&raw_dir).unwrap();
+    let labels = [("replica".to_string(), "a".to_string())]
+        .into_iter()
+        .collect();
+    meta.thanos = Some(ThanosMeta::new(labels, "sidecar", 0));
+    meta.write_to_dir(&raw_dir).unwrap();
+
+    let mut cmd = Command::new(tool_path(Tool::Thanos).unwrap());
+    cmd.args(["tools", "bucket", "downsample"])
+        .arg(format!(
+            "--data-dir={}",
+            tmp.path().join("ds-data").display()
+        ))
+        .arg(format!(
+            "--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket_dir.display()
+        ))
+        .arg(format!("--http-address=127.0.0.1:{}", free_port()));
+    let mut thanos = Process::spawn("thanos-downsample", cmd).unwrap();
+    let dir = bucket_dir.clone();
+    let ds_ulid = wait_until("a 5m downsampled block", Duration::from_secs(90), || {
+        let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<Ulid>().ok())
+                .filter(|u| *u != raw_ulid)
+                .find(|u| {
+                    strata_tsdb::BlockMeta::read_from_dir(&dir.join(u.to_string()))
+                        .ok()
+                        .and_then(|m| m.thanos)
+                        .is_some_and(|t| t.downsample.resolution == 300_000)
+                })
+        });
+        async move { found }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", thanos.log_tail()));
+    thanos.kill();
+
+    let bucket = Bucket::in_memory();
+    let ds_dir = bucket_dir.join(ds_ulid.to_string());
+    upload_dir(&bucket, &ds_dir, ds_ulid).await;
+    let meta = strata_tsdb::BlockMeta::read_from_dir(&ds_dir).unwrap();
+    let stats = QueryStats::default();
+    let b = BucketBlock::open(
+        bucket,
+        Arc::new(meta),
+        &tmp.path().join("cache"),
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &stats,
+    )
+    .await
+    .unwrap();
+    let all = [Aggr::Count, Aggr::Sum, Aggr::Min, Aggr::Max, Aggr::Counter];
+    let mut r = req(&[m(MatchOp::Equal, "__name__", "g")], i64::MIN, i64::MAX);
+    r.aggrs = all.to_vec();
+    let got = b
+        .series(&r, &RequestBudget::unlimited(), &stats)
+        .await
+        .unwrap();
+    let raw = Block::open(&raw_dir).unwrap();
+    let want = local_select(
+        &raw,
+        &[m(MatchOp::Equal, "__name__", "g")],
+        i64::MIN,
+        i64::MAX,
+    );
+    assert_eq!(got.len(), want.len());
+    let values = |c: &Option<ChunkBytes>| -> Vec<f64> {
+        let c = c.as_ref().expect("aggregate present");
+        assert_eq!(c.encoding, 1, "XOR sub-chunk");
+        Chunk::new(c.encoding, c.data.clone())
+            .unwrap()
+            .samples()
+            .unwrap()
+            .into_iter()
+            .map(|s| match s {
+                Sample::Float { v, .. } => v,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    for (s, (labels, samples)) in got.iter().zip(&want) {
+        assert_eq!(&s.labels, labels);
+        assert!(!s.chunks.is_empty());
+        let (mut count, mut sum, mut min, mut max) = (0.0, 0.0, f64::MAX, f64::MIN);
+        for c in &s.chunks {
+            assert!(c.raw.is_none());
+            count += values(&c.aggrs[Aggr::Count as usize]).iter().sum::<f64>();
+            sum += values(&c.aggrs[Aggr::Sum as usize]).iter().sum::<f64>();
+            min = values(&c.aggrs[Aggr::Min as usize])
+                .into_iter()
+                .fold(min, f64::min);
+            max = values(&c.aggrs[Aggr::Max as usize])
+                .into_iter()
+                .fold(max, f64::max);
+            assert!(!values(&c.aggrs[Aggr::Counter as usize]).is_empty());
+        }
+        let raw_sum: f64 = samples.iter().map(|s| s.1).sum();
+        assert_eq!(count as usize, samples.len(), "{labels}");
+        assert!(
+            (sum - raw_sum).abs() < 1e-6 * raw_sum.abs().max(1.0),
+            "{labels}: {sum} vs {raw_sum}"
+        );
+        assert_eq!(min, samples.iter().map(|s| s.1).fold(f64::MAX, f64::min));
+        assert_eq!(max, samples.iter().map(|s| s.1).fold(f64::MIN, f64::max));
+    }
+}
