@@ -6,7 +6,18 @@
 //! Series entries and chunks have no length before they are read, so their reads are sized by
 //! an estimate (`meta.thanos.index_stats`, or the next wanted entry's start) and entries that
 //! did not fit are read again, exactly. Postings lists and series entries go through the
-//! [`IndexCache`].
+//! [`IndexCache`]. Bytes are charged to the [`RequestBudget`] before each batch of GETs is sent,
+//! series and estimated samples before any chunk is read.
+//!
+//! Downsampled blocks (`thanos.downsample.resolution > 0`) store Thanos aggregate chunks
+//! (encoding 0xff); [`BucketBlock::series`] splits them and returns the requested aggregates.
+//!
+//! NOT DONE:
+//! - Tombstones are not applied (bucket blocks are not expected to have any); a block whose
+//!   `thanos.files` lists a non-empty `tombstones` is logged at open.
+//! - No chunk cache (only postings and series entries are cached).
+//! - `label_names`/`label_values` with matchers take no time range (the contract has none), so
+//!   series without chunks in the request's range still contribute.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -19,8 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use strata_objstore::Bucket;
 use strata_tsdb::chunkenc::aggr::{self, AGGR_ENCODING};
 use strata_tsdb::chunks::{
-    MAX_CHUNK_DATA_LEN, SEGMENT_HEADER_SIZE, chunk_record_size, decode_chunk_record,
-    segment_file_name,
+    SEGMENT_HEADER_SIZE, chunk_record_size, decode_chunk_record, segment_file_name,
 };
 use strata_tsdb::index::{
     HEADER_LEN, PostingsRef, SERIES_ALIGN, decode_postings, decode_series_entry, series_entry_size,
@@ -33,7 +43,7 @@ use ulid::Ulid;
 use crate::cache::{CacheKey, IndexCache};
 use crate::error::{Error, Result};
 use crate::indexheader::{INDEX_HEADER_FILENAME, IndexHeader};
-use crate::ranges::fetch_ranges;
+use crate::ranges::{Fetched, fetch_ranges, planned_bytes};
 use crate::stats::{QueryStats, RequestBudget, SAMPLES_PER_CHUNK_ESTIMATE};
 
 /// The aggregates of a downsampled chunk, in Thanos's `AggrType` order.
@@ -272,17 +282,7 @@ impl BucketBlock {
         }
         if !missing.is_empty() {
             let ranges: Vec<Range<u64>> = missing.iter().map(|r| r.range.clone()).collect();
-            let f = fetch_ranges(
-                &self.bucket,
-                &self.index_obj,
-                &ranges,
-                self.opts.max_gap,
-                self.opts.naive,
-                stats,
-            )
-            .await
-            .map_err(|e| self.os_err(e))?;
-            budget.add_bytes(f.bytes)?;
+            let f = self.fetch(&self.index_obj, &ranges, budget, stats).await?;
             for (r, b) in missing.iter().zip(f.parts) {
                 let l = decode_postings(&self.index_obj, &b, r.range.start)
                     .map_err(|e| self.tsdb_err(e))?;
@@ -375,17 +375,7 @@ impl BucketBlock {
                 o..o.saturating_add(estimate).min(end).min(next)
             })
             .collect();
-        let f = fetch_ranges(
-            &self.bucket,
-            &self.index_obj,
-            &ranges,
-            self.opts.max_gap,
-            self.opts.naive,
-            stats,
-        )
-        .await
-        .map_err(|e| self.os_err(e))?;
-        budget.add_bytes(f.bytes)?;
+        let f = self.fetch(&self.index_obj, &ranges, budget, stats).await?;
         // Entries that did not fit in their estimate are read again, exactly.
         let mut short: Vec<(usize, Range<u64>)> = Vec::new();
         for ((&i, &off), b) in missing.iter().zip(&offsets).zip(f.parts) {
@@ -407,17 +397,7 @@ impl BucketBlock {
         }
         if !short.is_empty() {
             let ranges: Vec<Range<u64>> = short.iter().map(|(_, r)| r.clone()).collect();
-            let f = fetch_ranges(
-                &self.bucket,
-                &self.index_obj,
-                &ranges,
-                self.opts.max_gap,
-                self.opts.naive,
-                stats,
-            )
-            .await
-            .map_err(|e| self.os_err(e))?;
-            budget.add_bytes(f.bytes)?;
+            let f = self.fetch(&self.index_obj, &ranges, budget, stats).await?;
             for ((i, _), b) in short.iter().zip(f.parts) {
                 raw[*i] = Some(b);
             }
@@ -538,22 +518,19 @@ impl BucketBlock {
             let end = offs.get(i + 1).map_or(guess, |&next| next.min(guess));
             ranges.push(o..end);
         }
-        let f = fetch_ranges(
-            &self.bucket,
-            &obj,
-            &ranges,
-            self.opts.max_gap,
-            self.opts.naive,
-            stats,
-        )
-        .await
-        .map_err(|e| self.os_err(e))?;
-        budget.add_bytes(f.bytes)?;
+        let f = self.fetch(&obj, &ranges, budget, stats).await?;
         let mut short: Vec<Range<u64>> = Vec::new();
         for (&o, b) in offs.iter().zip(f.parts) {
+            // The length varint always fits unless the record is cut off by the segment end.
             let need = chunk_record_size(&obj, &b, o)
                 .map_err(|e| self.tsdb_err(e))?
-                .unwrap_or(o.saturating_add(MAX_CHUNK_DATA_LEN));
+                .ok_or_else(|| {
+                    self.tsdb_err(strata_tsdb::Error::Truncated {
+                        file: obj.clone(),
+                        offset: o,
+                        what: "chunk length",
+                    })
+                })?;
             if need <= b.len() as u64 {
                 out.push((
                     ChunkRef::new(seg, o as u32),
@@ -571,17 +548,7 @@ impl BucketBlock {
             }
         }
         if !short.is_empty() {
-            let f = fetch_ranges(
-                &self.bucket,
-                &obj,
-                &short,
-                self.opts.max_gap,
-                self.opts.naive,
-                stats,
-            )
-            .await
-            .map_err(|e| self.os_err(e))?;
-            budget.add_bytes(f.bytes)?;
+            let f = self.fetch(&obj, &short, budget, stats).await?;
             for (r, b) in short.iter().zip(f.parts) {
                 out.push((
                     ChunkRef::new(seg, r.start as u32),
@@ -590,6 +557,28 @@ impl BucketBlock {
             }
         }
         Ok(out)
+    }
+
+    /// Reads `ranges` of `obj` (merged unless naive), charging the bytes the GETs will ask for
+    /// to `budget` before sending them.
+    async fn fetch(
+        &self,
+        obj: &str,
+        ranges: &[Range<u64>],
+        budget: &RequestBudget,
+        stats: &QueryStats,
+    ) -> Result<Fetched> {
+        budget.add_bytes(planned_bytes(ranges, self.opts.max_gap, self.opts.naive))?;
+        fetch_ranges(
+            &self.bucket,
+            obj,
+            ranges,
+            self.opts.max_gap,
+            self.opts.naive,
+            stats,
+        )
+        .await
+        .map_err(|e| self.os_err(e))
     }
 
     fn decode_chunk(&self, obj: &str, b: &Bytes, off: u64) -> Result<ChunkBytes> {

@@ -42,6 +42,7 @@ pub const INDEX_HEADER_FILENAME: &str = "index-header";
 /// and series references into labels.
 #[derive(Debug)]
 pub struct IndexHeader {
+    path: PathBuf,
     index_version: u8,
     postings_end: u64,
     symbols: Symbols,
@@ -120,6 +121,7 @@ impl IndexHeader {
         let postings = PostingsTable::parse(&name, pot, pot_base, postings_end)
             .map_err(|e| bad(path, e.to_string()))?;
         Ok(IndexHeader {
+            path: path.to_path_buf(),
             index_version,
             postings_end,
             symbols,
@@ -319,10 +321,7 @@ impl IndexHeader {
     pub fn label_values(&self, name: &str) -> Result<Vec<String>> {
         self.postings
             .label_values(name)
-            .map_err(|e| Error::IndexHeader {
-                path: PathBuf::new(),
-                msg: e.to_string(),
-            })
+            .map_err(|e| bad(&self.path, e.to_string()))
     }
 
     /// Size of the index-header file.

@@ -28,6 +28,27 @@ pub fn merge_ranges(ranges: &[Range<u64>], max_gap: u64) -> Vec<Range<u64>> {
     out
 }
 
+/// The ranges [`fetch_ranges`] will GET for `ranges`.
+fn plan(ranges: &[Range<u64>], max_gap: u64, naive: bool) -> Vec<Range<u64>> {
+    if naive {
+        let mut v: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+        v.sort_by_key(|r| (r.start, r.end));
+        v.dedup();
+        v
+    } else {
+        merge_ranges(ranges, max_gap)
+    }
+}
+
+/// Bytes [`fetch_ranges`] will ask for (an upper bound of what it receives), for charging a
+/// byte budget before the GETs are sent.
+pub fn planned_bytes(ranges: &[Range<u64>], max_gap: u64, naive: bool) -> u64 {
+    plan(ranges, max_gap, naive)
+        .iter()
+        .map(|r| r.end - r.start)
+        .sum()
+}
+
 /// The result of [`fetch_ranges`]: one buffer per requested range, and what it cost.
 #[derive(Debug, Default)]
 pub struct Fetched {
@@ -51,14 +72,7 @@ pub async fn fetch_ranges(
     naive: bool,
     stats: &QueryStats,
 ) -> Result<Fetched, strata_objstore::Error> {
-    let merged = if naive {
-        let mut v: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
-        v.sort_by_key(|r| (r.start, r.end));
-        v.dedup();
-        v
-    } else {
-        merge_ranges(ranges, max_gap)
-    };
+    let merged = plan(ranges, max_gap, naive);
     let bufs: Vec<(Range<u64>, Bytes)> =
         futures::stream::iter(merged.into_iter().map(|r| async move {
             let b = bucket.get_range(object, r.clone()).await?;
@@ -146,6 +160,7 @@ mod tests {
         assert_eq!(s.get_requests, 3);
         assert_eq!(s.get_bytes, 700 + 1 + 1_000);
         assert_eq!(f.bytes, s.get_bytes);
+        assert_eq!(planned_bytes(&ranges, 1_000, false), f.bytes);
 
         let naive = QueryStats::default();
         let f = fetch_ranges(&bucket, "obj", &ranges, 1_000, true, &naive)

@@ -438,14 +438,20 @@ async fn limits_and_skip_chunks() {
         ),
         "{e}"
     );
+    let bytes_stats = QueryStats::default();
     let e = b
         .series(
             &req(&ms, i64::MIN, i64::MAX),
             &RequestBudget::new(0, 0, 100),
-            &QueryStats::default(),
+            &bytes_stats,
         )
         .await
         .unwrap_err();
+    assert_eq!(
+        bytes_stats.snapshot().get_requests,
+        0,
+        "refused before the GET"
+    );
     assert!(
         matches!(e, Error::LimitExceeded { limit: "bytes", .. }),
         "{e}"
