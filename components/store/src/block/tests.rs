@@ -923,3 +923,78 @@ async fn a_thanos_downsampled_block_answers_with_consistent_aggregates() {
         assert_eq!(max, samples.iter().map(|s| s.1).fold(f64::MIN, f64::max));
     }
 }
+
+/// Estimates that are too small (a stale or wrong `index_stats`) cost extra GETs, never wrong
+/// answers: short series entries and chunks are read again, exactly.
+#[tokio::test]
+async fn short_estimates_are_read_again() {
+    let (tmp, bucket, ulid) = write_block_opts(200, 16 * 1024, None).await;
+    let bucket2 = bucket.clone();
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    let mut meta = local.meta().clone();
+    let mut thanos = ThanosMeta::new(Default::default(), "test", 0);
+    thanos.index_stats = Some(strata_tsdb::meta::IndexStats {
+        series_max_size: 12,
+        chunk_max_size: 3,
+    });
+    meta.thanos = Some(thanos);
+    let stats = QueryStats::default();
+    let dir = tempfile::tempdir().unwrap();
+    let b = BucketBlock::open(
+        bucket,
+        Arc::new(meta),
+        dir.path(),
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &stats,
+    )
+    .await
+    .unwrap();
+    for ms in matcher_sets() {
+        let want = local_select(&local, &ms, i64::MIN, i64::MAX);
+        let s = QueryStats::default();
+        let got = b
+            .series(
+                &req(&ms, i64::MIN, i64::MAX),
+                &RequestBudget::unlimited(),
+                &s,
+            )
+            .await
+            .unwrap();
+        assert_eq!(decode_remote(got, i64::MIN, i64::MAX), want, "{ms:?}");
+        if !want.is_empty() {
+            // Postings in one merged GET, then entries and chunks twice: estimate, exact.
+            let s = s.snapshot();
+            assert!(s.get_requests >= 5, "{ms:?}: {s:?}");
+        }
+    }
+    // The same query with the default estimate needs fewer GETs.
+    let ms = vec![m(MatchOp::Equal, "job", "api")];
+    let (short, full) = (QueryStats::default(), QueryStats::default());
+    b.series(
+        &req(&ms, i64::MIN, i64::MAX),
+        &RequestBudget::unlimited(),
+        &short,
+    )
+    .await
+    .unwrap();
+    let dflt = open(
+        &bucket2,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &full,
+    )
+    .await
+    .unwrap();
+    let before = full.snapshot().get_requests;
+    dflt.series(
+        &req(&ms, i64::MIN, i64::MAX),
+        &RequestBudget::unlimited(),
+        &full,
+    )
+    .await
+    .unwrap();
+    assert!(short.snapshot().get_requests > full.snapshot().get_requests - before);
+}
