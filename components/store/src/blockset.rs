@@ -80,9 +80,7 @@ impl LazyBlock {
     /// failed to load is reported unhealthy and the error returned.
     pub async fn get(&self, stats: &QueryStats) -> Result<Arc<BucketBlock>> {
         let _ = stats;
-        Err(crate::Error::Config(
-            "LazyBlock::get: not implemented yet".into(),
-        ))
+        Err(crate::Error::Config("LazyBlock::get: not implemented yet".into()))
     }
 
     /// Whether the reader is in memory now.

@@ -20,9 +20,7 @@ impl TimeBound {
     pub fn resolve(&self, now_ms: i64) -> i64 {
         match self {
             TimeBound::Absolute(t) => *t,
-            TimeBound::Ago(d) => {
-                now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            }
+            TimeBound::Ago(d) => now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         }
     }
 }
