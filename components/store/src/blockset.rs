@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::relabel::RelabelConfig;
 use crate::stats::QueryStats;
 use crate::sync::{
-    BlockFilter, FilterReason, MetaFetcher, TimeBound, external_labels, now_ms,
+    BlockFilter, FilterReason, MetaFetcher, TimeBound, duplicates, external_labels, now_ms,
     remove_unserved_block_dirs, resolution,
 };
 
@@ -72,6 +72,9 @@ pub struct SyncReport {
     pub failed: usize,
     /// meta.json objects fetched from the bucket by the pass.
     pub meta_fetched: usize,
+    /// Blocks not served because another served block holds all their sources (compaction inputs
+    /// not yet deleted).
+    pub duplicates: usize,
 }
 
 /// The block set's metrics (`strata_store_*`); cheap to clone, clones share values.
@@ -576,6 +579,9 @@ impl BlockSet {
             };
             next.insert(*id, block);
         }
+        let dups = duplicates(next.values().map(|b| b.meta.as_ref()));
+        next.retain(|id, _| !dups.contains(id));
+        report.duplicates = dups.len();
         report.removed = old.by_id.keys().filter(|id| !next.contains_key(id)).count();
         report.blocks = next.len();
         let served: HashSet<Ulid> = next.keys().copied().collect();

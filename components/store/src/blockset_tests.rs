@@ -99,6 +99,7 @@ async fn sync_serves_complete_blocks_and_counts_the_rest() {
             filtered: 0,
             failed: 1,
             meta_fetched: 2,
+            duplicates: 0,
         }
     );
     assert_eq!(ids(&s.all()), vec![a.ulid, b.ulid]);
@@ -200,6 +201,26 @@ async fn deletion_marks_hide_blocks_after_the_delay() {
     let r = s.sync().await.unwrap();
     assert_eq!((r.blocks, r.filtered), (2, 1));
     assert_eq!(ids(&s.all()), vec![fresh.ulid, kept.ulid]);
+}
+
+#[tokio::test]
+async fn compaction_inputs_are_hidden_behind_the_compacted_block() {
+    let bucket = Bucket::in_memory();
+    let dir = tempfile::tempdir().unwrap();
+    let a = meta_with(0, 2 * H, 0, &[("r", "1")]);
+    let b = meta_with(2 * H, 4 * H, 0, &[("r", "1")]);
+    let mut ab = meta_with(0, 4 * H, 0, &[("r", "1")]);
+    ab.compaction.sources = vec![a.ulid, b.ulid];
+    ab.compaction.level = 2;
+    for m in [&a, &b] {
+        upload(&bucket, m).await;
+    }
+    let s = set(&bucket, opts(dir.path()));
+    assert_eq!(s.sync().await.unwrap().blocks, 2);
+    upload(&bucket, &ab).await;
+    let r = s.sync().await.unwrap();
+    assert_eq!((r.blocks, r.duplicates, r.added, r.removed), (1, 2, 1, 2));
+    assert_eq!(ids(&s.all()), vec![ab.ulid]);
 }
 
 #[tokio::test]

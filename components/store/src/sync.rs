@@ -277,6 +277,48 @@ impl BlockFilter {
     }
 }
 
+/// The blocks whose data another block already holds, as Thanos's `DeduplicateFilter` finds
+/// them: within one resolution, a block is a duplicate when another block's
+/// `compaction.sources` include all of its sources and that block has more sources (or the same
+/// sources and a smaller ULID). This hides the inputs of a compaction until they are deleted.
+pub fn duplicates<'a>(metas: impl IntoIterator<Item = &'a BlockMeta>) -> HashSet<Ulid> {
+    let mut by_res: HashMap<i64, Vec<&BlockMeta>> = HashMap::new();
+    for m in metas {
+        by_res.entry(resolution(m)).or_default().push(m);
+    }
+    let mut dups = HashSet::new();
+    for group in by_res.values() {
+        let sources: Vec<HashSet<Ulid>> = group
+            .iter()
+            .map(|m| m.compaction.sources.iter().copied().collect())
+            .collect();
+        // Which blocks hold each source.
+        let mut holders: HashMap<Ulid, Vec<usize>> = HashMap::new();
+        for (i, s) in sources.iter().enumerate() {
+            for src in s {
+                holders.entry(*src).or_default().push(i);
+            }
+        }
+        let wins = |a: usize, b: usize| {
+            let (la, lb) = (sources[a].len(), sources[b].len());
+            la > lb || (la == lb && group[a].ulid < group[b].ulid)
+        };
+        for (i, s) in sources.iter().enumerate() {
+            let candidates: Vec<usize> = match s.iter().next() {
+                Some(first) => holders.get(first).cloned().unwrap_or_default(),
+                None => (0..group.len()).collect(),
+            };
+            let covered = candidates
+                .into_iter()
+                .any(|j| j != i && wins(j, i) && s.is_subset(&sources[j]));
+            if covered {
+                dups.insert(group[i].ulid);
+            }
+        }
+    }
+    dups
+}
+
 /// What one [`MetaFetcher::fetch`] found.
 #[derive(Debug, Default)]
 pub struct FetchOutcome {
@@ -894,6 +936,43 @@ mod tests {
         assert!(o.deletion_marks.is_empty());
         assert!(o.uncertain.is_empty());
         assert_eq!(o.metas.len(), 1);
+    }
+
+    fn compacted(sources: &[Ulid], res: i64) -> BlockMeta {
+        let mut m = meta(0, 1);
+        m.compaction.sources = sources.to_vec();
+        m.compaction.level = 2;
+        m.thanos = Some(ThanosMeta::new(Map::new(), "compactor", res));
+        m
+    }
+
+    #[test]
+    fn compaction_inputs_are_duplicates() {
+        let a = meta(0, 1);
+        let b = meta(1, 2);
+        let c = meta(2, 3);
+        let ab = compacted(&[a.ulid, b.ulid], 0);
+        let abc = compacted(&[a.ulid, b.ulid, c.ulid], 0);
+        // Same data downsampled is not a duplicate of the raw blocks.
+        let ab_5m = compacted(&[a.ulid, b.ulid], 300_000);
+        let d = duplicates([&a, &b, &c, &ab, &ab_5m]);
+        assert_eq!(d, HashSet::from([a.ulid, b.ulid]));
+        let d = duplicates([&a, &b, &c, &ab, &abc]);
+        assert_eq!(d, HashSet::from([a.ulid, b.ulid, c.ulid, ab.ulid]));
+        // Overlapping but not contained: both stay.
+        let bc = compacted(&[b.ulid, c.ulid], 0);
+        assert!(duplicates([&ab, &bc]).is_empty());
+        // Identical sources: the smaller ULID stays.
+        let twin1 = compacted(&[a.ulid, b.ulid], 0);
+        let twin2 = compacted(&[a.ulid, b.ulid], 0);
+        let (keep, dup) = if twin1.ulid < twin2.ulid {
+            (twin1.ulid, twin2.ulid)
+        } else {
+            (twin2.ulid, twin1.ulid)
+        };
+        let d = duplicates([&twin1, &twin2]);
+        assert_eq!(d, HashSet::from([dup]));
+        assert!(!d.contains(&keep));
     }
 
     #[test]
