@@ -38,9 +38,9 @@ pub struct BlockSetOptions {
     pub data_dir: PathBuf,
     /// How blocks read from the bucket.
     pub block: BlockOptions,
-    /// Serve only blocks whose range ends after this.
+    /// Serve only blocks whose `maxTime` is at or after this (Thanos's `--min-time` check).
     pub min_time: Option<TimeBound>,
-    /// Serve only blocks whose range starts before this.
+    /// Serve only blocks whose `minTime` is at or before this (Thanos's `--max-time` check).
     pub max_time: Option<TimeBound>,
     /// Sharding / selection over external labels and `__block_id`.
     pub relabel: Option<RelabelConfig>,

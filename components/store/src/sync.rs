@@ -5,6 +5,9 @@
 //! One recursive listing per pass tells which block directories have `meta.json`,
 //! `deletion-mark.json` and `no-compact-mark.json`, so a steady-state pass makes no GET at all: metas
 //! are kept in memory, deletion marks are read once when they appear.
+//!
+//! NOT DONE: Thanos's `--consistency-delay` (store default 0s) is not implemented; a meta.json
+//! is read whole without a size bound (the bucket is trusted to hold small metas).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

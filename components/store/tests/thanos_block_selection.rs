@@ -1,6 +1,6 @@
 //! The blocks a Strata gateway serves equal the blocks real Thanos selects from the same bucket
 //! (real MinIO), for the same `--selector.relabel-config` (hashmod sharding, label keep/drop),
-//! `--min-time`/`--max-time` and deletion marks: `thanos tools bucket ls` runs Thanos's own meta
+//! `--min-time`/`--max-time`, deletion marks, partial uploads and a corrupt meta.json: `thanos tools bucket ls` runs Thanos's own meta
 //! fetcher with those filters.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,6 +126,15 @@ async fn strata_selects_the_blocks_thanos_selects() {
             .await
             .expect("put chunk");
     }
+
+    // A corrupt meta.json: both skip the block and serve the rest.
+    bucket
+        .put(
+            &format!("{}/meta.json", Ulid::new()),
+            Bytes::from_static(b"{\"ulid\": 3"),
+        )
+        .await
+        .expect("put corrupt meta");
 
     let hashmod = |n: u64, k: u64| {
         format!(
