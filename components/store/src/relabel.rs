@@ -392,12 +392,16 @@ impl RelabelConfig {
         if self.rules.is_empty() {
             return true;
         }
+        // As Thanos builds it: `__block_id` first, then the external labels (an external label
+        // of that name wins; empty values are no labels).
         let mut pairs: Vec<(String, String)> = external
             .iter()
-            .filter(|(k, _)| *k != BLOCK_ID_LABEL)
+            .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        pairs.push((BLOCK_ID_LABEL.to_string(), id.to_string()));
+        if external.get(BLOCK_ID_LABEL).is_none() {
+            pairs.push((BLOCK_ID_LABEL.to_string(), id.to_string()));
+        }
         let Ok(input) = Labels::new(pairs) else {
             return false;
         };
@@ -569,6 +573,8 @@ mod tests {
         .unwrap();
         assert!(by_id.keeps_block(id, &ext));
         assert!(!by_id.keeps_block(Ulid::nil(), &ext));
+        // An external label named __block_id wins over the ULID, as in Thanos's label builder.
+        assert!(!by_id.keeps_block(id, &labels(&[("__block_id", "other")])));
         let by_label =
             RelabelConfig::parse("- source_labels: [cluster]\n  regex: us\n  action: drop\n")
                 .unwrap();
