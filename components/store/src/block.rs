@@ -113,8 +113,10 @@ impl BucketBlock {
         stats: &QueryStats,
     ) -> Result<Self> {
         let _ = (bucket, dir, cache, opts, stats);
-        Err(crate::Error::Config("BucketBlock::open: not implemented yet".into()))
-            .map(|()| BucketBlock { meta })
+        Err(crate::Error::Config(
+            "BucketBlock::open: not implemented yet".into(),
+        ))
+        .map(|()| BucketBlock { meta })
     }
 
     /// The block's meta.json.
@@ -134,7 +136,11 @@ impl BucketBlock {
     }
 
     /// Sorted label names of the series matching `matchers` (all names when empty).
-    pub async fn label_names(&self, matchers: &[Matcher], stats: &QueryStats) -> Result<Vec<String>> {
+    pub async fn label_names(
+        &self,
+        matchers: &[Matcher],
+        stats: &QueryStats,
+    ) -> Result<Vec<String>> {
         let _ = (matchers, stats);
         Ok(Vec::new())
     }

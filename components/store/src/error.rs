@@ -46,7 +46,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A request went over one of the per-request limits.
-    #[error("{limit} limit {max} exceeded (at least {got}); narrow the query or raise --store.limits.{flag}")]
+    #[error(
+        "{limit} limit {max} exceeded (at least {got}); narrow the query or raise --store.limits.{flag}"
+    )]
     LimitExceeded {
         /// Human name of the limit ("series", "samples", "bytes").
         limit: &'static str,
@@ -56,6 +58,16 @@ pub enum Error {
         max: u64,
         /// How much the request needed so far.
         got: u64,
+    },
+    /// The block failed to load recently; it is not retried before the backoff has passed.
+    #[error("block {block} is unhealthy (next load attempt in {retry_in:?}): {msg}")]
+    Unhealthy {
+        /// The block.
+        block: Ulid,
+        /// The last load error.
+        msg: String,
+        /// Time left before the next load attempt.
+        retry_in: std::time::Duration,
     },
     /// Bad configuration (flags, relabel config).
     #[error("config: {0}")]

@@ -18,6 +18,9 @@
 //! loaded set, lazy loading and idle unloading, time/resolution selection), [`stats`] (per-request
 //! counters and limits), [`server`] (the gRPC services).
 
+// `Error` carries `strata_objstore::Error` (≥ 128 bytes) unboxed, as the shared contract defines it.
+#![allow(clippy::result_large_err)]
+
 pub mod block;
 pub mod blockset;
 pub mod cache;

@@ -129,7 +129,13 @@ impl RequestBudget {
     /// Accounts `n` more samples (estimated as chunks × [`SAMPLES_PER_CHUNK_ESTIMATE`] before
     /// the chunks are fetched).
     pub fn add_samples(&self, n: u64) -> Result<()> {
-        Self::take(&self.samples, n, self.max_samples, "samples", "request-samples")
+        Self::take(
+            &self.samples,
+            n,
+            self.max_samples,
+            "samples",
+            "request-samples",
+        )
     }
 
     /// Accounts `n` more bytes fetched from the bucket or the cache (postings, series, chunks).
