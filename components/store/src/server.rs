@@ -9,7 +9,7 @@
 //! warning frame naming it (the rest answer); an object-store timeout fails the call with
 //! `Unavailable`; a limit fails it with `ResourceExhausted` naming the limit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -302,7 +302,10 @@ impl BlockOutcome {
 
 /// Whether an error is the block's own fault (corrupt data): skip it, the rest answer.
 fn is_block_fault(e: &Error) -> bool {
-    matches!(e, Error::Tsdb { .. } | Error::IndexHeader { .. })
+    matches!(
+        e,
+        Error::Tsdb { .. } | Error::IndexHeader { .. } | Error::Unhealthy { .. }
+    )
 }
 
 async fn query_block(
@@ -319,7 +322,7 @@ async fn query_block(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let block = match b.get(stats).await {
             Ok(block) => block,
-            Err(e) if is_block_fault(&e) || matches!(e, Error::Config(_)) => {
+            Err(e) if is_block_fault(&e) => {
                 return Ok(BlockOutcome::Skipped(format!("block {id} skipped: {e}")));
             }
             Err(e) => return Err(e),
@@ -470,7 +473,7 @@ impl Store for StoreService {
                     names.extend(ns);
                     names.extend(ext.into_iter().map(|l| l.name));
                 }
-                Err(e) if is_block_fault(&e) || matches!(e, Error::Config(_)) => {
+                Err(e) if is_block_fault(&e) => {
                     warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
                 }
                 Err(e) => return Err(to_status(&e)),
@@ -523,7 +526,7 @@ impl Store for StoreService {
             };
             match got {
                 Ok(vs) => values.extend(vs),
-                Err(e) if is_block_fault(&e) || matches!(e, Error::Config(_)) => {
+                Err(e) if is_block_fault(&e) => {
                     warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
                 }
                 Err(e) => return Err(to_status(&e)),
@@ -545,25 +548,13 @@ impl Store for StoreService {
 #[tonic::async_trait]
 impl Info for StoreService {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        let blocks = self.blocks.all();
-        let mut sets: BTreeMap<Vec<(String, String)>, ()> = BTreeMap::new();
-        let (mut min, mut max) = (i64::MAX, i64::MIN);
-        for b in &blocks {
-            sets.insert(b.external_labels().as_slice().to_vec(), ());
-            min = min.min(b.meta().min_time);
-            max = max.max(b.meta().max_time);
-        }
-        if blocks.is_empty() {
-            // Nothing to serve yet: an empty range the querier prunes.
-            (min, max) = (i64::MAX, i64::MIN);
-        }
-        let label_sets = sets
-            .into_keys()
+        let (min, max) = self.blocks.time_range().unwrap_or((i64::MAX, i64::MIN));
+        let label_sets = self
+            .blocks
+            .label_sets()
+            .iter()
             .map(|l| ZLabelSet {
-                labels: l
-                    .into_iter()
-                    .map(|(name, value)| tpb::Label { name, value })
-                    .collect(),
+                labels: pb_labels(l),
             })
             .collect();
         Ok(Response::new(InfoResponse {
