@@ -243,9 +243,10 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
             .then_some(args.index_header_idle_timeout),
     };
     let blocks = Arc::new(
-        BlockSet::new(bucket, cache, opts, &mut registry)
+        BlockSet::new(bucket, cache, opts)
             .map_err(|e| anyhow::Error::new(e).context(ConfigError("store gateway".into())))?,
     );
+    blocks.metrics().register(&mut registry);
     let metrics = ServerMetrics::register(&mut registry);
     let admin = AdminServer::bind(args.server.http_address)
         .await
@@ -266,9 +267,10 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
         meta_cache_hits = report.meta_cache_hits,
         "initial block sync done"
     );
+    let stop = shutdown.clone();
     let sync_task = blocks
         .clone()
-        .spawn_sync_loop(args.sync_block_duration, shutdown.clone());
+        .spawn_sync_loop(args.sync_block_duration, async move { stop.cancelled().await });
 
     let service = StoreService::new(
         blocks,

@@ -308,9 +308,9 @@ impl LazyBlock {
     }
 
     /// The reader, loading (and if needed building the index-header) on first use. Concurrent
-    /// callers share one load. A block that failed to load is reported unhealthy and the error
-    /// returned; it is tried again at most every [`LOAD_RETRY_BACKOFF`] (meanwhile callers get
-    /// [`Error::Unhealthy`]).
+    /// callers share one load. A block whose data failed to load is reported unhealthy and the
+    /// error returned; it is tried again at most every [`LOAD_RETRY_BACKOFF`] (meanwhile callers
+    /// get [`Error::Unhealthy`]). An object-storage failure is returned but not remembered.
     pub async fn get(&self, stats: &QueryStats) -> Result<Arc<BucketBlock>> {
         if let Some(r) = self.ready() {
             return r;
@@ -353,6 +353,12 @@ impl LazyBlock {
                     info!(block = %self.meta.ulid, "block loaded; healthy again");
                 }
                 Ok(r)
+            }
+            Err(e) if matches!(e, Error::Objstore { .. } | Error::Bucket(_)) => {
+                // The bucket's fault, not the block's: not remembered, the next query retries.
+                m.block_load_failures.inc();
+                warn!(block = %self.meta.ulid, error = %e, "block load failed: object storage");
+                Err(e)
             }
             Err(e) => {
                 m.block_load_failures.inc();
