@@ -31,9 +31,10 @@ pub use promapi::{
 };
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
 pub use proxy::Proxy;
-pub use strata::{StrataQuery, StrataQueryBuilder, StrataSidecar};
+pub use strata::{StrataQuery, StrataQueryBuilder, StrataSidecar, StrataStore};
 pub use target::{MetricsTarget, TargetHandler};
 pub use thanos::{
-    ThanosQuery, ThanosQueryBuilder, ThanosSidecar, ThanosSidecarBuilder, thanos_version,
+    ThanosQuery, ThanosQueryBuilder, ThanosSidecar, ThanosSidecarBuilder, ThanosStore,
+    thanos_version,
 };
 pub use tools::{Tool, helm, run_tool, tool_path};

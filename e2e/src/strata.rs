@@ -140,3 +140,58 @@ impl StrataQuery {
         &mut self.process
     }
 }
+
+/// A running `strata store` (the store gateway); killed when dropped.
+#[derive(Debug)]
+pub struct StrataStore {
+    process: Process,
+    grpc_address: String,
+    http_url: String,
+}
+
+impl StrataStore {
+    /// Starts `strata store --objstore.config=<yaml> --data-dir=<dir> ARGS…` on free loopback ports
+    /// and waits for its `/-/ready` (ready after the first block sync).
+    pub async fn start(
+        binary: &Path,
+        objstore_yaml: &str,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> Result<Self> {
+        let grpc_address = format!("127.0.0.1:{}", free_port());
+        let http_port = free_port();
+        let mut cmd = Command::new(binary);
+        cmd.arg("store")
+            .arg(format!("--objstore.config={objstore_yaml}"))
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--grpc-address={grpc_address}"))
+            .arg(format!("--http-address=127.0.0.1:{http_port}"))
+            .arg("--log.level=info")
+            .args(args);
+        let mut process = Process::spawn("strata-store", cmd)?;
+        let http_url = format!("http://127.0.0.1:{http_port}");
+        process
+            .wait_http_ok(&format!("{http_url}/-/ready"), READY_TIMEOUT)
+            .await?;
+        Ok(Self {
+            process,
+            grpc_address,
+            http_url,
+        })
+    }
+
+    /// The StoreAPI address, `127.0.0.1:PORT`.
+    pub fn grpc_address(&self) -> &str {
+        &self.grpc_address
+    }
+
+    /// The HTTP base URL (`/-/ready`, `/metrics`).
+    pub fn url(&self) -> &str {
+        &self.http_url
+    }
+
+    /// The process (logs, signals, kill).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}

@@ -309,6 +309,58 @@ impl ThanosSidecar {
     }
 }
 
+/// A running `thanos store` (Thanos's store gateway) over a bucket; killed when dropped.
+#[derive(Debug)]
+pub struct ThanosStore {
+    process: Process,
+    url: String,
+    grpc_address: String,
+}
+
+impl ThanosStore {
+    /// Starts `thanos store --objstore.config=<yaml> --data-dir=<dir> ARGS…` on free loopback ports
+    /// and waits for `/-/ready` (ready after its first block sync).
+    pub async fn start(objstore_yaml: &str, data_dir: &Path, args: &[&str]) -> Result<Self> {
+        let binary = tool_path(Tool::Thanos)?;
+        let http_port = free_port();
+        let grpc_address = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(binary);
+        command
+            .arg("store")
+            .arg(format!("--http-address=127.0.0.1:{http_port}"))
+            .arg(format!("--grpc-address={grpc_address}"))
+            .arg(format!("--objstore.config={objstore_yaml}"))
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg("--log.level=info")
+            .args(args);
+        let mut process = Process::spawn("thanos-store", command)?;
+        let url = format!("http://127.0.0.1:{http_port}");
+        process
+            .wait_http_ok(&format!("{url}/-/ready"), Duration::from_secs(600))
+            .await?;
+        Ok(ThanosStore {
+            process,
+            url,
+            grpc_address,
+        })
+    }
+
+    /// `127.0.0.1:<port>` of its gRPC StoreAPI.
+    pub fn grpc_address(&self) -> &str {
+        &self.grpc_address
+    }
+
+    /// Base URL of its HTTP server (`/-/ready`, `/metrics`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The process (logs, signals, pid for RSS).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
 /// The first line of `thanos --version`, e.g. `thanos, version 0.42.4 (branch: ...)`.
 pub fn thanos_version() -> Result<String> {
     let out = run_tool(Tool::Thanos, &["--version"])?;

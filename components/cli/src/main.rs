@@ -4,6 +4,7 @@
 mod exit;
 mod query;
 mod sidecar;
+mod store;
 mod tools;
 mod version;
 
@@ -25,6 +26,8 @@ enum Command {
     Version,
     /// Serve a Prometheus's data over the StoreAPI (gRPC), next to it.
     Sidecar(Box<sidecar::SidecarArgs>),
+    /// Serve the blocks in object storage over the StoreAPI (the store gateway).
+    Store(Box<store::StoreArgs>),
     /// Answer PromQL over every store: the Prometheus HTTP API, fanned out and de-duplicated.
     Query(Box<query::QueryArgs>),
     /// Offline tools (TSDB blocks, …).
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Version => version::print(),
         Command::Sidecar(args) => sidecar::run(*args),
         Command::Query(args) => query::run(*args),
+        Command::Store(args) => store::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

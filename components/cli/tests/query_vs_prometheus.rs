@@ -270,3 +270,75 @@ async fn strata_query_answers_like_prometheus() {
         report.compared
     );
 }
+
+/// The same blocks, uploaded to a real MinIO bucket and served by `strata store` instead of a
+/// sidecar: the querier must still answer exactly like Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_query_over_the_store_gateway_answers_like_prometheus() {
+    let data = BenchData::generate(GEN_ARGS).expect("bench data");
+    let blocks = data.copy_to("prometheus").expect("copy");
+    let uploaded = data.copy_to("bucket").expect("copy");
+    let prometheus = prometheus_on(&blocks).await;
+    let minio = strata_e2e::Minio::start().await.expect("start MinIO");
+    minio.create_bucket("blocks").await.expect("bucket");
+    let ulids = minio
+        .upload_blocks("blocks", &uploaded, &[EXTERNAL_LABEL])
+        .await
+        .expect("upload");
+    assert!(!ulids.is_empty());
+    let binary = Path::new(env!("CARGO_BIN_EXE_strata"));
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = strata_e2e::StrataStore::start(
+        binary,
+        &minio.objstore_yaml("blocks"),
+        store_dir.path(),
+        &[],
+    )
+    .await
+    .expect("start strata store");
+    let querier = StrataQuery::builder(binary)
+        .endpoint(store.grpc_address())
+        .start()
+        .await
+        .expect("start strata query");
+    let (reference, ours) = (api(prometheus.url()), api(querier.url()));
+    let end = data.end_secs();
+    let want = reference
+        .instant("count(up)", end, &[])
+        .await
+        .expect("count");
+    wait_until(
+        "querier sees the store gateway's data",
+        Duration::from_secs(60),
+        || {
+            let (ours, want) = (&ours, &want);
+            async move {
+                let got = ours.instant("count(up)", end, &[]).await.ok()?;
+                strata_e2e::compare(want, &got, &CompareOptions::default())
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .expect("querier ready");
+    let report = side_by_side(&reference, &ours, &data, &[EXTERNAL_LABEL.0]).await;
+    assert!(report.compared >= 200);
+    assert!(
+        report.mismatches.is_empty(),
+        "{} of {} queries differ (see MISMATCH lines above)",
+        report.mismatched_queries,
+        report.compared
+    );
+    // The gateway really served it: its Series calls and object-store GETs show on /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", store.url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains("strata_store_series_requests_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+}

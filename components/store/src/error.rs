@@ -59,6 +59,16 @@ pub enum Error {
         /// How much the request needed so far.
         got: u64,
     },
+    /// The block failed to load recently; it is not retried before the backoff has passed.
+    #[error("block {block} is unhealthy (next load attempt in {retry_in:?}): {msg}")]
+    Unhealthy {
+        /// The block.
+        block: Ulid,
+        /// The last load error.
+        msg: String,
+        /// Time left before the next load attempt.
+        retry_in: std::time::Duration,
+    },
     /// Bad configuration (flags, relabel config).
     #[error("config: {0}")]
     Config(String),

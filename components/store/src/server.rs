@@ -1,1 +1,577 @@
-//! The StoreAPI (`thanos.Store`) and Info services over a [`crate::blockset::BlockSet`].
+//! The StoreAPI (`thanos.Store`) and Info services over a [`BlockSet`].
+//!
+//! A `Series` call: check the request, pick the blocks (time range, resolution, external-label
+//! matchers), query them concurrently (each [`BucketBlock::series`] under one shared
+//! [`RequestBudget`] and [`QueryStats`]), add each block's external labels, merge the per-block
+//! answers in label order (same series in several blocks become one), and frame the result.
+//!
+//! Faults: a block that cannot be loaded or whose index turns out corrupt is skipped with a
+//! warning frame naming it (the rest answer); an object-store timeout fails the call with
+//! `Unavailable`; a limit fails it with `ResourceExhausted` naming the limit.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use strata_storeapi::extlabels::{ExternalMatch, compare_labels, match_external, strip_labels};
+use strata_storeapi::pb::info::{InfoRequest, InfoResponse, StoreInfo, info_server::Info};
+use strata_storeapi::pb::thanos::{
+    self as tpb, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+    SeriesRequest, ZLabelSet, chunk::Encoding, store_server::Store,
+};
+use strata_storeapi::respond::{SeriesStream, series_responses, warning};
+use strata_storeapi::validate::{self, MatchOp as PbOp, Matcher as PbMatcher};
+use strata_tsdb::{Labels, MatchOp, Matcher};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::block::{Aggr, BlockChunk, BlockSeries, BlockSeriesRequest, ChunkBytes};
+use crate::blockset::{BlockSet, LazyBlock};
+use crate::error::Error;
+use crate::stats::{QueryStats, RequestBudget, StatsSnapshot};
+
+/// Limits and concurrency of the served API.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Series one `Series` call may touch (0: unlimited).
+    pub max_series: u64,
+    /// Samples one call may touch, estimated from chunks (0: unlimited).
+    pub max_samples: u64,
+    /// Bytes one call may fetch (0: unlimited).
+    pub max_bytes: u64,
+    /// `Series` calls served at once; more wait.
+    pub max_concurrency: usize,
+    /// Blocks one call queries at once.
+    pub block_concurrency: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_series: 0,
+            max_samples: 0,
+            max_bytes: 0,
+            max_concurrency: 20,
+            block_concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Per-call metrics of the served API.
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    series_requests: Family<OutcomeLabel, Counter>,
+    gets_per_call: Histogram,
+    bytes_per_call: Histogram,
+    series_per_call: Histogram,
+    call_seconds: Histogram,
+    skipped_blocks: Counter,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics {
+            series_requests: Family::default(),
+            gets_per_call: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            bytes_per_call: Histogram::new(exponential_buckets(1024.0, 4.0, 12)),
+            series_per_call: Histogram::new(exponential_buckets(1.0, 4.0, 12)),
+            call_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            skipped_blocks: Counter::default(),
+        }
+    }
+}
+
+impl ServerMetrics {
+    /// Registers the metrics (prefixed `strata_store_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("strata_store");
+        r.register(
+            "series_requests",
+            "StoreAPI Series calls by outcome",
+            m.series_requests.clone(),
+        );
+        r.register(
+            "series_call_object_store_requests",
+            "Object-store GET requests per Series call",
+            m.gets_per_call.clone(),
+        );
+        r.register(
+            "series_call_object_store_bytes",
+            "Bytes fetched from object storage per Series call",
+            m.bytes_per_call.clone(),
+        );
+        r.register(
+            "series_call_series",
+            "Series returned per Series call",
+            m.series_per_call.clone(),
+        );
+        r.register(
+            "series_call_duration_seconds",
+            "Time to answer a Series call",
+            m.call_seconds.clone(),
+        );
+        r.register(
+            "series_call_skipped_blocks",
+            "Blocks skipped in Series calls because they could not be read",
+            m.skipped_blocks.clone(),
+        );
+        m
+    }
+}
+
+/// The gRPC Store and Info services of the gateway.
+#[derive(Debug, Clone)]
+pub struct StoreService {
+    blocks: Arc<BlockSet>,
+    opts: ServerOptions,
+    gate: Arc<Semaphore>,
+    metrics: ServerMetrics,
+}
+
+impl StoreService {
+    /// Serves `blocks` with `opts`.
+    pub fn new(blocks: Arc<BlockSet>, opts: ServerOptions, metrics: ServerMetrics) -> Self {
+        let gate = Arc::new(Semaphore::new(opts.max_concurrency.max(1)));
+        StoreService {
+            blocks,
+            opts,
+            gate,
+            metrics,
+        }
+    }
+
+    /// Answers a checked Series request as series (sorted, external labels added) plus warnings,
+    /// with the call's statistics.
+    pub async fn select(
+        &self,
+        req: &validate::ValidSeriesRequest,
+    ) -> Result<(Vec<tpb::Series>, Vec<String>, StatsSnapshot), Status> {
+        let stats = QueryStats::default();
+        let budget = RequestBudget::new(self.opts.max_series, self.opts.max_samples, self.opts.max_bytes);
+        let aggrs = aggregates(&req.raw.aggregates);
+        let blocks = self.blocks.select(
+            req.min_time,
+            req.max_time,
+            req.raw.max_resolution_window.max(0),
+        );
+        let mut jobs = Vec::new();
+        for b in blocks {
+            let ext = pb_labels(b.external_labels());
+            let remaining = match match_external(&ext, &req.matchers) {
+                ExternalMatch::NoMatch => continue,
+                ExternalMatch::Remaining(r) => r,
+            };
+            let matchers = match tsdb_matchers(&remaining) {
+                Ok(m) => m,
+                Err(e) => return Err(Status::invalid_argument(e)),
+            };
+            jobs.push((b, ext, matchers));
+        }
+        let stats_ref = &stats;
+        let budget_ref = &budget;
+        let aggrs_ref = &aggrs;
+        let results: Vec<BlockOutcome> = futures::stream::iter(jobs)
+            .map(|(b, ext, matchers)| async move {
+                let r = BlockSeriesRequest {
+                    matchers,
+                    min_time: req.min_time,
+                    max_time: req.max_time,
+                    skip_chunks: req.skip_chunks,
+                    aggrs: aggrs_ref.clone(),
+                };
+                query_block(&b, &r, budget_ref, stats_ref)
+                    .await
+                    .map(|o| o.with_ext(ext))
+            })
+            .buffer_unordered(self.opts.block_concurrency.max(1))
+            .try_collect()
+            .await
+            .map_err(|e| to_status(&e))?;
+        let mut warnings = Vec::new();
+        let mut streams = Vec::new();
+        for o in results {
+            match o {
+                BlockOutcome::Skipped(msg) => {
+                    self.metrics.skipped_blocks.inc();
+                    warnings.push(msg);
+                }
+                BlockOutcome::Series(series, ext) => {
+                    let mut out: Vec<tpb::Series> = series
+                        .into_iter()
+                        .map(|s| to_pb_series(s, &ext, &req.without_replica_labels))
+                        .collect();
+                    if !out.is_sorted_by(|a, b| compare_labels(&a.labels, &b.labels).is_le()) {
+                        out.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
+                    }
+                    streams.push(futures::stream::iter(out.into_iter().map(Ok)));
+                }
+            }
+        }
+        let merged: Vec<tpb::Series> = strata_storeapi::merge::merge_sorted(streams)
+            .try_collect()
+            .await?;
+        Ok((merged, warnings, stats.snapshot()))
+    }
+
+    async fn series_call(&self, raw: SeriesRequest) -> Result<SeriesStream, Status> {
+        let req = validate::series(&raw)?;
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("store gateway is shutting down"))?;
+        let started = Instant::now();
+        let res = self.select(&req).await;
+        self.metrics
+            .call_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (series, warnings, stats) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                let outcome = match e.code() {
+                    tonic::Code::ResourceExhausted => "limit",
+                    tonic::Code::Unavailable => "unavailable",
+                    tonic::Code::InvalidArgument => "invalid",
+                    _ => "error",
+                };
+                self.metrics
+                    .series_requests
+                    .get_or_create(&OutcomeLabel { outcome })
+                    .inc();
+                return Err(e);
+            }
+        };
+        self.metrics
+            .series_requests
+            .get_or_create(&OutcomeLabel { outcome: "ok" })
+            .inc();
+        self.metrics.gets_per_call.observe(stats.get_requests as f64);
+        self.metrics.bytes_per_call.observe(stats.get_bytes as f64);
+        self.metrics.series_per_call.observe(series.len() as f64);
+        tracing::debug!(
+            series = series.len(),
+            gets = stats.get_requests,
+            bytes = stats.get_bytes,
+            blocks = stats.blocks_queried,
+            "series call answered"
+        );
+        let frames = series_responses(
+            futures::stream::iter(series.into_iter().map(Ok)),
+            req.response_options(),
+        );
+        let warn = futures::stream::iter(warnings.into_iter().map(|w| Ok(warning(w))));
+        Ok(Box::pin(warn.chain(frames)))
+    }
+
+    fn overlapping(&self, start: i64, end: i64) -> Vec<Arc<LazyBlock>> {
+        self.blocks
+            .all()
+            .into_iter()
+            .filter(|b| b.meta().min_time <= end && b.meta().max_time > start)
+            .collect()
+    }
+}
+
+/// One block's contribution to a call.
+enum BlockOutcome {
+    Series(Vec<BlockSeries>, Vec<tpb::Label>),
+    Skipped(String),
+}
+
+impl BlockOutcome {
+    fn with_ext(self, ext: Vec<tpb::Label>) -> Self {
+        match self {
+            BlockOutcome::Series(s, _) => BlockOutcome::Series(s, ext),
+            o => o,
+        }
+    }
+}
+
+/// Whether an error is the block's own fault (corrupt data): skip it, the rest answer.
+fn is_block_fault(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Tsdb { .. } | Error::IndexHeader { .. } | Error::Unhealthy { .. }
+    )
+}
+
+async fn query_block(
+    b: &LazyBlock,
+    req: &BlockSeriesRequest,
+    budget: &RequestBudget,
+    stats: &QueryStats,
+) -> Result<BlockOutcome, Error> {
+    let id = b.meta().ulid;
+    let span = tracing::debug_span!("block", block = %id);
+    async {
+        stats
+            .blocks_queried
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let block = match b.get(stats).await {
+            Ok(block) => block,
+            Err(e) if is_block_fault(&e) => {
+                return Ok(BlockOutcome::Skipped(format!("block {id} skipped: {e}")));
+            }
+            Err(e) => return Err(e),
+        };
+        match block.series(req, budget, stats).await {
+            Ok(s) => Ok(BlockOutcome::Series(s, Vec::new())),
+            Err(e) if is_block_fault(&e) => {
+                tracing::warn!(block = %id, error = %e, "block skipped: unreadable data");
+                Ok(BlockOutcome::Skipped(format!("block {id} skipped: {e}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Maps an error to the gRPC status a Thanos querier understands.
+fn to_status(e: &Error) -> Status {
+    match e {
+        Error::LimitExceeded { .. } => Status::resource_exhausted(e.to_string()),
+        e if e.is_unavailable() => Status::unavailable(e.to_string()),
+        Error::Objstore { .. } | Error::Bucket(_) => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn aggregates(wire: &[i32]) -> Vec<Aggr> {
+    let mut out: Vec<Aggr> = wire
+        .iter()
+        .filter_map(|a| match tpb::Aggr::try_from(*a).ok()? {
+            tpb::Aggr::Raw => None,
+            tpb::Aggr::Count => Some(Aggr::Count),
+            tpb::Aggr::Sum => Some(Aggr::Sum),
+            tpb::Aggr::Min => Some(Aggr::Min),
+            tpb::Aggr::Max => Some(Aggr::Max),
+            tpb::Aggr::Counter => Some(Aggr::Counter),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn pb_labels(l: &Labels) -> Vec<tpb::Label> {
+    l.iter()
+        .map(|(n, v)| tpb::Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
+}
+
+/// The wire matchers as strata-tsdb matchers; no matchers select every series.
+fn tsdb_matchers(ms: &[PbMatcher]) -> Result<Vec<Matcher>, String> {
+    let mut out = Vec::with_capacity(ms.len().max(1));
+    for m in ms {
+        let (op, v) = match &m.op {
+            PbOp::Eq(v) => (MatchOp::Equal, v.clone()),
+            PbOp::Neq(v) => (MatchOp::NotEqual, v.clone()),
+            PbOp::Re(v, _) => (MatchOp::RegexMatch, v.clone()),
+            PbOp::Nre(v, _) => (MatchOp::RegexNoMatch, v.clone()),
+        };
+        out.push(Matcher::new(op, m.name.clone(), v).map_err(|e| e.to_string())?);
+    }
+    if out.is_empty() {
+        // Every series has a name; `=~".*"` matches the empty value too, so nothing is excluded.
+        out.push(Matcher::new(MatchOp::RegexMatch, "__name__", ".*").map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn pb_chunk(c: &ChunkBytes) -> Option<tpb::Chunk> {
+    let ty = match c.encoding {
+        1 => Encoding::Xor,
+        2 => Encoding::Histogram,
+        3 => Encoding::FloatHistogram,
+        _ => return None,
+    };
+    Some(tpb::Chunk {
+        r#type: ty as i32,
+        data: c.data.to_vec(),
+        hash: 0,
+    })
+}
+
+fn to_pb_chunk(c: &BlockChunk) -> tpb::AggrChunk {
+    let a = |x: Aggr| c.aggrs[x as usize].as_ref().and_then(pb_chunk);
+    tpb::AggrChunk {
+        min_time: c.min_time,
+        max_time: c.max_time,
+        raw: c.raw.as_ref().and_then(pb_chunk),
+        count: a(Aggr::Count),
+        sum: a(Aggr::Sum),
+        min: a(Aggr::Min),
+        max: a(Aggr::Max),
+        counter: a(Aggr::Counter),
+    }
+}
+
+fn to_pb_series(s: BlockSeries, ext: &[tpb::Label], strip: &[String]) -> tpb::Series {
+    let mut labels =
+        strata_storeapi::extlabels::with_external_labels(pb_labels(&s.labels), ext);
+    strip_labels(&mut labels, strip);
+    tpb::Series {
+        labels,
+        chunks: s.chunks.iter().map(to_pb_chunk).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Store for StoreService {
+    type SeriesStream = SeriesStream;
+
+    #[tracing::instrument(name = "store_series", skip_all, fields(min_time = request.get_ref().min_time, max_time = request.get_ref().max_time))]
+    async fn series(
+        &self,
+        request: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
+        self.series_call(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "store_label_names", skip_all)]
+    async fn label_names(
+        &self,
+        request: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
+        let req = validate::label_names(request.get_ref())?;
+        let stats = QueryStats::default();
+        let mut names = BTreeSet::new();
+        let mut warnings = Vec::new();
+        for b in self.overlapping(req.start, req.end) {
+            let ext = pb_labels(b.external_labels());
+            let remaining = match match_external(&ext, &req.matchers) {
+                ExternalMatch::NoMatch => continue,
+                ExternalMatch::Remaining(r) => r,
+            };
+            let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
+            let got = match b.get(&stats).await {
+                Ok(block) => block.label_names(&matchers, &stats).await,
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(ns) => {
+                    if ns.is_empty() {
+                        continue;
+                    }
+                    names.extend(ns);
+                    names.extend(ext.into_iter().map(|l| l.name));
+                }
+                Err(e) if is_block_fault(&e) => {
+                    warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
+                }
+                Err(e) => return Err(to_status(&e)),
+            }
+        }
+        for r in &req.without_replica_labels {
+            names.remove(r);
+        }
+        let mut names: Vec<String> = names.into_iter().collect();
+        if let Some(l) = req.limit {
+            names.truncate(l);
+        }
+        Ok(Response::new(LabelNamesResponse {
+            names,
+            warnings,
+            hints: None,
+        }))
+    }
+
+    #[tracing::instrument(name = "store_label_values", skip_all, fields(label = %request.get_ref().label))]
+    async fn label_values(
+        &self,
+        request: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
+        let req = validate::label_values(request.get_ref())?;
+        let stats = QueryStats::default();
+        let mut values = BTreeSet::new();
+        let mut warnings = Vec::new();
+        if req.without_replica_labels.contains(&req.label) {
+            return Ok(Response::new(LabelValuesResponse::default()));
+        }
+        for b in self.overlapping(req.start, req.end) {
+            let ext = pb_labels(b.external_labels());
+            let remaining = match match_external(&ext, &req.matchers) {
+                ExternalMatch::NoMatch => continue,
+                ExternalMatch::Remaining(r) => r,
+            };
+            let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
+            let ext_value = ext.iter().find(|l| l.name == req.label).map(|l| l.value.clone());
+            let got = match b.get(&stats).await {
+                Ok(block) => match &ext_value {
+                    // An external label: the block has it on every series; it has the value
+                    // when any series matches.
+                    Some(_) => block.label_names(&matchers, &stats).await.map(|n| {
+                        if n.is_empty() { Vec::new() } else { vec![ext_value.clone().unwrap_or_default()] }
+                    }),
+                    None => block.label_values(&req.label, &matchers, &stats).await,
+                },
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(vs) => values.extend(vs),
+                Err(e) if is_block_fault(&e) => {
+                    warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
+                }
+                Err(e) => return Err(to_status(&e)),
+            }
+        }
+        values.remove("");
+        let mut values: Vec<String> = values.into_iter().collect();
+        if let Some(l) = req.limit {
+            values.truncate(l);
+        }
+        Ok(Response::new(LabelValuesResponse {
+            values,
+            warnings,
+            hints: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Info for StoreService {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let (min, max) = self.blocks.time_range().unwrap_or((i64::MAX, i64::MIN));
+        let label_sets = self
+            .blocks
+            .label_sets()
+            .iter()
+            .map(|l| ZLabelSet {
+                labels: pb_labels(l),
+            })
+            .collect();
+        Ok(Response::new(InfoResponse {
+            label_sets,
+            component_type: "store".into(),
+            store: Some(StoreInfo {
+                min_time: min,
+                max_time: max,
+                supports_sharding: false,
+                supports_without_replica_labels: true,
+                tsdb_infos: Vec::new(),
+                supports_projections: false,
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// How long the gateway waits for in-flight calls at shutdown (used by the CLI).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
