@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use strata_e2e::{Minio, StrataStore, ThanosStore};
 use strata_objstore::{Bucket, BucketConfig};
-use strata_storeapi::pb::thanos::{LabelMatcher, SeriesRequest, label_matcher::Type as MT};
-use strata_storeapi::{ClientOptions, connect};
 use strata_store::block::BlockOptions;
 use strata_store::blockset::{BlockSet, BlockSetOptions};
 use strata_store::cache::{IndexCache, NoCache};
 use strata_store::server::{ServerMetrics, ServerOptions, StoreService};
+use strata_storeapi::pb::thanos::{LabelMatcher, SeriesRequest, label_matcher::Type as MT};
+use strata_storeapi::{ClientOptions, connect};
 use strata_tsdb::meta::ThanosMeta;
 use strata_tsdb::{BlockWriter, BlockWriterOptions, Labels};
 
@@ -116,7 +116,10 @@ fn queries() -> Vec<(&'static str, Vec<LabelMatcher>)> {
                 m(MT::Eq, "shard", "0"),
             ],
         ),
-        ("one metric, 100 series", vec![m(MT::Eq, "__name__", "bench_metric_42")]),
+        (
+            "one metric, 100 series",
+            vec![m(MT::Eq, "__name__", "bench_metric_42")],
+        ),
         ("=~ over 10k values", vec![m(MT::Re, "pod", "pod-12.*")]),
         ("wide {job=\"x\"}", vec![m(MT::Eq, "job", "job-3")]),
     ]
@@ -203,7 +206,11 @@ async fn in_process(yaml: &str, naive: bool) -> StoreService {
     for b in set.all() {
         b.get(&stats).await.unwrap();
     }
-    StoreService::new(Arc::new(set), ServerOptions::default(), ServerMetrics::default())
+    StoreService::new(
+        Arc::new(set),
+        ServerOptions::default(),
+        ServerMetrics::default(),
+    )
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -240,7 +247,9 @@ async fn run() {
     let clients = env_or("STRATA_BENCH_CLIENTS", 8);
     let meta_blocks = env_or("STRATA_BENCH_META_BLOCKS", 10_000);
     let binary = Path::new(env!("CARGO_BIN_EXE_strata"));
-    println!("store gateway bench: {blocks} blocks × {series} series, 2 chunks per series and block");
+    println!(
+        "store gateway bench: {blocks} blocks × {series} series, 2 chunks per series and block"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let t = Instant::now();
@@ -260,10 +269,17 @@ async fn run() {
     let merged = in_process(&yaml, false).await;
     let naive = in_process(&yaml, true).await;
     let thanos_dir = tempfile::tempdir().unwrap();
-    let mut thanos = ThanosStore::start(&yaml, thanos_dir.path(), LAZY).await.unwrap();
+    let mut thanos = ThanosStore::start(&yaml, thanos_dir.path(), LAZY)
+        .await
+        .unwrap();
     let strata_dir = tempfile::tempdir().unwrap();
-    let mut strata = StrataStore::start(binary, &yaml, strata_dir.path(), &[]).await.unwrap();
-    let rss_synced = (rss_mib(strata.process().pid()), rss_mib(thanos.process().pid()));
+    let mut strata = StrataStore::start(binary, &yaml, strata_dir.path(), &[])
+        .await
+        .unwrap();
+    let rss_synced = (
+        rss_mib(strata.process().pid()),
+        rss_mib(thanos.process().pid()),
+    );
     // Both processes build their index-headers on the first query; warm them with a query that
     // touches every block, so the table compares query reads only.
     let warm = [m(MT::Eq, "__name__", "no_such_metric")];
@@ -271,7 +287,9 @@ async fn run() {
     series_call(thanos.grpc_address(), &warm).await;
 
     println!();
-    println!("| query | series | Strata GETs | naive GETs | Thanos GETs | Strata MiB | naive MiB | Thanos MiB | naive/Strata GETs | Thanos/Strata GETs |");
+    println!(
+        "| query | series | Strata GETs | naive GETs | Thanos GETs | Strata MiB | naive MiB | Thanos MiB | naive/Strata GETs | Thanos/Strata GETs |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     for (name, ms) in queries() {
@@ -292,14 +310,23 @@ async fn run() {
         let ops = |url: String| async move {
             (
                 metric_sum(&url, "thanos_objstore_bucket_operations_total", &["get"]).await,
-                metric_sum(&url, "thanos_objstore_bucket_operation_fetched_bytes_total", &[]).await,
+                metric_sum(
+                    &url,
+                    "thanos_objstore_bucket_operation_fetched_bytes_total",
+                    &[],
+                )
+                .await,
             )
         };
         let before = ops(thanos.url().to_string()).await;
         let (thanos_series, _) = series_call(thanos.grpc_address(), &ms).await;
         let after = ops(thanos.url().to_string()).await;
         let (tg, tb) = (after.0 - before.0, after.1 - before.1);
-        assert_eq!(thanos_series, got.len(), "{name}: Thanos and Strata return the same series");
+        assert_eq!(
+            thanos_series,
+            got.len(),
+            "{name}: Thanos and Strata return the same series"
+        );
         println!(
             "| {name} | {} | {} | {naive_gets}{mark} | {tg} | {:.2} | {:.2}{mark} | {:.2} | {:.1} | {:.2} |",
             got.len(),
@@ -312,7 +339,10 @@ async fn run() {
         );
         series_call(strata.grpc_address(), &ms).await;
     }
-    let rss_queried = (rss_mib(strata.process().pid()), rss_mib(thanos.process().pid()));
+    let rss_queried = (
+        rss_mib(strata.process().pid()),
+        rss_mib(thanos.process().pid()),
+    );
     println!();
     println!("| RSS (MiB) | Strata | Thanos | Thanos/Strata |");
     println!("|---|---:|---:|---:|");
@@ -334,7 +364,9 @@ async fn run() {
     let (sp50, sp99) = latency(strata.grpc_address(), clients, per_client).await;
     let (tp50, tp99) = latency(thanos.grpc_address(), clients, per_client).await;
     println!();
-    println!("| Series latency, {clients} clients × {per_client} | Strata ms | Thanos ms | Thanos/Strata |");
+    println!(
+        "| Series latency, {clients} clients × {per_client} | Strata ms | Thanos ms | Thanos/Strata |"
+    );
     println!("|---|---:|---:|---:|");
     println!("| p50 | {sp50:.1} | {tp50:.1} | {:.2} |", tp50 / sp50);
     println!("| p99 | {sp99:.1} | {tp99:.1} | {:.2} |", tp99 / sp99);
@@ -361,20 +393,28 @@ async fn run() {
                     ));
                     let body = serde_json::to_vec(&meta).unwrap();
                     store
-                        .put(&object_store::path::Path::from(format!("{id}/meta.json")), body.into())
+                        .put(
+                            &object_store::path::Path::from(format!("{id}/meta.json")),
+                            body.into(),
+                        )
                         .await
                         .unwrap();
                 }
             })
             .await;
         println!();
-        println!("uploaded {meta_blocks} meta.json in {:.1}s", t.elapsed().as_secs_f64());
+        println!(
+            "uploaded {meta_blocks} meta.json in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
         let yaml = minio.objstore_yaml("many");
         let (sd, td) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut times = Vec::new();
         for round in ["cold", "restart"] {
             let t = Instant::now();
-            let s = StrataStore::start(binary, &yaml, sd.path(), &[]).await.unwrap();
+            let s = StrataStore::start(binary, &yaml, sd.path(), &[])
+                .await
+                .unwrap();
             let st = t.elapsed().as_secs_f64();
             drop(s);
             let t = Instant::now();

@@ -11,13 +11,13 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use strata_objstore::{Bucket, ObjstoreArgs};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
-use strata_storeapi::{Listen, ServerTlsFiles};
 use strata_store::block::BlockOptions;
 use strata_store::blockset::{BlockSet, BlockSetOptions};
 use strata_store::cache::{IndexCache, LruCache, NoCache};
 use strata_store::relabel::RelabelConfig;
 use strata_store::server::{ServerMetrics, ServerOptions, StoreService};
 use strata_store::sync::TimeBound;
+use strata_storeapi::{Listen, ServerTlsFiles};
 
 use crate::exit::ConfigError;
 
@@ -39,7 +39,11 @@ fn bytes(s: &str) -> Result<u64, String> {
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
-        u => return Err(format!("unknown size unit {u:?} in {s:?} (B, KB, MB, GB, KiB, MiB, GiB)")),
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {s:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -178,15 +182,19 @@ fn parse_time_bound(s: &str) -> Result<TimeBound, String> {
 
 impl StoreArgs {
     fn relabel(&self) -> anyhow::Result<Option<RelabelConfig>> {
-        let yaml = match (&self.selector_relabel_config, &self.selector_relabel_config_file) {
+        let yaml = match (
+            &self.selector_relabel_config,
+            &self.selector_relabel_config_file,
+        ) {
             (Some(y), _) => y.clone(),
             (None, Some(p)) => std::fs::read_to_string(p)
                 .with_context(|| format!("read {}", p.display()))
                 .context(ConfigError("--selector.relabel-config-file".into()))?,
             (None, None) => return Ok(None),
         };
-        let cfg = RelabelConfig::parse(&yaml)
-            .map_err(|e| anyhow::Error::new(e).context(ConfigError("--selector.relabel-config".into())))?;
+        let cfg = RelabelConfig::parse(&yaml).map_err(|e| {
+            anyhow::Error::new(e).context(ConfigError("--selector.relabel-config".into()))
+        })?;
         Ok(Some(cfg))
     }
 
@@ -226,7 +234,9 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
     let cache: Arc<dyn IndexCache> = if args.index_cache_size == 0 {
         Arc::new(NoCache)
     } else {
-        Arc::new(LruCache::new(args.index_cache_size, &mut registry))
+        let cache = LruCache::new(args.index_cache_size);
+        cache.register(&mut registry);
+        Arc::new(cache)
     };
     let opts = BlockSetOptions {
         data_dir: args.data_dir.clone(),
@@ -268,9 +278,11 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
         "initial block sync done"
     );
     let stop = shutdown.clone();
-    let sync_task = blocks
-        .clone()
-        .spawn_sync_loop(args.sync_block_duration, async move { stop.cancelled().await });
+    let sync_task =
+        blocks.clone().spawn_sync_loop(
+            args.sync_block_duration,
+            async move { stop.cancelled().await },
+        );
 
     let service = StoreService::new(
         blocks,

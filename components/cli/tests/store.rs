@@ -53,8 +53,14 @@ fn bad_flags_exit_2_naming_the_flag() {
     );
     for (args, needle) in [
         (vec!["store", "--min-time=yesterday-ish"], "--min-time"),
-        (vec!["store", "--index-cache-size=12parsecs"], "--index-cache-size"),
-        (vec!["store", "--objstore.config=type: NOPE"], "object storage"),
+        (
+            vec!["store", "--index-cache-size=12parsecs"],
+            "--index-cache-size",
+        ),
+        (
+            vec!["store", "--objstore.config=type: NOPE"],
+            "object storage",
+        ),
         (
             vec![
                 "store",
@@ -118,14 +124,20 @@ async fn a_real_thanos_query_uses_the_gateway_and_answers_like_prometheus() {
         drop_labels: vec!["cluster".into()],
         ..CompareOptions::default()
     };
-    wait_until("Thanos answers from the gateway", Duration::from_secs(60), || {
-        let (ours, reference, opts) = (&ours, &reference, &opts);
-        async move {
-            let want = reference.instant("count(up)", end, &[]).await.ok()?;
-            let got = ours.instant("count(up)", end, &[]).await.ok()?;
-            strata_e2e::compare(&want, &got, opts).is_empty().then_some(())
-        }
-    })
+    wait_until(
+        "Thanos answers from the gateway",
+        Duration::from_secs(60),
+        || {
+            let (ours, reference, opts) = (&ours, &reference, &opts);
+            async move {
+                let want = reference.instant("count(up)", end, &[]).await.ok()?;
+                let got = ours.instant("count(up)", end, &[]).await.ok()?;
+                strata_e2e::compare(&want, &got, opts)
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
     .await
     .expect("count(up) agrees");
     let mut compared = 0;
@@ -136,8 +148,14 @@ async fn a_real_thanos_query_uses_the_gateway_and_answers_like_prometheus() {
         "max_over_time(process_resident_memory_bytes[30m])",
         "{__name__=~\"kube_.*|up\", instance=~\".*1.*\"}",
     ] {
-        let want = reference.range(expr, start, end, 120.0, &[]).await.expect("reference");
-        let got = ours.range(expr, start, end, 120.0, &[]).await.expect("thanos");
+        let want = reference
+            .range(expr, start, end, 120.0, &[])
+            .await
+            .expect("reference");
+        let got = ours
+            .range(expr, start, end, 120.0, &[])
+            .await
+            .expect("thanos");
         let diffs = strata_e2e::compare(&want, &got, &opts);
         assert!(diffs.is_empty(), "{expr}: {:?}", diffs.first());
         compared += 1;

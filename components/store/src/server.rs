@@ -160,7 +160,11 @@ impl StoreService {
         req: &validate::ValidSeriesRequest,
     ) -> Result<(Vec<tpb::Series>, Vec<String>, StatsSnapshot), Status> {
         let stats = QueryStats::default();
-        let budget = RequestBudget::new(self.opts.max_series, self.opts.max_samples, self.opts.max_bytes);
+        let budget = RequestBudget::new(
+            self.opts.max_series,
+            self.opts.max_samples,
+            self.opts.max_bytes,
+        );
         let aggrs = aggregates(&req.raw.aggregates);
         let blocks = self.blocks.select(
             req.min_time,
@@ -258,7 +262,9 @@ impl StoreService {
             .series_requests
             .get_or_create(&OutcomeLabel { outcome: "ok" })
             .inc();
-        self.metrics.gets_per_call.observe(stats.get_requests as f64);
+        self.metrics
+            .gets_per_call
+            .observe(stats.get_requests as f64);
         self.metrics.bytes_per_call.observe(stats.get_bytes as f64);
         self.metrics.series_per_call.observe(series.len() as f64);
         tracing::debug!(
@@ -317,9 +323,6 @@ async fn query_block(
     let id = b.meta().ulid;
     let span = tracing::debug_span!("block", block = %id);
     async {
-        stats
-            .blocks_queried
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let block = match b.get(stats).await {
             Ok(block) => block,
             Err(e) if is_block_fault(&e) => {
@@ -424,8 +427,7 @@ fn to_pb_chunk(c: &BlockChunk) -> tpb::AggrChunk {
 }
 
 fn to_pb_series(s: BlockSeries, ext: &[tpb::Label], strip: &[String]) -> tpb::Series {
-    let mut labels =
-        strata_storeapi::extlabels::with_external_labels(pb_labels(&s.labels), ext);
+    let mut labels = strata_storeapi::extlabels::with_external_labels(pb_labels(&s.labels), ext);
     strip_labels(&mut labels, strip);
     tpb::Series {
         labels,
@@ -442,7 +444,9 @@ impl Store for StoreService {
         &self,
         request: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
-        self.series_call(request.into_inner()).await.map(Response::new)
+        self.series_call(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "store_label_names", skip_all)]
@@ -512,13 +516,20 @@ impl Store for StoreService {
                 ExternalMatch::Remaining(r) => r,
             };
             let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
-            let ext_value = ext.iter().find(|l| l.name == req.label).map(|l| l.value.clone());
+            let ext_value = ext
+                .iter()
+                .find(|l| l.name == req.label)
+                .map(|l| l.value.clone());
             let got = match b.get(&stats).await {
                 Ok(block) => match &ext_value {
                     // An external label: the block has it on every series; it has the value
                     // when any series matches.
                     Some(_) => block.label_names(&matchers, &stats).await.map(|n| {
-                        if n.is_empty() { Vec::new() } else { vec![ext_value.clone().unwrap_or_default()] }
+                        if n.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![ext_value.clone().unwrap_or_default()]
+                        }
                     }),
                     None => block.label_values(&req.label, &matchers, &stats).await,
                 },

@@ -13,23 +13,30 @@ use std::time::Duration;
 use futures::StreamExt;
 use strata_e2e::{BenchData, Minio, Proxy};
 use strata_objstore::{Bucket, BucketConfig};
-use strata_storeapi::pb::thanos::{
-    self as tpb, LabelMatcher, LabelNamesRequest, LabelValuesRequest, SeriesRequest,
-    label_matcher::Type as MT, series_response,
-};
-use strata_storeapi::{ClientOptions, Listen, connect};
 use strata_store::block::BlockOptions;
 use strata_store::blockset::{BlockSet, BlockSetOptions};
 use strata_store::cache::{IndexCache, NoCache};
 use strata_store::relabel::RelabelConfig;
 use strata_store::server::{ServerMetrics, ServerOptions, StoreService};
 use strata_store::stats::QueryStats;
+use strata_storeapi::pb::thanos::{
+    self as tpb, LabelMatcher, LabelNamesRequest, LabelValuesRequest, SeriesRequest,
+    label_matcher::Type as MT, series_response,
+};
+use strata_storeapi::{ClientOptions, Listen, connect};
 use strata_tsdb::{Block, BlockWriter, BlockWriterOptions, Labels, MatchOp, Matcher, Sample};
 
 const BUCKET: &str = "blocks";
 
 /// Bench data: 4 targets × 5 h (promtool cuts 2 h blocks → 3 blocks), plus a high-cardinality family.
-const GEN_ARGS: &[&str] = &["--targets", "4", "--hours", "5", "--high-cardinality", "300"];
+const GEN_ARGS: &[&str] = &[
+    "--targets",
+    "4",
+    "--hours",
+    "5",
+    "--high-cardinality",
+    "300",
+];
 
 struct Fixture {
     minio: Minio,
@@ -81,7 +88,10 @@ async fn fixture() -> Fixture {
     write_strata_block(&own);
     let mut blocks = Vec::new();
     for (dir, ext) in [
-        (bench.blocks_dir().to_path_buf(), [("cluster", "prom"), ("replica", "0")]),
+        (
+            bench.blocks_dir().to_path_buf(),
+            [("cluster", "prom"), ("replica", "0")],
+        ),
         (own.clone(), [("cluster", "own"), ("replica", "0")]),
     ] {
         let ulids = minio
@@ -91,11 +101,17 @@ async fn fixture() -> Fixture {
         for u in ulids {
             blocks.push((
                 dir.join(&u),
-                ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ext.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             ));
         }
     }
-    assert!(blocks.len() >= 3, "want several blocks, got {}", blocks.len());
+    assert!(
+        blocks.len() >= 3,
+        "want several blocks, got {}",
+        blocks.len()
+    );
     Fixture {
         minio,
         _bench: bench,
@@ -122,7 +138,11 @@ fn options(data_dir: &Path, relabel: Option<RelabelConfig>) -> BlockSetOptions {
     }
 }
 
-async fn block_set(bucket: Bucket, data_dir: &Path, relabel: Option<RelabelConfig>) -> Arc<BlockSet> {
+async fn block_set(
+    bucket: Bucket,
+    data_dir: &Path,
+    relabel: Option<RelabelConfig>,
+) -> Arc<BlockSet> {
     let cache: Arc<dyn IndexCache> = Arc::new(NoCache);
     let set = BlockSet::new(bucket, cache, options(data_dir, relabel)).unwrap();
     set.sync().await.expect("sync");
@@ -155,7 +175,12 @@ fn m(ty: MT, name: &str, value: &str) -> LabelMatcher {
 type Answer = BTreeMap<Vec<(String, String)>, Vec<Sample>>;
 
 /// Sends a Series request and decodes the answer: labels → samples in [min, max].
-async fn series(addr: &str, min: i64, max: i64, ms: &[LabelMatcher]) -> Result<(Answer, Vec<String>), tonic::Status> {
+async fn series(
+    addr: &str,
+    min: i64,
+    max: i64,
+    ms: &[LabelMatcher],
+) -> Result<(Answer, Vec<String>), tonic::Status> {
     let mut c = connect(addr, &ClientOptions::default()).await.unwrap();
     let req = SeriesRequest {
         min_time: min,
@@ -168,7 +193,11 @@ async fn series(addr: &str, min: i64, max: i64, ms: &[LabelMatcher]) -> Result<(
     let mut out = Answer::new();
     let mut warnings = Vec::new();
     let mut add = |s: tpb::Series| {
-        let labels = s.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+        let labels = s
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
         let e: &mut Vec<Sample> = out.entry(labels).or_default();
         for c in s.chunks {
             let raw = c.raw.expect("raw chunk");
@@ -253,19 +282,64 @@ fn expected(fx: &Fixture, min: i64, max: i64, ms: &[LabelMatcher]) -> Answer {
 fn matcher_shapes() -> Vec<(&'static str, Vec<LabelMatcher>)> {
     vec![
         ("one metric", vec![m(MT::Eq, "__name__", "strata_metric_1")]),
-        ("metric and instance", vec![m(MT::Eq, "__name__", "strata_metric_2"), m(MT::Eq, "instance", "host-007")]),
-        ("negative", vec![m(MT::Eq, "__name__", "strata_metric_0"), m(MT::Neq, "shard", "3")]),
-        ("regex alternation", vec![m(MT::Re, "instance", "host-001|host-002|host-049")]),
+        (
+            "metric and instance",
+            vec![
+                m(MT::Eq, "__name__", "strata_metric_2"),
+                m(MT::Eq, "instance", "host-007"),
+            ],
+        ),
+        (
+            "negative",
+            vec![
+                m(MT::Eq, "__name__", "strata_metric_0"),
+                m(MT::Neq, "shard", "3"),
+            ],
+        ),
+        (
+            "regex alternation",
+            vec![m(MT::Re, "instance", "host-001|host-002|host-049")],
+        ),
         ("regex prefix", vec![m(MT::Re, "instance", "host-01.*")]),
-        ("negative regex", vec![m(MT::Eq, "__name__", "strata_metric_1"), m(MT::Nre, "instance", "host-0[0-3].*")]),
-        ("empty-matching regex", vec![m(MT::Eq, "__name__", "strata_metric_0"), m(MT::Re, "rare", "")]),
+        (
+            "negative regex",
+            vec![
+                m(MT::Eq, "__name__", "strata_metric_1"),
+                m(MT::Nre, "instance", "host-0[0-3].*"),
+            ],
+        ),
+        (
+            "empty-matching regex",
+            vec![
+                m(MT::Eq, "__name__", "strata_metric_0"),
+                m(MT::Re, "rare", ""),
+            ],
+        ),
         ("label present", vec![m(MT::Re, "rare", ".+")]),
-        ("missing label equals empty", vec![m(MT::Eq, "__name__", "strata_metric_2"), m(MT::Eq, "nonexistent", "")]),
+        (
+            "missing label equals empty",
+            vec![
+                m(MT::Eq, "__name__", "strata_metric_2"),
+                m(MT::Eq, "nonexistent", ""),
+            ],
+        ),
         ("no match", vec![m(MT::Eq, "__name__", "does_not_exist")]),
         ("external label only", vec![m(MT::Eq, "cluster", "own")]),
-        ("external label excludes", vec![m(MT::Eq, "cluster", "nope"), m(MT::Re, "__name__", ".+")]),
-        ("promtool job", vec![m(MT::Re, "__name__", ".+_total"), m(MT::Eq, "cluster", "prom")]),
-        ("wide regex over high-cardinality", vec![m(MT::Re, "__name__", ".*high.*|up")]),
+        (
+            "external label excludes",
+            vec![m(MT::Eq, "cluster", "nope"), m(MT::Re, "__name__", ".+")],
+        ),
+        (
+            "promtool job",
+            vec![
+                m(MT::Re, "__name__", ".+_total"),
+                m(MT::Eq, "cluster", "prom"),
+            ],
+        ),
+        (
+            "wide regex over high-cardinality",
+            vec![m(MT::Re, "__name__", ".*high.*|up")],
+        ),
         ("dot-star everything", vec![m(MT::Re, "__name__", ".*")]),
     ]
 }
@@ -274,14 +348,25 @@ fn matcher_shapes() -> Vec<(&'static str, Vec<LabelMatcher>)> {
 async fn answers_equal_local_reads_for_many_matcher_shapes() {
     let fx = fixture().await;
     let data = tempfile::tempdir().unwrap();
-    let set = block_set(bucket_of(&fx.minio.objstore_yaml(BUCKET)), data.path(), None).await;
-    assert_eq!(set.all().len(), fx.blocks.len(), "every uploaded block is served");
+    let set = block_set(
+        bucket_of(&fx.minio.objstore_yaml(BUCKET)),
+        data.path(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        set.all().len(),
+        fx.blocks.len(),
+        "every uploaded block is served"
+    );
     let addr = serve(set, ServerOptions::default()).await;
     let mut checked = 0;
     let mut non_empty = 0;
     for (min, max) in [(i64::MIN, i64::MAX), (1_700_000_300_000, 1_700_000_900_000)] {
         for (name, ms) in matcher_shapes() {
-            let (got, warnings) = series(&addr, min, max, &ms).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (got, warnings) = series(&addr, min, max, &ms)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(warnings.is_empty(), "{name}: {warnings:?}");
             let want = expected(&fx, min, max, &ms);
             assert_eq!(got.len(), want.len(), "{name} [{min},{max}]: series count");
@@ -294,13 +379,20 @@ async fn answers_equal_local_reads_for_many_matcher_shapes() {
         }
     }
     println!("{checked} requests compared, {non_empty} non-empty");
-    assert!(non_empty >= checked / 2, "the shapes must mostly select data");
+    assert!(
+        non_empty >= checked / 2,
+        "the shapes must mostly select data"
+    );
 
     // Label names and values, with and without matchers.
     let mut c = connect(&addr, &ClientOptions::default()).await.unwrap();
     let names = c
         .store
-        .label_names(LabelNamesRequest { start: i64::MIN, end: i64::MAX, ..Default::default() })
+        .label_names(LabelNamesRequest {
+            start: i64::MIN,
+            end: i64::MAX,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -329,7 +421,13 @@ async fn answers_equal_local_reads_for_many_matcher_shapes() {
         for (dir, ext) in &fx.blocks {
             match ext.iter().find(|(k, _)| k == label) {
                 Some((_, v)) => want.push(v.clone()),
-                None => want.extend(Block::open(dir).unwrap().index().label_values(label).unwrap()),
+                None => want.extend(
+                    Block::open(dir)
+                        .unwrap()
+                        .index()
+                        .label_values(label)
+                        .unwrap(),
+                ),
             }
         }
         want.sort();
@@ -364,18 +462,29 @@ async fn restart_reuses_index_headers_and_meta_cache() {
         b.get(&stats).await.expect("load block");
     }
     let built = stats.snapshot().get_requests;
-    assert!(built >= 2 * fx.blocks.len() as u64, "building index-headers reads the index: {built} GETs");
+    assert!(
+        built >= 2 * fx.blocks.len() as u64,
+        "building index-headers reads the index: {built} GETs"
+    );
     drop(first);
 
     let cache: Arc<dyn IndexCache> = Arc::new(NoCache);
     let second = BlockSet::new(bucket_of(&yaml), cache, options(data.path(), None)).unwrap();
     let report = second.sync().await.unwrap();
-    assert_eq!(report.meta_cache_hits, fx.blocks.len(), "metas come from the local cache: {report:?}");
+    assert_eq!(
+        report.meta_cache_hits,
+        fx.blocks.len(),
+        "metas come from the local cache: {report:?}"
+    );
     let stats = QueryStats::default();
     for b in second.all() {
         b.get(&stats).await.expect("load block");
     }
-    assert_eq!(stats.snapshot().get_requests, 0, "no index range reads at the second start");
+    assert_eq!(
+        stats.snapshot().get_requests,
+        0,
+        "no index range reads at the second start"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +500,12 @@ async fn two_hashmod_shards_serve_each_block_exactly_once() {
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s0 = block_set(bucket_of(&yaml), d0.path(), Some(shard(0))).await;
     let s1 = block_set(bucket_of(&yaml), d1.path(), Some(shard(1))).await;
-    let mut ids: Vec<String> = s0.all().iter().chain(s1.all().iter()).map(|b| b.meta().ulid.to_string()).collect();
+    let mut ids: Vec<String> = s0
+        .all()
+        .iter()
+        .chain(s1.all().iter())
+        .map(|b| b.meta().ulid.to_string())
+        .collect();
     let (n0, n1) = (s0.all().len(), s1.all().len());
     ids.sort();
     let mut want: Vec<String> = fx
@@ -400,10 +514,16 @@ async fn two_hashmod_shards_serve_each_block_exactly_once() {
         .map(|(d, _)| d.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     want.sort();
-    assert_eq!(ids, want, "shard 0 has {n0}, shard 1 has {n1}: together each block once");
+    assert_eq!(
+        ids, want,
+        "shard 0 has {n0}, shard 1 has {n1}: together each block once"
+    );
 
     // And the two shards together answer like one gateway.
-    let (a0, a1) = (serve(s0, ServerOptions::default()).await, serve(s1, ServerOptions::default()).await);
+    let (a0, a1) = (
+        serve(s0, ServerOptions::default()).await,
+        serve(s1, ServerOptions::default()).await,
+    );
     let ms = vec![m(MT::Re, "__name__", ".+")];
     let (g0, _) = series(&a0, i64::MIN, i64::MAX, &ms).await.unwrap();
     let (g1, _) = series(&a1, i64::MIN, i64::MAX, &ms).await.unwrap();
@@ -429,19 +549,49 @@ async fn a_corrupt_index_is_reported_and_the_other_blocks_answer() {
     fx.minio
         .object_store(BUCKET)
         .unwrap()
-        .put(&object_store::path::Path::from(format!("{bad}/index")), garbage.into())
+        .put(
+            &object_store::path::Path::from(format!("{bad}/index")),
+            garbage.into(),
+        )
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let set = block_set(bucket_of(&fx.minio.objstore_yaml(BUCKET)), data.path(), None).await;
+    let set = block_set(
+        bucket_of(&fx.minio.objstore_yaml(BUCKET)),
+        data.path(),
+        None,
+    )
+    .await;
     let addr = serve(set.clone(), ServerOptions::default()).await;
     let ms = vec![m(MT::Re, "__name__", ".+")];
-    let (got, warnings) = series(&addr, i64::MIN, i64::MAX, &ms).await.expect("the call succeeds");
-    assert!(warnings.iter().any(|w| w.contains(&bad)), "a warning names the block: {warnings:?}");
-    let healthy: Vec<_> = fx.blocks.iter().filter(|(d, _)| !d.ends_with(&bad)).cloned().collect();
-    let fx_healthy = Fixture { blocks: healthy, ..fx };
-    assert_eq!(got, expected(&fx_healthy, i64::MIN, i64::MAX, &ms), "the other blocks answer in full");
-    let unhealthy: Vec<String> = set.all().iter().filter(|b| b.unhealthy().is_some()).map(|b| b.meta().ulid.to_string()).collect();
+    let (got, warnings) = series(&addr, i64::MIN, i64::MAX, &ms)
+        .await
+        .expect("the call succeeds");
+    assert!(
+        warnings.iter().any(|w| w.contains(&bad)),
+        "a warning names the block: {warnings:?}"
+    );
+    let healthy: Vec<_> = fx
+        .blocks
+        .iter()
+        .filter(|(d, _)| !d.ends_with(&bad))
+        .cloned()
+        .collect();
+    let fx_healthy = Fixture {
+        blocks: healthy,
+        ..fx
+    };
+    assert_eq!(
+        got,
+        expected(&fx_healthy, i64::MIN, i64::MAX, &ms),
+        "the other blocks answer in full"
+    );
+    let unhealthy: Vec<String> = set
+        .all()
+        .iter()
+        .filter(|b| b.unhealthy().is_some())
+        .map(|b| b.meta().ulid.to_string())
+        .collect();
     assert_eq!(unhealthy, vec![bad]);
 }
 
@@ -451,28 +601,57 @@ async fn limits_fail_with_resource_exhausted_and_a_dead_bucket_with_unavailable(
     let proxy = Proxy::start(fx.minio.addr()).await.unwrap();
     let yaml = format!(
         "{}  http_config:\n    response_header_timeout: 2s\n  max_retries: 0\n",
-        fx.minio.objstore_yaml_via(BUCKET, &proxy.addr().to_string())
+        fx.minio
+            .objstore_yaml_via(BUCKET, &proxy.addr().to_string())
     );
     let data = tempfile::tempdir().unwrap();
     let set = block_set(bucket_of(&yaml), data.path(), None).await;
     let limited = serve(
         set.clone(),
-        ServerOptions { max_series: 10, ..ServerOptions::default() },
+        ServerOptions {
+            max_series: 10,
+            ..ServerOptions::default()
+        },
     )
     .await;
-    let err = series(&limited, i64::MIN, i64::MAX, &[m(MT::Re, "__name__", ".+")]).await.unwrap_err();
+    let err = series(&limited, i64::MIN, i64::MAX, &[m(MT::Re, "__name__", ".+")])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
-    assert!(err.message().contains("series limit 10"), "{}", err.message());
+    assert!(
+        err.message().contains("series limit 10"),
+        "{}",
+        err.message()
+    );
     // A small request still passes.
-    let (one, _) = series(&limited, i64::MIN, i64::MAX, &[m(MT::Eq, "instance", "host-001"), m(MT::Eq, "__name__", "strata_metric_1")]).await.unwrap();
-    assert_eq!(one.len(), 1);
+    let small = [
+        m(MT::Eq, "instance", "host-001"),
+        m(MT::Eq, "__name__", "strata_metric_1"),
+    ];
+    let (few, _) = series(&limited, i64::MIN, i64::MAX, &small).await.unwrap();
+    assert_eq!(few, expected(&fx, i64::MIN, i64::MAX, &small));
+    assert_eq!(few.len(), 4, "shards 0, 3, 6, 9 of host-001");
 
     // The bucket goes away: a clear Unavailable, and the server keeps answering afterwards.
     let open = serve(set, ServerOptions::default()).await;
     proxy.set_down(true);
-    let err = series(&open, i64::MIN, i64::MAX, &[m(MT::Re, "instance", "host-04.*")]).await.unwrap_err();
+    let err = series(
+        &open,
+        i64::MIN,
+        i64::MAX,
+        &[m(MT::Re, "instance", "host-04.*")],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     proxy.set_down(false);
-    let (back, _) = series(&open, i64::MIN, i64::MAX, &[m(MT::Re, "instance", "host-04.*")]).await.unwrap();
+    let (back, _) = series(
+        &open,
+        i64::MIN,
+        i64::MAX,
+        &[m(MT::Re, "instance", "host-04.*")],
+    )
+    .await
+    .unwrap();
     assert!(!back.is_empty(), "serves again once the bucket is back");
 }
