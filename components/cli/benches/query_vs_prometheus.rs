@@ -8,7 +8,9 @@
 //!
 //! Run with `cargo bench -p strata --bench query_vs_prometheus`. Knobs (environment):
 //! `STRATA_BENCH_TARGETS` (default 20), `STRATA_BENCH_HOURS` (6), `STRATA_BENCH_ROUNDS` (5), and
-//! `STRATA_BENCH_THANOS=1` to add a column for a real `thanos query` over the same Strata sidecar.
+//! `STRATA_BENCH_THANOS=1` to add a column for a real `thanos query` over the same Strata sidecar. A
+//! `via-store` column is always there: `strata query` over `strata store` serving the same blocks from a
+//! real MinIO bucket (no Prometheus in the path).
 //! `cargo test --benches` runs it without `--bench`: then it only checks that it was built.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
@@ -17,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata_e2e::{
-    BenchData, CompareOptions, PromApi, Prometheus, StrataQuery, StrataSidecar, ThanosQuery,
-    standard_queries, wait_until,
+    BenchData, CompareOptions, Minio, PromApi, Prometheus, StrataQuery, StrataSidecar, StrataStore,
+    ThanosQuery, standard_queries, wait_until,
 };
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -90,6 +92,23 @@ async fn run() {
         .start()
         .await
         .expect("start strata query");
+    // The same blocks in a real MinIO bucket behind `strata store`, read by a second querier.
+    let minio = Minio::start().await.expect("start MinIO");
+    minio.create_bucket("bench").await.expect("bucket");
+    let upload = data.copy_to("bucket").expect("copy blocks");
+    minio
+        .upload_blocks("bench", &upload, &[("cluster", "bench")])
+        .await
+        .expect("upload blocks");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = StrataStore::start(binary, &minio.objstore_yaml("bench"), store_dir.path(), &[])
+        .await
+        .expect("start strata store");
+    let via_store = StrataQuery::builder(binary)
+        .endpoint(store.grpc_address())
+        .start()
+        .await
+        .expect("start strata query over the store gateway");
     let thanos = if std::env::var("STRATA_BENCH_THANOS").is_ok_and(|v| v == "1") {
         Some(
             ThanosQuery::builder()
@@ -112,6 +131,10 @@ async fn run() {
             api: PromApi::new(strata.url(), timeout).expect("client"),
         },
     ];
+    sides.push(Side {
+        name: "via-store",
+        api: PromApi::new(via_store.url(), timeout).expect("client"),
+    });
     if let Some(t) = &thanos {
         sides.push(Side {
             name: "thanos",

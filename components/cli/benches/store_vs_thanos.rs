@@ -303,7 +303,7 @@ async fn run() {
             // One GET per postings list, series entry and chunk, by definition.
             (
                 ours.postings_touched + ours.series_touched + ours.chunks_touched,
-                ours.get_bytes,
+                0,
                 " (computed)",
             )
         };
@@ -328,11 +328,15 @@ async fn run() {
             "{name}: Thanos and Strata return the same series"
         );
         println!(
-            "| {name} | {} | {} | {naive_gets}{mark} | {tg} | {:.2} | {:.2}{mark} | {:.2} | {:.1} | {:.2} |",
+            "| {name} | {} | {} | {naive_gets}{mark} | {tg} | {:.2} | {} | {:.2} | {:.1} | {:.2} |",
             got.len(),
             ours.get_requests,
             mib(ours.get_bytes),
-            mib(naive_bytes),
+            if small {
+                format!("{:.2}", mib(naive_bytes))
+            } else {
+                "n/a".to_string()
+            },
             tb / (1024.0 * 1024.0),
             naive_gets as f64 / ours.get_requests.max(1) as f64,
             tg / ours.get_requests.max(1) as f64,

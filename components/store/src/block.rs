@@ -136,6 +136,13 @@ const EMPTY_TOMBSTONES_SIZE: i64 = 9;
 const SEGMENT_CONCURRENCY: usize = 4;
 /// Bytes a chunk record adds to its data: length varint (at most 5), encoding byte, CRC.
 const CHUNK_RECORD_OVERHEAD: u64 = 5 + 1 + 4;
+/// Lazy postings: when the most selective matcher leaves at most this many candidate series, the
+/// other matchers are checked on the candidates' labels instead of fetching their postings lists
+/// (each list elsewhere in the index would cost a GET of its own).
+const LAZY_MAX_CANDIDATES: u64 = 512;
+/// Otherwise a matcher's lists are skipped when they are larger than this many bytes per candidate
+/// (about what a candidate's series entry costs to read).
+const LAZY_BYTES_PER_CANDIDATE: u64 = 64;
 
 /// A block being served: its meta, its loaded index-header and a handle on the bucket.
 #[derive(Debug)]
@@ -242,6 +249,77 @@ impl BucketBlock {
             s.map_or(0, |s| s.series_max_size.max(0) as u64),
             s.map_or(0, |s| s.chunk_max_size.max(0) as u64),
         )
+    }
+
+    /// Splits `matchers` into those resolved through postings lists and those checked on the
+    /// candidates' labels afterwards (lazy postings): the most selective matcher (fewest postings
+    /// bytes) is always resolved through postings; the others are left to the label check when
+    /// their lists would cost more than reading the candidates' series entries. Same answer
+    /// either way; fewer GETs and bytes for selective queries.
+    fn lazy_split(&self, matchers: &[Matcher]) -> Result<(Vec<Matcher>, Vec<Matcher>)> {
+        let all = || Ok((matchers.to_vec(), Vec::new()));
+        if matchers.len() < 2 || self.opts.naive {
+            return all();
+        }
+        let table = self.header.postings();
+        let mut sized = Vec::with_capacity(matchers.len());
+        for (i, m) in matchers.iter().enumerate() {
+            let plan = table
+                .plan(std::slice::from_ref(m))
+                .map_err(|e| self.tsdb_err(e))?;
+            let include = !m.matches("");
+            if include && plan.include.is_empty() {
+                // Nothing has a matching value: postings answer "none" without any read.
+                return all();
+            }
+            let bytes: u64 = plan
+                .refs()
+                .iter()
+                .map(|r| r.range.end.saturating_sub(r.range.start))
+                .sum();
+            sized.push((bytes, include, i));
+        }
+        let Some(&(anchor_bytes, _, anchor)) = sized.iter().filter(|s| s.1).min_by_key(|s| s.0)
+        else {
+            // Only matchers that accept the empty value: every series is a candidate anyway.
+            return all();
+        };
+        let candidates = anchor_bytes / 4;
+        let (mut fetch, mut check) = (vec![matchers[anchor].clone()], Vec::new());
+        for &(bytes, _, i) in &sized {
+            if i == anchor {
+                continue;
+            }
+            if candidates <= LAZY_MAX_CANDIDATES
+                || bytes > candidates.saturating_mul(LAZY_BYTES_PER_CANDIDATE)
+            {
+                check.push(matchers[i].clone());
+            } else {
+                fetch.push(matchers[i].clone());
+            }
+        }
+        Ok((fetch, check))
+    }
+
+    /// Series entries matching `matchers`: postings for the selective matchers, the rest checked
+    /// on labels (see [`Self::lazy_split`]).
+    async fn matching_series(
+        &self,
+        matchers: &[Matcher],
+        budget: &RequestBudget,
+        stats: &QueryStats,
+    ) -> Result<Vec<ResolvedSeries>> {
+        let (fetch, check) = self.lazy_split(matchers)?;
+        let refs = self.postings(&fetch, budget, stats).await?;
+        let mut resolved = self.series_entries(&refs, budget, stats).await?;
+        if !check.is_empty() {
+            resolved.retain(|(labels, _)| {
+                check
+                    .iter()
+                    .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            });
+        }
+        Ok(resolved)
     }
 
     /// Series references matching `matchers`, sorted (postings fetched, cached, combined).
@@ -601,8 +679,7 @@ impl BucketBlock {
         );
         async move {
             stats.blocks_queried.fetch_add(1, Relaxed);
-            let refs = self.postings(&req.matchers, budget, stats).await?;
-            let resolved = self.series_entries(&refs, budget, stats).await?;
+            let resolved = self.matching_series(&req.matchers, budget, stats).await?;
             let mut kept: Vec<(Labels, Vec<ChunkMeta>)> = Vec::with_capacity(resolved.len());
             for (labels, metas) in resolved {
                 let metas: Vec<ChunkMeta> = metas
@@ -692,9 +769,8 @@ impl BucketBlock {
         stats: &QueryStats,
     ) -> Result<Vec<Labels>> {
         let budget = RequestBudget::unlimited();
-        let refs = self.postings(matchers, &budget, stats).await?;
         Ok(self
-            .series_entries(&refs, &budget, stats)
+            .matching_series(matchers, &budget, stats)
             .await?
             .into_iter()
             .map(|(l, _)| l)

@@ -317,6 +317,55 @@ async fn merged_reads_need_far_fewer_gets_than_naive() {
 }
 
 #[tokio::test]
+async fn selective_queries_read_only_the_smallest_postings_list() {
+    let (tmp, bucket, ulid) = write_block_opts(900, 32 * 1024, None).await;
+    let setup = QueryStats::default();
+    let block = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &setup,
+    )
+    .await
+    .unwrap();
+    let naive_opts = BlockOptions {
+        naive: true,
+        ..Default::default()
+    };
+    let naive = open(&bucket, &tmp, ulid, Arc::new(NoCache), naive_opts, &setup)
+        .await
+        .unwrap();
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    let budget = RequestBudget::unlimited();
+    let ms = vec![
+        m(MatchOp::Equal, "job", "api"),
+        m(MatchOp::Equal, "instance", "host-0008"),
+        m(MatchOp::NotEqual, "zone", "z1"),
+        m(MatchOp::RegexMatch, "__name__", "up|latency_bucket"),
+    ];
+    let (lazy, full) = (QueryStats::default(), QueryStats::default());
+    let a = block
+        .series(&req(&ms, i64::MIN, i64::MAX), &budget, &lazy)
+        .await
+        .unwrap();
+    let b = naive
+        .series(&req(&ms, i64::MIN, i64::MAX), &budget, &full)
+        .await
+        .unwrap();
+    assert_eq!(a, b, "lazy postings give the same answer");
+    let want = local_select(&local, &ms, i64::MIN, i64::MAX);
+    assert!(!want.is_empty(), "the query selects something");
+    assert_eq!(decode_remote(a, i64::MIN, i64::MAX), want);
+    let (lazy, full) = (lazy.snapshot(), full.snapshot());
+    assert_eq!(lazy.postings_touched, 1, "only instance=host-0008 is read");
+    assert!(full.postings_touched >= 4, "{full:?}");
+    // The other matchers still apply: the labels check removed candidates.
+    assert!(lazy.series_touched == 3, "host-0008 has 3 series: {lazy:?}");
+}
+
+#[tokio::test]
 async fn reopening_over_an_existing_index_header_needs_no_gets() {
     let (tmp, bucket, ulid) = write_block_opts(100, 64 * 1024, None).await;
     let first = QueryStats::default();
