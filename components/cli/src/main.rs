@@ -2,6 +2,7 @@
 //! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
 
 mod exit;
+mod grpc;
 mod query;
 mod sidecar;
 mod store;

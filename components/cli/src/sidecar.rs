@@ -1,7 +1,6 @@
 //! `strata sidecar`: serves a Prometheus's data over the StoreAPI. Flags here; the work is in
 //! `strata-sidecar`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use strata_objstore::{Bucket, ObjstoreArgs};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
-use strata_sidecar::{RunError, ServerTlsFiles, ShippingConfig, SidecarConfig};
+use strata_sidecar::{RunError, ShippingConfig, SidecarConfig};
 
 use crate::exit::ConfigError;
 
@@ -30,37 +29,8 @@ pub struct SidecarArgs {
     #[arg(long = "tsdb.path", env = "STRATA_TSDB_PATH", default_value = "./data")]
     tsdb_path: PathBuf,
 
-    /// Address of the StoreAPI and Info gRPC server.
-    #[arg(
-        long = "grpc-address",
-        env = "STRATA_GRPC_ADDRESS",
-        default_value = "0.0.0.0:10901"
-    )]
-    grpc_address: SocketAddr,
-
-    /// TLS certificate (PEM) of the gRPC server; enables TLS together with the key.
-    #[arg(
-        long = "grpc-server-tls-cert",
-        env = "STRATA_GRPC_SERVER_TLS_CERT",
-        requires = "grpc_server_tls_key"
-    )]
-    grpc_server_tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) of the gRPC server.
-    #[arg(
-        long = "grpc-server-tls-key",
-        env = "STRATA_GRPC_SERVER_TLS_KEY",
-        requires = "grpc_server_tls_cert"
-    )]
-    grpc_server_tls_key: Option<PathBuf>,
-
-    /// CA (PEM) that client certificates must be signed by; enables mutual TLS.
-    #[arg(
-        long = "grpc-server-tls-client-ca",
-        env = "STRATA_GRPC_SERVER_TLS_CLIENT_CA",
-        requires = "grpc_server_tls_cert"
-    )]
-    grpc_server_tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    grpc: crate::grpc::GrpcServerArgs,
 
     /// How long to wait for Prometheus to become ready at start.
     #[arg(long = "prometheus.ready_timeout", env = "STRATA_PROMETHEUS_READY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
@@ -106,18 +76,11 @@ impl SidecarArgs {
     }
 
     fn config(&self) -> SidecarConfig {
-        let mut c = SidecarConfig::new(&self.prometheus_url, self.grpc_address);
+        let mut c = SidecarConfig::new(&self.prometheus_url, self.grpc.grpc_address);
         c.tsdb_path = Some(self.tsdb_path.clone());
         c.ready_timeout = self.ready_timeout;
         c.refresh_interval = self.refresh_interval;
-        c.tls = match (&self.grpc_server_tls_cert, &self.grpc_server_tls_key) {
-            (Some(cert), Some(key)) => Some(ServerTlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.grpc_server_tls_client_ca.clone(),
-            }),
-            _ => None,
-        };
+        c.tls = self.grpc.tls();
         c
     }
 }

@@ -1,7 +1,6 @@
 //! `strata store`: the store gateway. Flags (named as in `thanos store`) here; the work is in
 //! `strata-store`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use strata_store::cache::{IndexCache, LruCache, NoCache};
 use strata_store::relabel::RelabelConfig;
 use strata_store::server::{ServerMetrics, ServerOptions, StoreService};
 use strata_store::sync::TimeBound;
-use strata_storeapi::{Listen, ServerTlsFiles};
+use strata_storeapi::Listen;
 
 use crate::exit::ConfigError;
 
@@ -55,37 +54,8 @@ pub struct StoreArgs {
     #[arg(long = "data-dir", env = "STRATA_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
-    /// Address of the StoreAPI and Info gRPC server.
-    #[arg(
-        long = "grpc-address",
-        env = "STRATA_GRPC_ADDRESS",
-        default_value = "0.0.0.0:10901"
-    )]
-    grpc_address: SocketAddr,
-
-    /// TLS certificate (PEM) of the gRPC server; enables TLS together with the key.
-    #[arg(
-        long = "grpc-server-tls-cert",
-        env = "STRATA_GRPC_SERVER_TLS_CERT",
-        requires = "grpc_server_tls_key"
-    )]
-    grpc_server_tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) of the gRPC server.
-    #[arg(
-        long = "grpc-server-tls-key",
-        env = "STRATA_GRPC_SERVER_TLS_KEY",
-        requires = "grpc_server_tls_cert"
-    )]
-    grpc_server_tls_key: Option<PathBuf>,
-
-    /// CA (PEM) that client certificates must be signed by; enables mutual TLS.
-    #[arg(
-        long = "grpc-server-tls-client-ca",
-        env = "STRATA_GRPC_SERVER_TLS_CLIENT_CA",
-        requires = "grpc_server_tls_cert"
-    )]
-    grpc_server_tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    grpc: crate::grpc::GrpcServerArgs,
 
     /// The bucket (Thanos objstore YAML).
     #[command(flatten)]
@@ -197,17 +167,6 @@ impl StoreArgs {
         })?;
         Ok(Some(cfg))
     }
-
-    fn tls(&self) -> Option<ServerTlsFiles> {
-        match (&self.grpc_server_tls_cert, &self.grpc_server_tls_key) {
-            (Some(cert), Some(key)) => Some(ServerTlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.grpc_server_tls_client_ca.clone(),
-            }),
-            _ => None,
-        }
-    }
 }
 
 /// Runs the store gateway until SIGTERM/SIGINT.
@@ -295,14 +254,14 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
         },
         metrics,
     );
-    let listener = tokio::net::TcpListener::bind(args.grpc_address)
+    let listener = tokio::net::TcpListener::bind(args.grpc.grpc_address)
         .await
-        .with_context(|| format!("bind --grpc-address {}", args.grpc_address))
-        .context(ConfigError(format!("--grpc-address {}", args.grpc_address)))?;
-    tracing::info!(address = %args.grpc_address, "serving StoreAPI");
+        .with_context(|| format!("bind --grpc-address {}", args.grpc.grpc_address))
+        .context(ConfigError(format!("--grpc-address {}", args.grpc.grpc_address)))?;
+    tracing::info!(address = %args.grpc.grpc_address, "serving StoreAPI");
     readiness.set(true);
     let grpc_opts = strata_storeapi::ServerOptions {
-        tls: args.tls(),
+        tls: args.grpc.tls(),
         ..Default::default()
     };
     let signal = shutdown.clone();

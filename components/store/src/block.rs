@@ -661,7 +661,12 @@ impl BucketBlock {
 
     fn decode_chunk(&self, obj: &str, b: &Bytes, off: u64) -> Result<ChunkBytes> {
         let (encoding, data) = decode_chunk_record(obj, b, off).map_err(|e| self.tsdb_err(e))?;
-        Ok(ChunkBytes { encoding, data })
+        // A copy: a slice would keep the whole merged read (mostly other series' chunks) alive
+        // until the response is sent.
+        Ok(ChunkBytes {
+            encoding,
+            data: Bytes::copy_from_slice(&data),
+        })
     }
 
     /// Series matching `req`, sorted by labels, with their chunks in range.
