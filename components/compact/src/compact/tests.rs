@@ -393,3 +393,109 @@ fn vertical_compaction_keeps_one_replica_and_fills_its_gap() {
     assert_eq!(rest.len(), sb.iter().filter(|s| s.0 >= 1_220_000).count());
     assert!(got.windows(2).all(|w| w[1].0 - w[0].0 >= 15_000));
 }
+
+fn hist(n: u64) -> strata_tsdb::Histogram {
+    strata_tsdb::Histogram {
+        count: 3 * n,
+        zero_count: n,
+        sum: n as f64 * 1.5,
+        positive_spans: vec![strata_tsdb::chunkenc::Span {
+            offset: 0,
+            length: 2,
+        }],
+        positive_buckets: vec![n as i64, 0],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn overlapping_native_histograms_are_merged_and_re_encoded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = ls(&[("__name__", "latency")]);
+    let write_h = |samples: Vec<(i64, strata_tsdb::Histogram)>| {
+        let mut w = BlockWriter::new(tmp.path(), BlockWriterOptions::default()).unwrap();
+        w.add_histogram_series(&name, &samples).unwrap();
+        tmp.path().join(w.finish().unwrap().to_string())
+    };
+    // a: every 10 s, t/10 s as the count; b: every 15 s, shifted by 1000 in value.
+    let sa: Vec<_> = (0..300).map(|i| (i * 10_000, hist(i as u64))).collect();
+    let sb: Vec<_> = (0..300)
+        .map(|i| (1_000_000 + i * 15_000, hist(1000 + i as u64)))
+        .collect();
+    let a = write_h(sa.clone());
+    let b = write_h(sb.clone());
+    let out = tmp.path().join("out");
+    let ulid = compact(&[a, b], &out, &CompactOptions::default())
+        .unwrap()
+        .unwrap();
+    let dir = out.join(ulid.to_string());
+    let blk = Block::open(&dir).unwrap();
+    let r = blk.index().all_postings().unwrap()[0];
+    let got: Vec<(i64, u64)> = blk
+        .series_samples(r, i64::MIN, i64::MAX)
+        .unwrap()
+        .samples
+        .iter()
+        .map(|s| match s {
+            Sample::Histogram { t, h } => (*t, h.count),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let mut want: BTreeMap<i64, u64> = sb.iter().map(|(t, h)| (*t, h.count)).collect();
+    want.extend(sa.iter().map(|(t, h)| (*t, h.count)));
+    assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+    assert!(strata_tsdb::verify(&dir).unwrap().is_ok());
+    let o = strata_e2e::promtool(&["tsdb", "analyze", out.to_str().unwrap(), &ulid.to_string()])
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn downsampled_blocks_compact_by_copying_aggregate_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = ext(&[("cluster", "eu")]);
+    let day = 24 * 3600 * 1000;
+    let a = write(
+        tmp.path(),
+        series_over(&["a"], 0, 2 * day, 60_000, 0.0),
+        Some(l.clone()),
+    );
+    let b = write(
+        tmp.path(),
+        series_over(&["a"], 2 * day, 4 * day, 60_000, 0.0),
+        Some(l),
+    );
+    let ds = tmp.path().join("ds");
+    let da = ds.join(
+        crate::downsample(&a, &ds, crate::RES_5M)
+            .unwrap()
+            .to_string(),
+    );
+    let db = ds.join(
+        crate::downsample(&b, &ds, crate::RES_5M)
+            .unwrap()
+            .to_string(),
+    );
+    let out = tmp.path().join("out");
+    let (ulid, stats) =
+        compact_with_stats(&[da.clone(), db.clone()], &out, &CompactOptions::default()).unwrap();
+    let dir = out.join(ulid.unwrap().to_string());
+    assert_eq!(stats.chunks_recut, 0);
+    let inputs: HashSet<Vec<u8>> = chunk_bytes(&da)
+        .into_iter()
+        .chain(chunk_bytes(&db))
+        .collect();
+    let outputs = chunk_bytes(&dir);
+    assert_eq!(outputs.len(), inputs.len());
+    assert!(outputs.iter().all(|c| inputs.contains(c)));
+    let m = strata_tsdb::BlockMeta::read_from_dir(&dir).unwrap();
+    assert_eq!(m.thanos.unwrap().downsample.resolution, crate::RES_5M);
+    // Overlapping downsampled blocks cannot be merged sample by sample: a clear error.
+    let e = compact(
+        &[da.clone(), da],
+        &tmp.path().join("out2"),
+        &CompactOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("aggregate chunks"), "{e}");
+}
