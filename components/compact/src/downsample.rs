@@ -132,7 +132,9 @@ pub fn downsample_with_stats(
                 warn!(series = %labels, "native histogram series not downsampled");
                 continue;
             }
-            for (subs, mn, mx) in downsample_raw(&samples, resolution_ms) {
+            let chunks =
+                downsample_raw(&samples, resolution_ms).map_err(|e| series_err(e.to_string()))?;
+            for (subs, mn, mx) in chunks {
                 out.push((encode(&subs), mn, mx));
             }
         } else {
@@ -326,9 +328,12 @@ impl Apps {
 
 /// Raw float samples (time-ordered, stale markers removed) → aggregate chunks, as Thanos
 /// batches them.
-pub(crate) fn downsample_raw(data: &[(i64, f64)], resolution: i64) -> Vec<AggrOut> {
+pub(crate) fn downsample_raw(
+    data: &[(i64, f64)],
+    resolution: i64,
+) -> strata_tsdb::Result<Vec<AggrOut>> {
     let Some((&(mint, _), &(maxt, _))) = data.first().zip(data.last()) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let num_chunks = target_chunk_count(mint, maxt, 60_000, resolution, data.len());
     let batch_size = data.len() / num_chunks + 1;
@@ -350,22 +355,25 @@ pub(crate) fn downsample_raw(data: &[(i64, f64)], resolution: i64) -> Vec<AggrOu
             continue;
         }
         let mut apps = Apps::new();
-        // XOR appends of floats cannot fail below 65535 samples; batches are far smaller.
-        let mut ok = apps.append(AGGR_COUNTER, batch[0].0, batch[0].1).is_ok();
+        // Appends fail only past 65535 samples in one chunk.
+        apps.append(AGGR_COUNTER, batch[0].0, batch[0].1)?;
+        let mut res = Ok(());
         let last_t = aggregate_windows(&batch, resolution, |t, a| {
             apps.window(t);
-            ok &= apps.append(AGGR_COUNT, t, a.count as f64).is_ok()
-                && apps.append(AGGR_SUM, t, a.sum).is_ok()
-                && apps.append(AGGR_MIN, t, a.min).is_ok()
-                && apps.append(AGGR_MAX, t, a.max).is_ok()
-                && apps.append(AGGR_COUNTER, t, a.counter).is_ok();
+            if res.is_ok() {
+                res = apps
+                    .append(AGGR_COUNT, t, a.count as f64)
+                    .and_then(|_| apps.append(AGGR_SUM, t, a.sum))
+                    .and_then(|_| apps.append(AGGR_MIN, t, a.min))
+                    .and_then(|_| apps.append(AGGR_MAX, t, a.max))
+                    .and_then(|_| apps.append(AGGR_COUNTER, t, a.counter));
+            }
         });
-        let last_v = batch[batch.len() - 1].1;
-        ok &= apps.append(AGGR_COUNTER, last_t, last_v).is_ok();
-        debug_assert!(ok);
+        res?;
+        apps.append(AGGR_COUNTER, last_t, batch[batch.len() - 1].1)?;
         out.push(apps.finish());
     }
-    out
+    Ok(out)
 }
 
 /// Decodes the float samples of a sub-chunk, as Thanos expands them: stale markers and samples

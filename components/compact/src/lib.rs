@@ -8,14 +8,26 @@
 //! - [`downsample`] turns a raw block into a 5m block, or a 5m block into a 1h block, of
 //!   Thanos aggregate chunks (count, sum, min, max, counter) that a Thanos store gateway reads.
 //!
+//! Choices worth knowing:
+//! - Downsampled chunks are batched exactly as Thanos batches them (about 140 windows per chunk
+//!   when the raw data is at least one sample a minute, more when it is sparser), not at a
+//!   fixed 120 windows: chunk boundaries carry the counter's true first/last values and the
+//!   5m → 1h step aggregates along them, so matching Thanos chunk for chunk keeps both
+//!   resolutions identical to what a Thanos compactor writes.
+//! - The penalty de-duplication in [`merge::dedup_penalty`] is a small re-implementation of the
+//!   querier's (`strata-query`'s `dedup`, without its counter-aware mode), to avoid a
+//!   dependency on the query crate.
+//! - The output's symbol table is built from the labels of the series actually written (the
+//!   block writer interns them), so symbols only used by fully deleted series are dropped.
+//!
 //! NOT DONE (next slice):
 //! - the planner (grouping by external labels and resolution, level ranges, no-compact marks,
 //!   consistency delay) and overlap halting with the `strata_compact_halted` metric;
 //! - bucket orchestration (download, upload with meta.json last, deletion marks), crash
 //!   safety across restarts, retention, partial block cleanup;
 //! - the `strata compact` CLI, `/metrics`, and `strata tools bucket …`;
-//! - spilling: the output index writer keeps every series' labels and chunk refs in a spill
-//!   file but interns all symbols in memory (as large as the inputs' symbol tables);
+//! - spilling: series go to the block writer's spill file, but all symbols are interned in
+//!   memory and each input's postings list (8 bytes a series) is loaded whole;
 //! - native histograms are skipped (with a counted warning) by downsampling.
 
 mod compact;

@@ -131,7 +131,7 @@ proptest! {
     #[test]
     fn raw_aggregates_equal_values_computed_from_raw(data in series_strategy()) {
         for res in [RES_5M, RES_1H] {
-            check_against_raw(&data, res, &downsample_raw(&data, res));
+            check_against_raw(&data, res, &downsample_raw(&data, res).unwrap());
         }
     }
 }
@@ -144,7 +144,7 @@ fn counter_with_a_reset_by_hand() {
         .enumerate()
         .map(|(i, v)| (i as i64 * 60_000, *v))
         .collect();
-    let out = downsample_raw(&data, RES_5M);
+    let out = downsample_raw(&data, RES_5M).unwrap();
     assert_eq!(out.len(), 1);
     let subs = &out[0].0;
     let ts = [299_999, 599_999, 660_000];
