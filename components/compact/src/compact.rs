@@ -22,7 +22,8 @@ pub const COMPACTOR_SOURCE: &str = "compactor";
 pub struct CompactOptions {
     /// Replica labels for vertical compaction: when non-empty, the inputs are blocks of HA
     /// replicas whose external labels differ only in these labels; the output drops them and
-    /// series present in several inputs are de-duplicated with the penalty algorithm. When
+    /// overlapping chunks of a series are de-duplicated with the penalty algorithm, as the
+    /// Thanos compactor does ([`crate::merge::dedup_chunks`]). When
     /// empty, series are merged as a union (equal timestamps keep the first input's sample).
     pub dedup_replica_labels: Vec<String>,
     /// Id of the output block; a new ULID when `None`.
@@ -250,6 +251,35 @@ fn merge_series(
         return Ok(out);
     }
 
+    if vertical {
+        // Thanos's way: chunk by chunk, tombstones cut out of the chunks they touch.
+        let mut chunks = Vec::with_capacity(all.len());
+        for p in parts {
+            let block = &blocks[p.input];
+            let del = block.tombstones().get(p.series_ref);
+            for m in &p.metas {
+                let c = block.chunk(m.chunk_ref).map_err(Error::read(block.dir()))?;
+                if !del.iter().any(|iv| overlaps(iv, m)) {
+                    chunks.push((c, m.min_time, m.max_time));
+                    continue;
+                }
+                let kept: Vec<Sample> = c
+                    .samples()
+                    .map_err(|e| series_err(p.input, format!("chunk {}: {e}", m.chunk_ref.0)))?
+                    .into_iter()
+                    .filter(|s| !del.iter().any(|iv| iv.contains(s.t())))
+                    .collect();
+                chunks.extend(merge::cut(&kept).map_err(|e| series_err(p.input, e.to_string()))?);
+            }
+        }
+        let total = chunks.len();
+        let (out, recut) =
+            merge::dedup_chunks(chunks).map_err(|e| series_err(parts[0].input, e.to_string()))?;
+        stats.chunks_recut += recut as u64;
+        stats.chunks_copied += (out.len() - recut).min(total) as u64;
+        return Ok(out);
+    }
+
     let mut per_input = Vec::with_capacity(parts.len());
     for p in parts {
         let block = &blocks[p.input];
@@ -277,11 +307,7 @@ fn merge_series(
         }
         per_input.push(samples);
     }
-    let merged = if vertical {
-        merge::dedup_penalty(per_input)
-    } else {
-        merge::union(per_input)
-    };
+    let merged = merge::union(per_input);
     let out = merge::cut(&merged).map_err(|e| series_err(parts[0].input, e.to_string()))?;
     stats.chunks_recut += out.len() as u64;
     Ok(out)

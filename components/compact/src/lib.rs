@@ -14,9 +14,13 @@
 //!   fixed 120 windows: chunk boundaries carry the counter's true first/last values and the
 //!   5m → 1h step aggregates along them, so matching Thanos chunk for chunk keeps both
 //!   resolutions identical to what a Thanos compactor writes.
-//! - The penalty de-duplication in [`merge::dedup_penalty`] is a small re-implementation of the
-//!   querier's (`strata-query`'s `dedup`, without its counter-aware mode), to avoid a
-//!   dependency on the query crate.
+//! - Vertical compaction merges like Thanos's compactor (`--deduplication.func=penalty`), not
+//!   like its querier: chunks that overlap no other are copied; each run of overlapping chunks
+//!   is de-duplicated on its own ([`merge::dedup_chunks`], pairwise penalty de-duplication in
+//!   [`merge::dedup_pair`]), so the follow-one-replica state restarts at every run. The small
+//!   penalty core duplicates the idea of `strata-query`'s `dedup` (without its counter-aware
+//!   mode) rather than depending on the query crate. The real Thanos compactor gives the same
+//!   samples (tested).
 //! - The output's symbol table is built from the labels of the series actually written (the
 //!   block writer interns them), so symbols only used by fully deleted series are dropped.
 //!

@@ -7,6 +7,9 @@ use strata_tsdb::block::cut::{cut_float_histogram_chunks, cut_histogram_chunks};
 use strata_tsdb::chunkenc::XorAppender;
 use strata_tsdb::{Chunk, Encoding, Sample};
 
+/// A chunk with its min and max sample time, as the block writer takes it.
+pub type TimedChunk = (Chunk, i64, i64);
+
 /// Most samples in a chunk the compactor writes.
 pub const MAX_SAMPLES_PER_CHUNK: usize = 120;
 
@@ -33,55 +36,104 @@ pub fn union(inputs: Vec<Vec<Sample>>) -> Vec<Sample> {
     out
 }
 
-/// De-duplicates replicas of one series, Thanos's penalty way: follow one replica; after a
-/// sample at `t` the next is the earliest later sample of any replica, where replicas other
-/// than the followed one must be later than `t + penalty`. The penalty is
-/// [`INITIAL_PENALTY_MS`] until an interval is known, then twice the interval between the last
-/// two emitted samples. A gap in the followed replica longer than the penalty switches replicas.
-pub fn dedup_penalty(replicas: Vec<Vec<Sample>>) -> Vec<Sample> {
-    let n = replicas.len();
-    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Sample>>> = replicas
-        .into_iter()
-        .map(|v| v.into_iter().peekable())
-        .collect();
-    let mut penalty = vec![0i64; n];
+/// De-duplicates two replicas of one series, Thanos's penalty way: follow one replica; after a
+/// sample at `t` the next is the earliest later sample of either replica, where the replica not
+/// followed must be later than `t + penalty`. The penalty is [`INITIAL_PENALTY_MS`] before any
+/// sample was emitted, then twice the interval between the last two emitted samples. A gap in
+/// the followed replica longer than the penalty switches replicas; equal times prefer `a`.
+pub fn dedup_pair(a: Vec<Sample>, b: Vec<Sample>) -> Vec<Sample> {
+    let mut its = [a.into_iter().peekable(), b.into_iter().peekable()];
+    let mut penalty = [0i64; 2];
     let mut last_t: Option<i64> = None;
     let mut out = Vec::new();
     loop {
-        let mut best: Option<(i64, usize)> = None;
-        for (i, it) in iters.iter_mut().enumerate() {
-            if let Some(lt) = last_t {
-                let bound = lt.saturating_add(penalty[i]);
+        if let Some(lt) = last_t {
+            for (it, p) in its.iter_mut().zip(penalty) {
+                let bound = lt.saturating_add(p);
                 while it.next_if(|s| s.t() <= bound).is_some() {}
             }
-            if let Some(s) = it.peek()
-                && best.is_none_or(|(bt, _)| s.t() < bt)
-            {
-                best = Some((s.t(), i));
-            }
         }
-        let Some((t, i)) = best else { break };
-        for (j, p) in penalty.iter_mut().enumerate() {
-            *p = if j == i {
-                0
-            } else {
-                last_t.map_or(INITIAL_PENALTY_MS, |lt| {
+        let ta = its[0].peek().map(Sample::t);
+        let tb = its[1].peek().map(Sample::t);
+        let i = match (ta, tb) {
+            (None, None) => break,
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (Some(ta), Some(tb)) => {
+                let i = usize::from(ta > tb);
+                let t = ta.min(tb);
+                penalty[1 - i] = last_t.map_or(INITIAL_PENALTY_MS, |lt| {
                     t.saturating_sub(lt).saturating_mul(2)
-                })
-            };
-        }
-        if let Some(s) = iters[i].next() {
+                });
+                i
+            }
+        };
+        penalty[i] = 0;
+        if let Some(s) = its[i].next() {
+            last_t = Some(s.t());
             out.push(s);
         }
-        last_t = Some(t);
     }
     out
+}
+
+/// De-duplicates several replicas of one series by folding [`dedup_pair`] over them in order,
+/// as Thanos nests its pairwise de-duplicating iterators.
+pub fn dedup_penalty(replicas: Vec<Vec<Sample>>) -> Vec<Sample> {
+    let mut it = replicas.into_iter();
+    let first = it.next().unwrap_or_default();
+    it.fold(first, dedup_pair)
+}
+
+/// Vertical merge of one series' chunks from several replicas, as Thanos's compactor does it:
+/// chunks in order of (min time, max time); a chunk overlapping none is kept as it is (bytes
+/// unchanged); a run of overlapping chunks (1:1 duplicates dropped) is decoded, de-duplicated
+/// pairwise with [`dedup_pair`] starting from the earliest chunk, and re-cut with [`cut`].
+/// Returns the chunks and how many of them were re-encoded. Aggregate chunks cannot be merged:
+/// an overlap among them is an error.
+pub fn dedup_chunks(mut chunks: Vec<TimedChunk>) -> strata_tsdb::Result<(Vec<TimedChunk>, usize)> {
+    chunks.sort_by_key(|c| (c.1, c.2));
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut recut = 0;
+    let mut it = chunks.into_iter().peekable();
+    while let Some(base) = it.next() {
+        let mut omax = base.2;
+        let mut group: Vec<TimedChunk> = Vec::new();
+        while let Some(next) = it.next_if(|n| n.1 <= omax) {
+            let prev = group.last().unwrap_or(&base);
+            if next.1 == prev.1 && next.2 == prev.2 && next.0 == prev.0 {
+                continue; // a 1:1 duplicate
+            }
+            omax = omax.max(next.2);
+            group.push(next);
+        }
+        if group.is_empty() {
+            out.push(base);
+            continue;
+        }
+        let decode = |c: &Chunk| -> strata_tsdb::Result<Vec<Sample>> {
+            if c.encoding() == Encoding::Aggr {
+                return Err(strata_tsdb::Error::InvalidArgument(
+                    "overlapping aggregate chunks cannot be merged".into(),
+                ));
+            }
+            c.samples()
+        };
+        let mut samples = decode(&base.0)?;
+        for g in &group {
+            samples = dedup_pair(samples, decode(&g.0)?);
+        }
+        let cut = cut(&samples)?;
+        recut += cut.len();
+        out.extend(cut);
+    }
+    Ok((out, recut))
 }
 
 /// Cuts time-ordered samples into chunks: runs of one sample kind, at most
 /// [`MAX_SAMPLES_PER_CHUNK`] per chunk; floats as XOR, histograms re-encoded with the
 /// histogram appenders (which also cut on counter resets and layout changes).
-pub fn cut(samples: &[Sample]) -> strata_tsdb::Result<Vec<(Chunk, i64, i64)>> {
+pub fn cut(samples: &[Sample]) -> strata_tsdb::Result<Vec<TimedChunk>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < samples.len() {
