@@ -591,6 +591,23 @@ fn vertical_compaction_equals_thanos_penalty_dedup() {
     let tm = strata_tsdb::BlockMeta::read_from_dir(&theirs).unwrap();
     let om = strata_tsdb::BlockMeta::read_from_dir(&ours.join(ulid.to_string())).unwrap();
     assert_eq!(om.compaction.sources, tm.compaction.sources);
-    assert_eq!(om.thanos.unwrap().labels, tm.thanos.unwrap().labels);
+    assert_eq!(om.compaction.level, tm.compaction.level);
+    let parents = |m: &strata_tsdb::BlockMeta| {
+        let mut p: Vec<_> = m
+            .compaction
+            .parents
+            .iter()
+            .map(|p| (p.ulid, p.min_time, p.max_time))
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(parents(&om), parents(&tm));
+    assert_eq!(om.stats.num_samples, tm.stats.num_samples);
+    assert_eq!(om.stats.num_series, tm.stats.num_series);
+    let (ot, tt) = (om.thanos.unwrap(), tm.thanos.unwrap());
+    assert_eq!(ot.labels, tt.labels);
+    assert_eq!(ot.source, tt.source);
+    assert_eq!(ot.downsample, tt.downsample);
     assert_eq!((om.min_time, om.max_time), (tm.min_time, tm.max_time));
 }
