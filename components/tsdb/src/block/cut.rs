@@ -29,7 +29,7 @@ fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64, ratio_to_full: f64) 
 /// Splits float samples into XOR chunks the way Prometheus's head cuts them: at 2× the target
 /// sample count, at the chunk range boundary, at an end time predicted after a quarter of the
 /// target count, and before a chunk exceeds 1 KiB.
-pub(crate) fn cut_float_chunks(
+pub fn cut_float_chunks(
     samples: &[(i64, f64)],
     chunk_range: i64,
     spc: usize,
@@ -279,7 +279,7 @@ fn cut_histograms<K: HistogramKind>(
 }
 
 /// Splits integer histogram samples into histogram chunks.
-pub(crate) fn cut_histogram_chunks(
+pub fn cut_histogram_chunks(
     samples: &[(i64, Histogram)],
     chunk_range: i64,
 ) -> Result<Vec<(Chunk, i64, i64)>> {
@@ -287,7 +287,7 @@ pub(crate) fn cut_histogram_chunks(
 }
 
 /// Splits float histogram samples into float histogram chunks.
-pub(crate) fn cut_float_histogram_chunks(
+pub fn cut_float_histogram_chunks(
     samples: &[(i64, FloatHistogram)],
     chunk_range: i64,
 ) -> Result<Vec<(Chunk, i64, i64)>> {

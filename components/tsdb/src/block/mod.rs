@@ -1,7 +1,7 @@
 //! Whole blocks: [`Block`] opens a block directory for reading, [`BlockWriter`] writes one,
 //! [`verify`] checks one end to end.
 
-mod cut;
+pub mod cut;
 mod verify;
 mod writer;
 

@@ -519,3 +519,46 @@ fn histogram_series_are_cut_and_read_back() {
         );
     }
 }
+
+#[test]
+fn writer_takes_a_compaction_section_and_time_range_and_counts_aggregate_windows() {
+    use crate::chunkenc::aggr;
+    use crate::meta::{BlockDesc, BlockMetaCompaction};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = BlockWriter::new(tmp.path(), BlockWriterOptions::default()).unwrap();
+    let parent = ulid::Ulid::from_parts(1, 1);
+    w.set_compaction(BlockMetaCompaction {
+        level: 3,
+        sources: vec![parent],
+        parents: vec![BlockDesc {
+            ulid: parent,
+            min_time: -5,
+            max_time: 1_000,
+        }],
+        ..Default::default()
+    });
+    w.set_time_range(-5, 1_000);
+    // An aggregate chunk of three windows (count sub-chunk) and a counter of five samples.
+    let count = Chunk::from_floats(&[(10, 2.0), (20, 2.0), (30, 1.0)]).unwrap();
+    let counter =
+        Chunk::from_floats(&[(1, 0.0), (10, 1.0), (20, 2.0), (30, 3.0), (30, 3.0)]).unwrap();
+    let payload = aggr::encode(&[
+        Some((1, count.data().clone())),
+        None,
+        None,
+        None,
+        Some((1, counter.data().clone())),
+    ]);
+    let c = Chunk::from_parts(crate::Encoding::Aggr, payload.into());
+    w.add_series_chunks(&ls(&[("__name__", "x")]), vec![(c, 10, 30)])
+        .unwrap();
+    assert_eq!(w.num_samples(), 3);
+    let u = w.finish().unwrap();
+    let m = BlockMeta::read_from_dir(&tmp.path().join(u.to_string())).unwrap();
+    assert_eq!(m.compaction.level, 3);
+    assert_eq!(m.compaction.sources, [parent]);
+    assert_eq!(m.compaction.parents.len(), 1);
+    assert_eq!((m.min_time, m.max_time), (-5, 1_000));
+    assert_eq!(m.stats.num_samples, 3);
+    assert_eq!(m.stats.num_float_samples + m.stats.num_histogram_samples, 0);
+}

@@ -18,7 +18,7 @@ use crate::encoding::{put_uvarint, put_varint};
 use crate::error::{Error, Result};
 use crate::index::{ChunkMeta, IndexWriter};
 use crate::labels::Labels;
-use crate::meta::{BlockMeta, ThanosMeta, sync_dir};
+use crate::meta::{BlockMeta, BlockMetaCompaction, ThanosMeta, sync_dir};
 use crate::tombstones::Tombstones;
 
 /// Default chunk range: 2 h, Prometheus's block (and head chunk) range.
@@ -78,6 +78,7 @@ pub struct BlockWriter {
     chunk_max_size: u64,
     done: bool,
     buf: Vec<u8>,
+    time_range: Option<(i64, i64)>,
 }
 
 impl BlockWriter {
@@ -131,12 +132,30 @@ impl BlockWriter {
             chunk_max_size: 0,
             done: false,
             buf: Vec::with_capacity(256),
+            time_range: None,
         })
     }
 
     /// The block's id.
     pub fn ulid(&self) -> Ulid {
         self.ulid
+    }
+
+    /// Sets the `compaction` section written into `meta.json` (by default level 1 with this
+    /// block as its only source), as a compactor does for the block it writes.
+    pub fn set_compaction(&mut self, compaction: BlockMetaCompaction) {
+        self.meta.compaction = compaction;
+    }
+
+    /// Sets the `[min_time, max_time)` range written into `meta.json` in place of the range
+    /// of the samples added, as a compactor does (the inputs' range).
+    pub fn set_time_range(&mut self, min_time: i64, max_time: i64) {
+        self.time_range = Some((min_time, max_time));
+    }
+
+    /// Samples added so far (for aggregate chunks: aggregation windows).
+    pub fn num_samples(&self) -> u64 {
+        self.meta.stats.num_samples
     }
 
     fn intern(&mut self, s: &str) -> u32 {
@@ -240,12 +259,17 @@ impl BlockWriter {
                 max_time: *mx,
                 chunk_ref: r,
             });
-            let n = u64::from(c.num_samples());
-            self.meta.stats.num_samples += n;
-            if c.encoding() == Encoding::Xor || c.encoding() == Encoding::Xor2 {
-                self.meta.stats.num_float_samples += n;
+            let n = if c.encoding() == Encoding::Aggr {
+                aggr_windows(c)
             } else {
-                self.meta.stats.num_histogram_samples += n;
+                u64::from(c.num_samples())
+            };
+            self.meta.stats.num_samples += n;
+            match c.encoding() {
+                // Aggregate windows count as samples only, as Thanos counts them.
+                Encoding::Aggr => {}
+                Encoding::Xor | Encoding::Xor2 => self.meta.stats.num_float_samples += n,
+                _ => self.meta.stats.num_histogram_samples += n,
             }
             self.chunk_max_size = self.chunk_max_size.max(c.data().len() as u64 + 1);
             self.min_time = self.min_time.min(*mn);
@@ -316,8 +340,9 @@ impl BlockWriter {
 
         Tombstones::new().write_to_dir(&self.tmp)?;
 
-        self.meta.min_time = self.min_time;
-        self.meta.max_time = self.max_time.saturating_add(1);
+        (self.meta.min_time, self.meta.max_time) = self
+            .time_range
+            .unwrap_or((self.min_time, self.max_time.saturating_add(1)));
         if let Some(mut t) = self.opts.thanos.clone() {
             let stats = t.index_stats.get_or_insert_with(Default::default);
             stats.series_max_size = series_max_size as i64;
@@ -372,6 +397,16 @@ impl BlockWriter {
             Error::InvalidArgument(format!("spill file refers to unknown string {i}"))
         })
     }
+}
+
+/// Windows in an aggregate chunk: the sample count of its count sub-chunk (0 if absent or bad).
+fn aggr_windows(c: &Chunk) -> u64 {
+    crate::chunkenc::aggr::decode(c.data())
+        .ok()
+        .and_then(|subs| subs[0].clone())
+        .map_or(0, |(enc, data)| {
+            Chunk::new(enc, data).map_or(0, |c| u64::from(c.num_samples()))
+        })
 }
 
 fn check_times(labels: &Labels, ts: impl Iterator<Item = i64>) -> Result<()> {

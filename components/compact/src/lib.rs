@@ -1,0 +1,44 @@
+//! `strata-compact`: the compactor's local core. It works on block directories on local disk,
+//! with no bucket involved:
+//!
+//! - [`compact`] merges blocks into one (streaming, one series at a time; chunks copied
+//!   unchanged when they need no merging; tombstones applied; Thanos-compatible
+//!   `compaction.level/sources/parents`), optionally de-duplicating HA replicas (vertical
+//!   compaction, [`CompactOptions::dedup_replica_labels`]);
+//! - [`downsample`] turns a raw block into a 5m block, or a 5m block into a 1h block, of
+//!   Thanos aggregate chunks (count, sum, min, max, counter) that a Thanos store gateway reads.
+//!
+//! Choices worth knowing:
+//! - Downsampled chunks are batched exactly as Thanos batches them (about 140 windows per chunk
+//!   when the raw data is at least one sample a minute, more when it is sparser), not at a
+//!   fixed 120 windows: chunk boundaries carry the counter's true first/last values and the
+//!   5m → 1h step aggregates along them, so matching Thanos chunk for chunk keeps both
+//!   resolutions identical to what a Thanos compactor writes.
+//! - Vertical compaction merges like Thanos's compactor (`--deduplication.func=penalty`), not
+//!   like its querier: chunks that overlap no other are copied; each run of overlapping chunks
+//!   is de-duplicated on its own ([`merge::dedup_chunks`], pairwise penalty de-duplication in
+//!   [`merge::dedup_pair`]), so the follow-one-replica state restarts at every run. The small
+//!   penalty core duplicates the idea of `strata-query`'s `dedup` (without its counter-aware
+//!   mode) rather than depending on the query crate. The real Thanos compactor gives the same
+//!   samples (tested).
+//! - The output's symbol table is built from the labels of the series actually written (the
+//!   block writer interns them), so symbols only used by fully deleted series are dropped.
+//!
+//! NOT DONE (next slice):
+//! - the planner (grouping by external labels and resolution, level ranges, no-compact marks,
+//!   consistency delay) and overlap halting with the `strata_compact_halted` metric;
+//! - bucket orchestration (download, upload with meta.json last, deletion marks), crash
+//!   safety across restarts, retention, partial block cleanup;
+//! - the `strata compact` CLI, `/metrics`, and `strata tools bucket …`;
+//! - spilling: series go to the block writer's spill file, but all symbols are interned in
+//!   memory and each input's postings list (8 bytes a series) is loaded whole;
+//! - native histograms are skipped (with a counted warning) by downsampling.
+
+mod compact;
+mod downsample;
+mod error;
+pub mod merge;
+
+pub use compact::{COMPACTOR_SOURCE, CompactOptions, CompactStats, compact, compact_with_stats};
+pub use downsample::{DownsampleStats, RES_1H, RES_5M, RES_RAW, downsample, downsample_with_stats};
+pub use error::{Error, Result};
