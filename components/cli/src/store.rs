@@ -257,7 +257,10 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.grpc.grpc_address)
         .await
         .with_context(|| format!("bind --grpc-address {}", args.grpc.grpc_address))
-        .context(ConfigError(format!("--grpc-address {}", args.grpc.grpc_address)))?;
+        .context(ConfigError(format!(
+            "--grpc-address {}",
+            args.grpc.grpc_address
+        )))?;
     tracing::info!(address = %args.grpc.grpc_address, "serving StoreAPI");
     readiness.set(true);
     let grpc_opts = strata_storeapi::ServerOptions {
