@@ -224,6 +224,36 @@ async fn comparator_finds_a_different_data_set() {
     );
 }
 
+/// Waits until the querier sees the data (it learns its endpoints asynchronously), then requires
+/// every query of the list to be answered exactly as the reference Prometheus answers it.
+async fn querier_answers_like(reference: &PromApi, ours: &PromApi, data: &BenchData) {
+    let end = data.end_secs();
+    let want = reference
+        .instant("count(up)", end, &[])
+        .await
+        .expect("count");
+    wait_until("querier sees the data", Duration::from_secs(60), || {
+        let want = &want;
+        async move {
+            let got = ours.instant("count(up)", end, &[]).await.ok()?;
+            strata_e2e::compare(want, &got, &CompareOptions::default())
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await
+    .expect("querier ready");
+    let report = side_by_side(reference, ours, data, &[EXTERNAL_LABEL.0]).await;
+    assert!(report.list_errors.is_empty(), "{:?}", report.list_errors);
+    assert!(report.compared >= 200);
+    assert!(
+        report.mismatches.is_empty(),
+        "{} of {} queries differ (see MISMATCH lines above)",
+        report.mismatched_queries,
+        report.compared
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strata_query_answers_like_prometheus() {
     let data = BenchData::generate(GEN_ARGS).expect("bench data");
@@ -238,37 +268,7 @@ async fn strata_query_answers_like_prometheus() {
         .start()
         .await
         .expect("start strata query");
-    let (reference, ours) = (api(prometheus.url()), api(querier.url()));
-    // The querier learns its endpoints asynchronously: wait until it sees the data.
-    let end = data.end_secs();
-    let want = reference
-        .instant("count(up)", end, &[])
-        .await
-        .expect("count");
-    wait_until(
-        "querier sees the sidecar's data",
-        Duration::from_secs(60),
-        || {
-            let (ours, want) = (&ours, &want);
-            async move {
-                let got = ours.instant("count(up)", end, &[]).await.ok()?;
-                strata_e2e::compare(want, &got, &CompareOptions::default())
-                    .is_empty()
-                    .then_some(())
-            }
-        },
-    )
-    .await
-    .expect("querier ready");
-    let report = side_by_side(&reference, &ours, &data, &[EXTERNAL_LABEL.0]).await;
-    assert!(report.list_errors.is_empty(), "{:?}", report.list_errors);
-    assert!(report.compared >= 200);
-    assert!(
-        report.mismatches.is_empty(),
-        "{} of {} queries differ (see MISMATCH lines above)",
-        report.mismatched_queries,
-        report.compared
-    );
+    querier_answers_like(&api(prometheus.url()), &api(querier.url()), &data).await;
 }
 
 /// The same blocks, uploaded to a real MinIO bucket and served by `strata store` instead of a
@@ -301,35 +301,7 @@ async fn strata_query_over_the_store_gateway_answers_like_prometheus() {
         .start()
         .await
         .expect("start strata query");
-    let (reference, ours) = (api(prometheus.url()), api(querier.url()));
-    let end = data.end_secs();
-    let want = reference
-        .instant("count(up)", end, &[])
-        .await
-        .expect("count");
-    wait_until(
-        "querier sees the store gateway's data",
-        Duration::from_secs(60),
-        || {
-            let (ours, want) = (&ours, &want);
-            async move {
-                let got = ours.instant("count(up)", end, &[]).await.ok()?;
-                strata_e2e::compare(want, &got, &CompareOptions::default())
-                    .is_empty()
-                    .then_some(())
-            }
-        },
-    )
-    .await
-    .expect("querier ready");
-    let report = side_by_side(&reference, &ours, &data, &[EXTERNAL_LABEL.0]).await;
-    assert!(report.compared >= 200);
-    assert!(
-        report.mismatches.is_empty(),
-        "{} of {} queries differ (see MISMATCH lines above)",
-        report.mismatched_queries,
-        report.compared
-    );
+    querier_answers_like(&api(prometheus.url()), &api(querier.url()), &data).await;
     // The gateway really served it: its Series calls and object-store GETs show on /metrics.
     let metrics = reqwest::get(format!("{}/metrics", store.url()))
         .await

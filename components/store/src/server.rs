@@ -282,12 +282,48 @@ impl StoreService {
         Ok(Box::pin(warn.chain(frames)))
     }
 
-    fn overlapping(&self, start: i64, end: i64) -> Vec<Arc<LazyBlock>> {
-        self.blocks
-            .all()
-            .into_iter()
-            .filter(|b| b.meta().min_time <= end && b.meta().max_time > start)
-            .collect()
+    /// The blocks a label call over `[start, end]` reads: overlapping, with external labels that can
+    /// match; each with its external labels and the matchers left for its index.
+    fn label_blocks(
+        &self,
+        start: i64,
+        end: i64,
+        matchers: &[PbMatcher],
+    ) -> Result<Vec<LabelBlock>, Status> {
+        let mut out = Vec::new();
+        for b in self.blocks.all() {
+            if b.meta().min_time > end || b.meta().max_time <= start {
+                continue;
+            }
+            let ext = pb_labels(b.external_labels());
+            let remaining = match match_external(&ext, matchers) {
+                ExternalMatch::NoMatch => continue,
+                ExternalMatch::Remaining(r) => r,
+            };
+            let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
+            out.push((b, ext, matchers));
+        }
+        Ok(out)
+    }
+}
+
+/// A block of a label call: the block, its external labels, the matchers for its index.
+type LabelBlock = (Arc<LazyBlock>, Vec<tpb::Label>, Vec<Matcher>);
+
+/// A label call's per-block result: the value, `None` when the block was skipped (a warning is
+/// added), or the call's error.
+fn absorb<T>(
+    b: &LazyBlock,
+    got: Result<T, Error>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<T>, Status> {
+    match got {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_block_fault(&e) => {
+            warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
+            Ok(None)
+        }
+        Err(e) => Err(to_status(&e)),
     }
 }
 
@@ -458,29 +494,16 @@ impl Store for StoreService {
         let stats = QueryStats::default();
         let mut names = BTreeSet::new();
         let mut warnings = Vec::new();
-        for b in self.overlapping(req.start, req.end) {
-            let ext = pb_labels(b.external_labels());
-            let remaining = match match_external(&ext, &req.matchers) {
-                ExternalMatch::NoMatch => continue,
-                ExternalMatch::Remaining(r) => r,
-            };
-            let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
+        for (b, ext, matchers) in self.label_blocks(req.start, req.end, &req.matchers)? {
             let got = match b.get(&stats).await {
                 Ok(block) => block.label_names(&matchers, &stats).await,
                 Err(e) => Err(e),
             };
-            match got {
-                Ok(ns) => {
-                    if ns.is_empty() {
-                        continue;
-                    }
-                    names.extend(ns);
-                    names.extend(ext.into_iter().map(|l| l.name));
-                }
-                Err(e) if is_block_fault(&e) => {
-                    warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
-                }
-                Err(e) => return Err(to_status(&e)),
+            if let Some(ns) = absorb(&b, got, &mut warnings)?
+                && !ns.is_empty()
+            {
+                names.extend(ns);
+                names.extend(ext.into_iter().map(|l| l.name));
             }
         }
         for r in &req.without_replica_labels {
@@ -509,38 +532,25 @@ impl Store for StoreService {
         if req.without_replica_labels.contains(&req.label) {
             return Ok(Response::new(LabelValuesResponse::default()));
         }
-        for b in self.overlapping(req.start, req.end) {
-            let ext = pb_labels(b.external_labels());
-            let remaining = match match_external(&ext, &req.matchers) {
-                ExternalMatch::NoMatch => continue,
-                ExternalMatch::Remaining(r) => r,
-            };
-            let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
+        for (b, ext, matchers) in self.label_blocks(req.start, req.end, &req.matchers)? {
             let ext_value = ext
-                .iter()
+                .into_iter()
                 .find(|l| l.name == req.label)
-                .map(|l| l.value.clone());
+                .map(|l| l.value);
             let got = match b.get(&stats).await {
-                Ok(block) => match &ext_value {
+                Ok(block) => match ext_value {
                     // An external label: the block has it on every series; it has the value
                     // when any series matches.
-                    Some(_) => block.label_names(&matchers, &stats).await.map(|n| {
-                        if n.is_empty() {
-                            Vec::new()
-                        } else {
-                            vec![ext_value.clone().unwrap_or_default()]
-                        }
-                    }),
+                    Some(v) => block
+                        .label_names(&matchers, &stats)
+                        .await
+                        .map(|n| if n.is_empty() { Vec::new() } else { vec![v] }),
                     None => block.label_values(&req.label, &matchers, &stats).await,
                 },
                 Err(e) => Err(e),
             };
-            match got {
-                Ok(vs) => values.extend(vs),
-                Err(e) if is_block_fault(&e) => {
-                    warnings.push(format!("block {} skipped: {e}", b.meta().ulid));
-                }
-                Err(e) => return Err(to_status(&e)),
+            if let Some(vs) = absorb(&b, got, &mut warnings)? {
+                values.extend(vs);
             }
         }
         values.remove("");
