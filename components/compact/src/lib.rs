@@ -25,8 +25,8 @@
 //!   block writer interns them), so symbols only used by fully deleted series are dropped.
 //!
 //! NOT DONE (next slice):
-//! - the planner (grouping by external labels and resolution, level ranges, no-compact marks,
-//!   consistency delay) and overlap halting with the `strata_compact_halted` metric;
+//! - the `strata_compact_halted` metric (the pure [`plan`] module reports overlaps; nobody acts
+//!   on them yet) and a test against a real `thanos compact` on the same blocks;
 //! - bucket orchestration (download, upload with meta.json last, deletion marks), crash
 //!   safety across restarts, retention, partial block cleanup;
 //! - the `strata compact` CLI, `/metrics`, and `strata tools bucket …`;
@@ -38,6 +38,7 @@ mod compact;
 mod downsample;
 mod error;
 pub mod merge;
+pub mod plan;
 
 pub use compact::{COMPACTOR_SOURCE, CompactOptions, CompactStats, compact, compact_with_stats};
 pub use downsample::{DownsampleStats, RES_1H, RES_5M, RES_RAW, downsample, downsample_with_stats};
