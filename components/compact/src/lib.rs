@@ -8,6 +8,10 @@
 //! - [`downsample`] turns a raw block into a 5m block, or a 5m block into a 1h block, of
 //!   Thanos aggregate chunks (count, sum, min, max, counter) that a Thanos store gateway reads.
 //!
+//! - [`plan`] decides, with no I/O, what a Thanos compactor would do next on a bucket's metas:
+//!   groups ([`plan::group_key`]), the next compaction ([`plan::plan`]), downsampling
+//!   candidates and retention.
+//!
 //! Choices worth knowing:
 //! - Downsampled chunks are batched exactly as Thanos batches them (about 140 windows per chunk
 //!   when the raw data is at least one sample a minute, more when it is sparser), not at a
