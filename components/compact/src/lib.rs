@@ -8,6 +8,10 @@
 //! - [`downsample`] turns a raw block into a 5m block, or a 5m block into a 1h block, of
 //!   Thanos aggregate chunks (count, sum, min, max, counter) that a Thanos store gateway reads.
 //!
+//! - [`plan`] decides, with no I/O, what a Thanos compactor would do next on a bucket's metas:
+//!   groups ([`plan::group_key`]), the next compaction ([`plan::plan`]), downsampling
+//!   candidates and retention.
+//!
 //! Choices worth knowing:
 //! - Downsampled chunks are batched exactly as Thanos batches them (about 140 windows per chunk
 //!   when the raw data is at least one sample a minute, more when it is sparser), not at a
@@ -25,8 +29,8 @@
 //!   block writer interns them), so symbols only used by fully deleted series are dropped.
 //!
 //! NOT DONE (next slice):
-//! - the planner (grouping by external labels and resolution, level ranges, no-compact marks,
-//!   consistency delay) and overlap halting with the `strata_compact_halted` metric;
+//! - the `strata_compact_halted` metric (the pure [`plan`] module reports overlaps; nobody acts
+//!   on them yet) and a test against a real `thanos compact` on the same blocks;
 //! - bucket orchestration (download, upload with meta.json last, deletion marks), crash
 //!   safety across restarts, retention, partial block cleanup;
 //! - the `strata compact` CLI, `/metrics`, and `strata tools bucket …`;
@@ -38,6 +42,7 @@ mod compact;
 mod downsample;
 mod error;
 pub mod merge;
+pub mod plan;
 
 pub use compact::{COMPACTOR_SOURCE, CompactOptions, CompactStats, compact, compact_with_stats};
 pub use downsample::{DownsampleStats, RES_1H, RES_5M, RES_RAW, downsample, downsample_with_stats};
