@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use strata_storeapi::extlabels::{ExternalMatch, compare_labels, match_external, strip_labels};
+use strata_storeapi::extlabels::{compare_labels, strip_labels};
 use strata_storeapi::pb::info::{InfoRequest, InfoResponse, StoreInfo, info_server::Info};
 use strata_storeapi::pb::thanos::{
     self as tpb, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
@@ -171,18 +171,13 @@ impl StoreService {
             req.max_time,
             req.raw.max_resolution_window.max(0),
         );
+        let compiled = RequestMatchers::new(&req.matchers)?;
         let mut jobs = Vec::new();
         for b in blocks {
             let ext = pb_labels(b.external_labels());
-            let remaining = match match_external(&ext, &req.matchers) {
-                ExternalMatch::NoMatch => continue,
-                ExternalMatch::Remaining(r) => r,
-            };
-            let matchers = match tsdb_matchers(&remaining) {
-                Ok(m) => m,
-                Err(e) => return Err(Status::invalid_argument(e)),
-            };
-            jobs.push((b, ext, matchers));
+            if let Some(matchers) = compiled.for_block(&ext) {
+                jobs.push((b, ext, matchers));
+            }
         }
         let stats_ref = &stats;
         let budget_ref = &budget;
@@ -290,18 +285,16 @@ impl StoreService {
         end: i64,
         matchers: &[PbMatcher],
     ) -> Result<Vec<LabelBlock>, Status> {
+        let compiled = RequestMatchers::new(matchers)?;
         let mut out = Vec::new();
         for b in self.blocks.all() {
             if b.meta().min_time > end || b.meta().max_time <= start {
                 continue;
             }
             let ext = pb_labels(b.external_labels());
-            let remaining = match match_external(&ext, matchers) {
-                ExternalMatch::NoMatch => continue,
-                ExternalMatch::Remaining(r) => r,
-            };
-            let matchers = tsdb_matchers(&remaining).map_err(Status::invalid_argument)?;
-            out.push((b, ext, matchers));
+            if let Some(matchers) = compiled.for_block(&ext) {
+                out.push((b, ext, matchers));
+            }
         }
         Ok(out)
     }
@@ -415,23 +408,49 @@ fn pb_labels(l: &Labels) -> Vec<tpb::Label> {
         .collect()
 }
 
-/// The wire matchers as strata-tsdb matchers; no matchers select every series.
-fn tsdb_matchers(ms: &[PbMatcher]) -> Result<Vec<Matcher>, String> {
-    let mut out = Vec::with_capacity(ms.len().max(1));
-    for m in ms {
-        let (op, v) = match &m.op {
-            PbOp::Eq(v) => (MatchOp::Equal, v.clone()),
-            PbOp::Neq(v) => (MatchOp::NotEqual, v.clone()),
-            PbOp::Re(v, _) => (MatchOp::RegexMatch, v.clone()),
-            PbOp::Nre(v, _) => (MatchOp::RegexNoMatch, v.clone()),
-        };
-        out.push(Matcher::new(op, m.name.clone(), v).map_err(|e| e.to_string())?);
+/// A request's matchers, compiled once: per block, those on its external labels are decided
+/// against the label values and the rest go to the block's index (no regex compiled per block).
+struct RequestMatchers<'a> {
+    wire: &'a [PbMatcher],
+    index: Vec<Matcher>,
+    /// Used when no matcher is left for the index: every series has a name, and `=~".*"` also
+    /// matches the empty value, so nothing is excluded.
+    every: Matcher,
+}
+
+impl<'a> RequestMatchers<'a> {
+    fn new(wire: &'a [PbMatcher]) -> Result<Self, Status> {
+        let bad = |e: strata_tsdb::Error| Status::invalid_argument(e.to_string());
+        let mut index = Vec::with_capacity(wire.len());
+        for m in wire {
+            let (op, v) = match &m.op {
+                PbOp::Eq(v) => (MatchOp::Equal, v),
+                PbOp::Neq(v) => (MatchOp::NotEqual, v),
+                PbOp::Re(v, _) => (MatchOp::RegexMatch, v),
+                PbOp::Nre(v, _) => (MatchOp::RegexNoMatch, v),
+            };
+            index.push(Matcher::new(op, m.name.clone(), v.clone()).map_err(bad)?);
+        }
+        let every = Matcher::new(MatchOp::RegexMatch, "__name__", ".*").map_err(bad)?;
+        Ok(RequestMatchers { wire, index, every })
     }
-    if out.is_empty() {
-        // Every series has a name; `=~".*"` matches the empty value too, so nothing is excluded.
-        out.push(Matcher::new(MatchOp::RegexMatch, "__name__", ".*").map_err(|e| e.to_string())?);
+
+    /// The matchers for a block with external labels `ext`, or `None` when a matcher on an
+    /// external label rules the block out (Thanos semantics, as `match_external`).
+    fn for_block(&self, ext: &[tpb::Label]) -> Option<Vec<Matcher>> {
+        let mut out = Vec::with_capacity(self.index.len().max(1));
+        for (w, m) in self.wire.iter().zip(&self.index) {
+            match ext.iter().find(|l| l.name == w.name) {
+                Some(l) if !w.matches(&l.value) => return None,
+                Some(_) => {}
+                None => out.push(m.clone()),
+            }
+        }
+        if out.is_empty() {
+            out.push(self.every.clone());
+        }
+        Some(out)
     }
-    Ok(out)
 }
 
 fn pb_chunk(c: &ChunkBytes) -> Option<tpb::Chunk> {
