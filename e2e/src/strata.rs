@@ -23,21 +23,16 @@ impl StrataSidecar {
     /// Starts `strata sidecar --prometheus.url=<url> --tsdb.path=<dir>` on free loopback ports and
     /// waits for its `/-/ready`.
     pub async fn start(binary: &Path, prometheus_url: &str, tsdb_path: &Path) -> Result<Self> {
-        let grpc_address = format!("127.0.0.1:{}", free_port());
-        let http_port = free_port();
-        let mut cmd = Command::new(binary);
-        cmd.arg("sidecar")
-            .arg(format!("--prometheus.url={prometheus_url}"))
-            .arg(format!("--tsdb.path={}", tsdb_path.display()))
-            .arg(format!("--grpc-address={grpc_address}"))
-            .arg(format!("--http-address=127.0.0.1:{http_port}"))
-            .arg("--prometheus.ready_timeout=30s")
-            .arg("--log.level=info");
-        let mut process = Process::spawn("strata-sidecar", cmd)?;
-        let http_url = format!("http://127.0.0.1:{http_port}");
-        process
-            .wait_http_ok(&format!("{http_url}/-/ready"), READY_TIMEOUT)
-            .await?;
+        let (process, grpc_address, http_url) = start_grpc_server(
+            binary,
+            "sidecar",
+            &[
+                format!("--prometheus.url={prometheus_url}"),
+                format!("--tsdb.path={}", tsdb_path.display()),
+                "--prometheus.ready_timeout=30s".to_string(),
+            ],
+        )
+        .await?;
         Ok(Self {
             process,
             grpc_address,
@@ -158,21 +153,12 @@ impl StrataStore {
         data_dir: &Path,
         args: &[&str],
     ) -> Result<Self> {
-        let grpc_address = format!("127.0.0.1:{}", free_port());
-        let http_port = free_port();
-        let mut cmd = Command::new(binary);
-        cmd.arg("store")
-            .arg(format!("--objstore.config={objstore_yaml}"))
-            .arg(format!("--data-dir={}", data_dir.display()))
-            .arg(format!("--grpc-address={grpc_address}"))
-            .arg(format!("--http-address=127.0.0.1:{http_port}"))
-            .arg("--log.level=info")
-            .args(args);
-        let mut process = Process::spawn("strata-store", cmd)?;
-        let http_url = format!("http://127.0.0.1:{http_port}");
-        process
-            .wait_http_ok(&format!("{http_url}/-/ready"), READY_TIMEOUT)
-            .await?;
+        let mut all = vec![
+            format!("--objstore.config={objstore_yaml}"),
+            format!("--data-dir={}", data_dir.display()),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let (process, grpc_address, http_url) = start_grpc_server(binary, "store", &all).await?;
         Ok(Self {
             process,
             grpc_address,
@@ -194,4 +180,27 @@ impl StrataStore {
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }
+}
+
+/// Starts `strata <subcommand> ARGS…` with gRPC and HTTP on free loopback ports and waits for its
+/// `/-/ready`; returns the process, the gRPC address and the HTTP base URL.
+async fn start_grpc_server(
+    binary: &Path,
+    subcommand: &str,
+    args: &[String],
+) -> Result<(Process, String, String)> {
+    let grpc_address = format!("127.0.0.1:{}", free_port());
+    let http_port = free_port();
+    let mut cmd = Command::new(binary);
+    cmd.arg(subcommand)
+        .args(args)
+        .arg(format!("--grpc-address={grpc_address}"))
+        .arg(format!("--http-address=127.0.0.1:{http_port}"))
+        .arg("--log.level=info");
+    let mut process = Process::spawn(format!("strata-{subcommand}"), cmd)?;
+    let http_url = format!("http://127.0.0.1:{http_port}");
+    process
+        .wait_http_ok(&format!("{http_url}/-/ready"), READY_TIMEOUT)
+        .await?;
+    Ok((process, grpc_address, http_url))
 }
