@@ -28,6 +28,9 @@ pub enum Error {
     /// Listing or reading bucket-level objects (not tied to one block) failed.
     #[error("object storage: {0}")]
     Bucket(#[from] strata_objstore::Error),
+    /// Listing the bucket's blocks or caching their metas failed.
+    #[error("block sync: {0}")]
+    Sync(#[from] strata_bucket::Error),
     /// An index-header file is unreadable.
     #[error("index-header {path}: {msg}")]
     IndexHeader {
@@ -89,6 +92,7 @@ impl Error {
             Error::Objstore { source, .. } | Error::Bucket(source) => {
                 source.is_timeout() || source.is_transient()
             }
+            Error::Sync(e) => e.is_unavailable(),
             _ => false,
         }
     }

@@ -27,9 +27,9 @@ pub mod cache;
 pub mod error;
 pub mod indexheader;
 pub mod ranges;
-pub mod relabel;
 pub mod server;
 pub mod stats;
-pub mod sync;
 
 pub use error::{Error, Result};
+/// Block listing, meta sync, marks and selection live in `strata-bucket` (shared with the compactor).
+pub use strata_bucket::{relabel, sync};

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use strata_objstore::Bucket;
 use strata_tsdb::Labels;
 use strata_tsdb::meta::{BlockMeta, META_FILENAME};
@@ -24,12 +23,10 @@ use tracing::{debug, warn};
 use ulid::Ulid;
 
 use crate::error::{Error, Result};
+use crate::marks::read_deletion_mark;
+pub use crate::marks::{DELETION_MARK_FILENAME, DeletionMark, NO_COMPACT_MARK_FILENAME};
 use crate::relabel::RelabelConfig;
 
-/// The file Thanos writes into a block directory when the block is to be deleted.
-pub const DELETION_MARK_FILENAME: &str = "deletion-mark.json";
-/// The file Thanos writes into a block directory to exclude it from compaction (no effect here).
-pub const NO_COMPACT_MARK_FILENAME: &str = "no-compact-mark.json";
 /// Directory under the data dir holding cached metas as `<ulid>.json`.
 pub const META_CACHE_DIR: &str = "meta";
 
@@ -145,20 +142,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, &'static str> {
         return Err("duration out of range");
     }
     Ok(Duration::from_millis(total))
-}
-
-/// `deletion-mark.json` as Thanos writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeletionMark {
-    /// The block.
-    pub id: Ulid,
-    /// When the block was marked, seconds since the epoch.
-    pub deletion_time: i64,
-    /// Format version (1).
-    pub version: u32,
-    /// Free-form reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<String>,
 }
 
 /// Which of the files the sync cares about a block directory holds.
@@ -543,23 +526,6 @@ fn parse_meta(id: Ulid, data: &[u8], path: &Path) -> Result<BlockMeta, String> {
         ));
     }
     Ok(meta)
-}
-
-/// Reads `<id>/deletion-mark.json`: `Ok(None)` when missing or unparseable (logged; Thanos treats
-/// a partial mark the same way), `Err` on other bucket errors.
-async fn read_deletion_mark(bucket: &Bucket, id: Ulid) -> Result<Option<DeletionMark>, String> {
-    let name = format!("{id}/{DELETION_MARK_FILENAME}");
-    match bucket.get(&name).await {
-        Ok(data) => match serde_json::from_slice::<DeletionMark>(&data) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) => {
-                warn!(block = %id, error = %e, "unparseable deletion-mark.json ignored");
-                Ok(None)
-            }
-        },
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 async fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
