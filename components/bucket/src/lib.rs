@@ -4,11 +4,15 @@
 //!   local disk), and filters blocks (partial uploads, deletion marks, time range, relabel
 //!   sharding, Thanos's duplicate filter);
 //! - [`relabel`] is the Prometheus relabel config of Thanos's `--selector.relabel-config`;
-//! - [`marks`] reads and writes `deletion-mark.json` and `no-compact-mark.json`.
+//! - [`marks`] reads and writes `deletion-mark.json` and `no-compact-mark.json`;
+//! - [`transfer`] uploads (meta.json last) and downloads whole blocks;
+//! - [`lifecycle`] marks blocks for deletion, deletes them after the delay, cleans partial uploads.
 
 pub mod error;
+pub mod lifecycle;
 pub mod marks;
 pub mod relabel;
 pub mod sync;
+pub mod transfer;
 
 pub use error::{Error, Result};

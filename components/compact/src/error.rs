@@ -61,6 +61,12 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// A block-level bucket operation (listing, marks, transfer) failed.
+    #[error(transparent)]
+    Bucket(#[from] strata_bucket::Error),
+    /// Object storage failed.
+    #[error("object storage: {0}")]
+    Objstore(#[from] strata_objstore::Error),
     /// Bad arguments (no inputs, bad resolution, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -43,6 +43,8 @@ mod downsample;
 mod error;
 pub mod merge;
 pub mod plan;
+pub mod retention;
+pub mod run;
 
 pub use compact::{COMPACTOR_SOURCE, CompactOptions, CompactStats, compact, compact_with_stats};
 pub use downsample::{DownsampleStats, RES_1H, RES_5M, RES_RAW, downsample, downsample_with_stats};
