@@ -3,6 +3,7 @@
 
 mod exit;
 mod grpc;
+mod local;
 mod query;
 mod sidecar;
 mod store;
@@ -31,6 +32,8 @@ enum Command {
     Store(Box<store::StoreArgs>),
     /// Answer PromQL over every store: the Prometheus HTTP API, fanned out and de-duplicated.
     Query(Box<query::QueryArgs>),
+    /// The whole federation in one process (store gateway, sidecars, querier) for a laptop or one VM.
+    Local(Box<local::LocalArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Sidecar(args) => sidecar::run(*args),
         Command::Query(args) => query::run(*args),
         Command::Store(args) => store::run(*args),
+        Command::Local(args) => local::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

@@ -216,20 +216,25 @@ impl QueryArgs {
             max_concurrent: self.max_concurrent as usize,
             partial_response: !self.no_partial_response,
             auto_downsampling: self.auto_downsampling,
-            build_info: BuildInfo {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                revision: env!("STRATA_GIT_COMMIT").to_string(),
-                branch: String::new(),
-                build_user: String::new(),
-                build_date: String::new(),
-                go_version: env!("STRATA_RUSTC_VERSION").to_string(),
-            },
+            build_info: build_info(),
         }
     }
 }
 
+/// What `/api/v1/status/buildinfo` reports: this binary's version, commit and compiler.
+pub(crate) fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        revision: env!("STRATA_GIT_COMMIT").to_string(),
+        branch: String::new(),
+        build_user: String::new(),
+        build_date: String::new(),
+        go_version: env!("STRATA_RUSTC_VERSION").to_string(),
+    }
+}
+
 /// The store side: every endpoint from the flags, fanned out, health-checked, de-duplicated.
-async fn store_source(flags: EndpointFlags) -> anyhow::Result<Arc<dyn StoreSource>> {
+pub(crate) async fn store_source(flags: EndpointFlags) -> anyhow::Result<Arc<dyn StoreSource>> {
     let mut client = ClientOptions::default();
     if let Some(tls) = flags.tls {
         if tls.skip_verify {

@@ -176,6 +176,132 @@ pub fn run(args: StoreArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
+impl StoreArgs {
+    fn gateway_settings(&self) -> anyhow::Result<GatewaySettings> {
+        Ok(GatewaySettings {
+            block_set: BlockSetOptions {
+                data_dir: self.data_dir.clone(),
+                block: BlockOptions {
+                    max_gap: self.max_gap,
+                    ..BlockOptions::default()
+                },
+                min_time: self.min_time,
+                max_time: self.max_time,
+                relabel: self.relabel()?,
+                deletion_delay: self.ignore_deletion_marks_delay,
+                sync_concurrency: self.block_meta_fetch_concurrency.max(1),
+                idle_timeout: (!self.index_header_idle_timeout.is_zero())
+                    .then_some(self.index_header_idle_timeout),
+            },
+            server: ServerOptions {
+                max_series: self.limit_series,
+                max_samples: self.limit_samples,
+                max_bytes: self.limit_bytes,
+                max_concurrency: self.series_max_concurrency.max(1),
+                ..ServerOptions::default()
+            },
+            index_cache_size: self.index_cache_size,
+            sync_interval: self.sync_block_duration,
+        })
+    }
+}
+
+/// How a store gateway runs, whoever starts it (`strata store` or `strata local`).
+pub(crate) struct GatewaySettings {
+    pub(crate) block_set: BlockSetOptions,
+    pub(crate) server: ServerOptions,
+    pub(crate) index_cache_size: u64,
+    pub(crate) sync_interval: Duration,
+}
+
+impl GatewaySettings {
+    /// The settings `strata store` has with no flags but `--data-dir`.
+    pub(crate) fn defaults(data_dir: PathBuf) -> Self {
+        GatewaySettings {
+            block_set: BlockSetOptions {
+                data_dir,
+                block: BlockOptions::default(),
+                min_time: None,
+                max_time: None,
+                relabel: None,
+                deletion_delay: Duration::from_secs(24 * 3600),
+                sync_concurrency: 32,
+                idle_timeout: Some(Duration::from_secs(300)),
+            },
+            server: ServerOptions::default(),
+            index_cache_size: 250_000_000,
+            sync_interval: Duration::from_secs(180),
+        }
+    }
+}
+
+/// A store gateway with its metrics registered, not yet synced or serving.
+pub(crate) struct Gateway {
+    blocks: Arc<BlockSet>,
+    sync_interval: Duration,
+    /// The StoreAPI (Store + Info) to serve.
+    pub(crate) service: StoreService,
+}
+
+impl Gateway {
+    /// Builds the gateway over `bucket`, registering its metrics.
+    pub(crate) fn new(
+        settings: GatewaySettings,
+        bucket: Bucket,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.block_set.data_dir)
+            .with_context(|| {
+                format!(
+                    "create --data-dir {}",
+                    settings.block_set.data_dir.display()
+                )
+            })
+            .context(ConfigError("--data-dir".into()))?;
+        let cache: Arc<dyn IndexCache> = if settings.index_cache_size == 0 {
+            Arc::new(NoCache)
+        } else {
+            let cache = LruCache::new(settings.index_cache_size);
+            cache.register(registry);
+            Arc::new(cache)
+        };
+        let blocks = Arc::new(
+            BlockSet::new(bucket, cache, settings.block_set)
+                .map_err(|e| anyhow::Error::new(e).context(ConfigError("store gateway".into())))?,
+        );
+        blocks.metrics().register(registry);
+        let metrics = ServerMetrics::register(registry);
+        let service = StoreService::new(blocks.clone(), settings.server, metrics);
+        Ok(Gateway {
+            blocks,
+            sync_interval: settings.sync_interval,
+            service,
+        })
+    }
+
+    /// Syncs the bucket's blocks once (the gateway is ready after it), then keeps them in sync
+    /// until `shutdown`.
+    pub(crate) async fn start_syncing(
+        &self,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let report = self.blocks.sync().await.context("initial block sync")?;
+        tracing::info!(
+            blocks = report.blocks,
+            partial = report.partial,
+            filtered = report.filtered,
+            failed = report.failed,
+            meta_cache_hits = report.meta_cache_hits,
+            "initial block sync done"
+        );
+        let stop = shutdown.clone();
+        Ok(self
+            .blocks
+            .clone()
+            .spawn_sync_loop(self.sync_interval, async move { stop.cancelled().await }))
+    }
+}
+
 async fn serve(args: StoreArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("install signal handlers")?;
     let readiness = Readiness::new();
@@ -186,37 +312,7 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::Error::new(e).context(ConfigError("object storage".into())))?;
     let bucket = Bucket::new(&config, &mut registry)
         .map_err(|e| anyhow::Error::new(e).context(ConfigError("object storage".into())))?;
-    let relabel = args.relabel()?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("create --data-dir {}", args.data_dir.display()))
-        .context(ConfigError("--data-dir".into()))?;
-    let cache: Arc<dyn IndexCache> = if args.index_cache_size == 0 {
-        Arc::new(NoCache)
-    } else {
-        let cache = LruCache::new(args.index_cache_size);
-        cache.register(&mut registry);
-        Arc::new(cache)
-    };
-    let opts = BlockSetOptions {
-        data_dir: args.data_dir.clone(),
-        block: BlockOptions {
-            max_gap: args.max_gap,
-            ..BlockOptions::default()
-        },
-        min_time: args.min_time,
-        max_time: args.max_time,
-        relabel,
-        deletion_delay: args.ignore_deletion_marks_delay,
-        sync_concurrency: args.block_meta_fetch_concurrency.max(1),
-        idle_timeout: (!args.index_header_idle_timeout.is_zero())
-            .then_some(args.index_header_idle_timeout),
-    };
-    let blocks = Arc::new(
-        BlockSet::new(bucket, cache, opts)
-            .map_err(|e| anyhow::Error::new(e).context(ConfigError("store gateway".into())))?,
-    );
-    blocks.metrics().register(&mut registry);
-    let metrics = ServerMetrics::register(&mut registry);
+    let gateway = Gateway::new(args.gateway_settings()?, bucket, &mut registry)?;
     let admin = AdminServer::bind(args.server.http_address)
         .await
         .context(ConfigError(format!(
@@ -227,33 +323,7 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin.serve(router, shutdown.clone()));
 
     // The first sync: the gateway is ready once it knows the bucket's blocks.
-    let report = blocks.sync().await.context("initial block sync")?;
-    tracing::info!(
-        blocks = report.blocks,
-        partial = report.partial,
-        filtered = report.filtered,
-        failed = report.failed,
-        meta_cache_hits = report.meta_cache_hits,
-        "initial block sync done"
-    );
-    let stop = shutdown.clone();
-    let sync_task =
-        blocks.clone().spawn_sync_loop(
-            args.sync_block_duration,
-            async move { stop.cancelled().await },
-        );
-
-    let service = StoreService::new(
-        blocks,
-        ServerOptions {
-            max_series: args.limit_series,
-            max_samples: args.limit_samples,
-            max_bytes: args.limit_bytes,
-            max_concurrency: args.series_max_concurrency.max(1),
-            ..ServerOptions::default()
-        },
-        metrics,
-    );
+    let sync_task = gateway.start_syncing(&shutdown).await?;
     let listener = tokio::net::TcpListener::bind(args.grpc.grpc_address)
         .await
         .with_context(|| format!("bind --grpc-address {}", args.grpc.grpc_address))
@@ -263,6 +333,7 @@ async fn serve(args: StoreArgs) -> anyhow::Result<()> {
         )))?;
     tracing::info!(address = %args.grpc.grpc_address, "serving StoreAPI");
     readiness.set(true);
+    let service = gateway.service;
     let grpc_opts = strata_storeapi::ServerOptions {
         tls: args.grpc.tls(),
         ..Default::default()

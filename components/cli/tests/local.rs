@@ -1,0 +1,270 @@
+//! `strata local`: two real Prometheus HA replicas (external labels `cluster`, `replica`) scrape the
+//! same target; one `strata local` process federates both. Asserted: the querier answers with one
+//! de-duplicated series (two with `dedup=false`); the replicas' blocks are shipped into the
+//! filesystem bucket under `--data-dir`; after both Prometheus servers are stopped, the range they
+//! had answers the same from the store gateway alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use strata_e2e::{
+    ApiResponse, MetricsTarget, Process, PromApi, Prometheus, free_port, label_key, parse_value,
+    wait_until,
+};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+async fn replica(target: &MetricsTarget, name: &str) -> Prometheus {
+    Prometheus::builder()
+        .external_label("cluster", "demo")
+        .external_label("replica", name)
+        .scrape_interval(Duration::from_secs(1))
+        .scrape_config(&format!(
+            "job_name: demo\nstatic_configs:\n  - targets: ['{}']",
+            target.address()
+        ))
+        .arg("--storage.tsdb.min-block-duration=20s")
+        .arg("--storage.tsdb.max-block-duration=20s")
+        .start()
+        .await
+        .expect("start Prometheus replica")
+}
+
+/// `timestamp ms -> value` of every series of a range answer, keyed by labels.
+fn points(r: &ApiResponse) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    r.series()
+        .iter()
+        .map(|s| {
+            let pts = s["values"]
+                .as_array()
+                .map(|vals| {
+                    vals.iter()
+                        .filter_map(|p| {
+                            Some((
+                                (p[0].as_f64()? * 1000.0).round() as i64,
+                                parse_value(&p[1])?,
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (label_key(&s["metric"]), pts)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_federates_two_replicas_and_keeps_their_history() {
+    let t0 = Instant::now();
+    let target = MetricsTarget::start(move |path| {
+        (path == "/metrics").then(|| {
+            format!(
+                "# TYPE demo_requests counter\ndemo_requests_total {}\n",
+                (t0.elapsed().as_secs_f64() * 10.0).floor()
+            )
+        })
+    })
+    .await
+    .expect("start the scrape target");
+    let mut a = replica(&target, "a").await;
+    let mut b = replica(&target, "b").await;
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut cmd = Command::new(binary());
+    cmd.arg("local")
+        .arg(format!("--data-dir={}", data.path().display()))
+        .arg(format!("--http-address=127.0.0.1:{port}"))
+        .arg(format!(
+            "--prometheus={},{}",
+            a.url(),
+            a.data_dir().display()
+        ))
+        .arg(format!(
+            "--prometheus={},{}",
+            b.url(),
+            b.data_dir().display()
+        ))
+        .arg("--shipper.sync-interval=1s")
+        .arg("--sync-block-duration=2s");
+    let mut local = Process::spawn("strata-local", cmd).expect("spawn strata local");
+    let url = format!("http://127.0.0.1:{port}");
+    local
+        .wait_http_ok(&format!("{url}/-/ready"), Duration::from_secs(60))
+        .await
+        .expect("strata local ready");
+    let log = local.log();
+    assert!(log.contains("strata local is running"), "{log}");
+    assert!(log.contains(&url), "the querier's URL is printed: {log}");
+    assert_eq!(
+        log.matches("  - sidecar on 127.0.0.1:").count(),
+        2,
+        "both sidecars are announced: {log}"
+    );
+
+    let api = PromApi::new(&url, Duration::from_secs(30)).expect("HTTP client");
+    // Without dedup, both replicas' series (once both have scraped)…
+    let last = std::sync::Mutex::new(None);
+    wait_until("both replicas' series", Duration::from_secs(60), || async {
+        let r = match api
+            .get(
+                "query",
+                &[("query", "demo_requests_total"), ("dedup", "false")],
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string().into());
+                return None;
+            }
+        };
+        if r.is_success() && r.series().len() == 2 {
+            return Some(());
+        }
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.body);
+        None
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; last answer {:?}", last.lock()));
+    // …and de-duplicated by the default replica label: one series, without `replica`.
+    let deduped = api
+        .get("query", &[("query", "demo_requests_total")])
+        .await
+        .expect("query with dedup");
+    assert_eq!(deduped.series().len(), 1, "{:?}", deduped.body);
+    let labels = label_key(&deduped.series()[0]["metric"]);
+    assert!(labels.contains("cluster=\"demo\""), "{labels}");
+    assert!(!labels.contains("replica"), "{labels}");
+
+    // Both replicas ship blocks into the bucket under --data-dir. Wait for a time window that
+    // both replicas have shipped as a block of the same range (blocks are cut on the same 20 s
+    // boundaries), so the bucket alone holds every sample of that window.
+    let bucket = data.path().join("bucket");
+    let window = wait_until(
+        "a window shipped by both replicas",
+        Duration::from_secs(180),
+        || {
+            let bucket = bucket.clone();
+            async move { common_shipped_window(&bucket) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; bucket holds {:?}", shipped_ranges(&bucket)));
+    let shipped_blocks = std::fs::read_dir(&bucket)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().join("meta.json").is_file())
+                .count()
+        })
+        .unwrap_or(0);
+    wait_until(
+        "the store gateway to serve them",
+        Duration::from_secs(60),
+        || async {
+            let m = reqwest::get(format!("{url}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            m.lines()
+                .find(|l| l.starts_with("strata_store_blocks "))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|n| *n >= shipped_blocks as f64)
+        },
+    )
+    .await
+    .expect("store gateway synced the shipped blocks");
+
+    // The window, answered while the replicas still run…
+    let (start, end) = window;
+    let range = |dedup: &'static str| {
+        let api = &api;
+        let (s, e) = (start.to_string(), end.to_string());
+        async move {
+            api.get(
+                "query_range",
+                &[
+                    ("query", "demo_requests_total"),
+                    ("start", &s),
+                    ("end", &e),
+                    ("step", "1"),
+                    ("dedup", dedup),
+                ],
+            )
+            .await
+            .expect("range query")
+        }
+    };
+    let before = range("true").await;
+    assert!(before.is_success(), "{:?}", before.body);
+    let before_points = points(&before);
+    assert_eq!(before_points.len(), 1, "{:?}", before.body);
+    assert!(
+        before_points
+            .values()
+            .all(|p| p.len() as u64 >= (end - start) / 2),
+        "most steps of {start}..{end} answered: {before_points:?}"
+    );
+
+    // …is answered identically from the bucket once both Prometheus servers are gone.
+    a.process().kill();
+    b.process().kill();
+    let after = range("true").await;
+    assert_eq!(
+        points(&after),
+        before_points,
+        "the store gateway alone answers the shipped range as before; warnings: {:?}",
+        after.warnings()
+    );
+}
+
+/// A `[start, end]` (Unix seconds) that both replicas (`replica` label in `thanos.labels`) have
+/// shipped in blocks; the latest such window.
+fn common_shipped_window(bucket: &Path) -> Option<(u64, u64)> {
+    let ranges = shipped_ranges(bucket);
+    let a = ranges.get("a")?;
+    let b = ranges.get("b")?;
+    // Blocks end on the same boundaries; each starts at its replica's first sample in the range.
+    let (min, max) = a
+        .iter()
+        .filter_map(|&(a_min, a_max)| {
+            let &(b_min, _) = b.iter().find(|&&(_, b_max)| b_max == a_max)?;
+            Some((a_min.max(b_min), a_max))
+        })
+        .max_by_key(|&(_, max)| max)?;
+    // Whole seconds strictly inside the block, at least 10 s of them.
+    let start = u64::try_from(min.div_euclid(1000) + 1).ok()?;
+    let end = u64::try_from((max - 1).div_euclid(1000)).ok()?;
+    (end >= start + 10).then_some((start, end))
+}
+
+/// `replica -> [(minTime, maxTime)]` of the blocks with a meta.json in the bucket directory.
+fn shipped_ranges(bucket: &Path) -> BTreeMap<String, Vec<(i64, i64)>> {
+    let mut ranges: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(bucket) else {
+        return ranges;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("meta.json")) else {
+            continue;
+        };
+        let Ok(meta) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let replica = meta["thanos"]["labels"]["replica"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let (Some(min), Some(max)) = (meta["minTime"].as_i64(), meta["maxTime"].as_i64()) else {
+            continue;
+        };
+        ranges.entry(replica).or_default().push((min, max));
+    }
+    ranges
+}
