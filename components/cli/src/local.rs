@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use strata_objstore::{Bucket, BucketConfig, ObjstoreArgs};
-use strata_query::api::ApiSettings;
+use strata_query::api::{ApiMetrics, ApiSettings};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
 use strata_sidecar::{RunError, ShippingConfig, SidecarConfig};
 use strata_storeapi::Listen;
@@ -165,17 +165,19 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
         .context("bind the store gateway's loopback port")?;
     let store_addr = listener.local_addr().context("store gateway address")?;
     endpoints.push(store_addr.to_string());
-    started.push(if args.objstore.config.is_none() && args.objstore.config_file.is_none() {
-        format!(
-            "store gateway on {store_addr} over the bucket in {}",
-            args.data_dir.join("bucket").display()
-        )
-    } else {
-        format!(
-            "store gateway on {store_addr} over the {} bucket",
-            config.provider.type_name()
-        )
-    });
+    started.push(
+        if args.objstore.config.is_none() && args.objstore.config_file.is_none() {
+            format!(
+                "store gateway on {store_addr} over the bucket in {}",
+                args.data_dir.join("bucket").display()
+            )
+        } else {
+            format!(
+                "store gateway on {store_addr} over the {} bucket",
+                config.provider.type_name()
+            )
+        },
+    );
     let service = gateway.service;
     let signal = shutdown.clone();
     tasks.spawn(async move {
@@ -251,6 +253,7 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
         source,
         ApiSettings {
             build_info: build_info(),
+            metrics: Some(ApiMetrics::register(&mut registry)),
             ..ApiSettings::default()
         },
     );

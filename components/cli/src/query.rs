@@ -11,7 +11,7 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use strata_promql::Engine;
 use strata_query::StoreSource;
-use strata_query::api::{ApiSettings, BuildInfo, parse_prometheus_duration};
+use strata_query::api::{ApiMetrics, ApiSettings, BuildInfo, parse_prometheus_duration};
 use strata_query::endpoints::{EndpointSet, EndpointSetConfig};
 use strata_query::fanout::{FanoutConfig, FanoutSource};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
@@ -275,7 +275,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
 async fn serve(args: QueryArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("install signal handlers")?;
     let readiness = Readiness::new();
-    let registry = Registry::default();
+    let mut registry = Registry::default();
     let server = AdminServer::bind(args.server.http_address)
         .await
         .context(ConfigError(format!(
@@ -285,7 +285,11 @@ async fn serve(args: QueryArgs) -> anyhow::Result<()> {
     let source = store_source(args.endpoint_flags())
         .await
         .map_err(|e| e.context(ConfigError("store endpoints".into())))?;
-    let api = strata_query::api::router(source, args.api_settings());
+    let settings = ApiSettings {
+        metrics: Some(ApiMetrics::register(&mut registry)),
+        ..args.api_settings()
+    };
+    let api = strata_query::api::router(source, settings);
     let router = admin_router(Arc::new(registry), readiness.clone()).merge(api);
     tracing::info!(address = %server.local_addr(), "serving the query API");
     let serving = tokio::spawn(server.serve(router, shutdown.clone()));

@@ -45,6 +45,7 @@ mod format;
 mod json;
 mod mem;
 mod meta;
+mod metrics;
 mod params;
 mod query;
 #[cfg(test)]
@@ -54,6 +55,8 @@ mod tests_meta;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use metrics::ApiMetrics;
 
 use axum::Router;
 use axum::extract::Request;
@@ -111,6 +114,8 @@ pub struct ApiSettings {
     pub auto_downsampling: bool,
     /// What `/api/v1/status/buildinfo` reports.
     pub build_info: BuildInfo,
+    /// Request metrics to record into, if any.
+    pub metrics: Option<ApiMetrics>,
 }
 
 impl Default for ApiSettings {
@@ -125,6 +130,7 @@ impl Default for ApiSettings {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 ..Default::default()
             },
+            metrics: None,
         }
     }
 }
@@ -175,12 +181,13 @@ struct Api {
 /// The API's routes (`/api/v1/…`), to merge with the admin router on the same address.
 pub fn router(source: Arc<dyn StoreSource>, settings: ApiSettings) -> Router {
     let slots = Semaphore::new(settings.max_concurrent.max(1));
+    let metrics = settings.metrics.clone();
     let api = Arc::new(Api {
         source,
         settings,
         slots,
     });
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/query", get(query::query).post(query::query))
         .route(
             "/api/v1/query_range",
@@ -200,8 +207,12 @@ pub fn router(source: Arc<dyn StoreSource>, settings: ApiSettings) -> Router {
         .route("/api/v1/status/buildinfo", get(buildinfo).post(buildinfo))
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/parse_query", get(parse_query).post(parse_query))
-        .route("/api/v1/stores", get(stores).post(stores))
-        .with_state(api)
+        .route("/api/v1/stores", get(stores).post(stores));
+    let router = match metrics {
+        Some(m) => router.route_layer(axum::middleware::from_fn_with_state(m, metrics::track)),
+        None => router,
+    };
+    router.with_state(api)
 }
 
 /// Reads the URL query and, for a form-encoded body, the body.

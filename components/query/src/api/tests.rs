@@ -811,3 +811,31 @@ async fn a_zero_or_negative_timeout_times_out_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn requests_are_counted_per_route_and_code() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ApiMetrics::register(&mut registry);
+    let app = app_with(
+        Arc::new(MemSource::new(data())),
+        ApiSettings {
+            metrics: Some(metrics),
+            ..ApiSettings::default()
+        },
+    );
+    assert_eq!(get(&app, "/api/v1/query?query=up&time=300").await.0, 200);
+    assert_eq!(get(&app, "/api/v1/query?query=up&time=300").await.0, 200);
+    assert_eq!(get(&app, "/api/v1/query?query=up(").await.0, 400);
+    assert_eq!(get(&app, "/api/v1/label/job/values").await.0, 200);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    for line in [
+        r#"strata_query_http_requests_total{handler="/api/v1/query",code="200"} 2"#,
+        r#"strata_query_http_requests_total{handler="/api/v1/query",code="400"} 1"#,
+        r#"strata_query_http_requests_total{handler="/api/v1/label/{name}/values",code="200"} 1"#,
+        r#"strata_query_http_request_duration_seconds_count{handler="/api/v1/query",code="200"} 2"#,
+        "strata_query_http_requests_in_flight 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
