@@ -217,6 +217,7 @@ impl QueryArgs {
             partial_response: !self.no_partial_response,
             auto_downsampling: self.auto_downsampling,
             build_info: build_info(),
+            metrics: None,
         }
     }
 }
