@@ -104,6 +104,7 @@ struct Metrics {
     upload_failures: Counter,
     corrupted: Counter,
     last_success: Gauge<f64, AtomicU64>,
+    last_lag: Gauge<f64, AtomicU64>,
 }
 
 /// Ships the blocks of one TSDB directory to one bucket.
@@ -152,6 +153,11 @@ impl Shipper {
             "last_successful_upload_time",
             "Unix time of the last successful block upload",
             metrics.last_success.clone(),
+        );
+        sub.register(
+            "last_upload_lag_seconds",
+            "Seconds from the last uploaded block's creation (its ULID time) to the end of its upload",
+            metrics.last_lag.clone(),
         );
         Shipper {
             dir: dir.into(),
@@ -252,6 +258,8 @@ impl Shipper {
                         .map(|d| d.as_secs_f64())
                         .unwrap_or_default();
                     self.metrics.last_success.set(now);
+                    let created = id.timestamp_ms() as f64 / 1000.0;
+                    self.metrics.last_lag.set((now - created).max(0.0));
                     report.uploaded.push(id);
                     shipped.push(id);
                     self.write_meta(&meta_path, &shipped);

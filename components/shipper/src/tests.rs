@@ -223,6 +223,13 @@ async fn ships_in_order_meta_last_with_thanos_section() {
         !text.contains("strata_shipper_last_successful_upload_time 0.0"),
         "{text}"
     );
+    let lag: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_shipper_last_upload_lag_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no upload lag in {text}"));
+    // The test's blocks were created (ULID time) moments before the sync.
+    assert!((0.0..60.0).contains(&lag), "lag {lag}");
 
     // A second sync uploads nothing.
     let report = s.sync().await.expect("sync 2");
