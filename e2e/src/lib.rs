@@ -15,6 +15,7 @@ mod process;
 mod promapi;
 mod prometheus;
 mod proxy;
+mod sidebyside;
 mod strata;
 mod target;
 mod thanos;
@@ -31,6 +32,7 @@ pub use promapi::{
 };
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
 pub use proxy::Proxy;
+pub use sidebyside::{ListedQuery, SideBySide, listed_queries, side_by_side};
 pub use strata::{StrataQuery, StrataQueryBuilder, StrataSidecar, StrataStore};
 pub use target::{MetricsTarget, TargetHandler};
 pub use thanos::{

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use strata_e2e::{
-    ApiResponse, BenchData, CompareOptions, PromApi, Prometheus, StrataQuery, StrataSidecar,
-    query_lines, standard_queries, wait_until,
+    BenchData, CompareOptions, ListedQuery, PromApi, Prometheus, SideBySide, StrataQuery,
+    StrataSidecar, listed_queries, wait_until,
 };
 
 /// The data set: 10 targets × 2 h at 15 s (~140k samples, ~700 series).
@@ -32,38 +32,9 @@ const EXTERNAL_LABEL: (&str, &str) = ("cluster", "side-by-side");
 /// Range query step, seconds.
 const STEP: f64 = 60.0;
 
-/// One expression of the list.
-#[derive(Debug, Clone)]
-struct Query {
-    expr: String,
-    /// Prometheus must reject it (the list says `error:`).
-    must_fail: bool,
-}
-
-fn queries() -> Vec<Query> {
+fn queries() -> Vec<ListedQuery> {
     let own = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/queries.txt");
-    let own = std::fs::read_to_string(&own).expect("read tests/data/queries.txt");
-    let mut all: Vec<Query> = standard_queries()
-        .expect("shared/bench/queries.txt (set STRATA_BENCH_DIR)")
-        .into_iter()
-        .map(|expr| Query {
-            expr,
-            must_fail: false,
-        })
-        .collect();
-    for line in query_lines(&own) {
-        match line.strip_prefix("error:") {
-            Some(expr) => all.push(Query {
-                expr: expr.trim().to_string(),
-                must_fail: true,
-            }),
-            None => all.push(Query {
-                expr: line,
-                must_fail: false,
-            }),
-        }
-    }
-    all
+    listed_queries(&own).expect("the query lists (set STRATA_BENCH_DIR for shared/bench)")
 }
 
 /// A Prometheus serving `blocks` (no scraping), with the features the query list needs.
@@ -85,102 +56,15 @@ fn api(url: &str) -> PromApi {
     PromApi::new(url, Duration::from_secs(120)).expect("HTTP client")
 }
 
-/// What a side-by-side run found.
-#[derive(Debug, Default)]
-struct Report {
-    /// Queries sent (instant and range count separately).
-    compared: usize,
-    /// Of those, how many the reference answered with a non-empty result.
-    non_empty: usize,
-    /// Of those, how many the reference rejected.
-    errors: usize,
-    /// `(query kind and expression, difference)`.
-    mismatches: Vec<(String, String)>,
-    /// Queries whose answers differed at least once.
-    mismatched_queries: usize,
-    /// List errors: an `error:` query that the reference answered.
-    list_errors: Vec<String>,
-}
-
-fn has_data(r: &ApiResponse) -> bool {
-    match r.result_type() {
-        Some("vector") | Some("matrix") => !r.series().is_empty(),
-        Some(_) => true,
-        None => false,
-    }
-}
-
 async fn side_by_side(
     reference: &PromApi,
     ours: &PromApi,
     data: &BenchData,
     drop_labels: &[&str],
-) -> Report {
-    let (start, end) = (data.start_secs(), data.end_secs());
-    let mut report = Report::default();
-    for q in queries() {
-        let sorted = q.expr.starts_with("sort");
-        for kind in ["instant", "range"] {
-            let (r, o) = if kind == "instant" {
-                (
-                    reference.instant(&q.expr, end, &[]).await,
-                    ours.instant(&q.expr, end, &[]).await,
-                )
-            } else {
-                (
-                    reference.range(&q.expr, start, end, STEP, &[]).await,
-                    ours.range(&q.expr, start, end, STEP, &[]).await,
-                )
-            };
-            let r = r.expect("the reference Prometheus answers");
-            let what = format!("{kind} {}", q.expr);
-            report.compared += 1;
-            if r.is_success() {
-                report.non_empty += usize::from(has_data(&r));
-                if q.must_fail {
-                    report.list_errors.push(what.clone());
-                }
-            } else {
-                report.errors += 1;
-            }
-            let opts = CompareOptions {
-                ordered: sorted && kind == "instant",
-                ordered_labels: q.expr.starts_with("sort_by_label"),
-                annotations: true,
-                drop_labels: drop_labels.iter().map(|s| s.to_string()).collect(),
-                ..CompareOptions::default()
-            };
-            let found = match o {
-                Ok(o) => strata_e2e::compare(&r, &o, &opts)
-                    .into_iter()
-                    .map(|m| m.detail)
-                    .collect(),
-                Err(e) => vec![format!("request failed: {e}")],
-            };
-            if !found.is_empty() {
-                report.mismatched_queries += 1;
-            }
-            for m in found {
-                report.mismatches.push((what.clone(), m));
-            }
-        }
-    }
-    for (what, m) in &report.mismatches {
-        println!("MISMATCH {what}: {m}");
-    }
-    for what in &report.list_errors {
-        println!("LIST ERROR (reference did not fail) {what}");
-    }
-    println!(
-        "side by side: {} queries ({} instant + range), {} with data, {} errors; {} differ ({} differences)",
-        report.compared,
-        report.compared / 2,
-        report.non_empty,
-        report.errors,
-        report.mismatched_queries,
-        report.mismatches.len()
-    );
-    report
+) -> SideBySide {
+    strata_e2e::side_by_side(&queries(), reference, ours, data, STEP, drop_labels)
+        .await
+        .expect("the reference Prometheus answers")
 }
 
 #[test]

@@ -1,0 +1,149 @@
+//! Side-by-side runs: a query list sent to a reference Prometheus and to a Strata querier over the
+//! same data, instant (at the data's end) and range (whole span), answers compared with
+//! [`compare`]. Used by the querier and federation e2e tests.
+
+use std::path::Path;
+
+use crate::benchdata::{BenchData, query_lines, standard_queries};
+use crate::promapi::{ApiResponse, CompareOptions, PromApi, compare};
+use crate::{Error, Result};
+
+/// One expression of a query list.
+#[derive(Debug, Clone)]
+pub struct ListedQuery {
+    /// The PromQL expression.
+    pub expr: String,
+    /// The reference must reject it (the list says `error:`).
+    pub must_fail: bool,
+}
+
+/// The shared bench query set plus the queries of `own_list` (lines; `error:` marks a query
+/// Prometheus must reject; `#` comments).
+pub fn listed_queries(own_list: &Path) -> Result<Vec<ListedQuery>> {
+    let own = std::fs::read_to_string(own_list)
+        .map_err(Error::io(format!("read {}", own_list.display())))?;
+    let mut all: Vec<ListedQuery> = standard_queries()?
+        .into_iter()
+        .map(|expr| ListedQuery {
+            expr,
+            must_fail: false,
+        })
+        .collect();
+    for line in query_lines(&own) {
+        match line.strip_prefix("error:") {
+            Some(expr) => all.push(ListedQuery {
+                expr: expr.trim().to_string(),
+                must_fail: true,
+            }),
+            None => all.push(ListedQuery {
+                expr: line,
+                must_fail: false,
+            }),
+        }
+    }
+    Ok(all)
+}
+
+/// What a side-by-side run found.
+#[derive(Debug, Default)]
+pub struct SideBySide {
+    /// Queries sent (instant and range count separately).
+    pub compared: usize,
+    /// Of those, how many the reference answered with a non-empty result.
+    pub non_empty: usize,
+    /// Of those, how many the reference rejected.
+    pub errors: usize,
+    /// `(query kind and expression, difference)`.
+    pub mismatches: Vec<(String, String)>,
+    /// Queries whose answers differed at least once.
+    pub mismatched_queries: usize,
+    /// List errors: an `error:` query that the reference answered.
+    pub list_errors: Vec<String>,
+}
+
+fn has_data(r: &ApiResponse) -> bool {
+    match r.result_type() {
+        Some("vector") | Some("matrix") => !r.series().is_empty(),
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// Sends every query to both APIs as an instant query at the data's end and as a range query over
+/// its whole span (`step` seconds), and compares the answers (labels in `drop_labels` removed
+/// from ours first). Prints one `MISMATCH` line per difference and a summary line.
+#[allow(clippy::print_stdout)] // the report is for the test log
+pub async fn side_by_side(
+    queries: &[ListedQuery],
+    reference: &PromApi,
+    ours: &PromApi,
+    data: &BenchData,
+    step: f64,
+    drop_labels: &[&str],
+) -> Result<SideBySide> {
+    let (start, end) = (data.start_secs(), data.end_secs());
+    let mut report = SideBySide::default();
+    for q in queries {
+        let sorted = q.expr.starts_with("sort");
+        for kind in ["instant", "range"] {
+            let (r, o) = if kind == "instant" {
+                (
+                    reference.instant(&q.expr, end, &[]).await,
+                    ours.instant(&q.expr, end, &[]).await,
+                )
+            } else {
+                (
+                    reference.range(&q.expr, start, end, step, &[]).await,
+                    ours.range(&q.expr, start, end, step, &[]).await,
+                )
+            };
+            let r = r?;
+            let what = format!("{kind} {}", q.expr);
+            report.compared += 1;
+            if r.is_success() {
+                report.non_empty += usize::from(has_data(&r));
+                if q.must_fail {
+                    report.list_errors.push(what.clone());
+                }
+            } else {
+                report.errors += 1;
+            }
+            let opts = CompareOptions {
+                ordered: sorted && kind == "instant",
+                ordered_labels: q.expr.starts_with("sort_by_label"),
+                annotations: true,
+                drop_labels: drop_labels.iter().map(|s| s.to_string()).collect(),
+                ..CompareOptions::default()
+            };
+            let found: Vec<String> = match o {
+                Ok(o) => compare(&r, &o, &opts)
+                    .into_iter()
+                    .map(|m| m.detail)
+                    .collect(),
+                Err(e) => vec![format!("request failed: {e}")],
+            };
+            if !found.is_empty() {
+                report.mismatched_queries += 1;
+            }
+            for m in found {
+                report.mismatches.push((what.clone(), m));
+            }
+        }
+    }
+    for (what, m) in &report.mismatches {
+        println!("MISMATCH {what}: {m}");
+    }
+    for what in &report.list_errors {
+        println!("LIST ERROR (reference did not fail) {what}");
+    }
+    println!(
+        "side by side: {} queries ({} instant + range), {} with data, {} errors; {} differ ({} differences)",
+        report.compared,
+        report.compared / 2,
+        report.non_empty,
+        report.errors,
+        report.mismatched_queries,
+        report.mismatches.len()
+    );
+    Ok(report)
+}
