@@ -32,8 +32,8 @@ pub use promapi::{
 };
 pub use prometheus::{Prometheus, PrometheusBuilder, promtool};
 pub use proxy::Proxy;
-pub use sidebyside::{ListedQuery, SideBySide, listed_queries, side_by_side};
-pub use strata::{StrataQuery, StrataQueryBuilder, StrataSidecar, StrataStore};
+pub use sidebyside::{ListedQuery, SideBySide, SideBySideOptions, listed_queries, side_by_side};
+pub use strata::{StrataQuery, StrataQueryBuilder, StrataServer, StrataSidecar, StrataStore};
 pub use target::{MetricsTarget, TargetHandler};
 pub use thanos::{
     ThanosQuery, ThanosQueryBuilder, ThanosSidecar, ThanosSidecarBuilder, ThanosStore,

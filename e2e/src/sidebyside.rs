@@ -3,6 +3,7 @@
 //! [`compare`]. Used by the querier and federation e2e tests.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::benchdata::{BenchData, query_lines, standard_queries};
 use crate::promapi::{ApiResponse, CompareOptions, PromApi, compare};
@@ -59,6 +60,23 @@ pub struct SideBySide {
     pub mismatched_queries: usize,
     /// List errors: an `error:` query that the reference answered.
     pub list_errors: Vec<String>,
+    /// `(reference, ours)` latency of each query.
+    pub latencies: Vec<(Duration, Duration)>,
+}
+
+impl SideBySide {
+    /// The `q`-quantile (0..=1) of the reference's and of our latencies.
+    pub fn latency_quantile(&self, q: f64) -> (Duration, Duration) {
+        let pick = |mut v: Vec<Duration>| {
+            v.sort();
+            let i = ((v.len().saturating_sub(1)) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+            v.get(i).copied().unwrap_or_default()
+        };
+        (
+            pick(self.latencies.iter().map(|l| l.0).collect()),
+            pick(self.latencies.iter().map(|l| l.1).collect()),
+        )
+    }
 }
 
 fn has_data(r: &ApiResponse) -> bool {
@@ -69,34 +87,47 @@ fn has_data(r: &ApiResponse) -> bool {
     }
 }
 
+/// How [`side_by_side`] compares.
+#[derive(Debug, Clone)]
+pub struct SideBySideOptions<'a> {
+    /// Range query step, seconds.
+    pub step: f64,
+    /// Labels removed from our answers before comparing (e.g. external labels).
+    pub drop_labels: &'a [&'a str],
+    /// Compare warnings and infos too.
+    pub annotations: bool,
+}
+
 /// Sends every query to both APIs as an instant query at the data's end and as a range query over
-/// its whole span (`step` seconds), and compares the answers (labels in `drop_labels` removed
-/// from ours first). Prints one `MISMATCH` line per difference and a summary line.
+/// its whole span, and compares the answers. Prints one `MISMATCH` line per difference and a
+/// summary line. Also records each request's latency (reference, ours) in the report.
 #[allow(clippy::print_stdout)] // the report is for the test log
 pub async fn side_by_side(
     queries: &[ListedQuery],
     reference: &PromApi,
     ours: &PromApi,
     data: &BenchData,
-    step: f64,
-    drop_labels: &[&str],
+    opts: &SideBySideOptions<'_>,
 ) -> Result<SideBySide> {
+    let (step, drop_labels) = (opts.step, opts.drop_labels);
     let (start, end) = (data.start_secs(), data.end_secs());
     let mut report = SideBySide::default();
     for q in queries {
         let sorted = q.expr.starts_with("sort");
         for kind in ["instant", "range"] {
-            let (r, o) = if kind == "instant" {
-                (
-                    reference.instant(&q.expr, end, &[]).await,
-                    ours.instant(&q.expr, end, &[]).await,
-                )
+            let t0 = Instant::now();
+            let r = if kind == "instant" {
+                reference.instant(&q.expr, end, &[]).await
             } else {
-                (
-                    reference.range(&q.expr, start, end, step, &[]).await,
-                    ours.range(&q.expr, start, end, step, &[]).await,
-                )
+                reference.range(&q.expr, start, end, step, &[]).await
             };
+            let t1 = Instant::now();
+            let o = if kind == "instant" {
+                ours.instant(&q.expr, end, &[]).await
+            } else {
+                ours.range(&q.expr, start, end, step, &[]).await
+            };
+            report.latencies.push((t1 - t0, t1.elapsed()));
             let r = r?;
             let what = format!("{kind} {}", q.expr);
             report.compared += 1;
@@ -111,7 +142,7 @@ pub async fn side_by_side(
             let opts = CompareOptions {
                 ordered: sorted && kind == "instant",
                 ordered_labels: q.expr.starts_with("sort_by_label"),
-                annotations: true,
+                annotations: opts.annotations,
                 drop_labels: drop_labels.iter().map(|s| s.to_string()).collect(),
                 ..CompareOptions::default()
             };

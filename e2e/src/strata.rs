@@ -204,3 +204,80 @@ async fn start_grpc_server(
         .await?;
     Ok((process, grpc_address, http_url))
 }
+
+/// Any `strata` server started on fixed loopback ports, so that it can be killed and started again
+/// in place (the querier's endpoint list and the scrape configs stay valid).
+#[derive(Debug)]
+pub struct StrataServer {
+    binary: PathBuf,
+    subcommand: String,
+    args: Vec<String>,
+    grpc_address: Option<String>,
+    http_url: String,
+    http_port: u16,
+    process: Option<Process>,
+    starts: u32,
+}
+
+impl StrataServer {
+    /// Picks free ports (a gRPC one when `grpc`) without starting anything yet.
+    pub fn new(binary: &Path, subcommand: &str, args: &[String], grpc: bool) -> Self {
+        let http_port = free_port();
+        Self {
+            binary: binary.to_path_buf(),
+            subcommand: subcommand.into(),
+            args: args.to_vec(),
+            grpc_address: grpc.then(|| format!("127.0.0.1:{}", free_port())),
+            http_url: format!("http://127.0.0.1:{http_port}"),
+            http_port,
+            process: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts (or starts again) the server and waits for its `/-/ready`.
+    pub async fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg(&self.subcommand).args(&self.args);
+        if let Some(grpc) = &self.grpc_address {
+            cmd.arg(format!("--grpc-address={grpc}"));
+        }
+        cmd.arg(format!("--http-address=127.0.0.1:{}", self.http_port))
+            .arg("--log.level=info");
+        self.starts += 1;
+        let name = format!("strata-{}-{}", self.subcommand, self.starts);
+        let mut process = Process::spawn(name, cmd)?;
+        let ready = process
+            .wait_http_ok(&format!("{}/-/ready", self.http_url), READY_TIMEOUT)
+            .await;
+        self.process = Some(process);
+        ready
+    }
+
+    /// Kills the server with SIGKILL (no shutdown path runs) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            p.kill();
+        }
+    }
+
+    /// The StoreAPI address, `127.0.0.1:PORT`, when started with gRPC.
+    pub fn grpc_address(&self) -> Option<&str> {
+        self.grpc_address.as_deref()
+    }
+
+    /// The HTTP base URL (`/-/ready`, `/metrics`, the query API).
+    pub fn url(&self) -> &str {
+        &self.http_url
+    }
+
+    /// `127.0.0.1:PORT` of the HTTP server, for a scrape config.
+    pub fn http_address(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// The current process, if started.
+    pub fn process(&mut self) -> Option<&mut Process> {
+        self.process.as_mut()
+    }
+}

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use strata_e2e::{
-    BenchData, CompareOptions, ListedQuery, PromApi, Prometheus, SideBySide, StrataQuery,
-    StrataSidecar, listed_queries, wait_until,
+    BenchData, CompareOptions, ListedQuery, PromApi, Prometheus, SideBySide, SideBySideOptions,
+    StrataQuery, StrataSidecar, listed_queries, wait_until,
 };
 
 /// The data set: 10 targets × 2 h at 15 s (~140k samples, ~700 series).
@@ -62,7 +62,12 @@ async fn side_by_side(
     data: &BenchData,
     drop_labels: &[&str],
 ) -> SideBySide {
-    strata_e2e::side_by_side(&queries(), reference, ours, data, STEP, drop_labels)
+    let opts = SideBySideOptions {
+        step: STEP,
+        drop_labels,
+        annotations: true,
+    };
+    strata_e2e::side_by_side(&queries(), reference, ours, data, &opts)
         .await
         .expect("the reference Prometheus answers")
 }

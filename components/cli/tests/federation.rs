@@ -1,0 +1,409 @@
+//! The whole federation on real servers: a real MinIO bucket, two real Prometheus 3.x HA replicas
+//! (external labels `cluster`, `replica`) holding the same history (the shared bench data, 6 h,
+//! backfilled with promtool into 2 h blocks), a `strata sidecar` next to each (shipping the blocks),
+//! a `strata store` over the bucket and a `strata query` over all three, de-duplicating on
+//! `replica`. A third Prometheus on a copy of the same blocks is the reference.
+//!
+//! Asserted, with the standard query set (instant + range, ≥ 50 queries) compared to the reference:
+//! 1. with every part up, the de-duplicated answers equal the reference's;
+//! 2. after replica b and its data are gone (Prometheus killed, data deleted, sidecar killed), the
+//!    answers are still equal — from replica a and the blocks it and b shipped — and the querier
+//!    warns about the missing sidecar;
+//! 3. after replica a is gone too, the store gateway alone answers the same;
+//! 4. kill -9 of the store gateway and of the querier, each restarted in place: the same answers
+//!    (nothing lost or doubled);
+//! 5. observability (checked while every part runs, after step 1): replica a scrapes every Strata
+//!    component's `/metrics`; every query of the Grafana dashboard in `docs/grafana/` parses and
+//!    returns data.
+//!
+//! Printed, not asserted (machines are noisy): the shipper's upload lag and the query latency
+//! p50/p99 through the querier vs straight to Prometheus.
+
+#![allow(clippy::print_stdout)] // the test reports its figures
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_e2e::{
+    BenchData, ListedQuery, Minio, PromApi, Prometheus, SideBySide, SideBySideOptions,
+    StrataServer, listed_queries, side_by_side, wait_until,
+};
+
+/// 10 targets × 6 h at 15 s from an 8 h-aligned start: three 2 h blocks per replica.
+const GEN_ARGS: &[&str] = &[
+    "--targets",
+    "10",
+    "--hours",
+    "6",
+    "--high-cardinality",
+    "100",
+    "--start",
+    "1700006400",
+];
+const STEP: f64 = 60.0;
+const BUCKET: &str = "federation";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+fn api(url: &str) -> PromApi {
+    PromApi::new(url, Duration::from_secs(120)).expect("HTTP client")
+}
+
+fn queries() -> Vec<ListedQuery> {
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/queries.txt");
+    listed_queries(&own).expect("the query lists (set STRATA_BENCH_DIR for shared/bench)")
+}
+
+/// A Prometheus on `data` that keeps it (no compaction of its own, no retention) and scrapes the
+/// targets listed in `sd_file`.
+async fn prometheus(data: &Path, replica: Option<&str>, sd_file: &Path) -> Prometheus {
+    let labels = match replica {
+        Some(r) => format!("  external_labels:\n    cluster: fed\n    replica: {r}\n"),
+        None => String::new(),
+    };
+    Prometheus::builder()
+        .config(&format!(
+            "global:\n  scrape_interval: 1s\n{labels}scrape_configs:\n  - job_name: strata\n    file_sd_configs:\n      - files: ['{}']\n",
+            sd_file.display()
+        ))
+        .data_dir(data)
+        .arg("--storage.tsdb.retention.time=100y")
+        .arg("--storage.tsdb.min-block-duration=2h")
+        .arg("--storage.tsdb.max-block-duration=2h")
+        .arg("--enable-feature=promql-experimental-functions")
+        .start()
+        .await
+        .expect("start Prometheus")
+}
+
+/// Writes a file-SD file: one target group per component.
+fn write_sd(path: &Path, groups: &[(&str, Vec<String>)]) {
+    let json: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|(component, targets)| {
+            serde_json::json!({"targets": targets, "labels": {"component": component}})
+        })
+        .collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&json).expect("json")).expect("write sd file");
+    std::fs::rename(&tmp, path).expect("rename sd file");
+}
+
+async fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+struct Run {
+    queries: Vec<ListedQuery>,
+    reference: PromApi,
+    querier: PromApi,
+    data: BenchData,
+}
+
+impl Run {
+    async fn compare(&self, phase: &str, annotations: bool) -> SideBySide {
+        println!("== {phase}");
+        let opts = SideBySideOptions {
+            step: STEP,
+            drop_labels: &["cluster"],
+            annotations,
+        };
+        let report = side_by_side(
+            &self.queries,
+            &self.reference,
+            &self.querier,
+            &self.data,
+            &opts,
+        )
+        .await
+        .expect("the reference answers");
+        assert!(report.list_errors.is_empty(), "{:?}", report.list_errors);
+        assert!(report.compared >= 100, "only {} queries", report.compared);
+        assert!(
+            report.non_empty >= report.compared / 2,
+            "too few answers with data: {report:?}"
+        );
+        assert!(
+            report.mismatches.is_empty(),
+            "{phase}: {} of {} queries differ (see MISMATCH lines above)",
+            report.mismatched_queries,
+            report.compared
+        );
+        report
+    }
+
+    /// Waits until the querier answers `count(up)` like the reference (it learns endpoints and
+    /// blocks asynchronously).
+    async fn settle(&self, what: &str) {
+        let end = self.data.end_secs();
+        let want = self
+            .reference
+            .instant("count(up)", end, &[])
+            .await
+            .expect("count");
+        wait_until(what, Duration::from_secs(90), || {
+            let want = &want;
+            async move {
+                let got = self.querier.instant("count(up)", end, &[]).await.ok()?;
+                let opts = strata_e2e::CompareOptions {
+                    drop_labels: vec!["cluster".into()],
+                    ..Default::default()
+                };
+                strata_e2e::compare(want, &got, &opts)
+                    .is_empty()
+                    .then_some(())
+            }
+        })
+        .await
+        .expect("querier settles");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_answers_like_one_prometheus_through_failures() {
+    let data = BenchData::generate(GEN_ARGS).expect("bench data");
+    let blocks_per_replica = std::fs::read_dir(data.blocks_dir())
+        .expect("blocks dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("meta.json").is_file())
+        .count();
+    assert!(blocks_per_replica >= 3, "{blocks_per_replica} blocks");
+
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let sd_file = scratch.path().join("strata-targets.json");
+    write_sd(&sd_file, &[]);
+    let no_targets = scratch.path().join("no-targets.json");
+    write_sd(&no_targets, &[]);
+    let reference = prometheus(&data.copy_to("ref").expect("copy"), None, &no_targets).await;
+    let dir_a: PathBuf = data.copy_to("a").expect("copy");
+    let dir_b: PathBuf = data.copy_to("b").expect("copy");
+    // Two real replicas never share block IDs; copies of one backfill do, so b's get new ones.
+    give_blocks_new_ids(&dir_b);
+    let mut prom_a = prometheus(&dir_a, Some("a"), &sd_file).await;
+    let mut prom_b = prometheus(&dir_b, Some("b"), &sd_file).await;
+
+    let minio = Minio::start().await.expect("start MinIO");
+    minio.create_bucket(BUCKET).await.expect("bucket");
+    let objstore = format!("--objstore.config={}", minio.objstore_yaml(BUCKET));
+    let sidecar_args = |p: &Prometheus| {
+        vec![
+            format!("--prometheus.url={}", p.url()),
+            format!("--tsdb.path={}", p.data_dir().display()),
+            "--prometheus.ready_timeout=30s".to_string(),
+            "--shipper.sync-interval=1s".to_string(),
+            objstore.clone(),
+        ]
+    };
+    let mut sidecar_a = StrataServer::new(binary(), "sidecar", &sidecar_args(&prom_a), true);
+    let mut sidecar_b = StrataServer::new(binary(), "sidecar", &sidecar_args(&prom_b), true);
+    let store_dir = scratch.path().join("store");
+    let mut store = StrataServer::new(
+        binary(),
+        "store",
+        &[
+            objstore.clone(),
+            format!("--data-dir={}", store_dir.display()),
+            "--sync-block-duration=2s".to_string(),
+        ],
+        true,
+    );
+    let mut endpoints: Vec<String> = [&sidecar_a, &sidecar_b, &store]
+        .iter()
+        .filter_map(|s| s.grpc_address().map(|a| format!("--endpoint={a}")))
+        .collect();
+    endpoints.push("--query.replica-label=replica".to_string());
+    let mut querier = StrataServer::new(binary(), "query", &endpoints, false);
+
+    sidecar_a.start().await.expect("sidecar a");
+    sidecar_b.start().await.expect("sidecar b");
+    store.start().await.expect("store gateway");
+    querier.start().await.expect("querier");
+    write_sd(
+        &sd_file,
+        &[
+            (
+                "sidecar",
+                vec![sidecar_a.http_address(), sidecar_b.http_address()],
+            ),
+            ("store", vec![store.http_address()]),
+            ("query", vec![querier.http_address()]),
+        ],
+    );
+
+    // Both sidecars ship their three blocks; the gateway serves all six.
+    let want_blocks = (2 * blocks_per_replica) as f64;
+    wait_until(
+        "the gateway serves both replicas' blocks",
+        Duration::from_secs(120),
+        || async {
+            metric(store.url(), "strata_store_blocks")
+                .await
+                .filter(|n| *n >= want_blocks)
+        },
+    )
+    .await
+    .expect("blocks shipped and synced");
+    for s in [&sidecar_a, &sidecar_b] {
+        let lag = metric(s.url(), "strata_shipper_last_upload_lag_seconds").await;
+        println!(
+            "FIGURE upload lag (block ULID time → uploaded) {}: {lag:?} s",
+            s.url()
+        );
+    }
+
+    let run = Run {
+        queries: queries(),
+        reference: api(reference.url()),
+        querier: api(querier.url()),
+        data,
+    };
+    run.settle("querier sees all stores").await;
+
+    // 1. Everything up.
+    let all_up = run.compare("all parts up", true).await;
+    let (ref_p50, ours_p50) = all_up.latency_quantile(0.5);
+    let (ref_p99, ours_p99) = all_up.latency_quantile(0.99);
+    println!(
+        "FIGURE query latency over {} queries: Prometheus p50 {ref_p50:?} p99 {ref_p99:?}; through the querier (2 sidecars + store) p50 {ours_p50:?} p99 {ours_p99:?}",
+        all_up.latencies.len()
+    );
+
+    // 5. Observability, while every part runs: replica a scrapes every component's /metrics, and
+    // every query of the dashboard parses and returns data.
+    let dashboard = dashboard_queries();
+    assert!(
+        dashboard.len() >= 10,
+        "{} dashboard queries",
+        dashboard.len()
+    );
+    let scraper = api(prom_a.url());
+    wait_until(
+        "replica a has scraped every component twice",
+        Duration::from_secs(60),
+        || async {
+            let r = scraper
+                .get(
+                    "query",
+                    &[(
+                        "query",
+                        "count(count_over_time(up{component!=\"\"}[1m]) >= 2)",
+                    )],
+                )
+                .await
+                .ok()?;
+            let n = r.series().first()?["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()?;
+            (n >= 4.0).then_some(())
+        },
+    )
+    .await
+    .expect("components scraped");
+    let mut failures = Vec::new();
+    for (title, expr) in &dashboard {
+        let r = scraper
+            .get("query", &[("query", expr)])
+            .await
+            .expect("query replica a");
+        if !r.is_success() {
+            failures.push(format!("{title}: {expr}: {:?}", r.error()));
+        } else if r.series().is_empty() {
+            failures.push(format!("{title}: {expr}: no data"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "dashboard queries failing:\n{}",
+        failures.join("\n")
+    );
+
+    // 2. Replica b and its data are gone.
+    prom_b.process().kill();
+    sidecar_b.kill9();
+    std::fs::remove_dir_all(&dir_b).expect("delete replica b's data");
+    run.compare("replica b gone", false).await;
+    let warned = run
+        .querier
+        .instant("count(up)", run.data.end_secs(), &[])
+        .await
+        .expect("query");
+    let sidecar_b_addr = sidecar_b.grpc_address().unwrap_or_default().to_string();
+    assert!(
+        warned
+            .warnings()
+            .iter()
+            .any(|w| w.contains(&sidecar_b_addr)),
+        "a warning names the missing sidecar {sidecar_b_addr}: {:?}",
+        warned.body
+    );
+
+    // 3. Replica a is gone too: the store gateway alone.
+    prom_a.process().kill();
+    sidecar_a.kill9();
+    std::fs::remove_dir_all(&dir_a).expect("delete replica a's data");
+    run.compare("both replicas gone: the bucket alone", false)
+        .await;
+
+    // 4. kill -9 of the gateway and of the querier, restarted in place.
+    store.kill9();
+    store.start().await.expect("restart the store gateway");
+    run.settle("querier sees the restarted gateway").await;
+    run.compare("after kill -9 of the store gateway", false)
+        .await;
+    querier.kill9();
+    querier.start().await.expect("restart the querier");
+    run.settle("restarted querier sees the gateway").await;
+    run.compare("after kill -9 of the querier", false).await;
+}
+
+/// `(panel title, expr)` of every target of the dashboard JSON.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/grafana/strata-federation.json");
+    let text = std::fs::read_to_string(&path).expect("read the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().into_iter().flatten() {
+        let title = panel["title"].as_str().unwrap_or_default().to_string();
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                out.push((title.clone(), expr.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Renames every block in `dir` to a fresh ULID and rewrites its meta.json to match (`ulid` and
+/// the single `compaction.sources` entry a level-1 block has).
+fn give_blocks_new_ids(dir: &Path) {
+    for entry in std::fs::read_dir(dir)
+        .expect("read blocks dir")
+        .filter_map(Result::ok)
+    {
+        let meta_path = entry.path().join("meta.json");
+        let Ok(text) = std::fs::read_to_string(&meta_path) else {
+            continue;
+        };
+        let mut meta: serde_json::Value = serde_json::from_str(&text).expect("meta.json");
+        let id = ulid::Ulid::new().to_string();
+        meta["ulid"] = serde_json::Value::String(id.clone());
+        meta["compaction"]["sources"] = serde_json::json!([id]);
+        std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("json"))
+            .expect("write meta.json");
+        std::fs::rename(entry.path(), dir.join(&id)).expect("rename block dir");
+        // Distinct ULID times within one millisecond are fine; keep them apart anyway.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
