@@ -158,13 +158,28 @@ pub fn decode_series(
 ) -> Result<Series, DecodeError> {
     let labels = labels_from_pb(&series.labels);
     let mut points: Vec<(i64, Value)> = Vec::new();
-    for c in &series.chunks {
-        if c.max_time < min_t || c.min_time > max_t {
-            continue;
-        }
+    // Downsampled counters are only meaningful read across chunk boundaries (see
+    // `CounterResets`); raw-only series are read as they are, so `resets()` stays exact there.
+    let counter = aggr == AggrChoice::Counter && series.chunks.iter().any(|c| c.raw.is_none());
+    let mut chunks: Vec<&AggrChunk> = series
+        .chunks
+        .iter()
+        .filter(|c| c.max_time >= min_t && c.min_time <= max_t)
+        .collect();
+    if counter {
+        chunks.sort_by_key(|c| c.min_time);
+    }
+    let mut resets = CounterResets::default();
+    for c in chunks {
+        let mut chunk_points = Vec::new();
         match &c.raw {
-            Some(raw) => decode_raw(raw, c, &labels, &mut points)?,
-            None => decode_aggregate(c, aggr, &labels, &mut points)?,
+            Some(raw) => decode_raw(raw, c, &labels, &mut chunk_points)?,
+            None => decode_aggregate(c, aggr, &labels, &mut chunk_points)?,
+        }
+        if counter {
+            resets.apply(chunk_points, &mut points);
+        } else {
+            points.append(&mut chunk_points);
         }
     }
     points.retain(|(t, _)| *t >= min_t && *t <= max_t);
@@ -182,6 +197,59 @@ pub fn decode_series(
         }
     }
     Ok(out)
+}
+
+/// Reads a series of downsampled `counter` aggregates the way Thanos's querier does
+/// (`ApplyCounterResetsSeriesIterator`), so `rate()` over it equals `rate()` over the raw data:
+/// - each aggregate chunk starts with the raw counter value at its start and ends with a repeat
+///   of its last timestamp carrying the raw last value; that repeat is not a sample, it only tells
+///   whether the next chunk starts after a reset;
+/// - the output is one monotonic counter: a drop is a reset (the new value is added, not the
+///   difference), so the engine sees no reset at all (`resets()` over downsampled data is 0, as
+///   in Thanos);
+/// - NaN values are skipped, and samples that go back in time (overlapping chunks) are dropped.
+#[derive(Debug, Default)]
+struct CounterResets {
+    /// `(timestamp, raw value)` of the last sample read.
+    last: Option<(i64, f64)>,
+    /// The accumulated counter.
+    total: f64,
+}
+
+impl CounterResets {
+    fn apply(&mut self, chunk: Vec<(i64, Value)>, out: &mut Vec<(i64, Value)>) {
+        for (t, v) in chunk {
+            let f = match v {
+                Value::Float(f) => f,
+                hist => {
+                    // Histogram counters carry their own reset hints.
+                    if self.last.is_none_or(|(lt, _)| t > lt) {
+                        self.last = Some((t, self.last.map_or(0.0, |(_, lv)| lv)));
+                        out.push((t, hist));
+                    }
+                    continue;
+                }
+            };
+            if f.is_nan() {
+                continue;
+            }
+            match self.last {
+                None => {
+                    self.total = f;
+                    self.last = Some((t, f));
+                    out.push((t, Value::Float(f)));
+                }
+                Some((lt, lv)) if t > lt => {
+                    self.total += if f >= lv { f - lv } else { f };
+                    self.last = Some((t, f));
+                    out.push((t, Value::Float(self.total)));
+                }
+                // The chunk's closing repeat: the true last raw value.
+                Some((lt, _)) if t == lt => self.last = Some((t, f)),
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 fn to_chunk(c: &pb::Chunk, labels: &Labels) -> Result<Chunk, DecodeError> {
@@ -409,6 +477,67 @@ mod tests {
             AggrChoice::Avg.aggregates(),
             vec![Aggr::Count as i32, Aggr::Sum as i32]
         );
+    }
+
+    /// Two 5m counter chunks in Thanos's layout: each starts with the raw value at its start and
+    /// ends with a repeat of its last timestamp carrying the raw last value. The counter resets
+    /// inside the first chunk's last window (raw 40 → 3, the aggregate already accumulated to
+    /// 43) and between the chunks (raw 5 at the first's end, 2 at the second's start).
+    #[test]
+    fn downsampled_counters_are_read_across_chunks_without_resets() {
+        let chunk = |min: i64, max: i64, counter: &[(i64, f64)]| AggrChunk {
+            min_time: min,
+            max_time: max,
+            counter: Some(xor(counter)),
+            ..Default::default()
+        };
+        let s = series(vec![
+            chunk(
+                600_000,
+                1_200_000,
+                &[
+                    (600_000, 20.0),
+                    (899_999, 30.0),
+                    (1_199_999, 45.0),
+                    (1_199_999, 5.0),
+                ],
+            ),
+            chunk(
+                0,
+                599_999,
+                &[(0, 10.0), (299_999, 12.0), (599_999, 18.0), (599_999, 18.0)],
+            ),
+            chunk(
+                1_200_000,
+                1_800_000,
+                &[(1_200_000, 2.0), (1_499_999, 9.0), (1_499_999, 9.0)],
+            ),
+        ]);
+        let got = decode_series(&s, AggrChoice::Counter, 0, i64::MAX).expect("decodes");
+        assert_eq!(
+            got.samples,
+            vec![
+                (0, 10.0),
+                (299_999, 12.0),
+                (599_999, 18.0),
+                // 18 → 20: +2 (no reset at the boundary).
+                (600_000, 20.0),
+                (899_999, 30.0),
+                (1_199_999, 45.0),
+                // Raw 5 at the end, 2 at the next start: a reset, +2; then +7.
+                (1_200_000, 47.0),
+                (1_499_999, 54.0),
+            ]
+        );
+        // Other aggregates and raw-only counters are read as stored.
+        let raw_only = series(vec![AggrChunk {
+            min_time: 0,
+            max_time: 30,
+            raw: Some(xor(&[(0, 5.0), (10, 1.0), (20, 3.0)])),
+            ..Default::default()
+        }]);
+        let got = decode_series(&raw_only, AggrChoice::Counter, 0, i64::MAX).expect("decodes");
+        assert_eq!(got.samples, vec![(0, 5.0), (10, 1.0), (20, 3.0)]);
     }
 
     #[test]

@@ -14,10 +14,6 @@
 //! done here, not pushed to stores (`without_replica_labels` is not sent).
 //!
 //! NOT DONE:
-//! - downsampled `counter` aggregate chunks are read as plain samples (Thanos's counter chunks
-//!   repeat the last raw value at the chunk end for reset detection; a repeated timestamp is kept
-//!   once here, but the reset-aware counter iterator Thanos uses is not reproduced); no store in
-//!   Strata serves downsampled data yet, so this is only unit-tested on in-memory chunks;
 //! - no per-request series/sample limit and no bound on a store's answer size beyond the gRPC
 //!   message size of the client options (default: unlimited, as Thanos's client);
 //! - store hints (`hints` Any fields), `shard_info` and projections are neither sent nor read;
