@@ -4,8 +4,9 @@
 //! JSON shapes, status codes, error types and parameter error messages follow Prometheus's
 //! `web/api/v1` (Prometheus 3): GET and form-encoded POST on every endpoint, `time`/`start`/`end`
 //! as RFC 3339 or Unix seconds, `step`/`timeout` as seconds or Prometheus durations, `stats`,
-//! `lookback_delta`, `limit`; plus the Thanos parameters `dedup`, `partial_response` and
-//! `max_source_resolution`, which become the request's [`QueryOptions`]. `engine` and `analyze`
+//! `lookback_delta`, `limit`; plus the Thanos parameters `dedup`, `partial_response`,
+//! `max_source_resolution`, `replicaLabels[]` and `storeMatch[]`, which become the request's
+//! [`QueryOptions`]. `engine` and `analyze`
 //! are accepted and ignored. `/api/v1/stores` lists endpoints in Thanos's shape.
 //!
 //! Every query runs under the smaller of the configured timeout and the `timeout` parameter
@@ -272,12 +273,22 @@ fn query_options(api: &Api, p: &params::Params, step_ms: i64) -> Result<QueryOpt
             "negative 'max_source_resolution' is not accepted. Try a positive integer".into(),
         ));
     }
+    let store_matchers = params::parse_match_sets(&p.all("storeMatch[]"))
+        .map_err(|e| ApiError::BadData(format!("'storeMatch[]' parameter: {e}")))?;
+    let replica_labels = p
+        .all("replicaLabels[]")
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     Ok(QueryOptions {
         dedup,
         partial_response,
         max_source_resolution_ms: max_res_ms,
         auto_downsampling: auto,
         step_ms,
+        replica_labels,
+        store_matchers,
     })
 }
 

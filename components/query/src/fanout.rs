@@ -77,6 +77,7 @@ impl FanoutSource {
             .endpoints
             .all()
             .into_iter()
+            .filter(|e| store_selected(e.addr(), &e.info(), &opts.store_matchers))
             .partition(|e| e.info().healthy);
         FanoutView {
             stores,
@@ -145,6 +146,32 @@ pub fn store_matches(info: &EndpointInfo, matchers: &[Matcher], min_t: i64, max_
     })
 }
 
+/// Whether a store passes the request's `storeMatch[]` selectors: one set must hold for some
+/// external label set of the store, with `__address__` set to its address (a store not reached
+/// yet has only `__address__`). No selectors: every store.
+pub fn store_selected(addr: &str, info: &EndpointInfo, selectors: &[Vec<Matcher>]) -> bool {
+    if selectors.is_empty() {
+        return true;
+    }
+    let value_of = |set: Option<&Vec<pb::Label>>, name: &str| -> String {
+        if name == "__address__" {
+            return addr.to_string();
+        }
+        set.and_then(|s| s.iter().find(|l| l.name == name))
+            .map(|l| l.value.clone())
+            .unwrap_or_default()
+    };
+    let sets: Vec<Option<&Vec<pb::Label>>> = if info.label_sets.is_empty() {
+        vec![None]
+    } else {
+        info.label_sets.iter().map(Some).collect()
+    };
+    selectors.iter().any(|sel| {
+        sets.iter()
+            .any(|set| sel.iter().all(|m| m.is_match(&value_of(*set, &m.name))))
+    })
+}
+
 /// Go's gRPC error text: `rpc error: code = Unavailable desc = …`.
 fn status_text(s: &Status) -> String {
     format!("rpc error: code = {:?} desc = {}", s.code(), s.message())
@@ -186,7 +213,16 @@ impl FanoutView {
     }
 
     fn dedup_on(&self) -> bool {
-        self.opts.dedup && !self.cfg.replica_labels.is_empty()
+        self.opts.dedup && !self.replica_labels().is_empty()
+    }
+
+    /// The request's `replicaLabels[]`, else the configured replica labels.
+    fn replica_labels(&self) -> &[String] {
+        if self.opts.replica_labels.is_empty() {
+            &self.cfg.replica_labels
+        } else {
+            &self.opts.replica_labels
+        }
     }
 
     /// Calls `call` on every store that may match, concurrently, each within the store timeout.
@@ -353,7 +389,7 @@ impl FanoutView {
 
     fn strip(&self, labels: Labels) -> Labels {
         if self.dedup_on() {
-            labels.drop(&self.cfg.replica_labels)
+            labels.drop(self.replica_labels())
         } else {
             labels
         }
@@ -440,7 +476,7 @@ impl Queryable for FanoutView {
         if self.dedup_on() {
             Ok(dedup::dedup(
                 merged,
-                &self.cfg.replica_labels,
+                self.replica_labels(),
                 hints.reads_counter(),
             ))
         } else {
@@ -514,7 +550,7 @@ impl StoreView for FanoutView {
             .await?;
         let mut set: BTreeSet<String> = answers.into_iter().flatten().collect();
         if self.dedup_on() {
-            set.retain(|n| !self.cfg.replica_labels.contains(n));
+            set.retain(|n| !self.replica_labels().contains(n));
         }
         Ok(set.into_iter().collect())
     }

@@ -31,6 +31,12 @@ pub struct QueryOptions {
     pub auto_downsampling: bool,
     /// The range-query step, ms (0 for instant queries); used by auto-downsampling.
     pub step_ms: i64,
+    /// Replica labels of this request (`replicaLabels[]`); empty: the querier's
+    /// `--query.replica-label` flags.
+    pub replica_labels: Vec<String>,
+    /// Store selectors (`storeMatch[]`): only stores whose external labels, plus `__address__`
+    /// holding the endpoint's address, satisfy one of the sets are asked; empty: every store.
+    pub store_matchers: Vec<Vec<promql_parser::label::Matcher>>,
 }
 
 impl Default for QueryOptions {
@@ -41,6 +47,8 @@ impl Default for QueryOptions {
             max_source_resolution_ms: 0,
             auto_downsampling: false,
             step_ms: 0,
+            replica_labels: Vec::new(),
+            store_matchers: Vec::new(),
         }
     }
 }

@@ -499,7 +499,8 @@ async fn thanos_parameters_map_to_query_options() {
             partial_response: true,
             max_source_resolution_ms: 0,
             auto_downsampling: false,
-            step_ms: 0
+            step_ms: 0,
+            ..QueryOptions::default()
         }
     );
     let o = options_for(
@@ -515,7 +516,8 @@ async fn thanos_parameters_map_to_query_options() {
             partial_response: false,
             max_source_resolution_ms: 300_000,
             auto_downsampling: false,
-            step_ms: 0
+            step_ms: 0,
+            ..QueryOptions::default()
         }
     );
     let o = options_for(
@@ -531,7 +533,8 @@ async fn thanos_parameters_map_to_query_options() {
             partial_response: true,
             max_source_resolution_ms: 60_000,
             auto_downsampling: true,
-            step_ms: 300_000
+            step_ms: 300_000,
+            ..QueryOptions::default()
         }
     );
     for (param, want) in [("1h", 3_600_000), ("0s", 0), ("300", 300_000)] {
@@ -567,6 +570,19 @@ async fn thanos_parameters_map_to_query_options() {
     .expect("ok");
     assert!(o.partial_response && !o.auto_downsampling, "{o:?}");
 
+    // Per-request replica labels and store selectors.
+    let o = options_for(
+        d(),
+        "/api/v1/query?query=up&replicaLabels[]=rule_replica&replicaLabels[]=replica&storeMatch[]={__address__=%22a:1%22}&storeMatch[]={cluster=~%22eu.*%22}",
+    )
+    .await
+    .expect("ok");
+    assert_eq!(o.replica_labels, ["rule_replica", "replica"]);
+    assert_eq!(o.store_matchers.len(), 2);
+    let bad = options_for(d(), "/api/v1/query?query=up&storeMatch[]={a=~%22.*%22}")
+        .await
+        .expect_err("a selector matching everything is refused");
+    assert!(bad.to_string().contains("storeMatch[]"), "{bad}");
     let bad = options_for(d(), "/api/v1/query?query=up&dedup=maybe")
         .await
         .expect_err("bad");

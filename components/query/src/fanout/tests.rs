@@ -707,3 +707,60 @@ fn metadata_merge_dedups_sorts_and_limits() {
     assert!(merge_metadata([a, b], Some(0)).is_empty());
     assert!(merge_metadata(Vec::new(), None).is_empty());
 }
+
+#[tokio::test]
+async fn request_replica_labels_and_store_selectors() {
+    let samples_a: Vec<(i64, f64)> = (0..10).map(|i| (i * 10_000, i as f64)).collect();
+    let samples_b: Vec<(i64, f64)> = (0..10).map(|i| (i * 10_000 + 3_000, i as f64)).collect();
+    let fake = |replica: &str, samples: &[(i64, f64)]| Fake {
+        external: vec![l("cluster", "eu"), l("rule_replica", replica)],
+        series: vec![raw_series("up", samples)],
+        names: vec!["__name__".into()],
+        ..Default::default()
+    };
+    let addr_a = serve(fake("a", &samples_a)).await;
+    let addr_b = serve(fake("b", &samples_b)).await;
+    // The flags name `replica`, which these stores do not have.
+    let src = source(
+        vec![addr_a.clone(), addr_b.clone()],
+        &["replica"],
+        Duration::ZERO,
+    );
+    src.endpoints().refresh().await;
+    let select = |o: QueryOptions| {
+        let v = src.view(&o);
+        async move {
+            v.select(&[eq("__name__", "up")], 0, 200_000)
+                .await
+                .expect("select")
+        }
+    };
+    assert_eq!(
+        select(opts(true, true)).await.len(),
+        2,
+        "flag labels: no dedup"
+    );
+    let got = select(QueryOptions {
+        replica_labels: vec!["rule_replica".into()],
+        ..opts(true, true)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "replicaLabels[] de-duplicates: {got:?}");
+    assert_eq!(got[0].labels.get("rule_replica"), None);
+
+    // storeMatch[]: by address, by external label, or none matching.
+    let only = |sel: Vec<Vec<Matcher>>| QueryOptions {
+        store_matchers: sel,
+        ..opts(false, true)
+    };
+    let got = select(only(vec![vec![eq("__address__", &addr_b)]])).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels.get("rule_replica"), Some("b"));
+    assert_eq!(select(only(vec![vec![eq("cluster", "eu")]])).await.len(), 2);
+    assert_eq!(select(only(vec![vec![eq("cluster", "us")]])).await.len(), 0);
+    let either = vec![
+        vec![eq("__address__", &addr_a)],
+        vec![eq("__address__", &addr_b)],
+    ];
+    assert_eq!(select(only(either)).await.len(), 2);
+}
