@@ -182,6 +182,15 @@ pub fn missing_files(b: &BlockInfo) -> Vec<Issue> {
         .filter_map(|s| s.parse::<u32>().ok())
         .collect();
     segs.sort_unstable();
+    if segs.is_empty() && meta.stats.num_chunks > 0 {
+        out.push(Issue {
+            block: b.id,
+            what: format!(
+                "no chunk segments, but meta.json counts {} chunks",
+                meta.stats.num_chunks
+            ),
+        });
+    }
     if let Some(&last) = segs.last() {
         for n in 1..last {
             if segs.binary_search(&n).is_err() {
@@ -206,7 +215,10 @@ pub async fn verify_index(bucket: &Bucket, b: &BlockInfo) -> Result<Vec<Issue>> 
     let Some(meta) = &b.meta else {
         return Ok(out);
     };
-    let issue = |what: String| Issue { block: b.id, what };
+    let issue = |what: String| Issue {
+        block: b.id,
+        what: format!("index: {what}"),
+    };
     let name = format!("{}/index", b.id);
     let attrs = match bucket.attributes(&name).await {
         Ok(a) => a,
@@ -215,7 +227,7 @@ pub async fn verify_index(bucket: &Bucket, b: &BlockInfo) -> Result<Vec<Issue>> 
     };
     if attrs.size > MAX_INDEX_BYTES {
         out.push(issue(format!(
-            "index is {} bytes, more than the {MAX_INDEX_BYTES} verify reads",
+            "{} bytes, more than the {MAX_INDEX_BYTES} verify reads",
             attrs.size
         )));
         return Ok(out);
@@ -236,14 +248,14 @@ pub async fn verify_index(bucket: &Bucket, b: &BlockInfo) -> Result<Vec<Issue>> 
     let index = match IndexReader::open(src) {
         Ok(i) => i,
         Err(e) => {
-            out.push(issue(format!("index unreadable: {e}")));
+            out.push(issue(format!("unreadable: {e}")));
             return Ok(out);
         }
     };
     let refs = match index.all_postings() {
         Ok(r) => r,
         Err(e) => {
-            out.push(issue(format!("index postings unreadable: {e}")));
+            out.push(issue(format!("postings unreadable: {e}")));
             return Ok(out);
         }
     };
@@ -251,7 +263,7 @@ pub async fn verify_index(bucket: &Bucket, b: &BlockInfo) -> Result<Vec<Issue>> 
     let mut prev_labels: Option<strata_tsdb::Labels> = None;
     for r in refs {
         if out.len() >= MAX_REPORTED {
-            out.push(issue("more index problems not listed".into()));
+            out.push(issue("more problems not listed".into()));
             break;
         }
         let (labels, chunks) = match index.series(r) {
@@ -308,4 +320,109 @@ pub async fn verify_index(bucket: &Bucket, b: &BlockInfo) -> Result<Vec<Issue>> 
         prev_labels = Some(labels);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_tsdb::meta::{ThanosFile, ThanosMeta};
+
+    use super::*;
+
+    fn info(n: u8, min: i64, max: i64, cluster: &str, res: i64, files: &[&str]) -> BlockInfo {
+        let id = Ulid::from_parts(1, u128::from(n));
+        let mut meta = BlockMeta::new(id, min, max);
+        meta.thanos = Some(ThanosMeta::new(
+            BTreeMap::from([("cluster".to_string(), cluster.to_string())]),
+            "test",
+            res,
+        ));
+        BlockInfo {
+            id,
+            meta: Some(meta),
+            meta_error: None,
+            objects: BlockObjects {
+                meta: true,
+                ..BlockObjects::default()
+            },
+            files: files.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn overlaps_only_within_a_group() {
+        let a = info(1, 0, 100, "eu", 0, &[]);
+        let b = info(2, 50, 150, "eu", 0, &[]);
+        let c = info(3, 50, 150, "us", 0, &[]);
+        let d = info(4, 50, 150, "eu", 300_000, &[]);
+        let e = info(5, 150, 200, "us", 0, &[]);
+        let found = overlaps(&[a.clone(), b.clone(), c, d, e]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].block, a.id);
+        assert!(found[0].what.contains(&b.id.to_string()));
+
+        let mut marked = b;
+        marked.objects.deletion_mark = true;
+        assert!(overlaps(&[a, marked]).is_empty());
+    }
+
+    #[test]
+    fn missing_files_and_segment_gaps() {
+        let mut b = info(
+            1,
+            0,
+            100,
+            "eu",
+            0,
+            &["meta.json", "index", "chunks/000001", "chunks/000003"],
+        );
+        let meta = b.meta.as_mut().expect("meta");
+        meta.stats.num_chunks = 3;
+        meta.thanos.as_mut().expect("thanos").files =
+            ["chunks/000001", "chunks/000004", "index", "meta.json"]
+                .iter()
+                .map(|p| ThanosFile {
+                    rel_path: p.to_string(),
+                    size_bytes: 1,
+                    hash: None,
+                })
+                .collect();
+        let found: Vec<String> = missing_files(&b).into_iter().map(|i| i.what).collect();
+        assert_eq!(
+            found,
+            [
+                "file chunks/000004 listed in meta.json is missing",
+                "chunk segment chunks/000002 is missing"
+            ]
+        );
+
+        let no_chunks = {
+            let mut b = info(2, 0, 100, "eu", 0, &["meta.json", "index"]);
+            b.meta.as_mut().expect("meta").stats.num_chunks = 5;
+            b
+        };
+        let found = missing_files(&no_chunks);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].what.contains("no chunk segments"), "{found:?}");
+
+        let healthy = info(3, 0, 100, "eu", 0, &["meta.json", "index", "chunks/000001"]);
+        assert!(missing_files(&healthy).is_empty());
+    }
+
+    #[tokio::test]
+    async fn corrupt_index_is_an_issue_not_an_error() {
+        let bucket = Bucket::in_memory();
+        let b = info(1, 0, 100, "eu", 0, &["meta.json", "index"]);
+        bucket
+            .put(
+                &format!("{}/index", b.id),
+                bytes::Bytes::from_static(b"not an index at all"),
+            )
+            .await
+            .expect("put");
+        let found = verify_index(&bucket, &b).await.expect("verify");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].what.starts_with("index: unreadable"), "{found:?}");
+    }
 }
