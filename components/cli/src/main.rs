@@ -1,6 +1,7 @@
 //! `strata`: one binary, one subcommand per component. Parses flags, hands them to the component crates,
 //! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
 
+mod compact;
 mod exit;
 mod grpc;
 mod query;
@@ -31,6 +32,8 @@ enum Command {
     Store(Box<store::StoreArgs>),
     /// Answer PromQL over every store: the Prometheus HTTP API, fanned out and de-duplicated.
     Query(Box<query::QueryArgs>),
+    /// Compact, de-duplicate, downsample and apply retention to the blocks in a bucket.
+    Compact(Box<compact::CompactArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Sidecar(args) => sidecar::run(*args),
         Command::Query(args) => query::run(*args),
         Command::Store(args) => store::run(*args),
+        Command::Compact(args) => compact::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)
