@@ -8,7 +8,7 @@ use bytes::Bytes;
 use strata_objstore::Bucket;
 use strata_tsdb::meta::{BlockMeta, META_FILENAME, gather_file_stats};
 use tokio::io::AsyncWriteExt;
-use tracing::{debug, info_span, Instrument};
+use tracing::{Instrument, debug, info_span};
 use ulid::Ulid;
 
 use crate::error::{Error, Result};
@@ -107,7 +107,10 @@ pub async fn download_block(bucket: &Bucket, id: Ulid, dir: &Path) -> Result<Blo
             {
                 continue;
             }
-            if rel.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            if rel
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+            {
                 return Err(Error::io(
                     PathBuf::from(&name),
                     std::io::Error::other("object name not usable as a local path"),
@@ -204,7 +207,10 @@ mod tests {
 
         // The uploaded meta lists the files and segments; the local meta is untouched.
         let up = BlockMeta::from_slice(
-            &bucket.get(&format!("{}/meta.json", meta.ulid)).await.unwrap(),
+            &bucket
+                .get(&format!("{}/meta.json", meta.ulid))
+                .await
+                .unwrap(),
             Path::new("meta.json"),
         )
         .unwrap();
@@ -212,7 +218,14 @@ mod tests {
         assert_eq!(th.segment_files, vec!["000001".to_string()]);
         let paths: Vec<&str> = th.files.iter().map(|f| f.rel_path.as_str()).collect();
         assert_eq!(paths, ["chunks/000001", "index", "meta.json"]);
-        assert!(BlockMeta::read_from_dir(&dir).unwrap().thanos.unwrap().files.is_empty());
+        assert!(
+            BlockMeta::read_from_dir(&dir)
+                .unwrap()
+                .thanos
+                .unwrap()
+                .files
+                .is_empty()
+        );
 
         // A leftover partial download is replaced.
         let dl = tmp.path().join("dl");
@@ -227,7 +240,10 @@ mod tests {
                 "{f}"
             );
         }
-        assert!(!dl.join(format!("{}{DOWNLOAD_TMP_SUFFIX}", meta.ulid)).exists());
+        assert!(
+            !dl.join(format!("{}{DOWNLOAD_TMP_SUFFIX}", meta.ulid))
+                .exists()
+        );
         strata_tsdb::Block::open(&out).unwrap();
     }
 
@@ -240,7 +256,12 @@ mod tests {
         let bucket = Bucket::in_memory();
         let err = upload_block(&bucket, &dir, &meta).await.unwrap_err();
         assert!(err.to_string().contains("index"), "{err}");
-        assert!(!bucket.exists(&format!("{}/meta.json", meta.ulid)).await.unwrap());
+        assert!(
+            !bucket
+                .exists(&format!("{}/meta.json", meta.ulid))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

@@ -62,7 +62,10 @@ pub struct CompactArgs {
     replica_labels: Vec<String>,
 
     /// Do not downsample.
-    #[arg(long = "downsampling.disable", env = "STRATA_COMPACT_DOWNSAMPLING_DISABLE")]
+    #[arg(
+        long = "downsampling.disable",
+        env = "STRATA_COMPACT_DOWNSAMPLING_DISABLE"
+    )]
     downsampling_disable: bool,
 
     /// How long raw blocks are kept (`0d`: forever).
@@ -147,7 +150,9 @@ impl CompactArgs {
             return Err(ConfigError("--block-sync-concurrency must be at least 1".into()).into());
         }
         if self.replica_labels.iter().any(|l| l.is_empty()) {
-            return Err(ConfigError("--deduplication.replica-label must not be empty".into()).into());
+            return Err(
+                ConfigError("--deduplication.replica-label must not be empty".into()).into(),
+            );
         }
         let mut cfg = CompactorConfig::new(&self.data_dir);
         cfg.consistency_delay = self.consistency_delay;

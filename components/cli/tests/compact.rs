@@ -3,6 +3,8 @@
 //! `STRATA_COMPACT_FAULT`) followed by a clean rerun that must leave a bucket with no
 //! overlapping live blocks and every input sample exactly once.
 
+#![allow(clippy::unwrap_used)] // test code: fixtures we made
+
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -71,10 +73,27 @@ fn bad_flags_exit_2_naming_the_flag() {
     );
     for (args, needle) in [
         (vec!["--wait-interval", "soon"], "--wait-interval"),
-        (vec!["--retention.resolution-raw", "forever"], "--retention.resolution-raw"),
-        (vec!["--objstore.config", &yaml, "--compact.concurrency", "0"], "--compact.concurrency"),
-        (vec!["--objstore.config", "type: NOPE\nconfig: {}"], "object storage"),
-        (vec!["--objstore.config", &yaml, "--selector.relabel-config", "- action: bogus"], "--selector.relabel-config"),
+        (
+            vec!["--retention.resolution-raw", "forever"],
+            "--retention.resolution-raw",
+        ),
+        (
+            vec!["--objstore.config", &yaml, "--compact.concurrency", "0"],
+            "--compact.concurrency",
+        ),
+        (
+            vec!["--objstore.config", "type: NOPE\nconfig: {}"],
+            "object storage",
+        ),
+        (
+            vec![
+                "--objstore.config",
+                &yaml,
+                "--selector.relabel-config",
+                "- action: bogus",
+            ],
+            "--selector.relabel-config",
+        ),
         (vec![], "objstore"),
     ] {
         let o = run(&args, &[]);
@@ -113,13 +132,20 @@ async fn read_bucket(bucket: &Bucket) -> (Samples, usize) {
         if !o.meta || o.deletion_mark {
             continue;
         }
-        metas.push(transfer::download_block(bucket, id, tmp.path()).await.unwrap());
+        metas.push(
+            transfer::download_block(bucket, id, tmp.path())
+                .await
+                .unwrap(),
+        );
     }
     let dups = sync::duplicates(metas.iter());
     for m in metas.iter().filter(|m| !dups.contains(&m.ulid)) {
         let id = m.ulid;
         let ext = format!("{:?}", m.thanos.as_ref().and_then(|t| t.labels.clone()));
-        ranges.entry(ext.clone()).or_default().push((m.min_time, m.max_time, id.to_string()));
+        ranges
+            .entry(ext.clone())
+            .or_default()
+            .push((m.min_time, m.max_time, id.to_string()));
         let b = Block::open(tmp.path().join(id.to_string())).unwrap();
         for r in b.index().all_postings().unwrap() {
             let s = b.series_samples(r, i64::MIN, i64::MAX).unwrap();
@@ -139,7 +165,12 @@ async fn read_bucket(bucket: &Bucket) -> (Samples, usize) {
     for (g, mut rs) in ranges {
         rs.sort();
         for w in rs.windows(2) {
-            assert!(w[0].1 <= w[1].0, "live blocks {} and {} of {g} overlap", w[0].2, w[1].2);
+            assert!(
+                w[0].1 <= w[1].0,
+                "live blocks {} and {} of {g} overlap",
+                w[0].2,
+                w[1].2
+            );
         }
     }
     (all, dups.len())
@@ -169,7 +200,10 @@ async fn setup(name: &str) -> Setup {
     for i in 0..5 {
         write_block(&src, i * 2 * H, (i + 1) * 2 * H, i as f64);
     }
-    minio.upload_blocks(name, &src, &[("cluster", "eu")]).await.unwrap();
+    minio
+        .upload_blocks(name, &src, &[("cluster", "eu")])
+        .await
+        .unwrap();
     let yaml = minio.objstore_yaml(name);
     let bucket = Bucket::from_config(&BucketConfig::parse(&yaml, "test").unwrap()).unwrap();
     let data = tmp.path().join("data").display().to_string();
@@ -207,12 +241,18 @@ async fn once_compacts_and_exits_0_then_an_overlap_exits_1() {
     let after = check_bucket(&s.bucket).await;
     assert_eq!(after, before);
     let live = sync::list_blocks(&s.bucket).await.unwrap();
-    assert_eq!(live.values().filter(|o| o.meta && !o.deletion_mark).count(), 2);
+    assert_eq!(
+        live.values().filter(|o| o.meta && !o.deletion_mark).count(),
+        2
+    );
 
     // An overlapping block in the group: exit 1 naming both blocks.
     let tmp = tempfile::tempdir().unwrap();
     let bad = write_block(tmp.path(), 9 * H, 11 * H, 100.0);
-    s._minio.upload_blocks("once", tmp.path(), &[("cluster", "eu")]).await.unwrap();
+    s._minio
+        .upload_blocks("once", tmp.path(), &[("cluster", "eu")])
+        .await
+        .unwrap();
     let o = run(&compact_args(&s, &port, "48h"), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
@@ -224,7 +264,10 @@ async fn wait_mode_serves_metrics_and_keeps_running_when_halted() {
     let s = setup("wait").await;
     let tmp = tempfile::tempdir().unwrap();
     write_block(tmp.path(), 9 * H, 11 * H, 100.0);
-    s._minio.upload_blocks("wait", tmp.path(), &[("cluster", "eu")]).await.unwrap();
+    s._minio
+        .upload_blocks("wait", tmp.path(), &[("cluster", "eu")])
+        .await
+        .unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut args = compact_args(&s, &addr, "48h");
@@ -233,11 +276,18 @@ async fn wait_mode_serves_metrics_and_keeps_running_when_halted() {
     cmd.arg("compact").args(&args);
     let mut p = Process::spawn("strata-compact", cmd).unwrap();
     let url = format!("http://{addr}");
-    p.wait_http_ok(&format!("{url}/-/ready"), Duration::from_secs(30)).await.unwrap();
+    p.wait_http_ok(&format!("{url}/-/ready"), Duration::from_secs(30))
+        .await
+        .unwrap();
     let metrics = wait_until("two passes, halted", Duration::from_secs(60), || {
         let url = url.clone();
         async move {
-            let body = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+            let body = reqwest::get(format!("{url}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             let iters: f64 = body
                 .lines()
                 .find_map(|l| l.strip_prefix("strata_compact_iterations_total "))?
@@ -261,19 +311,43 @@ async fn crash_at(point: &str, bucket_name: &str) {
     let s = setup(bucket_name).await;
     let before = check_bucket(&s.bucket).await;
     let port = format!("127.0.0.1:{}", free_port());
-    let o = run(&compact_args(&s, &port, "0s"), &[("STRATA_COMPACT_FAULT", point)]);
-    assert_eq!(o.status.signal(), Some(6), "{point}: not aborted: {}", stderr(&o));
+    let o = run(
+        &compact_args(&s, &port, "0s"),
+        &[("STRATA_COMPACT_FAULT", point)],
+    );
+    assert_eq!(
+        o.status.signal(),
+        Some(6),
+        "{point}: not aborted: {}",
+        stderr(&o)
+    );
     // Readers see the same samples even right after the crash.
-    assert_eq!(read_bucket(&s.bucket).await.0, before, "{point}: after the crash");
+    assert_eq!(
+        read_bucket(&s.bucket).await.0,
+        before,
+        "{point}: after the crash"
+    );
 
     let o = run(&compact_args(&s, &port, "0s"), &[]);
     assert_eq!(o.status.code(), Some(0), "{point}: rerun: {}", stderr(&o));
     // One more pass deletes whatever the rerun marked.
     let o = run(&compact_args(&s, &port, "0s"), &[]);
-    assert_eq!(o.status.code(), Some(0), "{point}: third run: {}", stderr(&o));
-    assert_eq!(check_bucket(&s.bucket).await, before, "{point}: after the rerun");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{point}: third run: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        check_bucket(&s.bucket).await,
+        before,
+        "{point}: after the rerun"
+    );
     let blocks = sync::list_blocks(&s.bucket).await.unwrap();
-    let live: Vec<_> = blocks.values().filter(|o| o.meta && !o.deletion_mark).collect();
+    let live: Vec<_> = blocks
+        .values()
+        .filter(|o| o.meta && !o.deletion_mark)
+        .collect();
     assert_eq!(live.len(), 2, "{point}: {blocks:?}");
     assert!(
         blocks.values().all(|o| o.meta && !o.deletion_mark),
@@ -302,7 +376,10 @@ async fn kill_during_delete_converges() {
     let s = setup("crash-delete").await;
     let before = check_bucket(&s.bucket).await;
     let port = format!("127.0.0.1:{}", free_port());
-    let o = run(&compact_args(&s, &port, "0s"), &[("STRATA_COMPACT_FAULT", "before-cleanup")]);
+    let o = run(
+        &compact_args(&s, &port, "0s"),
+        &[("STRATA_COMPACT_FAULT", "before-cleanup")],
+    );
     assert_eq!(o.status.signal(), Some(6), "{}", stderr(&o));
     // A kill in the middle of deleting a block leaves it without meta.json (deleted first) but
     // with its other objects and the mark (deleted last): make that state for one source.
@@ -314,8 +391,14 @@ async fn kill_during_delete_converges() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(marked.len(), 4);
-    s.bucket.delete(&format!("{}/meta.json", marked[0])).await.unwrap();
-    s.bucket.delete(&format!("{}/index", marked[0])).await.unwrap();
+    s.bucket
+        .delete(&format!("{}/meta.json", marked[0]))
+        .await
+        .unwrap();
+    s.bucket
+        .delete(&format!("{}/index", marked[0]))
+        .await
+        .unwrap();
     assert_eq!(check_bucket(&s.bucket).await, before);
 
     let o = run(&compact_args(&s, &port, "0s"), &[]);
@@ -325,5 +408,11 @@ async fn kill_during_delete_converges() {
     assert_eq!(check_bucket(&s.bucket).await, before);
     let blocks = sync::list_blocks(&s.bucket).await.unwrap();
     assert_eq!(blocks.len(), 2, "{blocks:?}");
-    assert!(s.bucket.list_recursive(&format!("{}/", marked[0])).await.unwrap().is_empty());
+    assert!(
+        s.bucket
+            .list_recursive(&format!("{}/", marked[0]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -195,9 +195,8 @@ struct GroupOutcome {
 impl Compactor {
     /// A compactor over `bucket`, registering `strata_compact_*` metrics in `registry`.
     pub fn new(bucket: Bucket, cfg: CompactorConfig, registry: &mut Registry) -> Result<Self> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            Error::Bucket(strata_bucket::Error::io(&cfg.data_dir, e))
-        })?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| Error::Bucket(strata_bucket::Error::io(&cfg.data_dir, e)))?;
         let fetcher = MetaFetcher::new(
             bucket.clone(),
             &cfg.data_dir,
@@ -277,16 +276,13 @@ impl Compactor {
     /// Aborts the process when the fault hook names `point`.
     fn fault(&self, point: &str) {
         if self.fault.as_deref() == Some(point) {
-            eprintln!("{FAULT_ENV}={point}: aborting");
+            error!(point, "{FAULT_ENV} fault hook reached: aborting");
             std::process::abort();
         }
     }
 
     fn halted_groups(&self) -> BTreeMap<String, GroupHalt> {
-        self.halted
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default()
+        self.halted.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// One pass over the bucket. Fails only when the bucket cannot be listed (or the data dir
@@ -325,9 +321,10 @@ impl Compactor {
                     && !fetched.uncertain.contains(&m.ulid)
             })
             .filter(|m| {
-                self.cfg.relabel.as_ref().is_none_or(|r| {
-                    r.keeps_block(m.ulid, &sync::external_labels(m))
-                })
+                self.cfg
+                    .relabel
+                    .as_ref()
+                    .is_none_or(|r| r.keeps_block(m.ulid, &sync::external_labels(m)))
             })
             .map(|m| (**m).clone())
             .collect();
@@ -506,10 +503,7 @@ impl Compactor {
                     Err(e) => {
                         self.metrics.group_compaction_failures.inc();
                         let ids: Vec<String> = ids.iter().map(Ulid::to_string).collect();
-                        let msg = format!(
-                            "group {key}: compacting {}: {e}",
-                            ids.join(", ")
-                        );
+                        let msg = format!("group {key}: compacting {}: {e}", ids.join(", "));
                         error!("{msg}");
                         out.error = Some(msg);
                         break;

@@ -2,6 +2,8 @@
 //! samples equal the union, a halted group next to one that compacts, vertical de-duplication
 //! of two replicas, and downsampling of long blocks.
 
+#![allow(clippy::unwrap_used)] // test code: fixtures we made
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -64,7 +66,9 @@ async fn live(bucket: &Bucket, res: i64) -> (Vec<BlockMeta>, BTreeMap<String, Ve
         if !o.meta || o.deletion_mark {
             continue;
         }
-        let m = transfer::download_block(bucket, id, tmp.path()).await.unwrap();
+        let m = transfer::download_block(bucket, id, tmp.path())
+            .await
+            .unwrap();
         if sync::resolution(&m) != res {
             continue;
         }
@@ -112,9 +116,18 @@ async fn four_2h_blocks_become_one_8h_block_with_the_same_samples() {
     let src = tmp.path().join("src");
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(write_block(&src, i * 2 * H, (i + 1) * 2 * H, 15_000, i as f64));
+        ids.push(write_block(
+            &src,
+            i * 2 * H,
+            (i + 1) * 2 * H,
+            15_000,
+            i as f64,
+        ));
     }
-    minio.upload_blocks("compact", &src, &[("cluster", "eu"), ("replica", "a")]).await.unwrap();
+    minio
+        .upload_blocks("compact", &src, &[("cluster", "eu"), ("replica", "a")])
+        .await
+        .unwrap();
     let (_, before) = live(&bucket, RES_RAW).await;
 
     let mut reg = Registry::default();
@@ -124,10 +137,18 @@ async fn four_2h_blocks_become_one_8h_block_with_the_same_samples() {
     assert_eq!(r.compacted.len(), 1, "{r:?}");
     assert_eq!(r.marked, ids[..4].to_vec());
     for id in &ids[..4] {
-        assert!(bucket.exists(&format!("{id}/deletion-mark.json")).await.unwrap());
+        assert!(
+            bucket
+                .exists(&format!("{id}/deletion-mark.json"))
+                .await
+                .unwrap()
+        );
     }
     let (metas, after) = live(&bucket, RES_RAW).await;
-    assert_eq!(after, before, "the output's samples are not the inputs' union");
+    assert_eq!(
+        after, before,
+        "the output's samples are not the inputs' union"
+    );
     assert_eq!(metas.len(), 2);
     assert_eq!((metas[0].min_time, metas[0].max_time), (0, 8 * H));
     assert_eq!(metas[0].compaction.sources, ids[..4].to_vec());
@@ -136,7 +157,10 @@ async fn four_2h_blocks_become_one_8h_block_with_the_same_samples() {
 
     // A second pass does nothing.
     let r = c.run_once().await.unwrap();
-    assert!(r.is_ok() && r.compacted.is_empty() && r.marked.is_empty(), "{r:?}");
+    assert!(
+        r.is_ok() && r.compacted.is_empty() && r.marked.is_empty(),
+        "{r:?}"
+    );
     assert_eq!(live(&bucket, RES_RAW).await.1, before);
 }
 
@@ -147,19 +171,28 @@ async fn an_overlap_halts_its_group_and_the_other_group_compacts() {
     let bad = tmp.path().join("bad");
     let a = write_block(&bad, 0, 2 * H, 60_000, 0.0);
     let b = write_block(&bad, 90 * 60_000, 4 * H, 60_000, 1.0);
-    minio.upload_blocks("halt", &bad, &[("cluster", "bad")]).await.unwrap();
+    minio
+        .upload_blocks("halt", &bad, &[("cluster", "bad")])
+        .await
+        .unwrap();
     let good = tmp.path().join("good");
     for i in 0..5 {
         write_block(&good, i * 2 * H, (i + 1) * 2 * H, 60_000, 0.0);
     }
-    minio.upload_blocks("halt", &good, &[("cluster", "good")]).await.unwrap();
+    minio
+        .upload_blocks("halt", &good, &[("cluster", "good")])
+        .await
+        .unwrap();
 
     let mut reg = Registry::default();
     let c = Compactor::new(bucket.clone(), config(&tmp.path().join("data")), &mut reg).unwrap();
     let r = c.run_once().await.unwrap();
     assert_eq!(r.halted.len(), 1, "{r:?}");
     let msg = r.halted[0].to_string();
-    assert!(msg.contains(&a.to_string()) && msg.contains(&b.to_string()), "{msg}");
+    assert!(
+        msg.contains(&a.to_string()) && msg.contains(&b.to_string()),
+        "{msg}"
+    );
     assert!(metrics(&reg).contains("strata_compact_halted 1"));
     assert_eq!(r.compacted.len(), 1, "the good group compacts: {r:?}");
     assert!(!r.marked.contains(&a) && !r.marked.contains(&b));
@@ -172,11 +205,19 @@ async fn vertical_compaction_deduplicates_two_replicas() {
     for (replica, sub) in [("a", "ra"), ("b", "rb")] {
         let dir = tmp.path().join(sub);
         write_block(&dir, 0, 2 * H, 30_000, 3.0);
-        minio.upload_blocks("dedup", &dir, &[("cluster", "eu"), ("replica", replica)]).await.unwrap();
+        minio
+            .upload_blocks("dedup", &dir, &[("cluster", "eu"), ("replica", replica)])
+            .await
+            .unwrap();
     }
     let one = {
         let dir = tmp.path().join("ra");
-        let id = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let id = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         samples_of(&id)
     };
     let mut cfg = config(&tmp.path().join("data"));
@@ -192,8 +233,13 @@ async fn vertical_compaction_deduplicates_two_replicas() {
     let labels = metas[0].thanos.as_ref().unwrap().labels.clone().unwrap();
     assert_eq!(labels, [("cluster".to_string(), "eu".to_string())].into());
     let tmp2 = tempfile::tempdir().unwrap();
-    transfer::download_block(&bucket, metas[0].ulid, tmp2.path()).await.unwrap();
-    assert_eq!(samples_of(&tmp2.path().join(metas[0].ulid.to_string())), one);
+    transfer::download_block(&bucket, metas[0].ulid, tmp2.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        samples_of(&tmp2.path().join(metas[0].ulid.to_string())),
+        one
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +249,10 @@ async fn blocks_of_40h_are_downsampled_and_raw_kept() {
     let src = tmp.path().join("src");
     let long = write_block(&src, 0, 40 * H, 60_000, 0.0);
     let short = write_block(&src, 40 * H, 42 * H, 60_000, 0.0);
-    minio.upload_blocks("downsample", &src, &[("cluster", "eu")]).await.unwrap();
+    minio
+        .upload_blocks("downsample", &src, &[("cluster", "eu")])
+        .await
+        .unwrap();
     let mut reg = Registry::default();
     let c = Compactor::new(bucket.clone(), config(&tmp.path().join("data")), &mut reg).unwrap();
     let r = c.run_once().await.unwrap();
@@ -212,9 +261,15 @@ async fn blocks_of_40h_are_downsampled_and_raw_kept() {
     let (five, _) = live(&bucket, RES_5M).await;
     assert_eq!(five.len(), 1);
     assert_eq!(five[0].compaction.sources, vec![long]);
-    assert_eq!(five[0].thanos.as_ref().unwrap().downsample.resolution, RES_5M);
+    assert_eq!(
+        five[0].thanos.as_ref().unwrap().downsample.resolution,
+        RES_5M
+    );
     let (raw, _) = live(&bucket, RES_RAW).await;
-    assert_eq!(raw.iter().map(|m| m.ulid).collect::<Vec<_>>(), [long, short]);
+    assert_eq!(
+        raw.iter().map(|m| m.ulid).collect::<Vec<_>>(),
+        [long, short]
+    );
     assert!(metrics(&reg).contains("strata_compact_downsample_total 1"));
     let r = c.run_once().await.unwrap();
     assert!(r.downsampled.is_empty(), "{r:?}");

@@ -84,7 +84,9 @@ async fn live(bucket: &Bucket, res: i64) -> (Vec<BlockMeta>, Samples) {
         if !o.meta || o.deletion_mark {
             continue;
         }
-        let m = transfer::download_block(bucket, id, tmp.path()).await.unwrap();
+        let m = transfer::download_block(bucket, id, tmp.path())
+            .await
+            .unwrap();
         if sync::resolution(&m) != res {
             continue;
         }
@@ -123,7 +125,18 @@ async fn four_aligned_blocks_become_one_and_sources_are_marked() {
     let l = [("cluster", "a")];
     let mut inputs = Vec::new();
     for i in 0..5 {
-        inputs.push(put_block(&bucket, tmp.path(), &l, i * 2 * H, (i + 1) * 2 * H, 15_000, 0.0).await);
+        inputs.push(
+            put_block(
+                &bucket,
+                tmp.path(),
+                &l,
+                i * 2 * H,
+                (i + 1) * 2 * H,
+                15_000,
+                0.0,
+            )
+            .await,
+        );
     }
     let (_, before) = live(&bucket, 0).await;
 
@@ -141,21 +154,35 @@ async fn four_aligned_blocks_become_one_and_sources_are_marked() {
     assert_eq!((metas[0].min_time, metas[0].max_time), (0, 8 * H));
     assert_eq!(metas[0].compaction.level, 2);
     assert_eq!(metas[0].compaction.sources, want);
-    assert_eq!(metas[1].ulid, inputs[4].ulid, "the freshest block is left alone");
+    assert_eq!(
+        metas[1].ulid, inputs[4].ulid,
+        "the freshest block is left alone"
+    );
     let th = metas[0].thanos.as_ref().unwrap();
     assert_eq!(th.source, COMPACTOR_SOURCE);
     assert_eq!(th.labels.as_ref().unwrap(), &ext(&l));
     assert!(!th.files.is_empty());
     let m = encode(&reg);
-    assert!(m.contains("strata_compact_group_compactions_total 1"), "{m}");
-    assert!(m.contains("strata_compact_blocks_marked_for_deletion_total 4"), "{m}");
+    assert!(
+        m.contains("strata_compact_group_compactions_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("strata_compact_blocks_marked_for_deletion_total 4"),
+        "{m}"
+    );
     assert!(m.contains("strata_compact_halted 0"), "{m}");
 
     // A second pass has nothing to do; the marked sources stay until the delete delay.
     let r = c.run_once().await.unwrap();
     assert!(r.compacted.is_empty() && r.marked.is_empty(), "{r:?}");
     assert!(r.cleanup.deleted.is_empty());
-    assert!(bucket.exists(&format!("{}/index", inputs[0].ulid)).await.unwrap());
+    assert!(
+        bucket
+            .exists(&format!("{}/index", inputs[0].ulid))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -165,7 +192,18 @@ async fn uploaded_output_with_unmarked_sources_is_not_compacted_again() {
     let l = [("cluster", "a")];
     let mut inputs = Vec::new();
     for i in 0..5 {
-        inputs.push(put_block(&bucket, tmp.path(), &l, i * 2 * H, (i + 1) * 2 * H, 60_000, 1.0).await);
+        inputs.push(
+            put_block(
+                &bucket,
+                tmp.path(),
+                &l,
+                i * 2 * H,
+                (i + 1) * 2 * H,
+                60_000,
+                1.0,
+            )
+            .await,
+        );
     }
     let (_, before) = live(&bucket, 0).await;
     // The state after a crash between the output's upload and the first mark.
@@ -177,9 +215,13 @@ async fn uploaded_output_with_unmarked_sources_is_not_compacted_again() {
         .unwrap()
         .unwrap();
     let out_dir = tmp.path().join(out.to_string());
-    transfer::upload_block(&bucket, &out_dir, &BlockMeta::read_from_dir(&out_dir).unwrap())
-        .await
-        .unwrap();
+    transfer::upload_block(
+        &bucket,
+        &out_dir,
+        &BlockMeta::read_from_dir(&out_dir).unwrap(),
+    )
+    .await
+    .unwrap();
 
     let mut reg = Registry::default();
     let c = Compactor::new(bucket.clone(), config(&tmp.path().join("data")), &mut reg).unwrap();
@@ -193,7 +235,10 @@ async fn uploaded_output_with_unmarked_sources_is_not_compacted_again() {
     assert_eq!(marked, want);
     let (metas, after) = live(&bucket, 0).await;
     assert_eq!(after, before);
-    assert_eq!(metas.iter().map(|m| m.ulid).collect::<Vec<_>>(), [out, inputs[4].ulid]);
+    assert_eq!(
+        metas.iter().map(|m| m.ulid).collect::<Vec<_>>(),
+        [out, inputs[4].ulid]
+    );
 }
 
 #[tokio::test]
@@ -205,7 +250,16 @@ async fn overlap_halts_its_group_only() {
     let a = put_block(&bucket, tmp.path(), &bad, 0, 2 * H, 60_000, 0.0).await;
     let b = put_block(&bucket, tmp.path(), &bad, H, 3 * H, 60_000, 5.0).await;
     for i in 0..5 {
-        put_block(&bucket, tmp.path(), &good, i * 2 * H, (i + 1) * 2 * H, 60_000, 0.0).await;
+        put_block(
+            &bucket,
+            tmp.path(),
+            &good,
+            i * 2 * H,
+            (i + 1) * 2 * H,
+            60_000,
+            0.0,
+        )
+        .await;
     }
     let mut reg = Registry::default();
     let c = Compactor::new(bucket.clone(), config(&tmp.path().join("data")), &mut reg).unwrap();
@@ -213,7 +267,10 @@ async fn overlap_halts_its_group_only() {
     assert!(!r.is_ok());
     assert_eq!(r.halted.len(), 1, "{r:?}");
     let msg = r.halted[0].to_string();
-    assert!(msg.contains(&a.ulid.to_string()) && msg.contains(&b.ulid.to_string()), "{msg}");
+    assert!(
+        msg.contains(&a.ulid.to_string()) && msg.contains(&b.ulid.to_string()),
+        "{msg}"
+    );
     assert_eq!(r.compacted.len(), 1, "the good group still compacts: {r:?}");
     assert!(encode(&reg).contains("strata_compact_halted 1"));
     // Nothing of the halted group was touched; a later pass still reports it.
@@ -226,8 +283,26 @@ async fn overlap_halts_its_group_only() {
 async fn vertical_compaction_merges_replicas() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = Bucket::in_memory();
-    let r0 = put_block(&bucket, tmp.path(), &[("cluster", "a"), ("replica", "0")], 0, 2 * H, 30_000, 0.0).await;
-    let r1 = put_block(&bucket, tmp.path(), &[("cluster", "a"), ("replica", "1")], 0, 2 * H, 30_000, 0.0).await;
+    let r0 = put_block(
+        &bucket,
+        tmp.path(),
+        &[("cluster", "a"), ("replica", "0")],
+        0,
+        2 * H,
+        30_000,
+        0.0,
+    )
+    .await;
+    let r1 = put_block(
+        &bucket,
+        tmp.path(),
+        &[("cluster", "a"), ("replica", "1")],
+        0,
+        2 * H,
+        30_000,
+        0.0,
+    )
+    .await;
     let mut cfg = config(&tmp.path().join("data"));
     cfg.vertical = true;
     cfg.dedup_replica_labels = vec!["replica".into()];
@@ -238,7 +313,10 @@ async fn vertical_compaction_merges_replicas() {
     assert_eq!(r.compacted.len(), 1);
     let (metas, after) = live(&bucket, 0).await;
     assert_eq!(metas.len(), 1);
-    assert_eq!(metas[0].thanos.as_ref().unwrap().labels.as_ref().unwrap(), &ext(&[("cluster", "a")]));
+    assert_eq!(
+        metas[0].thanos.as_ref().unwrap().labels.as_ref().unwrap(),
+        &ext(&[("cluster", "a")])
+    );
     let mut srcs = vec![r0.ulid, r1.ulid];
     srcs.sort();
     assert_eq!(metas[0].compaction.sources, srcs);
@@ -254,7 +332,19 @@ async fn no_compact_marked_blocks_are_left_alone() {
     let l = [("cluster", "a")];
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(put_block(&bucket, tmp.path(), &l, i * 2 * H, (i + 1) * 2 * H, 60_000, 0.0).await.ulid);
+        ids.push(
+            put_block(
+                &bucket,
+                tmp.path(),
+                &l,
+                i * 2 * H,
+                (i + 1) * 2 * H,
+                60_000,
+                0.0,
+            )
+            .await
+            .ulid,
+        );
     }
     // The mark cuts the 8h run [0, 8h) into block 0 alone and blocks 2-3: only those two merge.
     write_no_compact_mark(
@@ -282,8 +372,26 @@ async fn no_compact_marked_blocks_are_left_alone() {
 async fn downsamples_long_blocks_once_and_keeps_raw() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = Bucket::in_memory();
-    let raw = put_block(&bucket, tmp.path(), &[("cluster", "a")], 0, 48 * H, 60_000, 0.0).await;
-    let short = put_block(&bucket, tmp.path(), &[("cluster", "a")], 48 * H, 50 * H, 60_000, 0.0).await;
+    let raw = put_block(
+        &bucket,
+        tmp.path(),
+        &[("cluster", "a")],
+        0,
+        48 * H,
+        60_000,
+        0.0,
+    )
+    .await;
+    let short = put_block(
+        &bucket,
+        tmp.path(),
+        &[("cluster", "a")],
+        48 * H,
+        50 * H,
+        60_000,
+        0.0,
+    )
+    .await;
     let mut reg = Registry::default();
     let c = Compactor::new(bucket.clone(), config(&tmp.path().join("data")), &mut reg).unwrap();
     let r = c.run_once().await.unwrap();
@@ -295,7 +403,10 @@ async fn downsamples_long_blocks_once_and_keeps_raw() {
     assert_eq!(five[0].compaction.sources, vec![raw.ulid]);
     assert_eq!((five[0].min_time, five[0].max_time), (0, 48 * H));
     let (raws, _) = live(&bucket, 0).await;
-    assert_eq!(raws.iter().map(|m| m.ulid).collect::<Vec<_>>(), [raw.ulid, short.ulid]);
+    assert_eq!(
+        raws.iter().map(|m| m.ulid).collect::<Vec<_>>(),
+        [raw.ulid, short.ulid]
+    );
     assert!(encode(&reg).contains("strata_compact_downsample_total 1"));
     // Already downsampled: nothing more.
     let r = c.run_once().await.unwrap();
@@ -303,7 +414,16 @@ async fn downsamples_long_blocks_once_and_keeps_raw() {
 
     // Downsampling off: nothing.
     let bucket2 = Bucket::in_memory();
-    put_block(&bucket2, tmp.path(), &[("cluster", "a")], 0, 48 * H, 60_000, 0.0).await;
+    put_block(
+        &bucket2,
+        tmp.path(),
+        &[("cluster", "a")],
+        0,
+        48 * H,
+        60_000,
+        0.0,
+    )
+    .await;
     let mut cfg = config(&tmp.path().join("data2"));
     cfg.downsampling = false;
     let c = Compactor::new(bucket2, cfg, &mut Registry::default()).unwrap();
@@ -317,7 +437,19 @@ async fn sources_are_deleted_after_the_delete_delay_and_leftovers_wiped() {
     let l = [("cluster", "a")];
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(put_block(&bucket, tmp.path(), &l, i * 2 * H, (i + 1) * 2 * H, 60_000, 0.0).await.ulid);
+        ids.push(
+            put_block(
+                &bucket,
+                tmp.path(),
+                &l,
+                i * 2 * H,
+                (i + 1) * 2 * H,
+                60_000,
+                0.0,
+            )
+            .await
+            .ulid,
+        );
     }
     let data = tmp.path().join("data");
     let leftover = data.join(COMPACT_DIR).join("stale");
@@ -330,10 +462,22 @@ async fn sources_are_deleted_after_the_delete_delay_and_leftovers_wiped() {
     assert!(!leftover.exists());
     // Marked in this pass and deleted by its cleanup (or by the next one).
     let r2 = c.run_once().await.unwrap();
-    let mut deleted: Vec<Ulid> = r.cleanup.deleted.iter().chain(&r2.cleanup.deleted).copied().collect();
+    let mut deleted: Vec<Ulid> = r
+        .cleanup
+        .deleted
+        .iter()
+        .chain(&r2.cleanup.deleted)
+        .copied()
+        .collect();
     deleted.sort();
     assert_eq!(deleted, ids[..4].to_vec());
     for id in &ids[..4] {
-        assert!(bucket.list_recursive(&format!("{id}/")).await.unwrap().is_empty());
+        assert!(
+            bucket
+                .list_recursive(&format!("{id}/"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
