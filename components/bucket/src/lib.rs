@@ -6,9 +6,11 @@
 //! - [`relabel`] is the Prometheus relabel config of Thanos's `--selector.relabel-config`;
 //! - [`marks`] reads and writes `deletion-mark.json` and `no-compact-mark.json`;
 //! - [`transfer`] uploads (meta.json last) and downloads whole blocks;
+//! - [`inspect`] reads every block's meta and objects and verifies them (`strata tools bucket`);
 //! - [`lifecycle`] marks blocks for deletion, deletes them after the delay, cleans partial uploads.
 
 pub mod error;
+pub mod inspect;
 pub mod lifecycle;
 pub mod marks;
 pub mod relabel;

@@ -1,6 +1,7 @@
 //! `strata`: one binary, one subcommand per component. Parses flags, hands them to the component crates,
 //! and turns the outcome into an exit code: 0 ok, 1 runtime failure, 2 bad flags or configuration.
 
+mod compact;
 mod exit;
 mod grpc;
 mod local;
@@ -34,6 +35,8 @@ enum Command {
     Query(Box<query::QueryArgs>),
     /// The whole federation in one process (store gateway, sidecars, querier) for a laptop or one VM.
     Local(Box<local::LocalArgs>),
+    /// Compact, de-duplicate, downsample and apply retention to the blocks in a bucket.
+    Compact(Box<compact::CompactArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(*args),
         Command::Store(args) => store::run(*args),
         Command::Local(args) => local::run(*args),
+        Command::Compact(args) => compact::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

@@ -41,14 +41,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use strata_objstore::Bucket;
 use strata_tsdb::BlockMeta;
-use strata_tsdb::meta::{META_FILENAME, ThanosMeta, gather_file_stats};
+use strata_tsdb::meta::{META_FILENAME, ThanosMeta};
 use tracing::{debug, error, info, warn};
 use ulid::Ulid;
 
@@ -334,27 +333,9 @@ impl Shipper {
         Ok(out)
     }
 
-    /// Uploads one block: chunks, index, then meta.json with the thanos section.
+    /// Uploads one block: chunks, index, then meta.json with the thanos section
+    /// ([`strata_bucket::transfer::upload_block`]).
     async fn upload(&self, dir: &Path, meta: &BlockMeta) -> Result<(), BlockError> {
-        let id = meta.ulid;
-        let files = gather_file_stats(dir).map_err(|e| BlockError::Corrupt(e.to_string()))?;
-        let mut segments = Vec::new();
-        // gather_file_stats sorts by path: chunks/* come before index and meta.json.
-        for f in &files {
-            if f.rel_path == META_FILENAME {
-                continue;
-            }
-            if let Some(seg) = f.rel_path.strip_prefix("chunks/") {
-                segments.push(seg.to_string());
-            }
-            self.bucket
-                .upload_file(&format!("{id}/{}", f.rel_path), &dir.join(&f.rel_path))
-                .await
-                .map_err(|e| match e {
-                    strata_objstore::Error::LocalIo { .. } => BlockError::Corrupt(e.to_string()),
-                    e => BlockError::Bucket(e),
-                })?;
-        }
         let mut out = meta.clone();
         let mut thanos = out
             .thanos
@@ -363,16 +344,16 @@ impl Shipper {
         thanos.labels = Some(self.labels.clone());
         thanos.source = self.opts.source.clone();
         thanos.downsample.resolution = 0;
-        thanos.segment_files = segments;
-        thanos.files = files;
         out.thanos = Some(thanos);
-        let data = out
-            .to_json_bytes()
-            .map_err(|e| BlockError::Corrupt(e.to_string()))?;
-        self.bucket
-            .put(&format!("{id}/{META_FILENAME}"), Bytes::from(data))
+        strata_bucket::transfer::upload_block(&self.bucket, dir, &out)
             .await
-            .map_err(BlockError::Bucket)
+            .map_err(|e| match e {
+                strata_bucket::Error::Bucket(e @ strata_objstore::Error::LocalIo { .. }) => {
+                    BlockError::Corrupt(e.to_string())
+                }
+                strata_bucket::Error::Bucket(e) => BlockError::Bucket(e),
+                e => BlockError::Corrupt(e.to_string()),
+            })
     }
 }
 
