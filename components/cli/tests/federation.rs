@@ -365,6 +365,106 @@ async fn federation_answers_like_one_prometheus_through_failures() {
     querier.start().await.expect("restart the querier");
     run.settle("restarted querier sees the gateway").await;
     run.compare("after kill -9 of the querier", false).await;
+
+    // 6. The compactor: vertical compaction of the two replicas' blocks (replica label removed,
+    // samples de-duplicated) and level compaction. It first crashes right after uploading its
+    // first output (before marking any source), then runs again to the end.
+    let compact_dir = scratch.path().join("compact");
+    let compact_args = [
+        objstore.clone(),
+        format!("--data-dir={}", compact_dir.display()),
+        "--consistency-delay=0s".to_string(),
+        "--compact.enable-vertical-compaction".to_string(),
+        "--deduplication.replica-label=replica".to_string(),
+        "--downsampling.disable".to_string(),
+        "--delete-delay=0s".to_string(),
+        format!("--http-address=127.0.0.1:{}", strata_e2e::free_port()),
+    ];
+    let crashed = std::process::Command::new(binary())
+        .arg("compact")
+        .args(&compact_args)
+        .env("STRATA_COMPACT_FAULT", "after-upload")
+        .output()
+        .expect("run strata compact");
+    assert!(
+        !crashed.status.success(),
+        "the fault hook aborts the compactor: {}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+    let finished = std::process::Command::new(binary())
+        .arg("compact")
+        .args(&compact_args)
+        .output()
+        .expect("run strata compact");
+    assert!(
+        finished.status.success(),
+        "compactor pass after the crash: {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    // What remains: blocks without the replica label, at least one of them compacted (level 2).
+    let metas = bucket_metas(&minio).await;
+    assert!(!metas.is_empty());
+    for m in &metas {
+        assert!(
+            m["thanos"]["labels"].get("replica").is_none(),
+            "every replica block was merged away: {m}"
+        );
+    }
+    assert!(
+        metas
+            .iter()
+            .any(|m| m["compaction"]["level"].as_i64() >= Some(2)),
+        "a compacted block: {metas:?}"
+    );
+    let live = metas.len() as f64;
+    wait_until(
+        "the gateway serves the compacted blocks",
+        Duration::from_secs(60),
+        || async {
+            metric(store.url(), "strata_store_blocks")
+                .await
+                .filter(|n| *n == live)
+        },
+    )
+    .await
+    .expect("store synced the compactor's output");
+    run.compare("after compaction and vertical de-duplication", false)
+        .await;
+}
+
+/// The meta.json of every live block (no deletion mark) in the bucket.
+async fn bucket_metas(minio: &Minio) -> Vec<serde_json::Value> {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let store = minio.object_store(BUCKET).expect("S3 client");
+    let names: Vec<String> = store
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .expect("list bucket");
+    let marked: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("/deletion-mark.json"))
+        .collect();
+    let mut out = Vec::new();
+    for n in &names {
+        let Some(id) = n.strip_suffix("/meta.json") else {
+            continue;
+        };
+        if marked.contains(&id) {
+            continue;
+        }
+        let body = store
+            .get(&object_store::path::Path::from(n.as_str()))
+            .await
+            .expect("get meta.json")
+            .bytes()
+            .await
+            .expect("read meta.json");
+        out.push(serde_json::from_slice(&body).expect("meta.json is JSON"));
+    }
+    out
 }
 
 /// `(panel title, expr)` of every target of the dashboard JSON.
