@@ -3,8 +3,9 @@
 //!
 //! Input: 4 consecutive 2h blocks of `STRATA_BENCH_SERIES` (default 200 000) series scraped every
 //! 15 s (480 samples a series and block), written with `strata-tsdb`'s block writer from a seeded
-//! generator (half counters with occasional resets, integer or fractional increments; half gauges,
-//! a third of them constant; a few ms of scrape jitter), 8h-aligned.
+//! generator (half counters with occasional resets, 70 % of them integer with idle scrapes, 30 %
+//! fractional; half gauges, half of those constant, the rest a random walk; a few ms of scrape
+//! jitter), 8h-aligned.
 //!
 //! - **Strata**: `strata_compact::compact_with_stats` runs in a child process (this bench binary
 //!   re-executed with `--compact-child`), so its peak RSS is its own: the child reports `VmHWM`
@@ -21,11 +22,12 @@
 //!      empty: no scrape configs).
 //!   2. a newer block: the planner never selects the most recent block (it leaves a window for
 //!      backups), so a one-series block in the next 2h is added to Prometheus's dir only.
-//!   Its retention is set to 100y (the data is in the past). Compaction time is the `duration`
-//!   Prometheus logs for the `compact blocks` step (the same work as Strata's call: open the
-//!   inputs, merge, write the new block); peak RSS is sampled (`VmRSS`, `RssAnon` every 20 ms)
-//!   from just before the first tick to the end of the compaction, and reported both as the peak
-//!   and as the peak minus the idle baseline measured just before the tick.
+//!
+//! Prometheus runs with retention 100y (the data is in the past). Compaction time is the `duration`
+//! Prometheus logs for the `compact blocks` step (the same work as Strata's call: open the
+//! inputs, merge, write the new block); peak RSS is sampled (`VmRSS`, `RssAnon` every 20 ms)
+//! from just before the first tick to the end of the compaction, and reported both as the peak
+//! and as the peak minus the idle baseline measured just before the tick.
 //!
 //! The output blocks' series and sample counts (`meta.json` stats) must agree.
 //!
@@ -122,7 +124,7 @@ impl Rng {
 /// Series `i`: 200 metric families (even ones counters), 1 000 instances, `job` of 10.
 fn series_labels(i: u64) -> Labels {
     let metric = i % METRICS;
-    let name = if metric % 2 == 0 {
+    let name = if metric.is_multiple_of(2) {
         format!("bench_requests_{metric}_total")
     } else {
         format!("bench_gauge_{metric}")
@@ -148,11 +150,11 @@ fn initial_state(i: u64) -> State {
     let mut r = Rng(i ^ 0x5EED);
     let counter = (i % METRICS).is_multiple_of(2);
     let kind = if counter {
-        // 0: integer counter, 1: fractional counter (seconds, bytes/s…)
-        (r.next() % 2) as u8
+        // 0: integer counter (7 in 10), 1: fractional counter (seconds…)
+        u8::from(r.next() % 10 >= 7)
     } else {
-        // 2: random-walk gauge, 3: constant gauge
-        if r.next().is_multiple_of(3) { 3 } else { 2 }
+        // 2: random-walk gauge, 3: constant gauge (half each)
+        if r.next().is_multiple_of(2) { 3 } else { 2 }
     };
     State {
         value: (r.next() % 10_000) as f64,
@@ -167,8 +169,14 @@ fn next_value(s: &mut State, r: &mut Rng) -> f64 {
             if r.next().is_multiple_of(5_000) {
                 s.value = 0.0; // counter reset (restart)
             }
-            let inc = s.step * 15.0 * (0.5 + r.unit());
-            s.value += if s.kind == 0 { inc.round() } else { inc };
+            if s.kind == 0 {
+                // Idle scrapes happen: a third of them add nothing.
+                if !r.next().is_multiple_of(3) {
+                    s.value += (s.step * 15.0 * (0.5 + r.unit())).round();
+                }
+            } else {
+                s.value += (s.step * (0.5 + r.unit()) * 1000.0).round() / 1000.0;
+            }
         }
         2 => s.value = ((s.value + (r.unit() - 0.5) * s.step) * 100.0).round() / 100.0,
         _ => {}
@@ -386,8 +394,14 @@ async fn run_prometheus(data: &Path) -> Outcome {
         {
             break b;
         }
-        assert!(Instant::now() < deadline, "Prometheus never compacted:\n{log}");
-        prometheus.process().check_running().expect("prometheus runs");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never compacted:\n{log}"
+        );
+        prometheus
+            .process()
+            .check_running()
+            .expect("prometheus runs");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let (rss, anon) = sampler.stop();
@@ -477,7 +491,10 @@ async fn run() {
             "MISMATCH"
         }
     );
-    assert!(same && strata.samples == samples, "output sample counts differ");
+    assert!(
+        same && strata.samples == samples,
+        "output sample counts differ"
+    );
 }
 
 fn dir_bytes(p: &Path) -> u64 {
