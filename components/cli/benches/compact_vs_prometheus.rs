@@ -3,9 +3,9 @@
 //!
 //! Input: 4 consecutive 2h blocks of `STRATA_BENCH_SERIES` (default 200 000) series scraped every
 //! 15 s (480 samples a series and block), written with `strata-tsdb`'s block writer from a seeded
-//! generator (half counters with occasional resets, 70 % of them integer with idle scrapes, 30 %
-//! fractional; half gauges, half of those constant, the rest a random walk; a few ms of scrape
-//! jitter), 8h-aligned.
+//! generator (half counters with occasional resets, 70 % of them integer with idle scrapes,
+//! 30 % fractional; half gauges, half of those constant, the rest an integer random walk; a few
+//! ms of scrape jitter), 8h-aligned.
 //!
 //! - **Strata**: `strata_compact::compact_with_stats` runs in a child process (this bench binary
 //!   re-executed with `--compact-child`), so its peak RSS is its own: the child reports `VmHWM`
@@ -178,7 +178,7 @@ fn next_value(s: &mut State, r: &mut Rng) -> f64 {
                 s.value += (s.step * (0.5 + r.unit()) * 1000.0).round() / 1000.0;
             }
         }
-        2 => s.value = ((s.value + (r.unit() - 0.5) * s.step) * 100.0).round() / 100.0,
+        2 => s.value = (s.value + (r.unit() - 0.5) * s.step).round(),
         _ => {}
     }
     s.value
