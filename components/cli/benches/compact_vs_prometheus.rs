@@ -29,6 +29,10 @@
 //! from just before the first tick to the end of the compaction, and reported both as the peak
 //! and as the peak minus the idle baseline measured just before the tick.
 //!
+//! CPU time (user + system from `/proc/<pid>/stat`: the child's own at its end; Prometheus's
+//! difference across the compaction window, in which it does nothing else) is printed beside
+//! the wall time because these machines are shared: wall time depends on the neighbours' load.
+//!
 //! The output blocks' series and sample counts (`meta.json` stats) must agree.
 //!
 //! Run with `cargo bench -p strata --bench compact_vs_prometheus` (heavy: ~384 M samples, a few
@@ -68,6 +72,14 @@ fn main() {
         child(&args[2..]);
         return;
     }
+    // For profiling: `--write-inputs <dir> <series>` writes the 4 input blocks and prints them.
+    if args.get(1).map(String::as_str) == Some("--write-inputs") {
+        let (blocks, _) = write_blocks(Path::new(&args[2]), args[3].parse().unwrap());
+        for b in blocks {
+            println!("{}", b.display());
+        }
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         return;
     }
@@ -87,8 +99,9 @@ fn child(args: &[String]) {
     let (ulid, stats) = compact_with_stats(&inputs, &out, &CompactOptions::default()).unwrap();
     let secs = start.elapsed().as_secs_f64();
     let hwm = proc_status_kib(std::process::id(), "VmHWM:");
+    let cpu = cpu_secs(std::process::id());
     println!(
-        "CHILD ulid={} secs={secs} hwm_kib={hwm} series={} copied={} recut={}",
+        "CHILD ulid={} secs={secs} cpu={cpu} hwm_kib={hwm} series={} copied={} recut={}",
         ulid.unwrap(),
         stats.series,
         stats.chunks_copied,
@@ -103,6 +116,21 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// User + system CPU seconds a process has used (`/proc/<pid>/stat`, at 100 ticks a second,
+/// the Linux `USER_HZ`).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (tick(11) + tick(12)) / 100.0
 }
 
 /// SplitMix64: a small, seeded, deterministic generator.
@@ -272,6 +300,8 @@ impl Sampler {
 
 struct Outcome {
     secs: f64,
+    /// CPU seconds (user + system) spent compacting.
+    cpu: f64,
     peak_rss_mib: f64,
     peak_anon_mib: f64,
     /// Peak minus the idle baseline before compaction (Prometheus only).
@@ -304,6 +334,7 @@ fn run_strata(inputs: &[PathBuf], out: &Path) -> Outcome {
     let m = meta(&out.join(field("ulid")));
     Outcome {
         secs: field("secs").parse().unwrap(),
+        cpu: field("cpu").parse().unwrap(),
         peak_rss_mib: mib(field("hwm_kib").parse().unwrap()),
         peak_anon_mib: mib(anon),
         delta_rss_mib: None,
@@ -385,6 +416,7 @@ async fn run_prometheus(data: &Path) -> Outcome {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let cpu_before = cpu_secs(pid);
     let sampler = Sampler::start(pid);
     let deadline = Instant::now() + Duration::from_secs(1800);
     let block = loop {
@@ -406,6 +438,7 @@ async fn run_prometheus(data: &Path) -> Outcome {
     };
     let (rss, anon) = sampler.stop();
     let hwm = proc_status_kib(pid, "VmHWM:");
+    let cpu = cpu_secs(pid) - cpu_before;
     let log = prometheus.process().log();
     let secs = logged_compaction_secs(&log).expect("compaction duration in the log");
     let m = meta(&block);
@@ -417,6 +450,7 @@ async fn run_prometheus(data: &Path) -> Outcome {
     );
     Outcome {
         secs,
+        cpu,
         peak_rss_mib: mib(rss),
         peak_anon_mib: mib(anon),
         delta_rss_mib: Some(mib(rss.saturating_sub(baseline.0))),
@@ -458,22 +492,24 @@ async fn run() {
 
     println!();
     println!(
-        "{:<12} {:>14} {:>10} {:>14} {:>16} {:>16}",
-        "", "samples/s", "wall s", "peak RSS MiB", "peak RssAnon MiB", "RSS - idle MiB"
+        "{:<12} {:>14} {:>10} {:>8} {:>14} {:>16} {:>16}",
+        "", "samples/s", "wall s", "CPU s", "peak RSS MiB", "peak RssAnon MiB", "RSS - idle MiB"
     );
     for (name, o) in [("strata", &strata), ("prometheus", &prom)] {
         println!(
-            "{name:<12} {:>14.0} {:>10.2} {:>14.0} {:>16.0} {:>16}",
+            "{name:<12} {:>14.0} {:>10.2} {:>8.2} {:>14.0} {:>16.0} {:>16}",
             samples as f64 / o.secs,
             o.secs,
+            o.cpu,
             o.peak_rss_mib,
             o.peak_anon_mib,
             o.delta_rss_mib.map_or("-".into(), |d| format!("{d:.0}"))
         );
     }
     println!(
-        "ratios (prometheus / strata): speed {:.2}x, peak RSS {:.2}x (vs Prometheus's RSS minus idle: {:.2}x), peak RssAnon {:.2}x",
+        "ratios (prometheus / strata): speed {:.2}x, CPU {:.2}x, peak RSS {:.2}x (vs Prometheus's RSS minus idle: {:.2}x), peak RssAnon {:.2}x",
         prom.secs / strata.secs,
+        prom.cpu / strata.cpu,
         prom.peak_rss_mib / strata.peak_rss_mib,
         prom.delta_rss_mib.unwrap_or(f64::NAN) / strata.peak_rss_mib,
         prom.peak_anon_mib / strata.peak_anon_mib,
