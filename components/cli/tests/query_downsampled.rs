@@ -75,7 +75,11 @@ fn series(i: u64, rng: &mut Rng) -> (Labels, Vec<(i64, f64)>) {
                 v = (rng.next() % 10) as f64;
             }
             let inc = mean * (0.5 + rng.unit());
-            v += if i.is_multiple_of(2) { inc.round() } else { inc };
+            v += if i.is_multiple_of(2) {
+                inc.round()
+            } else {
+                inc
+            };
         } else {
             v += (rng.unit() - 0.5) * mean;
         }
