@@ -240,3 +240,35 @@ async fn put(store: &dyn object_store::ObjectStore, name: &str, data: Vec<u8>) -
             message: e.to_string(),
         })
 }
+
+impl Minio {
+    /// Uploads the block directory `block_dir` (`…/<ULID>`) into `bucket` as it is, meta.json
+    /// last and unchanged (so a downsampled or compacted block keeps its `thanos` section).
+    /// Returns the block's ULID (the directory name).
+    pub async fn upload_block_as_is(&self, bucket: &str, block_dir: &Path) -> Result<String> {
+        let store = self.object_store(bucket)?;
+        let ulid = block_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Request {
+                step: format!("upload {}", block_dir.display()),
+                message: "not a block directory".into(),
+            })?;
+        let mut files = Vec::new();
+        collect_files(block_dir, block_dir, &mut files)?;
+        if !files.iter().any(|f| f == "meta.json") {
+            return Err(Error::Request {
+                step: format!("upload {}", block_dir.display()),
+                message: "no meta.json".into(),
+            });
+        }
+        files.retain(|f| f != "meta.json");
+        files.push("meta.json".into());
+        for rel in &files {
+            let data = std::fs::read(block_dir.join(rel))
+                .map_err(Error::io(format!("read {}/{rel}", block_dir.display())))?;
+            put(&*store, &format!("{ulid}/{rel}"), data).await?;
+        }
+        Ok(ulid)
+    }
+}
