@@ -377,14 +377,10 @@ async fn over_time_functions_on_downsampled_blocks_match_raw() {
     assert_eq!(f.loaded().await, 3.0, "the 1h queries opened the 1h block");
 }
 
-/// NOT PASSING YET (querier bug, see the report of issue 8's compact-bench slice): a Thanos
-/// `counter` aggregate chunk starts at the raw value and ends with the raw last value repeated at
-/// the last window's time; a reader must carry the reset-free total across chunks (as Thanos's
-/// querier does). `strata-query`'s `convert.rs` decodes each chunk's counter as it is and keeps
-/// the first sample of a repeated timestamp, so a counter reset inside one chunk shows as a huge
-/// spurious reset at the next chunk boundary (`rate` 10x too high there).
+/// A Thanos `counter` aggregate chunk starts at the raw value and ends with the raw last value
+/// repeated at the last window's time; the querier carries the reset-free total across chunks (as
+/// Thanos's querier does), so a reset inside one chunk is no spurious reset at the next boundary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "strata-query decodes counter aggregates without cross-chunk reset handling"]
 async fn rate_on_downsampled_blocks_matches_raw_within_the_resolution() {
     let setup = setup().await;
     check_rate(&setup.f, RES_5M, "5m", 3_600_000).await;
