@@ -50,7 +50,7 @@ pub async fn delete_block(bucket: &Bucket, id: Ulid) -> Result<()> {
     let meta = format!("{id}/{META_FILENAME}");
     let mark = format!("{id}/{DELETION_MARK_FILENAME}");
     let names = bucket.list_recursive(&dir).await?;
-    if names.iter().any(|n| *n == meta) {
+    if names.contains(&meta) {
         delete_ignoring_missing(bucket, &meta).await?;
         debug!(block = %id, "deleted meta.json");
     }
