@@ -237,7 +237,7 @@ async fn run_command(bucket: &Bucket, cmd: BucketCommand) -> anyhow::Result<()> 
                         || ids.iter().any(|id| i.what.contains(&id.to_string()))
                 })
                 .collect();
-            let bar = progress(chosen.len() as u64, "verify");
+            let mut bar = Progress::new(chosen.len() as u64, "verify");
             for b in &chosen {
                 if let Some(e) = &b.meta_error {
                     issues.push(Issue {
@@ -252,9 +252,9 @@ async fn run_command(bucket: &Bucket, cmd: BucketCommand) -> anyhow::Result<()> 
                         .with_context(|| format!("verify: index of block {}", b.id))?;
                     issues.extend(found);
                 }
-                bar.inc(1);
+                bar.inc(&b.id.to_string());
             }
-            bar.finish_and_clear();
+            bar.finish();
             if issues.is_empty() {
                 writeln!(out, "no issues ({} blocks checked)", chosen.len())?;
             } else {
@@ -337,19 +337,19 @@ async fn run_command(bucket: &Bucket, cmd: BucketCommand) -> anyhow::Result<()> 
             };
             let report = lifecycle::cleanup(bucket, &opts).await.context("cleanup")?;
             let (del, mark) = if a.dry_run {
-                ("would delete", "would mark partial upload")
+                ("would delete", "would mark")
             } else {
-                ("deleted", "marked partial upload")
+                ("deleted", "marked")
             };
             for id in &report.deleted {
                 writeln!(out, "{del} {id}")?;
             }
             for id in &report.partial_marked {
-                writeln!(out, "{mark} {id} for deletion")?;
+                writeln!(out, "{mark} partial upload {id} for deletion")?;
             }
             writeln!(
                 out,
-                "{} block(s) {del}, {} partial upload(s) {mark}",
+                "{del} {} block(s), {mark} {} partial upload(s) for deletion",
                 report.deleted.len(),
                 report.partial_marked.len()
             )?;
@@ -359,14 +359,51 @@ async fn run_command(bucket: &Bucket, cmd: BucketCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A progress bar on a terminal, nothing otherwise.
-fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(len);
-        bar.set_message(what.to_string());
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
+/// Progress of a long operation: a bar when stderr is a terminal, one plain line a step otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: &'static str,
+    len: u64,
+    done: u64,
+}
+
+impl Progress {
+    fn new(len: u64, what: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_message(what);
+            bar
+        });
+        Progress {
+            bar,
+            what,
+            len,
+            done: 0,
+        }
+    }
+
+    /// One step (`item`) finished.
+    fn inc(&mut self, item: &str) {
+        self.done += 1;
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None => {
+                // Progress lines are best effort; a closed stderr is no reason to fail.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}: {item} done ({}/{})",
+                    self.what,
+                    self.done,
+                    self.len
+                );
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -483,7 +520,9 @@ fn write_table(out: &mut impl Write, blocks: &[BlockInfo], wide: bool) -> anyhow
                 fmt_resolution(b.resolution()).to_string(),
                 m.thanos
                     .as_ref()
-                    .map_or("", |t| t.source.as_str())
+                    .map(|t| t.source.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("-")
                     .to_string(),
                 b.labels_string(),
                 marks_of(b),

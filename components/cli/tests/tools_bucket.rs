@@ -436,7 +436,7 @@ async fn mark_retention_and_cleanup_against_minio() {
         "cleanup delay",
         bucket_cmd(&yaml, &["cleanup", "--delete-delay=1h"]),
     );
-    assert!(out.contains("0 block(s) deleted"), "{out}");
+    assert!(out.contains("deleted 0 block(s)"), "{out}");
     let out = ok(
         "cleanup dry",
         bucket_cmd(&yaml, &["cleanup", "--delete-delay=0s", "--dry-run"]),
