@@ -9,6 +9,7 @@ mod query;
 mod sidecar;
 mod store;
 mod tools;
+mod tools_bucket;
 mod version;
 
 use std::process::ExitCode;

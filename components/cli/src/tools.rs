@@ -22,6 +22,8 @@ enum ToolsCommand {
     /// Work with Prometheus TSDB blocks.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
+    /// Look at and maintain the blocks in a bucket (ls, inspect, verify, mark, retention, cleanup).
+    Bucket(crate::tools_bucket::BucketArgs),
     /// Run Prometheus PromQL test scripts (`load`/`eval`/`clear`) against Strata's engine.
     Promqltest(PromqlTestArgs),
 }
@@ -161,6 +163,7 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<()> {
     match args.command {
         ToolsCommand::Tsdb(cmd) => run_tsdb(cmd),
         ToolsCommand::Promqltest(a) => run_promqltest(a),
+        ToolsCommand::Bucket(a) => crate::tools_bucket::run(a),
     }
 }
 
