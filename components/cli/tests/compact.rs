@@ -89,8 +89,7 @@ fn bad_flags_exit_2_naming_the_flag() {
             vec![
                 "--objstore.config",
                 &yaml,
-                "--selector.relabel-config",
-                "- action: bogus",
+                "--selector.relabel-config=- action: bogus",
             ],
             "--selector.relabel-config",
         ),

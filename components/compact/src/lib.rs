@@ -11,6 +11,10 @@
 //! - [`plan`] decides, with no I/O, what a Thanos compactor would do next on a bucket's metas:
 //!   groups ([`plan::group_key`]), the next compaction ([`plan::plan`]), downsampling
 //!   candidates and retention.
+//! - [`run`] is the compactor over a bucket ([`run::Compactor::run_once`]): sync, duplicate
+//!   garbage collection, per-group plan → download → compact → upload (meta.json last) → mark
+//!   sources, overlap halts (`strata_compact_halted`), downsampling, retention and cleanup,
+//!   crash-safe at every step; [`retention`] marks blocks past retention.
 //!
 //! Choices worth knowing:
 //! - Downsampled chunks are batched exactly as Thanos batches them (about 140 windows per chunk
@@ -29,14 +33,19 @@
 //!   block writer interns them), so symbols only used by fully deleted series are dropped.
 //!
 //! NOT DONE (next slice):
-//! - the `strata_compact_halted` metric (the pure [`plan`] module reports overlaps; nobody acts
-//!   on them yet) and a test against a real `thanos compact` on the same blocks;
-//! - bucket orchestration (download, upload with meta.json last, deletion marks), crash
-//!   safety across restarts, retention, partial block cleanup;
-//! - the `strata compact` CLI, `/metrics`, and `strata tools bucket …`;
+//! - a test against a real `thanos compact` on the same bucket (same plan, same outputs);
+//! - no fault point inside a single object upload (a partial output upload is covered by the
+//!   meta.json-last rule and cleanup's partial-upload marking, not by a kill test); the
+//!   "kill during delete" test builds the state a kill inside `lifecycle::delete_block` leaves
+//!   (meta.json gone, other objects and the mark still there) instead of killing mid-delete;
+//! - no-compact marks are found with a second bucket listing per pass
+//!   ([`strata_bucket::sync::list_blocks`]): `FetchOutcome` does not report them;
+//! - compaction failures are retried every pass; Thanos's marking of blocks with broken
+//!   indexes as `no-compact` is not done;
 //! - spilling: series go to the block writer's spill file, but all symbols are interned in
 //!   memory and each input's postings list (8 bytes a series) is loaded whole;
-//! - native histograms are skipped (with a counted warning) by downsampling.
+//! - native histograms are skipped (with a counted warning) by downsampling;
+//! - `strata tools bucket …` lives in the bucket-tools slice.
 
 mod compact;
 mod downsample;

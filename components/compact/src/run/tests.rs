@@ -481,3 +481,51 @@ async fn sources_are_deleted_after_the_delete_delay_and_leftovers_wiped() {
         );
     }
 }
+
+#[tokio::test]
+async fn retention_marks_blocks_past_their_resolution_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Bucket::in_memory();
+    // Data from 1970: past a 1d raw retention; one block of "now" is kept.
+    let old = put_block(
+        &bucket,
+        tmp.path(),
+        &[("cluster", "a")],
+        0,
+        2 * H,
+        60_000,
+        0.0,
+    )
+    .await;
+    let now = sync::now_ms() / H * H;
+    let new = put_block(
+        &bucket,
+        tmp.path(),
+        &[("cluster", "b")],
+        now - 2 * H,
+        now,
+        60_000,
+        0.0,
+    )
+    .await;
+    let mut cfg = config(&tmp.path().join("data"));
+    cfg.retention.raw_ms = Some(24 * H);
+    let mut reg = Registry::default();
+    let c = Compactor::new(bucket.clone(), cfg, &mut reg).unwrap();
+    let r = c.run_once().await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.retention_marked, vec![old.ulid]);
+    assert!(
+        bucket
+            .exists(&format!("{}/deletion-mark.json", old.ulid))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !bucket
+            .exists(&format!("{}/deletion-mark.json", new.ulid))
+            .await
+            .unwrap()
+    );
+    assert!(encode(&reg).contains("strata_compact_blocks_marked_for_deletion_total 1"));
+}
