@@ -204,24 +204,8 @@ async fn serve(args: CompactArgs) -> anyhow::Result<()> {
     readiness.set(true);
 
     let result = if args.wait {
-        loop {
-            match compactor.run_once().await {
-                Ok(r) if r.is_ok() => {}
-                Ok(r) => {
-                    for h in &r.halted {
-                        tracing::error!("{h}");
-                    }
-                    for e in &r.errors {
-                        tracing::error!("{e}");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "compaction pass failed"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
-                _ = tokio::time::sleep(args.wait_interval) => {}
-            }
-        }
+        wait_loop(&compactor, args.wait_interval, &shutdown).await;
+        Ok(())
     } else {
         once(&compactor).await
     };
@@ -229,6 +213,29 @@ async fn serve(args: CompactArgs) -> anyhow::Result<()> {
     shutdown.trigger();
     admin_task.await.context("admin server task")??;
     result
+}
+
+/// Runs a pass every `interval` until `shutdown`; a pass's halts and failures are logged (the
+/// halted group stays halted, `strata_compact_halted` says so).
+pub(crate) async fn wait_loop(compactor: &Compactor, interval: Duration, shutdown: &Shutdown) {
+    loop {
+        match compactor.run_once().await {
+            Ok(r) if r.is_ok() => {}
+            Ok(r) => {
+                for h in &r.halted {
+                    tracing::error!("{h}");
+                }
+                for e in &r.errors {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "compaction pass failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 async fn once(compactor: &Compactor) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `strata local`: the federation in one process, for a laptop or a single VM. A store gateway over
 //! a bucket (a directory under `--data-dir` unless `--objstore.config(-file)` names another), a
-//! sidecar for each `--prometheus` (shipping its blocks when a TSDB path is given), and the
-//! querier over all of them, on one HTTP address. The parts talk over the StoreAPI on loopback
+//! compactor on that bucket, a sidecar for each `--prometheus` (shipping its blocks when a TSDB
+//! path is given), and the querier over all of them, on one HTTP address. The parts talk over the StoreAPI on loopback
 //! ports, exactly as the separate processes do.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use strata_compact::run::{Compactor, CompactorConfig};
 use strata_objstore::{Bucket, BucketConfig, ObjstoreArgs};
 use strata_query::api::{ApiMetrics, ApiSettings};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
@@ -83,6 +84,14 @@ pub struct LocalArgs {
     /// How often the store gateway re-lists the bucket for new and deleted blocks.
     #[arg(long = "sync-block-duration", env = "STRATA_SYNC_BLOCK_DURATION", value_parser = humantime::parse_duration, default_value = "1m")]
     sync_block_duration: Duration,
+
+    /// Do not run the compactor.
+    #[arg(long = "compact.disable", env = "STRATA_COMPACT_DISABLE")]
+    compact_disable: bool,
+
+    /// Time between compactor passes.
+    #[arg(long = "compact.wait-interval", env = "STRATA_COMPACT_WAIT_INTERVAL", value_parser = humantime::parse_duration, default_value = "5m")]
+    compact_wait_interval: Duration,
 
     /// The bucket (Thanos objstore YAML); without it, a FILESYSTEM bucket in `<data-dir>/bucket`.
     #[command(flatten)]
@@ -191,6 +200,27 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
         .await
         .context("store gateway")
     });
+
+    // The compactor, passes every --compact.wait-interval; replica blocks are merged (vertical
+    // compaction on the replica labels), as the querier merges them.
+    if !args.compact_disable {
+        let mut cfg = CompactorConfig::new(args.data_dir.join("compact"));
+        cfg.vertical = !args.replica_labels.is_empty();
+        cfg.dedup_replica_labels = args.replica_labels.clone();
+        let compactor = Compactor::new(bucket.clone(), cfg, &mut registry)
+            .context(ConfigError("--data-dir".into()))?;
+        let stop = shutdown.clone();
+        let every = args.compact_wait_interval;
+        tasks.spawn(async move {
+            crate::compact::wait_loop(&compactor, every, &stop).await;
+            Ok(())
+        });
+        started.push(format!(
+            "compactor (a pass every {}, replica labels merged: {})",
+            humantime::format_duration(every),
+            args.replica_labels.join(", ")
+        ));
+    }
 
     // One sidecar per Prometheus.
     for (i, target) in args.prometheus.iter().enumerate() {

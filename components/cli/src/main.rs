@@ -34,7 +34,7 @@ enum Command {
     Store(Box<store::StoreArgs>),
     /// Answer PromQL over every store: the Prometheus HTTP API, fanned out and de-duplicated.
     Query(Box<query::QueryArgs>),
-    /// The whole federation in one process (store gateway, sidecars, querier) for a laptop or one VM.
+    /// The whole federation in one process (store gateway, compactor, sidecars, querier) for a laptop or one VM.
     Local(Box<local::LocalArgs>),
     /// Compact, de-duplicate, downsample and apply retention to the blocks in a bucket.
     Compact(Box<compact::CompactArgs>),

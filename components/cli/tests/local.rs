@@ -106,6 +106,22 @@ async fn local_federates_two_replicas_and_keeps_their_history() {
         "both sidecars are announced: {log}"
     );
 
+    assert!(log.contains("  - compactor (a pass every 5m"), "{log}");
+    wait_until("a compactor pass", Duration::from_secs(60), || async {
+        let m = reqwest::get(format!("{url}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.lines()
+            .find_map(|l| l.strip_prefix("strata_compact_iterations_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|n| *n >= 1.0)
+    })
+    .await
+    .expect("the compactor ran over the local bucket");
+
     let api = PromApi::new(&url, Duration::from_secs(30)).expect("HTTP client");
     // Without dedup, both replicas' series (once both have scraped)…
     let last = std::sync::Mutex::new(None);
