@@ -321,7 +321,7 @@ where
     {
         return Ok(false);
     }
-    match api.delete(name, &DeleteParams::foreground()).await {
+    match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(Error::Kube {

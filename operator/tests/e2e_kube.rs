@@ -182,31 +182,18 @@ async fn operator_against_a_real_api_server() {
     );
 
     // --- Bad input the schema rejects, with a message naming the field.
-    let reject = |manifest: serde_json::Value, needle: &'static str| {
-        let api = gitops.clone();
-        async move {
-            let name = manifest["metadata"]["name"]
-                .as_str()
-                .unwrap_or("x")
-                .to_string();
-            let err = api
-                .patch(&name, &ssa("argocd"), &Patch::Apply(&manifest))
-                .await
-                .expect_err("the API server must reject it");
-            assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
-        }
-    };
-    reject(json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "neg"},
-        "spec": {"objectStorage": {"secretRef": {"name": "b"}}, "query": {"replicas": -1}}}), "spec.query.replicas").await;
-    reject(json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "svc"},
-        "spec": {"objectStorage": {"secretRef": {"name": "b"}}, "query": {"serviceType": "Magic"}}}), "spec.query.serviceType").await;
-    reject(json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Compactor", "metadata": {"name": "unit"},
-        "spec": {"clusterRef": {"name": "minimal"}, "retention": {"raw": "30 days"}}}), "spec.retention.raw").await;
-    reject(json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Compactor", "metadata": {"name": "cel"},
-        "spec": {"clusterRef": {"name": "minimal"}, "downsampling": false, "retention": {"oneHour": "1y"}}}), "set downsampling: true").await;
-    reject(json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "zero"},
-        "spec": {"clusterRef": {"name": "minimal"}, "shards": 0}}), "spec.shards").await;
+    let c_gitops: Api<Compactor> = Api::namespaced(admin.clone(), "gitops");
     let sg_gitops: Api<StoreGateway> = Api::namespaced(admin.clone(), "gitops");
+    reject(&gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "neg"},
+        "spec": {"objectStorage": {"secretRef": {"name": "b"}}, "query": {"replicas": -1}}}), "spec.query.replicas").await;
+    reject(&gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "svc"},
+        "spec": {"objectStorage": {"secretRef": {"name": "b"}}, "query": {"serviceType": "Magic"}}}), "spec.query.serviceType").await;
+    reject(&c_gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Compactor", "metadata": {"name": "unit"},
+        "spec": {"clusterRef": {"name": "minimal"}, "retention": {"raw": "30 days"}}}), "spec.retention.raw").await;
+    reject(&c_gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Compactor", "metadata": {"name": "cel"},
+        "spec": {"clusterRef": {"name": "minimal"}, "downsampling": false, "retention": {"oneHour": "1y"}}}), "set downsampling: true").await;
+    reject(&sg_gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "zero"},
+        "spec": {"clusterRef": {"name": "minimal"}, "shards": 0}}), "spec.shards").await;
     let sg = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "imm"},
         "spec": {"clusterRef": {"name": "minimal"}}});
     sg_gitops
@@ -584,6 +571,22 @@ async fn operator_against_a_real_api_server() {
         .expect("graceful shutdown")
         .expect("operator task");
     let _ = Arc::clone(&metrics);
+}
+
+/// Applies `manifest` and expects the API server to refuse it with `needle` in the message.
+async fn reject<K>(api: &Api<K>, manifest: serde_json::Value, needle: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or("x")
+        .to_string();
+    let err = api
+        .patch(&name, &ssa("argocd"), &Patch::Apply(&manifest))
+        .await
+        .expect_err("the API server must reject it");
+    assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
 }
 
 fn total_reconciles(registry: &Registry) -> f64 {
