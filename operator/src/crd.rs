@@ -2,6 +2,10 @@
 //! [`StoreGateway`] and [`Compactor`]. Every defaulted field carries its default in the schema, so the
 //! API server fills it and GitOps tools see no drift.
 
+// Several `printcolumn(...)` entries of one `#[kube(...)]` repeat `type_ = …`, which this lint
+// mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
