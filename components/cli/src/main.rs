@@ -3,6 +3,7 @@
 
 mod exit;
 mod grpc;
+mod operator;
 mod query;
 mod sidecar;
 mod store;
@@ -31,6 +32,8 @@ enum Command {
     Store(Box<store::StoreArgs>),
     /// Answer PromQL over every store: the Prometheus HTTP API, fanned out and de-duplicated.
     Query(Box<query::QueryArgs>),
+    /// Run the Kubernetes operator (MetricsCluster, StoreGateway, Compactor).
+    Operator(Box<operator::OperatorArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Sidecar(args) => sidecar::run(*args),
         Command::Query(args) => query::run(*args),
         Command::Store(args) => store::run(*args),
+        Command::Operator(args) => operator::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)
