@@ -7,7 +7,13 @@
 //! - the `Halted` condition and `lastSuccessfulRun` of a `Compactor` (needs the compactor's metrics);
 //! - the sidecar-injection webhook, operator-managed TLS and the Helm chart (issue 10);
 //! - e2e with kube-controller-manager / a fake kubelet: the harness has none yet, so garbage
-//!   collection through ownerReferences and real pod readiness are not exercised.
+//!   collection through ownerReferences and real pod readiness are not exercised (the e2e writes
+//!   StatefulSet status itself where it needs readiness);
+//! - writes are skipped when the `strata.dev/applied-hash` annotation matches, so a field another
+//!   manager changed on an owned object is not reverted until the desired object changes;
+//! - Secrets are not watched: a changed objstore YAML rolls pods at the next resync (5 minutes);
+//! - `spec.sidecar.namespaceSelector` is stored but unused (the sidecars' Service is namespace-local);
+//! - `MetricsCluster` `Ready` reflects the querier Deployment only, not its store gateways/compactor.
 
 pub mod controller;
 pub mod crd;
