@@ -5,6 +5,7 @@ mod compact;
 mod exit;
 mod grpc;
 mod local;
+mod operator;
 mod query;
 mod sidecar;
 mod store;
@@ -38,6 +39,8 @@ enum Command {
     Local(Box<local::LocalArgs>),
     /// Compact, de-duplicate, downsample and apply retention to the blocks in a bucket.
     Compact(Box<compact::CompactArgs>),
+    /// Run the Kubernetes operator (MetricsCluster, StoreGateway, Compactor).
+    Operator(Box<operator::OperatorArgs>),
     /// Offline tools (TSDB blocks, …).
     Tools(tools::ToolsArgs),
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Store(args) => store::run(*args),
         Command::Local(args) => local::run(*args),
         Command::Compact(args) => compact::run(*args),
+        Command::Operator(args) => operator::run(*args),
         Command::Tools(args) => tools::run(args),
     };
     exit::from_result(result)

@@ -1,0 +1,861 @@
+//! The controllers: one `kube-runtime` `Controller` per kind, watching its resources and the objects
+//! they own. Objects are written by server-side apply under one field manager, and only when the
+//! desired object differs from what was last applied (a hash annotation), so an idle cluster costs
+//! no writes. Status is written only when it changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, info_span, warn};
+
+use crate::crd::{
+    Compactor, CompactorStatus, MetricsCluster, MetricsClusterStatus, StoreGateway,
+    StoreGatewayStatus,
+};
+use crate::desired::{self, CLUSTER_LABEL, ClusterInputs, SHARD_SET_LABEL, STOREAPI_LABEL};
+use crate::metrics::{ErrorLabels, KindLabels, Metrics};
+use crate::{Error, Result};
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "strata-operator";
+/// Annotation holding the hash of the object as last applied; equal hash → no write.
+pub const APPLIED_HASH_ANNOTATION: &str = "strata.dev/applied-hash";
+/// How often a healthy object is re-checked without any watch event.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context writing through `client` and counting into `metrics`.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Arc::new(Self {
+            client,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// Where the controllers look.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// One namespace, or all when `None`.
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Runs the three controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ctx = Context::new(client.clone(), metrics);
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=strata-operator");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let mc = Controller::new(
+        scope.api::<MetricsCluster>(&client),
+        watcher::Config::default(),
+    )
+    .owns(scope.api::<Deployment>(&client), managed.clone())
+    .owns(
+        scope.api::<StoreGateway>(&client),
+        watcher::Config::default(),
+    )
+    .owns(scope.api::<Compactor>(&client), watcher::Config::default())
+    .watches(
+        scope.api::<Service>(&client),
+        managed.clone(),
+        |svc: Service| {
+            let cluster = svc.labels().get(CLUSTER_LABEL)?.clone();
+            let ns = svc.namespace()?;
+            Some(ObjectRef::<MetricsCluster>::new(&cluster).within(&ns))
+        },
+    )
+    .graceful_shutdown_on(stop(rx.clone()))
+    .run(reconcile_cluster, error_policy, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
+
+    let sg = Controller::new(
+        scope.api::<StoreGateway>(&client),
+        watcher::Config::default(),
+    )
+    .owns(scope.api::<StatefulSet>(&client), managed.clone())
+    .owns(scope.api::<Service>(&client), managed.clone())
+    .owns(scope.api::<PodDisruptionBudget>(&client), managed.clone())
+    .graceful_shutdown_on(stop(rx.clone()))
+    .run(reconcile_store_gateway, error_policy, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
+
+    let cp = Controller::new(scope.api::<Compactor>(&client), watcher::Config::default())
+        .owns(scope.api::<StatefulSet>(&client), managed)
+        .graceful_shutdown_on(stop(rx))
+        .run(reconcile_compactor, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    futures::join!(mc, sg, cp);
+}
+
+/// A kind the controllers reconcile.
+trait Kind:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+}
+
+impl Kind for MetricsCluster {
+    const KIND: &'static str = "MetricsCluster";
+}
+impl Kind for StoreGateway {
+    const KIND: &'static str = "StoreGateway";
+}
+impl Kind for Compactor {
+    const KIND: &'static str = "Compactor";
+}
+
+fn key<K: Kind>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+fn error_policy<K: Kind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key(obj.as_ref())).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = Duration::from_secs(2u64.saturating_pow(n.min(8))).min(Duration::from_secs(300));
+    warn!(kind = K::KIND, name = %obj.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs `inner`, records metrics, and on failure reports `Degraded` status + a Warning Event.
+async fn instrumented<K, F, S>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    inner: F,
+    degraded: S,
+) -> Result<Action>
+where
+    K: Kind,
+    F: std::future::Future<Output = Result<Action>>,
+    S: FnOnce(&K, &Error) -> Option<serde_json::Value>,
+{
+    let start = Instant::now();
+    let labels = KindLabels { kind: K::KIND };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let span = info_span!("reconcile", kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let result = inner.instrument(span).await;
+    ctx.metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => {
+            if let Ok(mut f) = ctx.failures.lock() {
+                f.remove(&key(obj.as_ref()));
+            }
+        }
+        Err(e) => {
+            ctx.metrics
+                .errors
+                .get_or_create(&ErrorLabels {
+                    kind: K::KIND,
+                    category: e.category(),
+                })
+                .inc();
+            if let Some(status) = degraded(obj.as_ref(), e)
+                && let Err(se) = write_status(&ctx.client, obj.as_ref(), status).await
+            {
+                warn!(error = %se, "write Degraded status");
+            }
+            let event = Event {
+                type_: EventType::Warning,
+                reason: e.category().into(),
+                note: Some(truncate(&e.to_string(), 1000)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(ee) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+                warn!(error = %ee, "publish event");
+            }
+        }
+    }
+    result
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Applies `obj` by server-side apply unless what was last applied is identical. Returns whether it wrote.
+pub async fn apply<K>(api: &Api<K>, mut obj: K) -> Result<bool>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().ok_or_else(|| Error::MissingField {
+        field: "metadata.name".into(),
+    })?;
+    let json = serde_json::to_vec(&obj).map_err(|source| Error::Serialize {
+        what: name.clone(),
+        source,
+    })?;
+    let hash = desired::checksum(&[&json]);
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(APPLIED_HASH_ANNOTATION.into(), hash.clone());
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let current = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get {kind} {name}")))?;
+    if current
+        .as_ref()
+        .and_then(|c| c.annotations().get(APPLIED_HASH_ANNOTATION))
+        == Some(&hash)
+    {
+        return Ok(false);
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {kind} {name}")))?;
+    Ok(true)
+}
+
+/// Deletes `name` if it exists and is controlled by the object with `owner_uid`.
+async fn delete_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<bool>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let Some(current) = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("get {kind} {name}")))?
+    else {
+        return Ok(false);
+    };
+    if !current
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == owner_uid)
+    {
+        return Ok(false);
+    }
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::Kube {
+            action: format!("delete {kind} {name}"),
+            source: e,
+        }),
+    }
+}
+
+async fn write_status<K: Kind>(client: &Client, obj: &K, status: serde_json::Value) -> Result<()> {
+    let ns = obj.namespace().ok_or_else(|| Error::MissingField {
+        field: "metadata.namespace".into(),
+    })?;
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::KIND,
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(format!("write {} status", K::KIND)))?;
+    Ok(())
+}
+
+/// One wanted condition: status, reason, message.
+type Want<'a> = (&'a str, bool, &'a str, String);
+
+/// Conditions for `wants`, keeping `lastTransitionTime` from `old` where the status did not change.
+pub fn conditions(
+    old: &[Condition],
+    generation: Option<i64>,
+    wants: &[Want<'_>],
+) -> Vec<Condition> {
+    wants
+        .iter()
+        .map(|(type_, status, reason, message)| {
+            let status = if *status { "True" } else { "False" }.to_string();
+            let prev = old.iter().find(|c| c.type_ == *type_);
+            let last_transition_time = match prev {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => Time(k8s_openapi::jiff::Timestamp::now()),
+            };
+            Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message: message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Conditions equal in everything but `lastTransitionTime`.
+fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
+                && x.observed_generation == y.observed_generation
+        })
+}
+
+fn degraded_conditions(old: &[Condition], generation: Option<i64>, err: &Error) -> Vec<Condition> {
+    conditions(
+        old,
+        generation,
+        &[
+            (
+                "Ready",
+                false,
+                "Degraded",
+                "see the Degraded condition".into(),
+            ),
+            (
+                "Progressing",
+                false,
+                "Degraded",
+                "blocked on an error".into(),
+            ),
+            ("Degraded", true, err.category(), err.to_string()),
+        ],
+    )
+}
+
+fn healthy_conditions(
+    old: &[Condition],
+    generation: Option<i64>,
+    ready: bool,
+    why: String,
+) -> Vec<Condition> {
+    conditions(
+        old,
+        generation,
+        &[
+            (
+                "Ready",
+                ready,
+                if ready { "AllReady" } else { "NotReady" },
+                if ready {
+                    "all objects are ready".into()
+                } else {
+                    why.clone()
+                },
+            ),
+            (
+                "Progressing",
+                !ready,
+                if ready { "Settled" } else { "Rollout" },
+                if ready { "nothing to do".into() } else { why },
+            ),
+            (
+                "Degraded",
+                false,
+                "NoErrors",
+                "the last reconcile succeeded".into(),
+            ),
+        ],
+    )
+}
+
+/// Reads the objstore YAML named by `mc.spec.objectStorage.secretRef`.
+async fn objstore_yaml(client: &Client, mc: &MetricsCluster) -> Result<Vec<u8>> {
+    let ns = mc.namespace().unwrap_or_default();
+    let r = &mc.spec.object_storage.secret_ref;
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get_opt(&r.name)
+        .await
+        .map_err(Error::kube(format!("get Secret {}", r.name)))?
+        .ok_or_else(|| Error::InvalidSpec {
+            field: "spec.objectStorage.secretRef.name".into(),
+            message: format!(
+                "Secret {:?} does not exist in namespace {ns:?}: create it with the objstore YAML under key {:?}",
+                r.name, r.key
+            ),
+        })?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| Error::InvalidSpec {
+            field: "spec.objectStorage.secretRef.key".into(),
+            message: format!(
+                "Secret {:?} has no key {:?}: add the objstore YAML under that key or point key at the one that holds it",
+                r.name, r.key
+            ),
+        })
+}
+
+async fn cluster_of(client: &Client, ns: &str, name: &str) -> Result<MetricsCluster> {
+    Api::<MetricsCluster>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("get MetricsCluster {name}")))?
+        .ok_or_else(|| Error::InvalidSpec {
+            field: "spec.clusterRef.name".into(),
+            message: format!("MetricsCluster {name:?} does not exist in namespace {ns:?}"),
+        })
+}
+
+fn uid_of<K: Resource>(obj: &K) -> Result<String> {
+    obj.meta().uid.clone().ok_or_else(|| Error::MissingField {
+        field: "metadata.uid".into(),
+    })
+}
+
+fn ns_of<K: Resource>(obj: &K) -> Result<String> {
+    obj.meta()
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::MissingField {
+            field: "metadata.namespace".into(),
+        })
+}
+
+async fn reconcile_cluster(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let degraded = |mc: &MetricsCluster, e: &Error| {
+        let old = mc.status.clone().unwrap_or_default();
+        let status = MetricsClusterStatus {
+            observed_generation: mc.metadata.generation,
+            conditions: degraded_conditions(&old.conditions, mc.metadata.generation, e),
+            endpoints: old.endpoints.clone(),
+        };
+        (!same_status_mc(&old, &status)).then(|| serde_json::to_value(&status).unwrap_or_default())
+    };
+    instrumented(
+        mc.clone(),
+        ctx.clone(),
+        reconcile_cluster_inner(mc, ctx),
+        degraded,
+    )
+    .await
+}
+
+fn same_status_mc(a: &MetricsClusterStatus, b: &MetricsClusterStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && a.endpoints == b.endpoints
+        && same_conditions(&a.conditions, &b.conditions)
+}
+
+async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = ns_of(mc.as_ref())?;
+    let uid = uid_of(mc.as_ref())?;
+    let cluster = mc.name_any();
+
+    // The owned StoreGateway / Compactor of the inline templates (or their removal).
+    let sg_api = Api::<StoreGateway>::namespaced(client.clone(), &ns);
+    match desired::inline_store_gateway(&mc)? {
+        Some(sg) => {
+            apply(&sg_api, sg).await?;
+        }
+        None => {
+            delete_owned(&sg_api, &desired::inline_store_gateway_name(&cluster), &uid).await?;
+        }
+    }
+    let c_api = Api::<Compactor>::namespaced(client.clone(), &ns);
+    match desired::inline_compactor(&mc)? {
+        Some(c) => {
+            apply(&c_api, c).await?;
+        }
+        None => {
+            delete_owned(&c_api, &desired::inline_compactor_name(&cluster), &uid).await?;
+        }
+    }
+
+    // The StoreAPI endpoints: the sidecars' headless Service and every store shard's.
+    let svc_api = Api::<Service>::namespaced(client.clone(), &ns);
+    let shard_services = svc_api
+        .list(&ListParams::default().labels(&format!(
+            "{CLUSTER_LABEL}={cluster},{STOREAPI_LABEL}=true,app.kubernetes.io/component=store-gateway"
+        )))
+        .await
+        .map_err(Error::kube("list store shard Services"))?;
+    let mut endpoints = BTreeSet::from([desired::dnssrv_endpoint(
+        &desired::sidecar_service_name(&cluster),
+        &ns,
+    )]);
+    endpoints.extend(
+        shard_services
+            .items
+            .iter()
+            .map(|s| desired::dnssrv_endpoint(&s.name_any(), &ns)),
+    );
+    let endpoints: Vec<String> = endpoints.into_iter().collect();
+
+    let q = desired::querier(&mc, &endpoints)?;
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+        q.service_account,
+    )
+    .await?;
+    apply(&svc_api, q.sidecar_service).await?;
+    apply(&svc_api, q.service).await?;
+    let deploy_api = Api::<Deployment>::namespaced(client.clone(), &ns);
+    apply(&deploy_api, q.deployment).await?;
+
+    // The Secret is only mounted by store gateways and the compactor, but a missing one is the
+    // cluster's problem too: report it here.
+    objstore_yaml(client, &mc).await?;
+
+    let deploy = deploy_api
+        .get_opt(&desired::querier_name(&cluster))
+        .await
+        .map_err(Error::kube("get querier Deployment"))?;
+    let want = mc.spec.query.replicas;
+    let available = deploy
+        .and_then(|d| d.status)
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let ready = available >= want;
+    let old = mc.status.clone().unwrap_or_default();
+    let status = MetricsClusterStatus {
+        observed_generation: mc.metadata.generation,
+        conditions: healthy_conditions(
+            &old.conditions,
+            mc.metadata.generation,
+            ready,
+            format!("querier: {available} of {want} replicas available"),
+        ),
+        endpoints,
+    };
+    if !same_status_mc(&old, &status) {
+        let v = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+            what: "status".into(),
+            source,
+        })?;
+        write_status(client, mc.as_ref(), v).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+fn same_status_sg(a: &StoreGatewayStatus, b: &StoreGatewayStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && a.shards == b.shards
+        && a.ready_shards == b.ready_shards
+        && same_conditions(&a.conditions, &b.conditions)
+}
+
+async fn reconcile_store_gateway(sg: Arc<StoreGateway>, ctx: Arc<Context>) -> Result<Action> {
+    let degraded = |sg: &StoreGateway, e: &Error| {
+        let old = sg.status.clone().unwrap_or_default();
+        let status = StoreGatewayStatus {
+            observed_generation: sg.metadata.generation,
+            conditions: degraded_conditions(&old.conditions, sg.metadata.generation, e),
+            ..old.clone()
+        };
+        (!same_status_sg(&old, &status)).then(|| serde_json::to_value(&status).unwrap_or_default())
+    };
+    instrumented(
+        sg.clone(),
+        ctx.clone(),
+        reconcile_store_gateway_inner(sg, ctx),
+        degraded,
+    )
+    .await
+}
+
+/// Whether every StatefulSet of a shard set has all its replicas ready for its current spec.
+fn statefulset_ready(sts: &StatefulSet) -> bool {
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = sts.status.as_ref() else {
+        return false;
+    };
+    st.observed_generation >= sts.metadata.generation
+        && st.ready_replicas.unwrap_or(0) >= want
+        && st.updated_replicas.unwrap_or(0) >= want
+}
+
+async fn reconcile_store_gateway_inner(sg: Arc<StoreGateway>, ctx: Arc<Context>) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = ns_of(sg.as_ref())?;
+    let uid = uid_of(sg.as_ref())?;
+    let name = sg.name_any();
+    let mc = cluster_of(client, &ns, &sg.spec.cluster_ref.name).await?;
+    let inputs = ClusterInputs::new(&mc, &objstore_yaml(client, &mc).await?);
+    let shards = sg.spec.params.shards;
+
+    // The new shard set first, so that no block is unserved while re-sharding.
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+        desired::store_service_account(&sg)?,
+    )
+    .await?;
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let svc_api = Api::<Service>::namespaced(client.clone(), &ns);
+    let pdb_api = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns);
+    for shard in desired::store_shards(&sg, &inputs, shards)? {
+        apply(&svc_api, shard.service).await?;
+        apply(&pdb_api, shard.pdb).await?;
+        apply(&sts_api, shard.statefulset).await?;
+    }
+
+    let existing = sts_api
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={name},app.kubernetes.io/component=store-gateway"
+        )))
+        .await
+        .map_err(Error::kube("list store shard StatefulSets"))?;
+    let mut sets: BTreeMap<i32, Vec<&StatefulSet>> = BTreeMap::new();
+    for sts in existing
+        .items
+        .iter()
+        .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
+    {
+        if let Some(n) = sts
+            .labels()
+            .get(SHARD_SET_LABEL)
+            .and_then(|v| v.parse().ok())
+        {
+            sets.entry(n).or_default().push(sts);
+        }
+    }
+    let current = sets.get(&shards).cloned().unwrap_or_default();
+    let ready_shards = current.iter().filter(|s| statefulset_ready(s)).count() as i32;
+    let new_set_ready = ready_shards == shards && current.len() as i32 == shards;
+    let old_sets: Vec<i32> = sets.keys().copied().filter(|n| *n != shards).collect();
+
+    // Old shard sets go only once the new one serves every block.
+    if new_set_ready {
+        for n in &old_sets {
+            for index in 0..*n {
+                let shard = desired::shard_name(&name, *n, index);
+                delete_owned(&sts_api, &shard, &uid).await?;
+                delete_owned(&pdb_api, &shard, &uid).await?;
+                delete_owned(&svc_api, &shard, &uid).await?;
+            }
+        }
+    }
+    let serving = if new_set_ready || old_sets.is_empty() {
+        shards
+    } else {
+        old_sets.last().copied().unwrap_or(shards)
+    };
+    let why = if old_sets.is_empty() || new_set_ready {
+        format!("{ready_shards} of {shards} shards ready")
+    } else {
+        format!(
+            "re-sharding {} → {shards}: {ready_shards} of {shards} new shards ready; the old set serves until then",
+            serving
+        )
+    };
+    let ready = new_set_ready;
+    let old = sg.status.clone().unwrap_or_default();
+    let status = StoreGatewayStatus {
+        observed_generation: sg.metadata.generation,
+        shards: serving,
+        ready_shards,
+        conditions: healthy_conditions(&old.conditions, sg.metadata.generation, ready, why),
+    };
+    if !same_status_sg(&old, &status) {
+        let v = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+            what: "status".into(),
+            source,
+        })?;
+        write_status(client, sg.as_ref(), v).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+fn same_status_c(a: &CompactorStatus, b: &CompactorStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && a.last_successful_run == b.last_successful_run
+        && same_conditions(&a.conditions, &b.conditions)
+}
+
+async fn reconcile_compactor(c: Arc<Compactor>, ctx: Arc<Context>) -> Result<Action> {
+    let degraded = |c: &Compactor, e: &Error| {
+        let old = c.status.clone().unwrap_or_default();
+        let status = CompactorStatus {
+            observed_generation: c.metadata.generation,
+            conditions: degraded_conditions(&old.conditions, c.metadata.generation, e),
+            ..old.clone()
+        };
+        (!same_status_c(&old, &status)).then(|| serde_json::to_value(&status).unwrap_or_default())
+    };
+    instrumented(
+        c.clone(),
+        ctx.clone(),
+        reconcile_compactor_inner(c, ctx),
+        degraded,
+    )
+    .await
+}
+
+async fn reconcile_compactor_inner(c: Arc<Compactor>, ctx: Arc<Context>) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = ns_of(c.as_ref())?;
+    let mc = cluster_of(client, &ns, &c.spec.cluster_ref.name).await?;
+    let inputs = ClusterInputs::new(&mc, &objstore_yaml(client, &mc).await?);
+    let objs = desired::compactor(&c, &inputs)?;
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+        objs.service_account,
+    )
+    .await?;
+    apply(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        objs.service,
+    )
+    .await?;
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    apply(&sts_api, objs.statefulset).await?;
+    let sts = sts_api
+        .get_opt(&c.name_any())
+        .await
+        .map_err(Error::kube("get compactor StatefulSet"))?;
+    let ready = sts.as_ref().is_some_and(statefulset_ready);
+    let old = c.status.clone().unwrap_or_default();
+    let status = CompactorStatus {
+        observed_generation: c.metadata.generation,
+        conditions: healthy_conditions(
+            &old.conditions,
+            c.metadata.generation,
+            ready,
+            "the compactor pod is not ready".into(),
+        ),
+        last_successful_run: old.last_successful_run.clone(),
+    };
+    if !same_status_c(&old, &status) {
+        let v = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+            what: "status".into(),
+            source,
+        })?;
+        write_status(client, c.as_ref(), v).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let first = healthy_conditions(&[], Some(1), false, "waiting".into());
+        std::thread::sleep(Duration::from_millis(5));
+        let again = healthy_conditions(&first, Some(1), false, "waiting".into());
+        assert_eq!(first, again);
+        let flipped = healthy_conditions(&first, Some(2), true, String::new());
+        assert_ne!(
+            flipped[0].last_transition_time,
+            first[0].last_transition_time
+        );
+        assert!(!same_conditions(&first, &flipped));
+    }
+
+    #[test]
+    fn degraded_names_the_field() {
+        let err = Error::InvalidSpec {
+            field: "spec.objectStorage.secretRef.name".into(),
+            message: "Secret \"x\" does not exist".into(),
+        };
+        let c = degraded_conditions(&[], Some(3), &err);
+        let d = c.iter().find(|c| c.type_ == "Degraded").expect("Degraded");
+        assert_eq!(d.status, "True");
+        assert!(d.message.starts_with("spec.objectStorage.secretRef.name"));
+        assert_eq!(d.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1000);
+        assert!(t.len() <= 1000);
+        assert!(s.starts_with(&t));
+    }
+}

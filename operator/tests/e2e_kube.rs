@@ -1,0 +1,599 @@
+//! The operator against a real kube-apiserver + etcd (no controller-manager or kubelet: objects are
+//! stored and validated, no pods run; where a test needs a StatefulSet to be ready it writes the
+//! StatefulSet's status itself, playing the controller-manager's part).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use strata_e2e::{Etcd, KubeApiserver, wait_until};
+use strata_operator::controller::{self, Scope};
+use strata_operator::crd::{Compactor, MetricsCluster, StoreGateway};
+use strata_operator::metrics::{Metrics, WriteLog, logging_client};
+
+const NS: &str = "strata";
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn config(api: &KubeApiserver) -> kube::Config {
+    let kc = Kubeconfig::read_from(api.kubeconfig()).expect("kubeconfig");
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config")
+}
+
+fn ssa(manager: &str) -> PatchParams {
+    PatchParams::apply(manager).force()
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (name, yaml) in strata_operator::docs::crd_files() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../crds")
+            .join(&name);
+        let checked_in = std::fs::read_to_string(&path).expect("checked-in CRD");
+        assert_eq!(checked_in, yaml, "{} is stale", path.display());
+        let crd: CustomResourceDefinition = serde_norway::from_str(&checked_in).expect("CRD yaml");
+        api.patch(&crd.name_any(), &ssa("e2e-install"), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+    }
+    let mcs: Api<MetricsCluster> = Api::all(client.clone());
+    let sgs: Api<StoreGateway> = Api::all(client.clone());
+    let cs: Api<Compactor> = Api::all(client.clone());
+    wait_until("the CRDs to be served", WAIT, || async {
+        mcs.list(&ListParams::default()).await.ok()?;
+        sgs.list(&ListParams::default()).await.ok()?;
+        cs.list(&ListParams::default()).await.ok()?;
+        Some(())
+    })
+    .await
+    .expect("CRDs served");
+}
+
+async fn create_secret(client: &Client, ns: &str, name: &str, key: &str) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(b"type: FILESYSTEM\nconfig:\n  directory: /data\n".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
+
+fn condition(status: &serde_json::Value, type_: &str) -> Option<(String, String)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+async fn status_of<K>(api: &Api<K>, name: &str) -> Option<(serde_json::Value, i64)>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let obj = api.get_opt(name).await.ok()??;
+    let generation = obj.meta().generation.unwrap_or_default();
+    let v = serde_json::to_value(&obj).ok()?;
+    Some((v["status"].clone(), generation))
+}
+
+/// Marks a StatefulSet's pods as all ready, as the StatefulSet controller would.
+async fn mark_ready(client: &Client, name: &str) {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let sts = api.get(name).await.expect("statefulset");
+    let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let patch = json!({"status": {
+        "observedGeneration": sts.metadata.generation,
+        "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
+        "availableReplicas": replicas, "currentReplicas": replicas,
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("mark ready");
+}
+
+async fn sts_names(client: &Client, instance: &str) -> Vec<String> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let mut v: Vec<String> = api
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_against_a_real_api_server() {
+    let etcd = Etcd::start().await.expect("etcd");
+    let apiserver = KubeApiserver::start(&etcd).await.expect("kube-apiserver");
+    let admin = Client::try_from(config(&apiserver).await).expect("admin client");
+    install_crds(&admin).await;
+    create_namespace(&admin, NS).await;
+    create_namespace(&admin, "gitops").await;
+
+    // --- GitOps: a minimal CR applied twice is unchanged, and reads back with the schema defaults.
+    let gitops: Api<MetricsCluster> = Api::namespaced(admin.clone(), "gitops");
+    let minimal: serde_json::Value = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster",
+        "metadata": {"name": "minimal"}, "spec": {"objectStorage": {"secretRef": {"name": "b"}}}});
+    let first = gitops
+        .patch("minimal", &ssa("argocd"), &Patch::Apply(&minimal))
+        .await
+        .expect("apply 1");
+    let second = gitops
+        .patch("minimal", &ssa("argocd"), &Patch::Apply(&minimal))
+        .await
+        .expect("apply 2");
+    assert_eq!(
+        first.resource_version(),
+        second.resource_version(),
+        "re-apply changed the object"
+    );
+    assert_eq!(
+        first.metadata.managed_fields,
+        second.metadata.managed_fields
+    );
+    assert_eq!(second.spec.query.replicas, 1);
+    assert_eq!(second.spec.object_storage.secret_ref.key, "objstore.yml");
+    let raw = serde_json::to_value(&second).expect("json");
+    assert_eq!(raw["spec"]["query"]["serviceType"], "ClusterIP", "{raw}");
+    assert_eq!(raw["spec"]["query"]["replicaLabels"], json!([]), "{raw}");
+    // What the operator's own types would render for the same object equals what the server holds.
+    let rendered: MetricsCluster = serde_json::from_value(minimal.clone()).expect("typed");
+    assert_eq!(
+        serde_json::to_value(&rendered.spec).expect("json"),
+        raw["spec"]
+    );
+
+    // --- Bad input the schema rejects, with a message naming the field.
+    let c_gitops: Api<Compactor> = Api::namespaced(admin.clone(), "gitops");
+    let sg_gitops: Api<StoreGateway> = Api::namespaced(admin.clone(), "gitops");
+    reject(&gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "neg"},
+        "spec": {"objectStorage": {"secretRef": {"name": "b"}}, "query": {"replicas": -1}}}), "spec.query.replicas").await;
+    reject(&gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "svc"},
+        "spec": {"objectStorage": {"secretRef": {"name": "b"}}, "query": {"serviceType": "Magic"}}}), "spec.query.serviceType").await;
+    reject(&c_gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Compactor", "metadata": {"name": "unit"},
+        "spec": {"clusterRef": {"name": "minimal"}, "retention": {"raw": "30 days"}}}), "spec.retention.raw").await;
+    reject(&c_gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Compactor", "metadata": {"name": "cel"},
+        "spec": {"clusterRef": {"name": "minimal"}, "downsampling": false, "retention": {"oneHour": "1y"}}}), "set downsampling: true").await;
+    reject(&sg_gitops, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "zero"},
+        "spec": {"clusterRef": {"name": "minimal"}, "shards": 0}}), "spec.shards").await;
+    let sg = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "imm"},
+        "spec": {"clusterRef": {"name": "minimal"}}});
+    sg_gitops
+        .patch("imm", &ssa("argocd"), &Patch::Apply(&sg))
+        .await
+        .expect("valid StoreGateway");
+    let moved = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "imm"},
+        "spec": {"clusterRef": {"name": "other"}}});
+    let err = sg_gitops
+        .patch("imm", &ssa("argocd"), &Patch::Apply(&moved))
+        .await
+        .expect_err("immutable");
+    assert!(err.to_string().contains("clusterRef is immutable"), "{err}");
+
+    // --- The operator, in-process, with a client that logs every write it sends.
+    let log = WriteLog::default();
+    let op_client = logging_client(config(&apiserver).await, log.clone()).expect("operator client");
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(controller::run(
+        op_client,
+        Scope {
+            namespace: Some(NS.into()),
+        },
+        metrics.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // --- Create: the example applies, and every object it stands for exists with an owner.
+    create_secret(&admin, NS, "strata-objstore", "objstore.yml").await;
+    let example: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/metricscluster.yaml"),
+        )
+        .expect("example"),
+    )
+    .expect("example yaml");
+    let mcs: Api<MetricsCluster> = Api::namespaced(admin.clone(), NS);
+    mcs.patch("prod", &ssa("e2e"), &Patch::Apply(&example))
+        .await
+        .expect("apply example");
+    let mc_uid = mcs.get("prod").await.expect("prod").uid().expect("uid");
+
+    let deploys: Api<Deployment> = Api::namespaced(admin.clone(), NS);
+    let services: Api<Service> = Api::namespaced(admin.clone(), NS);
+    let sgs: Api<StoreGateway> = Api::namespaced(admin.clone(), NS);
+    let compactors: Api<Compactor> = Api::namespaced(admin.clone(), NS);
+    let stss: Api<StatefulSet> = Api::namespaced(admin.clone(), NS);
+    wait_until(
+        "the querier and the owned StoreGateway/Compactor",
+        WAIT,
+        || async {
+            let d = deploys.get_opt("prod-query").await.ok()??;
+            let sg = sgs.get_opt("prod-store").await.ok()??;
+            let c = compactors.get_opt("prod-compactor").await.ok()??;
+            services.get_opt("prod-sidecar").await.ok()??;
+            services.get_opt("prod-query").await.ok()??;
+            Some((d, sg, c))
+        },
+    )
+    .await
+    .map(|(d, sg, c)| {
+        for owners in [
+            d.owner_references(),
+            sg.owner_references(),
+            c.owner_references(),
+        ] {
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].uid, mc_uid);
+            assert_eq!(owners[0].controller, Some(true));
+        }
+        assert_eq!(d.spec.and_then(|s| s.replicas), Some(2));
+        assert_eq!(sg.spec.params.shards, 2);
+    })
+    .expect("cluster objects");
+    wait_until("two store shards and the compactor", WAIT, || async {
+        let names = sts_names(&admin, "prod-store").await;
+        let c = stss.get_opt("prod-compactor").await.ok()??;
+        (names == ["prod-store-s2-0", "prod-store-s2-1"]).then_some(c)
+    })
+    .await
+    .expect("statefulsets");
+    let sg_uid = sgs.get("prod-store").await.expect("sg").uid().expect("uid");
+    let shard = stss.get("prod-store-s2-1").await.expect("shard");
+    assert_eq!(shard.owner_references()[0].uid, sg_uid);
+    let args = shard
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].args.clone())
+        .unwrap_or_default();
+    assert!(
+        args.iter()
+            .any(|a| a.contains("modulus: 2") && a.contains("regex: \"1\"")),
+        "{args:?}"
+    );
+
+    // Status tells the truth: no kubelet runs, so nothing is ready; endpoints list sidecars + shards.
+    let (status, generation) = wait_until("MetricsCluster status", WAIT, || async {
+        let (s, g) = status_of(&mcs, "prod").await?;
+        (s["endpoints"].as_array()?.len() == 3).then_some((s, g))
+    })
+    .await
+    .expect("status");
+    assert_eq!(status["observedGeneration"], generation);
+    assert_eq!(
+        condition(&status, "Ready").map(|c| c.0).as_deref(),
+        Some("False"),
+        "{status}"
+    );
+    assert_eq!(
+        condition(&status, "Progressing").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    assert_eq!(
+        condition(&status, "Degraded").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    assert_eq!(
+        status["endpoints"],
+        json!([
+            "dnssrv+_grpc._tcp.prod-sidecar.strata.svc",
+            "dnssrv+_grpc._tcp.prod-store-s2-0.strata.svc",
+            "dnssrv+_grpc._tcp.prod-store-s2-1.strata.svc"
+        ])
+    );
+
+    // --- Edit: the objects follow and observedGeneration advances.
+    let mut edited = example.clone();
+    edited["spec"]["query"]["replicas"] = json!(3);
+    edited["spec"]["query"]["extraArgs"] = json!(["--query.timeout=5m"]);
+    mcs.patch("prod", &ssa("e2e"), &Patch::Apply(&edited))
+        .await
+        .expect("edit");
+    wait_until("the querier to follow the edit", WAIT, || async {
+        let d = deploys.get("prod-query").await.ok()?;
+        let (s, g) = status_of(&mcs, "prod").await?;
+        (d.spec?.replicas == Some(3) && s["observedGeneration"] == g && g > generation)
+            .then_some(())
+    })
+    .await
+    .expect("edit followed");
+
+    // --- Re-shard 2 → 3 through the scale subresource of a standalone StoreGateway.
+    let archive = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StoreGateway", "metadata": {"name": "archive"},
+        "spec": {"clusterRef": {"name": "prod"}, "shards": 2, "maxTime": "-4w"}});
+    sgs.patch("archive", &ssa("e2e"), &Patch::Apply(&archive))
+        .await
+        .expect("archive");
+    wait_until("archive s2", WAIT, || async {
+        (sts_names(&admin, "archive").await == ["archive-s2-0", "archive-s2-1"]).then_some(())
+    })
+    .await
+    .expect("archive s2");
+    for n in ["archive-s2-0", "archive-s2-1"] {
+        mark_ready(&admin, n).await;
+    }
+    wait_until("archive Ready", WAIT, || async {
+        let (s, _) = status_of(&sgs, "archive").await?;
+        (condition(&s, "Ready")?.0 == "True" && s["readyShards"] == 2).then_some(())
+    })
+    .await
+    .expect("archive ready");
+
+    let mark = log.recent().len();
+    sgs.patch_scale(
+        "archive",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .expect("scale to 3");
+    wait_until("archive s3 next to s2", WAIT, || async {
+        (sts_names(&admin, "archive").await.len() == 5).then_some(())
+    })
+    .await
+    .expect("s3 created");
+    // Not ready yet: the old set must still be there, and the status says so.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sts_names(&admin, "archive").await.len(),
+        5,
+        "old shards removed before the new ones were ready"
+    );
+    let (s, _) = status_of(&sgs, "archive").await.expect("status");
+    assert_eq!(s["shards"], 2, "{s}");
+    assert_eq!(
+        condition(&s, "Progressing").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    for n in ["archive-s3-0", "archive-s3-1", "archive-s3-2"] {
+        mark_ready(&admin, n).await;
+    }
+    wait_until("the s2 set to go", WAIT, || async {
+        (sts_names(&admin, "archive").await == ["archive-s3-0", "archive-s3-1", "archive-s3-2"])
+            .then_some(())
+    })
+    .await
+    .expect("s2 removed");
+    let writes: Vec<String> = log.recent()[mark..].to_vec();
+    let last_new = writes
+        .iter()
+        .rposition(|w| w.starts_with("PATCH") && w.contains("statefulsets/archive-s3-"));
+    let first_old_delete = writes
+        .iter()
+        .position(|w| w.starts_with("DELETE") && w.contains("statefulsets/archive-s2-"));
+    assert!(
+        matches!((last_new, first_old_delete), (Some(a), Some(b)) if a < b),
+        "new shards must be written before old ones are deleted: {writes:#?}"
+    );
+
+    // 3 → 1.
+    sgs.patch_scale(
+        "archive",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .expect("scale to 1");
+    wait_until("archive s1", WAIT, || async {
+        sts_names(&admin, "archive")
+            .await
+            .contains(&"archive-s1-0".to_string())
+            .then_some(())
+    })
+    .await
+    .expect("s1 created");
+    assert_eq!(sts_names(&admin, "archive").await.len(), 4);
+    mark_ready(&admin, "archive-s1-0").await;
+    wait_until("the s3 set to go", WAIT, || async {
+        (sts_names(&admin, "archive").await == ["archive-s1-0"]).then_some(())
+    })
+    .await
+    .expect("s3 removed");
+    let (s, _) = wait_until("archive settled", WAIT, || async {
+        let (s, g) = status_of(&sgs, "archive").await?;
+        (s["shards"] == 1 && condition(&s, "Ready")?.0 == "True").then_some((s, g))
+    })
+    .await
+    .expect("archive settled");
+    assert_eq!(s["readyShards"], 1);
+
+    // --- Orphans: removing the inline compactor deletes the owned Compactor.
+    let mut no_compactor = edited.clone();
+    no_compactor["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("compactor");
+    mcs.patch("prod", &ssa("e2e"), &Patch::Apply(&no_compactor))
+        .await
+        .expect("drop compactor");
+    wait_until("the inline Compactor to be deleted", WAIT, || async {
+        compactors
+            .get_opt("prod-compactor")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .expect("orphan deleted");
+
+    // --- Idle: after things settle, reconciles triggered by metadata-only changes write nothing.
+    let mut last = log.count();
+    wait_until("writes to settle", WAIT, || {
+        let now = log.count();
+        let settled = now == last;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            settled.then_some(())
+        }
+    })
+    .await
+    .expect("settle");
+    let before = log.count();
+    let reconciles_before = total_reconciles(&registry);
+    for (api_name, name) in [("mc", "prod"), ("sg", "archive"), ("sg", "prod-store")] {
+        let p = json!({"metadata": {"annotations": {"e2e/touch": "1"}}});
+        match api_name {
+            "mc" => drop(
+                mcs.patch(name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await
+                    .expect("touch"),
+            ),
+            _ => drop(
+                sgs.patch(name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await
+                    .expect("touch"),
+            ),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let reconciles_after = total_reconciles(&registry);
+    assert!(
+        reconciles_after > reconciles_before,
+        "the touches must trigger reconciles"
+    );
+    assert_eq!(
+        log.count(),
+        before,
+        "idle reconciles wrote: {:#?}",
+        &log.recent()[log
+            .recent()
+            .len()
+            .saturating_sub((log.count() - before) as usize)..]
+    );
+
+    // --- A missing Secret or key: Degraded naming the field, an Event, and the rest carries on.
+    for (name, secret, key, field) in [
+        (
+            "nosecret",
+            "does-not-exist",
+            "objstore.yml",
+            "spec.objectStorage.secretRef.name",
+        ),
+        (
+            "nokey",
+            "strata-objstore",
+            "s3.yml",
+            "spec.objectStorage.secretRef.key",
+        ),
+    ] {
+        let bad = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": name},
+            "spec": {"objectStorage": {"secretRef": {"name": secret, "key": key}}, "storeGateway": {}}});
+        mcs.patch(name, &ssa("e2e"), &Patch::Apply(&bad))
+            .await
+            .expect("bad cluster");
+        let msg = wait_until("Degraded", WAIT, || async {
+            let (s, _) = status_of(&mcs, name).await?;
+            let (st, msg) = condition(&s, "Degraded")?;
+            (st == "True").then_some(msg)
+        })
+        .await
+        .expect("degraded");
+        assert!(msg.contains(field) && msg.contains(secret), "{msg}");
+        let sg_name = format!("{name}-store");
+        let msg = wait_until("the store gateway Degraded too", WAIT, || async {
+            let (s, _) = status_of(&sgs, &sg_name).await?;
+            let (st, msg) = condition(&s, "Degraded")?;
+            (st == "True").then_some(msg)
+        })
+        .await
+        .expect("sg degraded");
+        assert!(msg.contains(field), "{msg}");
+    }
+    let events: Api<Event> = Api::namespaced(admin.clone(), NS);
+    let found = wait_until("a Warning Event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("nosecret")
+        })
+    })
+    .await
+    .expect("event");
+    assert!(found.note.unwrap_or_default().contains("does-not-exist"));
+    // Others keep being reconciled while the bad ones retry.
+    mcs.patch("prod", &ssa("e2e"), &Patch::Apply(&edited))
+        .await
+        .expect("edit again");
+    wait_until("the compactor back", WAIT, || async {
+        compactors.get_opt("prod-compactor").await.ok()?.map(|_| ())
+    })
+    .await
+    .expect("prod still reconciled");
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator)
+        .await
+        .expect("graceful shutdown")
+        .expect("operator task");
+    let _ = Arc::clone(&metrics);
+}
+
+/// Applies `manifest` and expects the API server to refuse it with `needle` in the message.
+async fn reject<K>(api: &Api<K>, manifest: serde_json::Value, needle: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or("x")
+        .to_string();
+    let err = api
+        .patch(&name, &ssa("argocd"), &Patch::Apply(&manifest))
+        .await
+        .expect_err("the API server must reject it");
+    assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
+}
+
+fn total_reconciles(registry: &Registry) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+    text.lines()
+        .filter(|l| l.starts_with("strata_operator_reconciles_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
