@@ -68,6 +68,14 @@ pub struct CompactArgs {
     )]
     downsampling_disable: bool,
 
+    /// Shortest raw block downsampled to 5m (Thanos: 40h). For tests; hidden.
+    #[arg(long = "debug.downsample-min-span-5m", value_parser = duration, default_value = "40h", hide = true)]
+    downsample_min_span_5m: Duration,
+
+    /// Shortest 5m block downsampled to 1h (Thanos: 10d). For tests; hidden.
+    #[arg(long = "debug.downsample-min-span-1h", value_parser = duration, default_value = "10d", hide = true)]
+    downsample_min_span_1h: Duration,
+
     /// How long raw blocks are kept (`0d`: forever).
     #[arg(long = "retention.resolution-raw", value_parser = duration, default_value = "0d")]
     retention_raw: Duration,
@@ -159,6 +167,9 @@ impl CompactArgs {
         cfg.vertical = self.vertical || !self.replica_labels.is_empty();
         cfg.dedup_replica_labels = self.replica_labels.clone();
         cfg.downsampling = !self.downsampling_disable;
+        let span = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        cfg.downsample_min_span_5m = span(self.downsample_min_span_5m);
+        cfg.downsample_min_span_1h = span(self.downsample_min_span_1h);
         cfg.retention = Retention {
             raw_ms: ms(self.retention_raw),
             five_m_ms: ms(self.retention_5m),

@@ -10,11 +10,17 @@
 //!    answers are still equal — from replica a and the blocks it and b shipped — and the querier
 //!    warns about the missing sidecar;
 //! 3. after replica a is gone too, the store gateway alone answers the same;
-//! 4. kill -9 of the store gateway and of the querier, each restarted in place: the same answers
-//!    (nothing lost or doubled);
+//! 4. kill -9 of a sidecar, of the store gateway and of the querier, each restarted in place: the
+//!    same answers (nothing lost or doubled);
 //! 5. observability (checked while every part runs, after step 1): replica a scrapes every Strata
 //!    component's `/metrics`; every query of the Grafana dashboard in `docs/grafana/` parses and
-//!    returns data.
+//!    returns data;
+//! 6. a compactor that crashes right after uploading its first output, then runs again:
+//!    vertical compaction merges the replicas' blocks, the answers stay equal;
+//! 7. downsampling (threshold lowered) with one day of raw retention, crashing once after a
+//!    downsampled upload: only 5m blocks remain, raw-only queries find nothing, and
+//!    `*_over_time` / `rate` / `increase` with `max_source_resolution=5m` agree with the
+//!    reference's raw answers (exactly, or within a 5m window's share of the range).
 //!
 //! Printed, not asserted (machines are noisy): the shipper's upload lag and the query latency
 //! p50/p99 through the querier vs straight to Prometheus.
@@ -110,7 +116,116 @@ struct Run {
     data: BenchData,
 }
 
+/// Queries over downsampled data, with their relative tolerance against raw data. Evaluated at
+/// the last millisecond of each hour, over ranges of whole hours, so the raw and the 5m
+/// answers cover the same 5m windows: the `*_over_time` aggregates must then agree exactly
+/// (up to float rounding), `rate`/`increase` within a 5m window's share of the 1h range.
+const DOWNSAMPLED_QUERIES: &[(&str, f64)] = &[
+    ("max_over_time(process_resident_memory_bytes[1h])", 1e-9),
+    ("min_over_time(process_resident_memory_bytes[1h])", 1e-9),
+    ("sum_over_time(process_resident_memory_bytes[1h])", 1e-9),
+    ("avg_over_time(process_resident_memory_bytes[1h])", 1e-9),
+    ("sum by (namespace) (rate(http_requests_total[1h]))", 0.1),
+    ("sum by (code) (increase(http_requests_total[1h]))", 0.1),
+];
+
 impl Run {
+    /// `(start, end)` of the downsampled checks: each whole hour's last millisecond.
+    fn hours(&self) -> (f64, f64) {
+        let first = (self.data.start_secs() / 3600.0).ceil() * 3600.0 + 3600.0 - 0.001;
+        let last = (self.data.end_secs() / 3600.0).floor() * 3600.0 - 0.001;
+        (first, last)
+    }
+
+    /// Waits until the querier answers from the 5m blocks, and checks raw data is gone.
+    async fn settle_downsampled(&self) {
+        let (start, end) = self.hours();
+        wait_until("5m answers", Duration::from_secs(60), || async {
+            let r = self
+                .querier
+                .range(
+                    DOWNSAMPLED_QUERIES[0].0,
+                    start,
+                    end,
+                    3600.0,
+                    &[("max_source_resolution", "5m")],
+                )
+                .await
+                .ok()?;
+            (!r.series().is_empty()).then_some(())
+        })
+        .await
+        .expect("the querier reads the 5m blocks");
+        let raw = self
+            .querier
+            .instant(
+                "up",
+                self.data.end_secs(),
+                &[("max_source_resolution", "0s")],
+            )
+            .await
+            .expect("raw query");
+        assert!(
+            raw.is_success() && raw.series().is_empty(),
+            "raw blocks are gone, so raw-only queries find nothing: {:?}",
+            raw.body
+        );
+    }
+
+    /// Every downsampled query agrees with the reference's raw answer within its tolerance.
+    async fn compare_downsampled(&self) {
+        println!("== downsampled (5m) against raw");
+        let (start, end) = self.hours();
+        let mut problems = Vec::new();
+        for (expr, tol) in DOWNSAMPLED_QUERIES {
+            let want = self
+                .reference
+                .range(expr, start, end, 3600.0, &[])
+                .await
+                .expect("reference");
+            let got = self
+                .querier
+                .range(expr, start, end, 3600.0, &[("max_source_resolution", "5m")])
+                .await
+                .expect("querier");
+            let (want, got) = (series_points(&want), series_points(&got));
+            if want.is_empty() || want.len() != got.len() {
+                problems.push(format!(
+                    "{expr}: {} series vs {} raw",
+                    got.len(),
+                    want.len()
+                ));
+                continue;
+            }
+            let mut worst = 0.0f64;
+            for (labels, pts) in &want {
+                let Some(ours) = got.get(labels) else {
+                    problems.push(format!("{expr}: no series {labels}"));
+                    continue;
+                };
+                for (t, v) in pts {
+                    let Some(o) = ours.get(t) else {
+                        problems.push(format!("{expr} {labels}: no point at {t}"));
+                        continue;
+                    };
+                    let rel = (o - v).abs() / v.abs().max(1e-12);
+                    worst = worst.max(rel);
+                    if rel > *tol {
+                        problems.push(format!("{expr} {labels} @{t}: {o} vs raw {v} ({rel:.4})"));
+                    }
+                }
+            }
+            println!(
+                "FIGURE downsampled {expr}: worst relative difference {worst:.6} (tolerance {tol})"
+            );
+        }
+        assert!(
+            problems.is_empty(),
+            "downsampled answers out of tolerance:\n{}",
+            problems.join("\n")
+        );
+    }
+
     async fn compare(&self, phase: &str, annotations: bool) -> SideBySide {
         println!("== {phase}");
         let opts = SideBySideOptions {
@@ -223,11 +338,27 @@ async fn federation_answers_like_one_prometheus_through_failures() {
         .collect();
     endpoints.push("--query.replica-label=replica".to_string());
     let mut querier = StrataServer::new(binary(), "query", &endpoints, false);
+    // A compactor in --wait mode while the replicas run, so it is scraped like the rest; it leaves
+    // the fresh blocks alone (30m consistency delay) and is stopped before the compaction phase.
+    let mut watcher = StrataServer::new(
+        binary(),
+        "compact",
+        &[
+            objstore.clone(),
+            format!(
+                "--data-dir={}",
+                scratch.path().join("compact-wait").display()
+            ),
+            "--wait".to_string(),
+        ],
+        false,
+    );
 
     sidecar_a.start().await.expect("sidecar a");
     sidecar_b.start().await.expect("sidecar b");
     store.start().await.expect("store gateway");
     querier.start().await.expect("querier");
+    watcher.start().await.expect("compactor --wait");
     write_sd(
         &sd_file,
         &[
@@ -237,6 +368,7 @@ async fn federation_answers_like_one_prometheus_through_failures() {
             ),
             ("store", vec![store.http_address()]),
             ("query", vec![querier.http_address()]),
+            ("compact", vec![watcher.http_address()]),
         ],
     );
 
@@ -305,7 +437,7 @@ async fn federation_answers_like_one_prometheus_through_failures() {
                 .as_str()?
                 .parse::<f64>()
                 .ok()?;
-            (n >= 4.0).then_some(())
+            (n >= 5.0).then_some(())
         },
     )
     .await
@@ -327,6 +459,13 @@ async fn federation_answers_like_one_prometheus_through_failures() {
         "dashboard queries failing:\n{}",
         failures.join("\n")
     );
+
+    // kill -9 of a sidecar, restarted in place: the same answers.
+    sidecar_a.kill9();
+    sidecar_a.start().await.expect("restart sidecar a");
+    run.settle("querier sees the restarted sidecar").await;
+    run.compare("after kill -9 of sidecar a", true).await;
+    watcher.kill9();
 
     // 2. Replica b and its data are gone.
     prom_b.process().kill();
@@ -430,6 +569,56 @@ async fn federation_answers_like_one_prometheus_through_failures() {
     .expect("store synced the compactor's output");
     run.compare("after compaction and vertical de-duplication", false)
         .await;
+
+    // 7. Downsampling (the 40h threshold lowered to 1h for this 6 h history) with raw retention
+    // of one day, so the 2023 raw blocks go and only 5m blocks remain; the compactor first
+    // crashes right after uploading a downsampled block.
+    let mut ds_args = compact_args.to_vec();
+    ds_args.retain(|a| a != "--downsampling.disable");
+    ds_args.push("--debug.downsample-min-span-5m=1h".to_string());
+    ds_args.push("--retention.resolution-raw=1d".to_string());
+    let crashed = std::process::Command::new(binary())
+        .arg("compact")
+        .args(&ds_args)
+        .env("STRATA_COMPACT_FAULT", "after-downsample-upload")
+        .output()
+        .expect("run strata compact");
+    assert!(
+        !crashed.status.success(),
+        "the fault hook aborts the compactor"
+    );
+    let finished = std::process::Command::new(binary())
+        .arg("compact")
+        .args(&ds_args)
+        .output()
+        .expect("run strata compact");
+    assert!(
+        finished.status.success(),
+        "downsampling pass after the crash: {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let metas = bucket_metas(&minio).await;
+    assert!(
+        !metas.is_empty()
+            && metas
+                .iter()
+                .all(|m| m["thanos"]["downsample"]["resolution"].as_i64() == Some(300_000)),
+        "only 5m blocks are left: {metas:?}"
+    );
+    let live = metas.len() as f64;
+    wait_until(
+        "the gateway serves the 5m blocks",
+        Duration::from_secs(60),
+        || async {
+            metric(store.url(), "strata_store_blocks")
+                .await
+                .filter(|n| *n == live)
+        },
+    )
+    .await
+    .expect("store synced the downsampled blocks");
+    run.settle_downsampled().await;
+    run.compare_downsampled().await;
 }
 
 /// The meta.json of every live block (no deletion mark) in the bucket.
@@ -506,4 +695,31 @@ fn give_blocks_new_ids(dir: &Path) {
         // Distinct ULID times within one millisecond are fine; keep them apart anyway.
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// `labels (without cluster) -> (timestamp ms -> value)` of a range answer.
+fn series_points(
+    r: &strata_e2e::ApiResponse,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> {
+    r.series()
+        .iter()
+        .map(|s| {
+            let mut metric = s["metric"].clone();
+            if let Some(m) = metric.as_object_mut() {
+                m.remove("cluster");
+            }
+            let pts = s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some((
+                        (p[0].as_f64()? * 1000.0).round() as i64,
+                        strata_e2e::parse_value(&p[1])?,
+                    ))
+                })
+                .collect();
+            (strata_e2e::label_key(&metric), pts)
+        })
+        .collect()
 }

@@ -317,7 +317,15 @@ async fn mark_retention_and_cleanup_against_minio() {
         2,
         1.0,
     );
-    let new = make_blocks(&new_dir, now_s - 2 * HOUR_S, 60, 2, 1.0);
+    // An hour of data inside one 2h block range that started between 2h and 4h ago (unaligned,
+    // it would straddle a block boundary at some times of day).
+    let new = make_blocks(
+        &new_dir,
+        (now_s - 4 * HOUR_S) / 7200 * 7200 + 7200,
+        60,
+        2,
+        1.0,
+    );
     assert_eq!(old.len(), 1);
     assert_eq!(new.len(), 1);
     minio.create_bucket("life").await.expect("bucket");

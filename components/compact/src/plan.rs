@@ -291,6 +291,16 @@ fn split_by_range<'a>(sorted: &[&'a BlockMeta], range: i64) -> Vec<Vec<&'a Block
 /// at least [`DOWNSAMPLE_RANGE_1H`] with a source not yet covered by a 1h block. Pass the
 /// metas left after deletion marks and the consistency delay are applied.
 pub fn downsample_candidates(metas: &[BlockMeta]) -> Vec<(Ulid, i64)> {
+    downsample_candidates_with(metas, DOWNSAMPLE_RANGE_5M, DOWNSAMPLE_RANGE_1H)
+}
+
+/// [`downsample_candidates`] with other minimum spans (milliseconds) for raw → 5m and 5m → 1h;
+/// tests lower them to downsample small blocks.
+pub fn downsample_candidates_with(
+    metas: &[BlockMeta],
+    min_span_5m: i64,
+    min_span_1h: i64,
+) -> Vec<(Ulid, i64)> {
     let mut covered_5m = HashSet::new();
     let mut covered_1h = HashSet::new();
     for meta in metas {
@@ -304,8 +314,8 @@ pub fn downsample_candidates(metas: &[BlockMeta]) -> Vec<(Ulid, i64)> {
     let mut out = Vec::new();
     for meta in metas {
         let (covered, min_span, target) = match resolution(meta) {
-            RES_RAW => (&covered_5m, DOWNSAMPLE_RANGE_5M, RES_5M),
-            RES_5M => (&covered_1h, DOWNSAMPLE_RANGE_1H, RES_1H),
+            RES_RAW => (&covered_5m, min_span_5m, RES_5M),
+            RES_5M => (&covered_1h, min_span_1h, RES_1H),
             _ => continue,
         };
         let missing = meta.compaction.sources.iter().any(|s| !covered.contains(s));

@@ -76,6 +76,10 @@ pub struct CompactorConfig {
     pub dedup_replica_labels: Vec<String>,
     /// Downsample raw blocks ≥ 40h to 5m and 5m blocks ≥ 10d to 1h.
     pub downsampling: bool,
+    /// Shortest raw block downsampled to 5m, ms (Thanos: 40h; lowered only by tests).
+    pub downsample_min_span_5m: i64,
+    /// Shortest 5m block downsampled to 1h, ms (Thanos: 10d; lowered only by tests).
+    pub downsample_min_span_1h: i64,
     /// Retention per resolution.
     pub retention: Retention,
     /// Blocks marked for deletion longer ago than this are deleted.
@@ -100,6 +104,8 @@ impl CompactorConfig {
             vertical: false,
             dedup_replica_labels: Vec::new(),
             downsampling: true,
+            downsample_min_span_5m: plan::DOWNSAMPLE_RANGE_5M,
+            downsample_min_span_1h: plan::DOWNSAMPLE_RANGE_1H,
             retention: Retention::default(),
             delete_delay: Duration::from_secs(48 * 3600),
             partial_upload_threshold: Duration::from_secs(48 * 3600),
@@ -603,10 +609,14 @@ impl Compactor {
                 .filter(|m| old_enough(m, now, delay))
                 .cloned()
                 .collect();
-            let todo: Vec<(Ulid, i64)> = plan::downsample_candidates(&ready)
-                .into_iter()
-                .filter(|(id, _)| !failed.contains(id))
-                .collect();
+            let todo: Vec<(Ulid, i64)> = plan::downsample_candidates_with(
+                &ready,
+                self.cfg.downsample_min_span_5m,
+                self.cfg.downsample_min_span_1h,
+            )
+            .into_iter()
+            .filter(|(id, _)| !failed.contains(id))
+            .collect();
             if todo.is_empty() {
                 break;
             }
