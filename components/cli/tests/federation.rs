@@ -125,8 +125,14 @@ const DOWNSAMPLED_QUERIES: &[(&str, f64)] = &[
     ("min_over_time(process_resident_memory_bytes[1h])", 1e-9),
     ("sum_over_time(process_resident_memory_bytes[1h])", 1e-9),
     ("avg_over_time(process_resident_memory_bytes[1h])", 1e-9),
-    ("sum by (namespace) (rate(http_requests_total[1h]))", 0.1),
-    ("sum by (code) (increase(http_requests_total[1h]))", 0.1),
+    (
+        "sum by (namespace) (rate(http_requests_total[1h]))",
+        5.0 / 60.0,
+    ),
+    (
+        "sum by (code) (increase(http_requests_total[1h]))",
+        5.0 / 60.0,
+    ),
 ];
 
 impl Run {
