@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
-use strata_bucket::relabel::RelabelConfig;
 use strata_compact::retention::Retention;
 use strata_compact::run::{Compactor, CompactorConfig};
 use strata_objstore::{Bucket, ObjstoreArgs};
@@ -108,21 +107,8 @@ pub struct CompactArgs {
     )]
     block_sync_concurrency: usize,
 
-    /// Relabel config (YAML list) over external labels and `__block_id` choosing the blocks this
-    /// compactor handles.
-    #[arg(
-        long = "selector.relabel-config",
-        env = "STRATA_SELECTOR_RELABEL_CONFIG",
-        conflicts_with = "selector_relabel_config_file"
-    )]
-    selector_relabel_config: Option<String>,
-
-    /// File holding the `--selector.relabel-config` YAML.
-    #[arg(
-        long = "selector.relabel-config-file",
-        env = "STRATA_SELECTOR_RELABEL_CONFIG_FILE"
-    )]
-    selector_relabel_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    selector: crate::selector::SelectorArgs,
 
     #[command(flatten)]
     server: ServerArgs,
@@ -133,23 +119,6 @@ fn ms(d: Duration) -> Option<i64> {
 }
 
 impl CompactArgs {
-    fn relabel(&self) -> anyhow::Result<Option<RelabelConfig>> {
-        let yaml = match (
-            &self.selector_relabel_config,
-            &self.selector_relabel_config_file,
-        ) {
-            (Some(y), _) => y.clone(),
-            (None, Some(p)) => std::fs::read_to_string(p)
-                .with_context(|| format!("read {}", p.display()))
-                .context(ConfigError("--selector.relabel-config-file".into()))?,
-            (None, None) => return Ok(None),
-        };
-        let cfg = RelabelConfig::parse(&yaml).map_err(|e| {
-            anyhow::Error::new(e).context(ConfigError("--selector.relabel-config".into()))
-        })?;
-        Ok(Some(cfg))
-    }
-
     fn config(&self) -> anyhow::Result<CompactorConfig> {
         if self.compact_concurrency == 0 {
             return Err(ConfigError("--compact.concurrency must be at least 1".into()).into());
@@ -178,7 +147,7 @@ impl CompactArgs {
         cfg.delete_delay = self.delete_delay;
         cfg.compaction_concurrency = self.compact_concurrency;
         cfg.block_sync_concurrency = self.block_sync_concurrency;
-        cfg.relabel = self.relabel()?;
+        cfg.relabel = self.selector.relabel()?;
         Ok(cfg)
     }
 }

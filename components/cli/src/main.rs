@@ -7,6 +7,7 @@ mod grpc;
 mod local;
 mod operator;
 mod query;
+mod selector;
 mod sidecar;
 mod store;
 mod tools;

@@ -13,7 +13,6 @@ use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router,
 use strata_store::block::BlockOptions;
 use strata_store::blockset::{BlockSet, BlockSetOptions};
 use strata_store::cache::{IndexCache, LruCache, NoCache};
-use strata_store::relabel::RelabelConfig;
 use strata_store::server::{ServerMetrics, ServerOptions, StoreService};
 use strata_store::sync::TimeBound;
 use strata_storeapi::Listen;
@@ -81,21 +80,8 @@ pub struct StoreArgs {
     #[arg(long = "max-time", env = "STRATA_MAX_TIME", value_parser = parse_time_bound)]
     max_time: Option<TimeBound>,
 
-    /// Relabel config (YAML list) over external labels and `__block_id` choosing the blocks this
-    /// gateway serves, e.g. a `hashmod` shard.
-    #[arg(
-        long = "selector.relabel-config",
-        env = "STRATA_SELECTOR_RELABEL_CONFIG",
-        conflicts_with = "selector_relabel_config_file"
-    )]
-    selector_relabel_config: Option<String>,
-
-    /// File holding the `--selector.relabel-config` YAML.
-    #[arg(
-        long = "selector.relabel-config-file",
-        env = "STRATA_SELECTOR_RELABEL_CONFIG_FILE"
-    )]
-    selector_relabel_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    selector: crate::selector::SelectorArgs,
 
     /// Blocks marked for deletion longer ago than this are no longer served.
     #[arg(long = "ignore-deletion-marks-delay", env = "STRATA_IGNORE_DELETION_MARKS_DELAY", value_parser = humantime::parse_duration, default_value = "24h")]
@@ -150,25 +136,6 @@ fn parse_time_bound(s: &str) -> Result<TimeBound, String> {
     s.parse::<TimeBound>().map_err(|e| e.to_string())
 }
 
-impl StoreArgs {
-    fn relabel(&self) -> anyhow::Result<Option<RelabelConfig>> {
-        let yaml = match (
-            &self.selector_relabel_config,
-            &self.selector_relabel_config_file,
-        ) {
-            (Some(y), _) => y.clone(),
-            (None, Some(p)) => std::fs::read_to_string(p)
-                .with_context(|| format!("read {}", p.display()))
-                .context(ConfigError("--selector.relabel-config-file".into()))?,
-            (None, None) => return Ok(None),
-        };
-        let cfg = RelabelConfig::parse(&yaml).map_err(|e| {
-            anyhow::Error::new(e).context(ConfigError("--selector.relabel-config".into()))
-        })?;
-        Ok(Some(cfg))
-    }
-}
-
 /// Runs the store gateway until SIGTERM/SIGINT.
 pub fn run(args: StoreArgs) -> anyhow::Result<()> {
     init_logging(args.server.log_level, args.server.log_format).context("set up logging")?;
@@ -187,7 +154,7 @@ impl StoreArgs {
                 },
                 min_time: self.min_time,
                 max_time: self.max_time,
-                relabel: self.relabel()?,
+                relabel: self.selector.relabel()?,
                 deletion_delay: self.ignore_deletion_marks_delay,
                 sync_concurrency: self.block_meta_fetch_concurrency.max(1),
                 idle_timeout: (!self.index_header_idle_timeout.is_zero())
