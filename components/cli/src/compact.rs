@@ -19,8 +19,8 @@ use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router,
 
 use crate::exit::ConfigError;
 
-/// A Prometheus duration flag value (`30m`, `48h`, `2w`, `0d`).
-fn duration(s: &str) -> Result<Duration, String> {
+/// A Prometheus duration flag value (`30m`, `48h`, `2w`, `0d`), as Thanos's bucket flags take it.
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     strata_bucket::sync::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration like 30m, 48h or 2w: {e}"))
 }

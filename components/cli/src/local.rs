@@ -113,7 +113,7 @@ impl LocalArgs {
                 .context(ConfigError("--data-dir".into()))?;
             let yaml = format!(
                 "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-                serde_json_string(&dir.display().to_string())
+                yaml_string(&dir.display().to_string())
             );
             BucketConfig::parse(&yaml, "the default local bucket")
         };
@@ -121,20 +121,9 @@ impl LocalArgs {
     }
 }
 
-/// A YAML double-quoted scalar (JSON string syntax is valid YAML).
-fn serde_json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// A YAML double-quoted scalar (a JSON string is valid YAML).
+fn yaml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
 /// Runs the all-in-one federation until SIGTERM/SIGINT.
@@ -379,6 +368,6 @@ mod tests {
 
     #[test]
     fn bucket_path_is_quoted_for_yaml() {
-        assert_eq!(serde_json_string(r#"a"b\c: d"#), r#""a\"b\\c: d""#);
+        assert_eq!(yaml_string(r#"a"b\c: d"#), r#""a\"b\\c: d""#);
     }
 }

@@ -16,6 +16,7 @@ use strata_objstore::{Bucket, ObjstoreArgs};
 use strata_tsdb::{MatchOp, Matcher};
 use ulid::Ulid;
 
+use crate::compact::duration;
 use crate::exit::ConfigError;
 
 /// `strata tools bucket`.
@@ -127,10 +128,6 @@ struct CleanupArgs {
     /// Print what would be deleted or marked, change nothing.
     #[arg(long = "dry-run")]
     dry_run: bool,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    strata_bucket::sync::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn duration_ms(s: &str) -> Result<i64, String> {
@@ -433,26 +430,11 @@ fn parse_label_selector(s: &str) -> anyhow::Result<Vec<Matcher>> {
         .collect()
 }
 
-/// `2006-01-02T15:04:05Z` from Unix milliseconds (UTC), without a date library.
+/// `2006-01-02T15:04:05Z` from Unix milliseconds (UTC); out-of-range times print as the number.
 fn fmt_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     )
 }
 

@@ -525,27 +525,7 @@ async fn federation_answers_like_one_prometheus_through_failures() {
         "--delete-delay=0s".to_string(),
         format!("--http-address=127.0.0.1:{}", strata_e2e::free_port()),
     ];
-    let crashed = std::process::Command::new(binary())
-        .arg("compact")
-        .args(&compact_args)
-        .env("STRATA_COMPACT_FAULT", "after-upload")
-        .output()
-        .expect("run strata compact");
-    assert!(
-        !crashed.status.success(),
-        "the fault hook aborts the compactor: {}",
-        String::from_utf8_lossy(&crashed.stderr)
-    );
-    let finished = std::process::Command::new(binary())
-        .arg("compact")
-        .args(&compact_args)
-        .output()
-        .expect("run strata compact");
-    assert!(
-        finished.status.success(),
-        "compactor pass after the crash: {}",
-        String::from_utf8_lossy(&finished.stderr)
-    );
+    compact_crash_then_finish(&compact_args, "after-upload");
     // What remains: blocks without the replica label, at least one of them compacted (level 2).
     let metas = bucket_metas(&minio).await;
     assert!(!metas.is_empty());
@@ -583,26 +563,7 @@ async fn federation_answers_like_one_prometheus_through_failures() {
     ds_args.retain(|a| a != "--downsampling.disable");
     ds_args.push("--debug.downsample-min-span-5m=1h".to_string());
     ds_args.push("--retention.resolution-raw=1d".to_string());
-    let crashed = std::process::Command::new(binary())
-        .arg("compact")
-        .args(&ds_args)
-        .env("STRATA_COMPACT_FAULT", "after-downsample-upload")
-        .output()
-        .expect("run strata compact");
-    assert!(
-        !crashed.status.success(),
-        "the fault hook aborts the compactor"
-    );
-    let finished = std::process::Command::new(binary())
-        .arg("compact")
-        .args(&ds_args)
-        .output()
-        .expect("run strata compact");
-    assert!(
-        finished.status.success(),
-        "downsampling pass after the crash: {}",
-        String::from_utf8_lossy(&finished.stderr)
-    );
+    compact_crash_then_finish(&ds_args, "after-downsample-upload");
     let metas = bucket_metas(&minio).await;
     assert!(
         !metas.is_empty()
@@ -625,6 +586,31 @@ async fn federation_answers_like_one_prometheus_through_failures() {
     .expect("store synced the downsampled blocks");
     run.settle_downsampled().await;
     run.compare_downsampled().await;
+}
+
+/// Runs `strata compact ARGS` with the fault hook at `fault` (it must abort there), then again
+/// without it (it must finish the pass cleanly).
+fn compact_crash_then_finish(args: &[String], fault: &str) {
+    let run = |fault: Option<&str>| {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.arg("compact").args(args);
+        if let Some(f) = fault {
+            cmd.env("STRATA_COMPACT_FAULT", f);
+        }
+        cmd.output().expect("run strata compact")
+    };
+    let crashed = run(Some(fault));
+    assert!(
+        !crashed.status.success(),
+        "the fault hook aborts the compactor at {fault}: {}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+    let finished = run(None);
+    assert!(
+        finished.status.success(),
+        "compactor pass after the crash at {fault}: {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
 }
 
 /// The meta.json of every live block (no deletion mark) in the bucket.
