@@ -1,0 +1,12 @@
+//! The ruler's errors.
+
+/// What can go wrong in the ruler.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Local storage (WAL, head, blocks) failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Result with the ruler's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

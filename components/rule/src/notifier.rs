@@ -1,0 +1,1 @@
+//! Alertmanager client (API v2): a bounded queue, retries, several Alertmanagers.
