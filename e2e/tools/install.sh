@@ -2,6 +2,7 @@
 # Builds the real test peers for Strata's e2e tests from pinned Go modules.
 #
 #   e2e/tools/install.sh [-j N] [peer...]     peers: prometheus minio etcd kube-apiserver helm thanos
+#                                             alertmanager
 #                                             (default: all of them)
 #
 # Binaries go to ${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/<name>-<version>/bin/,
@@ -12,7 +13,7 @@
 # recipe (go.mod, go.sum, flags) is skipped ("cached"). At the end
 # ${STRATA_TOOLS_DIR}/env.sh is (re)written with absolute paths of every
 # installed peer (STRATA_PROMETHEUS, STRATA_PROMTOOL, STRATA_MINIO, STRATA_ETCD,
-# STRATA_KUBE_APISERVER, STRATA_HELM, STRATA_THANOS).
+# STRATA_KUBE_APISERVER, STRATA_HELM, STRATA_THANOS, STRATA_ALERTMANAGER).
 #
 # Options / environment:
 #   -j N, STRATA_TOOLS_JOBS=N   build up to N peers concurrently (default 1; on a
@@ -30,7 +31,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}"
 JOBS="${STRATA_TOOLS_JOBS:-1}"
-ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos)
+ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos alertmanager)
 
 if [[ -z "${GO:-}" ]]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"; else GO=/usr/local/go/bin/go; fi
@@ -62,6 +63,9 @@ HELM_K8S_MINOR=37
 THANOS_VERSION=0.42.4                  # github.com/thanos-io/thanos v0.42.4 (v0.42.5: same code, needs Go 1.26.10)
 THANOS_DATE=20260730-13:04:27
 
+ALERTMANAGER_VERSION=0.35.0            # github.com/prometheus/alertmanager v0.35.0
+ALERTMANAGER_DATE=20261109-07:41:41
+
 # ---------------------------------------------------------------------------
 # Per-peer recipes. peer_<name> sets:
 #   P_DIR      install dir name (<name>-<version>)
@@ -72,6 +76,8 @@ THANOS_DATE=20260730-13:04:27
 #   P_LDFLAGS  linker flags
 #   P_VERSION  command (relative to bin/) whose output proves the binary runs
 #   P_ENV      "VAR=bin" pairs for env.sh
+#   P_PREPARE  optional function run with the build dir before building; it may
+#              set P_BUILD_FLAGS (extra `go build` flags)
 
 peer_prometheus() {
   local v=github.com/prometheus/common/version
@@ -161,6 +167,41 @@ peer_thanos() {
   P_ENV=(STRATA_THANOS=thanos)
 }
 
+peer_alertmanager() {
+  local v=github.com/prometheus/common/version
+  P_DIR="alertmanager-${ALERTMANAGER_VERSION}"
+  P_MOD=alertmanager
+  P_BINS=(alertmanager)
+  P_PKGS=(github.com/prometheus/alertmanager/cmd/alertmanager)
+  P_TAGS="netgo"
+  P_LDFLAGS="-s -w -X ${v}.Version=${ALERTMANAGER_VERSION} -X ${v}.Revision=unknown -X ${v}.Branch=v${ALERTMANAGER_VERSION} -X ${v}.BuildUser=strata-e2e -X ${v}.BuildDate=${ALERTMANAGER_DATE}"
+  P_VERSION=("alertmanager --version")
+  P_ENV=(STRATA_ALERTMANAGER=alertmanager)
+  P_PREPARE=prepare_alertmanager
+}
+
+# Alertmanager's ui package embeds ui/app/dist (the built web UI), which is not in
+# the Go module zip, so the module does not compile as downloaded. Build from a
+# copy of the (checksum-verified) module with an empty placeholder UI, through a
+# temporary go.mod that replaces the module by that copy. The API is unaffected.
+prepare_alertmanager() {
+  local work="$1/src" src
+  src="$(cd "$HERE/$P_MOD" && "$GO" mod download -json github.com/prometheus/alertmanager \
+         | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -n "$src" && -d "$src" ]] || { echo "alertmanager module not found in the module cache" >&2; return 1; }
+  mkdir -p "$work"
+  cp -r "$src" "$work/alertmanager"
+  chmod -R u+w "$work/alertmanager"
+  mkdir -p "$work/alertmanager/ui/app/dist/elm" "$work/alertmanager/ui/app/dist/mantine"
+  for d in elm mantine; do
+    echo '<!doctype html><title>Alertmanager</title><p>web UI not built (Strata e2e peer)</p>' \
+      >"$work/alertmanager/ui/app/dist/$d/index.html"
+  done
+  cp "$HERE/$P_MOD/go.mod" "$HERE/$P_MOD/go.sum" "$work/"
+  (cd "$HERE/$P_MOD" && "$GO" mod edit -modfile="$work/go.mod" -replace "github.com/prometheus/alertmanager=$work/alertmanager")
+  P_BUILD_FLAGS=(-modfile="$work/go.mod")
+}
+
 # ---------------------------------------------------------------------------
 
 log() { printf '[%s] %s\n' "$1" "$2"; }
@@ -191,6 +232,7 @@ run_versions() {
 
 install_peer() {
   local name="$1"
+  P_PREPARE=""
   "peer_${name}"
   local dest="$TOOLS_DIR/$P_DIR"
   mkdir -p "$TOOLS_DIR/.logs" "$TOOLS_DIR/.locks"
@@ -211,8 +253,16 @@ install_peer() {
   mkdir -p "$tmp/bin"
   log "$name" "building $P_DIR from e2e/tools/$P_MOD (log: $logf)"
   : >"$logf"
+  P_BUILD_FLAGS=()
+  if [[ -n "${P_PREPARE:-}" ]] && ! "$P_PREPARE" "$tmp" >>"$logf" 2>&1; then
+    log "$name" "FAILED preparing the build; last lines of $logf:"
+    tail -n 30 "$logf" >&2
+    rm -rf "$tmp"
+    exec {lockfd}>&-
+    return 1
+  fi
   for i in "${!P_PKGS[@]}"; do
-    if ! "$GO" build -C "$HERE/$P_MOD" -trimpath -tags "$P_TAGS" -ldflags "$P_LDFLAGS" \
+    if ! "$GO" build -C "$HERE/$P_MOD" "${P_BUILD_FLAGS[@]}" -trimpath -tags "$P_TAGS" -ldflags "$P_LDFLAGS" \
           -o "$tmp/bin/${P_BINS[$i]}" "${P_PKGS[$i]}" >>"$logf" 2>&1; then
       log "$name" "FAILED after $((SECONDS - start))s; last lines of $logf:"
       tail -n 30 "$logf" >&2
@@ -225,6 +275,7 @@ install_peer() {
     log "$name" "FAILED: built binary does not run"; run_versions "$tmp" >&2 || true
     rm -rf "$tmp"; exec {lockfd}>&-; return 1
   fi
+  rm -rf "$tmp/src"
   recipe_stamp >"$tmp/.stamp"
   rm -rf "$dest"
   mv "$tmp" "$dest"
