@@ -1,11 +1,12 @@
 //! The real-server test harness. Starts the peers a Strata user has — Prometheus and promtool, a MinIO
-//! S3 server, etcd and kube-apiserver, helm, Thanos query and sidecar — on free loopback ports, waits
+//! S3 server, etcd and kube-apiserver, helm, Thanos query and sidecar, Alertmanager — on free loopback ports, waits
 //! until they are ready, keeps their logs (printed when a test fails) and kills them when dropped, also
 //! when the test panics.
 //!
 //! Peers are built from pinned Go modules by `e2e/tools/install.sh`, which writes their paths to
 //! `~/.cache/strata/tools/env.sh`. A missing peer is an error, never a skip.
 
+mod alertmanager;
 mod benchdata;
 mod error;
 mod kube;
@@ -21,6 +22,7 @@ mod target;
 mod thanos;
 mod tools;
 
+pub use alertmanager::{Alertmanager, StoppedAlertmanager};
 pub use benchdata::{BenchData, bench_dir, query_lines, standard_queries};
 pub use error::{Error, Result};
 pub use kube::{Etcd, KubeApiserver};

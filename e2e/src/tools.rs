@@ -23,6 +23,8 @@ pub enum Tool {
     Helm,
     /// Thanos (one binary for query, sidecar, store, compact, ...).
     Thanos,
+    /// Prometheus Alertmanager.
+    Alertmanager,
 }
 
 impl Tool {
@@ -36,6 +38,7 @@ impl Tool {
             Tool::KubeApiserver => "STRATA_KUBE_APISERVER",
             Tool::Helm => "STRATA_HELM",
             Tool::Thanos => "STRATA_THANOS",
+            Tool::Alertmanager => "STRATA_ALERTMANAGER",
         }
     }
 
@@ -48,6 +51,7 @@ impl Tool {
             Tool::KubeApiserver => "kube-apiserver",
             Tool::Helm => "helm",
             Tool::Thanos => "thanos",
+            Tool::Alertmanager => "alertmanager",
         }
     }
 }

@@ -6,6 +6,9 @@ pub enum Error {
     /// Local storage (WAL, head, blocks) failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The Alertmanager client could not start.
+    #[error("notifier: {0}")]
+    Notifier(String),
 }
 
 /// Result with the ruler's [`Error`].
