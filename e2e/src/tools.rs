@@ -76,13 +76,35 @@ fn from_env_file(key: &str) -> Option<String> {
     })
 }
 
+/// Last resort: `<tools dir>/<name>-<version>/bin/<name>` as install.sh lays peers out (newest
+/// version name wins), for a peer installed after another install.sh run rewrote env.sh without it.
+fn installed_dir(tool: Tool) -> Option<(String, String)> {
+    let prefix = format!("{}-", tool.name());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(tools_dir())
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join("bin").join(tool.name()))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    let p = found.pop()?;
+    Some((
+        p.display().to_string(),
+        format!("{}", tools_dir().display()),
+    ))
+}
+
 /// The path of an installed peer binary, or [`Error::MissingTool`].
 pub fn tool_path(tool: Tool) -> Result<PathBuf> {
     let key = tool.env_var();
     let (path, origin) = match std::env::var(key) {
         Ok(p) if !p.is_empty() => (p, format!("${key}")),
-        _ => match from_env_file(key) {
-            Some(p) => (p, format!("{}/env.sh", tools_dir().display())),
+        _ => match from_env_file(key)
+            .map(|p| (p, format!("{}/env.sh", tools_dir().display())))
+            .or_else(|| installed_dir(tool))
+        {
+            Some(found) => found,
             None => {
                 return Err(Error::MissingTool {
                     tool: tool.name(),
