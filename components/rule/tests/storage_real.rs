@@ -234,6 +234,8 @@ async fn blocks_are_cut_read_by_promtool_shipped_and_served() {
     for (k, id) in ids.iter().enumerate() {
         let alone = tmp.path().join(format!("dump-{k}"));
         copy_dir(&data.join(id.to_string()), &alone.join(id.to_string()));
+        // promtool opens the directory as a TSDB and wants a (here empty) Prometheus WAL dir
+        std::fs::create_dir_all(alone.join("wal")).unwrap();
         let out = promtool(&["tsdb", "dump", alone.to_str().unwrap()]).expect("run promtool");
         assert!(
             out.status.success(),
