@@ -72,11 +72,11 @@ fn m(ty: MT, name: &str, value: &str) -> LabelMatcher {
     }
 }
 
-/// Series from a StoreAPI: labels → samples (decoded from the XOR chunks).
-async fn series(
-    addr: &str,
-    ms: &[LabelMatcher],
-) -> BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> {
+/// Series from a StoreAPI: labels → samples.
+type Answer = BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>;
+
+/// Series from a StoreAPI (samples decoded from the XOR chunks).
+async fn series(addr: &str, ms: &[LabelMatcher]) -> Answer {
     let mut c = connect(addr, &ClientOptions::default())
         .await
         .expect("connect");
@@ -87,7 +87,7 @@ async fn series(
         ..Default::default()
     };
     let mut stream = c.store.series(req).await.expect("series").into_inner();
-    let mut out: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut out = Answer::new();
     let mut add = |s: tpb::Series| {
         let labels = s
             .labels
@@ -120,10 +120,7 @@ async fn series(
     out
 }
 
-fn by_job(
-    got: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>,
-    want_ruler_label: bool,
-) -> BTreeMap<String, Vec<(i64, f64)>> {
+fn by_job(got: Answer, want_ruler_label: bool) -> BTreeMap<String, Vec<(i64, f64)>> {
     got.into_iter()
         .map(|(labels, samples)| {
             let has = labels.iter().any(|(n, v)| n == "ruler" && v == "r1");
