@@ -100,11 +100,13 @@ fn group_json(g: &GroupState, want: Option<&str>) -> Option<Value> {
     let rules: Vec<Value> = g
         .rules
         .iter()
-        .filter(|r| match (want, &r.rule.kind) {
-            (None, _) => true,
-            (Some("alert"), RuleKind::Alerting { .. }) => true,
-            (Some("record"), RuleKind::Recording { .. }) => true,
-            _ => false,
+        .filter(|r| {
+            matches!(
+                (want, &r.rule.kind),
+                (None, _)
+                    | (Some("alert"), RuleKind::Alerting { .. })
+                    | (Some("record"), RuleKind::Recording { .. })
+            )
         })
         .map(rule_json)
         .collect();

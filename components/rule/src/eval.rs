@@ -737,12 +737,14 @@ mod tests {
         }
     }
 
+    type Answer = std::result::Result<Vec<(Labels, f64)>, String>;
+
     /// Answers from a script: expr → result, or an error.
     #[derive(Default)]
-    struct FakeBackend(Mutex<BTreeMap<String, std::result::Result<Vec<(Labels, f64)>, String>>>);
+    struct FakeBackend(Mutex<BTreeMap<String, Answer>>);
 
     impl FakeBackend {
-        fn set(&self, expr: &str, r: std::result::Result<Vec<(Labels, f64)>, String>) {
+        fn set(&self, expr: &str, r: Answer) {
             self.0.lock().expect("lock").insert(expr.into(), r);
         }
     }

@@ -408,13 +408,12 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
     let background = {
         let (storage, sd, bucket) = (storage.clone(), shutdown.clone(), config.bucket.clone());
         let mut bg_registry = Registry::default();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             storage::run_background(storage, bucket, &mut bg_registry, async move {
                 sd.cancelled().await
             })
             .await
-        });
-        task
+        })
     };
     // TODO(issue 12): restore alert state from the local storage once it implements
     // `Queryable` (the rule-store work); until then a restart restores nothing.

@@ -172,9 +172,9 @@ impl Template {
         let mut it = pieces.into_iter().peekable();
         let (nodes, end) = parse_nodes(&mut it, &mut vars)?;
         match end {
-            End::Eof => Ok(Template { nodes }),
-            End::End => Err("unexpected {{end}}".into()),
-            End::Else(_) => Err("unexpected {{else}}".into()),
+            Stop::Eof => Ok(Template { nodes }),
+            Stop::End => Err("unexpected {{end}}".into()),
+            Stop::Else(_) => Err("unexpected {{else}}".into()),
         }
     }
 
@@ -199,7 +199,7 @@ enum Piece {
     Action(String),
 }
 
-enum End {
+enum Stop {
     Eof,
     End,
     Else(Option<String>),
@@ -208,7 +208,7 @@ enum End {
 fn parse_nodes(
     it: &mut std::iter::Peekable<std::vec::IntoIter<Piece>>,
     vars: &mut Vec<String>,
-) -> Result<(Vec<Node>, End), String> {
+) -> Result<(Vec<Node>, Stop), String> {
     let mut nodes = Vec::new();
     while let Some(p) = it.next() {
         let a = match p {
@@ -225,8 +225,8 @@ fn parse_nodes(
             None => (a.as_str(), ""),
         };
         match kw {
-            "end" => return Ok((nodes, End::End)),
-            "else" => return Ok((nodes, End::Else(Some(rest.to_string()).filter(|r| !r.is_empty())))),
+            "end" => return Ok((nodes, Stop::End)),
+            "else" => return Ok((nodes, Stop::Else(Some(rest.to_string()).filter(|r| !r.is_empty())))),
             "if" | "with" | "range" => {
                 if rest.is_empty() {
                     return Err(format!("missing value for {kw}"));
@@ -245,7 +245,7 @@ fn parse_nodes(
             _ => nodes.push(Node::Action(parse_pipeline(&a, vars)?)),
         }
     }
-    Ok((nodes, End::Eof))
+    Ok((nodes, Stop::Eof))
 }
 
 fn parse_block(
@@ -256,17 +256,17 @@ fn parse_block(
 ) -> Result<(Node, ()), String> {
     let (then, end) = parse_nodes(it, vars)?;
     let else_ = match end {
-        End::Eof => return Err(format!("unexpected EOF in {kw}")),
-        End::End => Vec::new(),
-        End::Else(None) => {
+        Stop::Eof => return Err(format!("unexpected EOF in {kw}")),
+        Stop::End => Vec::new(),
+        Stop::Else(None) => {
             let (e, end2) = parse_nodes(it, vars)?;
             match end2 {
-                End::End => e,
-                End::Eof => return Err(format!("unexpected EOF in {kw}")),
-                End::Else(_) => return Err("expected end; found {{else}}".into()),
+                Stop::End => e,
+                Stop::Eof => return Err(format!("unexpected EOF in {kw}")),
+                Stop::Else(_) => return Err("expected end; found {{else}}".into()),
             }
         }
-        End::Else(Some(chained)) => {
+        Stop::Else(Some(chained)) => {
             // `{{else if x}}` opens a nested if that shares this block's end.
             let (k2, r2) = match chained.split_once(char::is_whitespace) {
                 Some((k, r)) => (k.to_string(), r.trim().to_string()),
