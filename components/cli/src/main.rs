@@ -7,6 +7,7 @@ mod grpc;
 mod local;
 mod operator;
 mod query;
+mod rule;
 mod selector;
 mod sidecar;
 mod store;
@@ -38,6 +39,8 @@ enum Command {
     Query(Box<query::QueryArgs>),
     /// The whole federation in one process (store gateway, compactor, sidecars, querier) for a laptop or one VM.
     Local(Box<local::LocalArgs>),
+    /// Evaluate recording and alerting rules against the querier; keep results in local blocks, send alerts.
+    Rule(Box<rule::RuleArgs>),
     /// Compact, de-duplicate, downsample and apply retention to the blocks in a bucket.
     Compact(Box<compact::CompactArgs>),
     /// Run the Kubernetes operator (MetricsCluster, StoreGateway, Compactor).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(*args),
         Command::Store(args) => store::run(*args),
         Command::Local(args) => local::run(*args),
+        Command::Rule(args) => rule::run(*args),
         Command::Compact(args) => compact::run(*args),
         Command::Operator(args) => operator::run(*args),
         Command::Tools(args) => tools::run(args),

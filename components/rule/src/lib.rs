@@ -5,11 +5,18 @@
 //! Data flow: [`rules`] (files) → [`eval`] (group loops, [`alerts`] state) → [`SampleSink`]
 //! ([`storage`]) and [`Notify`] ([`notifier`]); [`api`] serves the rules' and alerts' state.
 
+pub mod alerts;
+pub mod api;
 pub mod error;
+pub mod eval;
 pub mod notifier;
+pub mod rules;
+pub mod run;
 pub mod storage;
+pub mod template;
 
 pub use error::{Error, Result};
+pub use run::{RuleConfig, run};
 
 use std::collections::BTreeMap;
 
