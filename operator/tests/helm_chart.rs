@@ -707,7 +707,7 @@ impl Replica {
             }),
         };
         let (tx, done) = tokio::sync::oneshot::channel();
-        runtime.spawn(async move {
+        let _detached = runtime.spawn(async move {
             let r = run(config, Shutdown::new()).await;
             let _ = tx.send(r.map_err(|e| e.to_string()));
         });
