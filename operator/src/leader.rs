@@ -143,17 +143,18 @@ where
     let (mut leading, task) = manager.watch().await;
 
     info!(parent: &span, "waiting for the lease");
-    tokio::select! {
-        _ = shutdown.cancelled() => {
+    let acquired = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        // Err: the manager task ended, which it does only on an error it already logged.
+        ok = async { leading.wait_for(|l| *l).await.is_ok() } => Some(ok),
+    };
+    match acquired {
+        None => {
             release(leading, task).await;
             return Ok(());
         }
-        r = leading.wait_for(|l| *l) => {
-            if r.is_err() {
-                // The manager task ended: it only does so on an error it already logged.
-                return Err(LeaderError::Lost(lease));
-            }
-        }
+        Some(false) => return Err(LeaderError::Lost(lease)),
+        Some(true) => {}
     }
     info!(parent: &span, "acquired the lease; starting the controllers");
     is_leader.set(1);
@@ -173,7 +174,7 @@ where
             let _ = stop_tx.send(true);
             (&mut work).await;
         }
-        _ = lost_watch.wait_for(|l| !*l) => {
+        _ = async { lost_watch.wait_for(|l| !*l).await.is_ok() } => {
             lost = true;
             warn!(parent: &span, "lost the lease; stopping the controllers");
             let _ = stop_tx.send(true);

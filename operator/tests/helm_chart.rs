@@ -445,11 +445,10 @@ async fn chart_on_a_real_api_server() {
             RELEASE,
             &PostParams::default(),
             &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![],
+                spec: Some(TokenRequestSpec {
                     expiration_seconds: Some(3600),
                     ..Default::default()
-                },
+                }),
                 ..Default::default()
             },
         )
@@ -457,7 +456,8 @@ async fn chart_on_a_real_api_server() {
         .expect("TokenRequest for the chart's ServiceAccount")
         .status
         .expect("token status")
-        .token;
+        .token
+        .expect("token");
     let sa_kubeconfig = kubeconfig_with_token(&apiserver, &token, home.path());
 
     // --- The operator as that ServiceAccount, with leader election on the chart's Lease.
