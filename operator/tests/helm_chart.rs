@@ -819,16 +819,11 @@ async fn leader_election_between_two_replicas() {
     .await
     .expect("takeover");
     println!("takeover after {:?} (lease duration 4s)", killed.elapsed());
-    mcs.patch(
-        "prod",
-        &PatchParams::apply("e2e"),
-        &Patch::Apply(
-            json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster",
-            "metadata": {"name": "prod"}, "spec": {"query": {"replicas": 3}}}),
-        ),
-    )
-    .await
-    .expect("edit the cluster");
+    let mut edited = example();
+    edited["spec"]["query"]["replicas"] = json!(3);
+    mcs.patch("prod", &PatchParams::apply("e2e"), &Patch::Apply(&edited))
+        .await
+        .expect("edit the cluster");
     wait_until("the new leader to reconcile the edit", WAIT, || async {
         let d = deploys.get_opt("prod-query").await.ok()??;
         (d.spec?.replicas? == 3).then_some(())
