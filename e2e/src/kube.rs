@@ -69,6 +69,7 @@ pub struct KubeApiserver {
     token: String,
     ca_pem: String,
     kubeconfig: PathBuf,
+    audit_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -132,6 +133,14 @@ impl KubeApiserver {
             &format!("{ADMIN_TOKEN},strata-e2e-admin,strata-e2e-admin-uid,\"system:masters\"\n"),
         )?;
 
+        // Every request's user, verb and response code, one JSON line each (tests look for 403s).
+        let audit_policy = write(
+            d,
+            "audit-policy.yaml",
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+        )?;
+        let audit_log = d.join("audit.log");
+
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
         let mut command = Command::new(binary);
@@ -158,6 +167,9 @@ impl KubeApiserver {
             .arg("--enable-priority-and-fairness=false")
             // No controller-manager runs; do not publish a loopback address as the kubernetes Endpoints.
             .arg("--endpoint-reconciler-type=none")
+            .arg(format!("--audit-policy-file={}", audit_policy.display()))
+            .arg(format!("--audit-log-path={}", audit_log.display()))
+            .arg("--audit-log-mode=blocking")
             .arg("--v=1");
         let process = Process::spawn("kube-apiserver", command)?;
 
@@ -175,6 +187,7 @@ impl KubeApiserver {
             token: ADMIN_TOKEN.to_string(),
             ca_pem,
             kubeconfig,
+            audit_log,
             _dir: dir,
         };
         let client = server.client()?;
@@ -210,6 +223,12 @@ impl KubeApiserver {
     /// The process (logs, signals).
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
+    }
+
+    /// The audit log: one JSON event per request (policy level `Metadata`: user, verb, object,
+    /// response code), written before the response is sent.
+    pub fn audit_log(&self) -> &Path {
+        &self.audit_log
     }
 
     /// An HTTP client that trusts the CA and sends the admin token.

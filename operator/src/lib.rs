@@ -3,7 +3,6 @@
 //! server-side apply them ([`controller`]).
 //!
 //! NOT DONE (first slice):
-//! - leader election with a `Lease` (run one replica);
 //! - the `Halted` condition and `lastSuccessfulRun` of a `Compactor` (needs the compactor's metrics);
 //! - the sidecar-injection webhook, operator-managed TLS and the Helm chart (issue 10);
 //! - e2e with kube-controller-manager / a fake kubelet: the harness has none yet, so garbage
@@ -19,6 +18,7 @@ pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod docs;
+pub mod leader;
 pub mod metrics;
 pub mod server;
 

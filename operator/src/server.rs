@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use strata_runtime::{AdminServer, Readiness, Shutdown, admin_router};
 
 use crate::controller::{self, Scope};
+use crate::leader::{self, LeaderElection, LeaderError};
 use crate::metrics::{Metrics, WriteLog, logging_client};
 
 /// How to run the operator.
@@ -23,6 +24,8 @@ pub struct OperatorConfig {
     pub namespace: Option<String>,
     /// Address of the admin HTTP server.
     pub http_address: SocketAddr,
+    /// Run the controllers only while holding this lease; `None`: always (one replica).
+    pub leader_election: Option<LeaderElection>,
 }
 
 /// Why the operator could not run.
@@ -37,6 +40,9 @@ pub enum RunError {
     /// The admin HTTP server failed.
     #[error(transparent)]
     Admin(#[from] strata_runtime::Error),
+    /// Leader election failed or the lease was lost.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 }
 
 async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
@@ -58,6 +64,7 @@ async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
 pub async fn run(config: OperatorConfig, shutdown: Shutdown) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let is_leader = leader::register_metrics(&mut registry);
     let client = logging_client(
         kube_config(config.kubeconfig.as_ref()).await?,
         WriteLog::with_counter(metrics.api_writes.clone()),
@@ -85,21 +92,43 @@ pub async fn run(config: OperatorConfig, shutdown: Shutdown) -> Result<(), RunEr
     let admin = AdminServer::bind(config.http_address).await?;
     let admin_task = tokio::spawn(admin.serve(router, shutdown.clone()));
 
+    // Ready means "serving": a follower is ready too (the webhook answers on every replica).
     readiness.set(true);
-    let stop = shutdown.clone();
-    controller::run(
-        client,
-        Scope {
-            namespace: config.namespace,
-        },
-        metrics,
-        async move { stop.cancelled().await },
-    )
-    .await;
+    let scope = Scope {
+        namespace: config.namespace,
+    };
+    let result = match &config.leader_election {
+        Some(election) => {
+            leader::run_as_leader(
+                client.clone(),
+                election,
+                shutdown.clone(),
+                is_leader,
+                |stop| controller::run(client, scope, metrics, stop),
+            )
+            .await
+        }
+        None => {
+            is_leader.set(1);
+            let stop = shutdown.clone();
+            controller::run(
+                client,
+                scope,
+                metrics,
+                async move { stop.cancelled().await },
+            )
+            .await;
+            Ok(())
+        }
+    };
+    if result.is_err() {
+        // Lost the lease (or never got to elect): stop serving too, so the process exits.
+        shutdown.trigger();
+    }
     readiness.set(false);
     match admin_task.await {
         Ok(r) => r?,
         Err(e) => tracing::warn!(error = %e, "admin server task"),
     }
-    Ok(())
+    result.map_err(RunError::from)
 }
