@@ -23,6 +23,8 @@ pub struct OperatorConfig {
     pub namespace: Option<String>,
     /// Address of the admin HTTP server.
     pub http_address: SocketAddr,
+    /// The sidecar-injection webhook, when enabled.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// Why the operator could not run.
@@ -37,6 +39,9 @@ pub enum RunError {
     /// The admin HTTP server failed.
     #[error(transparent)]
     Admin(#[from] strata_runtime::Error),
+    /// The webhook could not start.
+    #[error("webhook: {0}")]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
@@ -85,6 +90,11 @@ pub async fn run(config: OperatorConfig, shutdown: Shutdown) -> Result<(), RunEr
     let admin = AdminServer::bind(config.http_address).await?;
     let admin_task = tokio::spawn(admin.serve(router, shutdown.clone()));
 
+    let webhook = match config.webhook {
+        Some(w) => Some(crate::webhook::start(client.clone(), w, shutdown.clone()).await?),
+        None => None,
+    };
+
     readiness.set(true);
     let stop = shutdown.clone();
     controller::run(
@@ -97,6 +107,11 @@ pub async fn run(config: OperatorConfig, shutdown: Shutdown) -> Result<(), RunEr
     )
     .await;
     readiness.set(false);
+    if let Some(w) = webhook
+        && let Err(e) = w.task.await
+    {
+        tracing::warn!(error = %e, "webhook task");
+    }
     match admin_task.await {
         Ok(r) => r?,
         Err(e) => tracing::warn!(error = %e, "admin server task"),
