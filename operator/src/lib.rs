@@ -21,6 +21,7 @@ pub mod docs;
 pub mod leader;
 pub mod metrics;
 pub mod server;
+pub mod webhook;
 
 /// Everything that can go wrong reconciling one object.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,8 @@ pub struct OperatorConfig {
     pub http_address: SocketAddr,
     /// Run the controllers only while holding this lease; `None`: always (one replica).
     pub leader_election: Option<LeaderElection>,
+    /// The sidecar-injection webhook, when enabled.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// Why the operator could not run.
@@ -43,6 +45,9 @@ pub enum RunError {
     /// Leader election failed or the lease was lost.
     #[error(transparent)]
     Leader(#[from] LeaderError),
+    /// The webhook could not start.
+    #[error("webhook: {0}")]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
@@ -92,6 +97,11 @@ pub async fn run(config: OperatorConfig, shutdown: Shutdown) -> Result<(), RunEr
     let admin = AdminServer::bind(config.http_address).await?;
     let admin_task = tokio::spawn(admin.serve(router, shutdown.clone()));
 
+    let webhook = match config.webhook {
+        Some(w) => Some(crate::webhook::start(client.clone(), w, shutdown.clone()).await?),
+        None => None,
+    };
+
     // Ready means "serving": a follower is ready too (the webhook answers on every replica).
     readiness.set(true);
     let scope = Scope {
@@ -126,6 +136,11 @@ pub async fn run(config: OperatorConfig, shutdown: Shutdown) -> Result<(), RunEr
         shutdown.trigger();
     }
     readiness.set(false);
+    if let Some(w) = webhook
+        && let Err(e) = w.task.await
+    {
+        tracing::warn!(error = %e, "webhook task");
+    }
     match admin_task.await {
         Ok(r) => r?,
         Err(e) => tracing::warn!(error = %e, "admin server task"),

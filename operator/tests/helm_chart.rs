@@ -470,6 +470,7 @@ async fn chart_on_a_real_api_server() {
         kubeconfig: Some(sa_kubeconfig.clone()),
         namespace: None,
         http_address: http,
+        webhook: None,
         leader_election: Some(LeaderElection {
             namespace: Some(RELEASE_NS.into()),
             lease_name: RELEASE.into(),
@@ -699,6 +700,7 @@ impl Replica {
             kubeconfig: Some(kubeconfig.to_path_buf()),
             namespace: Some(namespace.into()),
             http_address: http,
+            webhook: None,
             leader_election: Some(LeaderElection {
                 namespace: Some(RELEASE_NS.into()),
                 lease_duration: Duration::from_secs(4),

@@ -1,5 +1,6 @@
 //! `strata operator`: the Kubernetes operator. Flags here; the controllers are in `strata-operator`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,6 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use strata_operator::leader::{LeaderElection, LeaderError, default_identity};
 use strata_operator::server::{OperatorConfig, RunError};
+use strata_operator::webhook::tls::{FileTls, OperatorTls, service_sans};
+use strata_operator::webhook::{TlsMode, WebhookConfig};
 use strata_runtime::{ServerArgs, Shutdown, init_logging};
 
 use crate::exit::ConfigError;
@@ -24,6 +27,9 @@ pub struct OperatorArgs {
 
     #[command(flatten)]
     leader: LeaderArgs,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
 
     #[command(flatten)]
     server: ServerArgs,
@@ -83,6 +89,97 @@ impl LeaderArgs {
     }
 }
 
+/// Who keeps the webhook's serving certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WebhookTlsMode {
+    /// The operator makes a CA and certificate, stores them in a Secret, renews them and fills the
+    /// MutatingWebhookConfiguration's caBundle.
+    Operator,
+    /// Certificate and key files kept by someone else (cert-manager), re-read when they change.
+    Files,
+}
+
+/// `strata operator --webhook.*` flags: the sidecar-injection webhook.
+#[derive(Debug, Args)]
+struct WebhookArgs {
+    /// Serve the sidecar-injection webhook.
+    #[arg(long = "webhook.enabled", env = "STRATA_WEBHOOK_ENABLED")]
+    enabled: bool,
+
+    /// HTTPS listen address of the webhook.
+    #[arg(long = "webhook.address", env = "STRATA_WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443")]
+    address: SocketAddr,
+
+    /// Who keeps the serving certificate.
+    #[arg(long = "webhook.tls-mode", env = "STRATA_WEBHOOK_TLS_MODE", value_enum, default_value = "operator")]
+    tls_mode: WebhookTlsMode,
+
+    /// Namespace of the webhook's Service and certificate Secret (the operator's own).
+    #[arg(long = "webhook.namespace", env = "POD_NAMESPACE", default_value = "strata-system")]
+    namespace: String,
+
+    /// The webhook's Service; the certificate is made for `<service>.<namespace>.svc`.
+    #[arg(long = "webhook.service", env = "STRATA_WEBHOOK_SERVICE", default_value = "strata-operator-webhook")]
+    service: String,
+
+    /// The Secret holding ca.crt, tls.crt and tls.key (tls-mode operator).
+    #[arg(long = "webhook.secret", env = "STRATA_WEBHOOK_SECRET", default_value = "strata-operator-webhook-tls")]
+    secret: String,
+
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps current (tls-mode operator).
+    #[arg(long = "webhook.configuration", env = "STRATA_WEBHOOK_CONFIGURATION", default_value = "strata-operator")]
+    configuration: String,
+
+    /// More DNS names or IP addresses for the certificate (repeatable).
+    #[arg(long = "webhook.extra-san", env = "STRATA_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    extra_sans: Vec<String>,
+
+    /// Validity of each operator-made certificate; renewed when a third is left.
+    #[arg(long = "webhook.cert-validity", hide = true, value_parser = humantime::parse_duration, default_value = "8760h")]
+    cert_validity: Duration,
+
+    /// Serving certificate file (tls-mode files).
+    #[arg(long = "webhook.cert-file", env = "STRATA_WEBHOOK_CERT_FILE", default_value = "/etc/strata/webhook-tls/tls.crt")]
+    cert_file: PathBuf,
+
+    /// Private key file (tls-mode files).
+    #[arg(long = "webhook.key-file", env = "STRATA_WEBHOOK_KEY_FILE", default_value = "/etc/strata/webhook-tls/tls.key")]
+    key_file: PathBuf,
+}
+
+impl WebhookArgs {
+    fn config(&self, scope: Option<String>) -> Option<WebhookConfig> {
+        if !self.enabled {
+            return None;
+        }
+        let tls = match self.tls_mode {
+            WebhookTlsMode::Operator => {
+                let mut sans = service_sans(&self.service, &self.namespace);
+                sans.extend(self.extra_sans.iter().cloned());
+                TlsMode::Operator(OperatorTls {
+                    namespace: self.namespace.clone(),
+                    secret: self.secret.clone(),
+                    sans,
+                    validity: self.cert_validity,
+                    webhook_configuration: self.configuration.clone(),
+                })
+            }
+            WebhookTlsMode::Files => TlsMode::Files {
+                files: FileTls {
+                    cert: self.cert_file.clone(),
+                    key: self.key_file.clone(),
+                },
+                every: Duration::from_secs(10),
+            },
+        };
+        Some(WebhookConfig {
+            address: self.address,
+            tls,
+            scope,
+        })
+    }
+}
+
 /// Runs the operator until SIGTERM/SIGINT.
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
     init_logging(args.server.log_level, args.server.log_format).context("set up logging")?;
@@ -90,6 +187,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = Shutdown::on_signals().context("install signal handlers")?;
         let config = OperatorConfig {
+            webhook: args.webhook.config(args.namespace.clone()),
             kubeconfig: args.kubeconfig,
             namespace: args.namespace,
             http_address: args.server.http_address,
@@ -102,6 +200,9 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             }
             Err(e @ RunError::Leader(LeaderError::Durations { .. })) => Err(anyhow::Error::new(e)
                 .context(ConfigError("--leader-election.lease-duration".into()))),
+            Err(e @ RunError::Webhook(_)) => {
+                Err(anyhow::Error::new(e).context(ConfigError("--webhook.*".into())))
+            }
             Err(e) => Err(e.into()),
         }
     })
