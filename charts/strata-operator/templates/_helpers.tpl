@@ -79,10 +79,11 @@ an e2e test that runs the binary outside a cluster).
 - --leader-election.renew-before={{ .Values.leaderElection.renewBefore }}
 {{- end }}
 {{- if .Values.webhook.enabled }}
+- --webhook.enabled
 - --webhook.address=0.0.0.0:{{ .Values.webhook.port }}
-- --webhook.service-name={{ include "strata-operator.webhookService" . }}
-- --webhook.secret-name={{ include "strata-operator.webhookSecret" . }}
-- --webhook.configuration-name={{ include "strata-operator.webhookConfiguration" . }}
+- --webhook.service={{ include "strata-operator.webhookService" . }}
+- --webhook.secret={{ include "strata-operator.webhookSecret" . }}
+- --webhook.configuration={{ include "strata-operator.webhookConfiguration" . }}
 {{- if eq .Values.webhook.tlsMode "operator" }}
 - --webhook.tls-mode=operator
 {{- else if eq .Values.webhook.tlsMode "certManager" }}
