@@ -56,9 +56,7 @@ pub async fn serve(
     _opts: strata_storeapi::ServerOptions,
     _shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    Err(Error::Storage(
-        "StoreAPI serving is not implemented yet".into(),
-    ))
+    Err(Error::Storage("StoreAPI serving is not implemented yet".into()))
 }
 
 /// Background upkeep until `shutdown` completes: cuts the head into blocks when due, ships new
@@ -69,7 +67,5 @@ pub async fn run_background(
     _registry: &mut Registry,
     _shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    Err(Error::Storage(
-        "block cutting and shipping are not implemented yet".into(),
-    ))
+    Err(Error::Storage("block cutting and shipping are not implemented yet".into()))
 }
