@@ -18,11 +18,21 @@ use crate::exit::ConfigError;
 #[derive(Debug, Args)]
 pub struct RuleArgs {
     /// Rule file (Prometheus format) or glob; repeatable.
-    #[arg(long = "rule-file", env = "STRATA_RULE_FILE", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "rule-file",
+        env = "STRATA_RULE_FILE",
+        value_delimiter = ',',
+        required = true
+    )]
     rule_files: Vec<String>,
 
     /// Base URL of a Prometheus-compatible query API (`strata query`); repeatable, tried in order.
-    #[arg(long = "query", env = "STRATA_QUERY", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "query",
+        env = "STRATA_QUERY",
+        value_delimiter = ',',
+        required = true
+    )]
     query: Vec<String>,
 
     /// Timeout of one rule query.
@@ -42,11 +52,19 @@ pub struct RuleArgs {
     labels: Vec<(String, String)>,
 
     /// URL this ruler is reached at, used in alerts' generator URLs.
-    #[arg(long = "alert.query-url", env = "STRATA_ALERT_QUERY_URL", default_value = "")]
+    #[arg(
+        long = "alert.query-url",
+        env = "STRATA_ALERT_QUERY_URL",
+        default_value = ""
+    )]
     alert_query_url: String,
 
     /// Alertmanager base URL (API v2); repeatable.
-    #[arg(long = "alertmanagers.url", env = "STRATA_ALERTMANAGERS_URL", value_delimiter = ',')]
+    #[arg(
+        long = "alertmanagers.url",
+        env = "STRATA_ALERTMANAGERS_URL",
+        value_delimiter = ','
+    )]
     alertmanagers: Vec<String>,
 
     /// Timeout of one send to an Alertmanager.
@@ -54,7 +72,11 @@ pub struct RuleArgs {
     alertmanagers_timeout: Duration,
 
     /// Label dropped from alerts before sending (e.g. the replica label of HA rulers); repeatable.
-    #[arg(long = "alert.label-drop", env = "STRATA_ALERT_LABEL_DROP", value_delimiter = ',')]
+    #[arg(
+        long = "alert.label-drop",
+        env = "STRATA_ALERT_LABEL_DROP",
+        value_delimiter = ','
+    )]
     alert_label_drop: Vec<String>,
 
     /// How often a firing alert is sent again.
@@ -180,7 +202,10 @@ mod tests {
     #[test]
     fn labels_parse_quoted_and_bare() {
         assert_eq!(parse_label("a=\"b c\""), Ok(("a".into(), "b c".into())));
-        assert_eq!(parse_label("replica=r1"), Ok(("replica".into(), "r1".into())));
+        assert_eq!(
+            parse_label("replica=r1"),
+            Ok(("replica".into(), "r1".into()))
+        );
         assert!(parse_label("novalue").is_err());
         assert!(parse_label("=x").is_err());
     }

@@ -104,10 +104,7 @@ pub enum AlertEvalError {
 }
 
 fn map_of(labels: &Labels) -> BTreeMap<String, String> {
-    labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 impl AlertingState {
@@ -346,7 +343,11 @@ pub fn generator_url(external_url: &str, expr: &str) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("g0.expr", expr);
     q.append_pair("g0.tab", "1");
-    format!("{}/graph?{}", external_url.trim_end_matches('/'), q.finish())
+    format!(
+        "{}/graph?{}",
+        external_url.trim_end_matches('/'),
+        q.finish()
+    )
 }
 
 #[cfg(test)]
@@ -372,7 +373,11 @@ mod tests {
             Duration::from_secs(hold_s),
             Duration::from_secs(keep_s),
             [("severity".to_string(), "page".to_string())].into(),
-            [("summary".to_string(), "{{ $labels.job }} is {{ $value }}".to_string())].into(),
+            [(
+                "summary".to_string(),
+                "{{ $labels.job }} is {{ $value }}".to_string(),
+            )]
+            .into(),
         )
     }
 
@@ -393,8 +398,14 @@ mod tests {
             .expect("ALERTS");
         assert_eq!(alerts.labels.get("alertstate"), Some("pending"));
         assert_eq!(alerts.labels.get("severity"), Some("page"));
-        assert!(alerts.labels.get("cluster").is_none(), "no external labels in ALERTS");
-        assert!(r.due(0, Duration::from_secs(60), &o).is_empty(), "pending is not sent");
+        assert!(
+            alerts.labels.get("cluster").is_none(),
+            "no external labels in ALERTS"
+        );
+        assert!(
+            r.due(0, Duration::from_secs(60), &o).is_empty(),
+            "pending is not sent"
+        );
         r.eval(30 * S, &up0(), 0, &o).expect("eval");
         assert_eq!(r.state(), AlertState::Pending);
         let out = r.eval(60 * S, &up0(), 0, &o).expect("eval");
@@ -409,7 +420,10 @@ mod tests {
         assert_eq!(sent[0].labels.get("cluster"), Some("eu"));
         assert_eq!(sent[0].annotations["summary"], "api is 0");
         assert_eq!(sent[0].starts_at, 60 * S);
-        assert!(r.due(90 * S, Duration::from_secs(60), &o).is_empty(), "resend delay");
+        assert!(
+            r.due(90 * S, Duration::from_secs(60), &o).is_empty(),
+            "resend delay"
+        );
         assert_eq!(r.due(121 * S, Duration::from_secs(60), &o).len(), 1);
         // Resolves: sent at once as resolved, kept 15 minutes, then dropped.
         let out = r.eval(150 * S, &[], 0, &o).expect("eval");
@@ -418,9 +432,11 @@ mod tests {
         let sent = r.due(150 * S, Duration::from_secs(60), &o);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].ends_at, Some(150 * S));
-        r.eval(150 * S + RESOLVED_RETENTION_MS, &[], 0, &o).expect("eval");
+        r.eval(150 * S + RESOLVED_RETENTION_MS, &[], 0, &o)
+            .expect("eval");
         assert_eq!(r.active.len(), 1, "kept through retention");
-        r.eval(151 * S + RESOLVED_RETENTION_MS, &[], 0, &o).expect("eval");
+        r.eval(151 * S + RESOLVED_RETENTION_MS, &[], 0, &o)
+            .expect("eval");
         assert!(r.active.is_empty(), "dropped after retention");
     }
 
@@ -448,17 +464,17 @@ mod tests {
     #[test]
     fn limit_and_duplicate_labelsets_fail() {
         let (mut r, o) = (rule(0, 0), opts());
-        let two = vec![
-            (l(&[("job", "a")]), 0.0),
-            (l(&[("job", "b")]), 0.0),
-        ];
+        let two = vec![(l(&[("job", "a")]), 0.0), (l(&[("job", "b")]), 0.0)];
         assert_eq!(r.eval(0, &two, 1, &o), Err(AlertEvalError::Limit(1, 2)));
         assert!(r.active.is_empty());
         let dup = vec![
             (l(&[("__name__", "x"), ("job", "a")]), 0.0),
             (l(&[("__name__", "y"), ("job", "a")]), 0.0),
         ];
-        assert_eq!(r.eval(0, &dup, 0, &o), Err(AlertEvalError::DuplicateLabelset));
+        assert_eq!(
+            r.eval(0, &dup, 0, &o),
+            Err(AlertEvalError::DuplicateLabelset)
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ fn parse_answer(body: &[u8]) -> Result<QueryOutput> {
     let a: ApiAnswer = serde_json::from_slice(body)
         .map_err(|e| Error::Query(format!("decode query answer: {e}")))?;
     if a.status != "success" {
-        return Err(Error::Query(a.error.unwrap_or_else(|| "query failed".into())));
+        return Err(Error::Query(
+            a.error.unwrap_or_else(|| "query failed".into()),
+        ));
     }
     let data = a
         .data
@@ -109,15 +111,15 @@ fn parse_answer(body: &[u8]) -> Result<QueryOutput> {
             let items = data.result.as_array().cloned().unwrap_or_default();
             let mut out = Vec::with_capacity(items.len());
             for it in items {
-                let labels = it
-                    .get("metric")
-                    .and_then(|m| m.as_object())
-                    .map(|m| {
-                        Labels::new(m.iter().map(|(k, v)| {
-                            (k.clone(), v.as_str().unwrap_or_default().to_string())
-                        }))
-                    })
-                    .unwrap_or_default();
+                let labels =
+                    it.get("metric")
+                        .and_then(|m| m.as_object())
+                        .map(|m| {
+                            Labels::new(m.iter().map(|(k, v)| {
+                                (k.clone(), v.as_str().unwrap_or_default().to_string())
+                            }))
+                        })
+                        .unwrap_or_default();
                 let Some(value) = it.get("value") else {
                     return Err(Error::Query(
                         "native histogram results cannot be recorded yet".into(),
@@ -150,7 +152,10 @@ impl QueryBackend for HttpQuerier {
                 ("query", expr),
                 ("time", time.as_str()),
                 ("dedup", "true"),
-                ("partial_response", if partial_response { "true" } else { "false" }),
+                (
+                    "partial_response",
+                    if partial_response { "true" } else { "false" },
+                ),
             ];
             let resp = match self.client.post(&url).form(&form).send().await {
                 Ok(r) => r,
@@ -219,10 +224,14 @@ impl QueryBackend for EmbeddedEngine {
                 v.into_iter().map(|s| (s.labels, s.f)).collect()
             }
             QueryValue::String(_) => {
-                return Err(Error::Query("rule result is not a vector or scalar: string".into()));
+                return Err(Error::Query(
+                    "rule result is not a vector or scalar: string".into(),
+                ));
             }
             QueryValue::Matrix(_) => {
-                return Err(Error::Query("rule result is not a vector or scalar: matrix".into()));
+                return Err(Error::Query(
+                    "rule result is not a vector or scalar: matrix".into(),
+                ));
             }
         };
         Ok(QueryOutput { samples, warnings })
@@ -395,7 +404,11 @@ impl RuleMetrics {
             prometheus_client::registry::Unit::Seconds,
             m.evaluation_duration.clone(),
         );
-        r.register("strata_rule_evaluations", "Rule evaluations.", m.evaluations.clone());
+        r.register(
+            "strata_rule_evaluations",
+            "Rule evaluations.",
+            m.evaluations.clone(),
+        );
         r.register(
             "strata_rule_evaluation_failures",
             "Rule evaluations that failed.",
@@ -428,7 +441,11 @@ impl RuleMetrics {
             "Samples the last group evaluation produced.",
             m.last_samples.clone(),
         );
-        r.register("strata_rule_group_rules", "Rules in the group.", m.rules.clone());
+        r.register(
+            "strata_rule_group_rules",
+            "Rules in the group.",
+            m.rules.clone(),
+        );
         r.register(
             "strata_rule_config_last_reload_successful",
             "1 when the last reload of the rule files succeeded.",
@@ -498,7 +515,10 @@ fn record_samples(
         out.push(OutSample { labels, t: ts, v });
     }
     if limit > 0 && out.len() > limit {
-        return Err(format!("exceeded limit of {limit} with {} series", out.len()));
+        return Err(format!(
+            "exceeded limit of {limit} with {} series",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -616,7 +636,9 @@ pub async fn eval_group(group: &Mutex<GroupState>, ctx: &EvalContext, ts: i64) -
         .get_or_create(&label)
         .observe(took.as_secs_f64());
     m.iterations.get_or_create(&label).inc();
-    m.last_duration.get_or_create(&label).set(took.as_secs_f64());
+    m.last_duration
+        .get_or_create(&label)
+        .set(took.as_secs_f64());
     m.last_evaluation
         .get_or_create(&label)
         .set(ts as f64 / 1000.0);
@@ -666,7 +688,9 @@ pub async fn run_group(
         let g = lock(&group);
         (
             g.key(),
-            i64::try_from(g.interval.as_millis()).unwrap_or(i64::MAX).max(1),
+            i64::try_from(g.interval.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
         )
     };
     let label = GroupLabel {
@@ -815,15 +839,22 @@ mod tests {
             ]),
         );
         assert_eq!(eval_group(&g, &f.ctx, 1000).await, 2);
-        f.backend
-            .set("x", Ok(vec![(l(&[("__name__", "x"), ("instance", "a")]), 3.0)]));
+        f.backend.set(
+            "x",
+            Ok(vec![(l(&[("__name__", "x"), ("instance", "a")]), 3.0)]),
+        );
         eval_group(&g, &f.ctx, 2000).await;
         eval_group(&g, &f.ctx, 3000).await;
         let got = f.sink.0.lock().expect("lock").clone();
         let first = &got[0];
         assert_eq!(
             first.labels,
-            l(&[("__name__", "job:x"), ("instance", "a"), ("job", "over"), ("team", "t")])
+            l(&[
+                ("__name__", "job:x"),
+                ("instance", "a"),
+                ("job", "over"),
+                ("team", "t")
+            ])
         );
         let stale: Vec<_> = got.iter().filter(|s| is_stale_nan(s.v)).collect();
         assert_eq!(stale.len(), 1, "one stale marker, once: {got:?}");
@@ -853,14 +884,22 @@ mod tests {
     #[tokio::test]
     async fn failing_query_marks_rule_unhealthy_then_recovers() {
         let f = fixture();
-        let g = group("groups:\n- name: g\n  rules:\n  - record: r\n    expr: x\n  - record: s\n    expr: y\n");
+        let g = group(
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: x\n  - record: s\n    expr: y\n",
+        );
         f.backend.set("x", Err("querier down".into()));
         f.backend.set("y", Ok(vec![(l(&[]), 1.0)]));
         eval_group(&g, &f.ctx, 1000).await;
         {
             let st = lock(&g);
             assert_eq!(st.rules[0].health, Health::Err);
-            assert!(st.rules[0].last_error.as_deref().unwrap_or("").contains("querier down"));
+            assert!(
+                st.rules[0]
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("querier down")
+            );
             assert_eq!(st.rules[1].health, Health::Ok, "later rules still run");
         }
         f.backend.set("x", Ok(vec![(l(&[]), 1.0)]));
@@ -877,13 +916,17 @@ mod tests {
     #[tokio::test]
     async fn alerting_rule_writes_alerts_series_and_notifies() {
         let f = fixture();
-        let g = group(
-            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 1m\n",
+        let g =
+            group("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 1m\n");
+        f.backend.set(
+            "up == 0",
+            Ok(vec![(l(&[("__name__", "up"), ("job", "j")]), 0.0)]),
         );
-        f.backend
-            .set("up == 0", Ok(vec![(l(&[("__name__", "up"), ("job", "j")]), 0.0)]));
         eval_group(&g, &f.ctx, 0).await;
-        assert!(f.notify.0.lock().expect("lock").is_empty(), "pending not sent");
+        assert!(
+            f.notify.0.lock().expect("lock").is_empty(),
+            "pending not sent"
+        );
         eval_group(&g, &f.ctx, 60_000).await;
         let sent = f.notify.0.lock().expect("lock").clone();
         assert_eq!(sent.len(), 1);
@@ -894,7 +937,10 @@ mod tests {
         let firing_stale = samples.iter().any(|s| {
             s.t == 120_000 && is_stale_nan(s.v) && s.labels.get("alertstate") == Some("firing")
         });
-        assert!(firing_stale, "ALERTS{{alertstate=firing}} goes stale: {samples:?}");
+        assert!(
+            firing_stale,
+            "ALERTS{{alertstate=firing}} goes stale: {samples:?}"
+        );
         assert_eq!(f.notify.0.lock().expect("lock").len(), 2, "resolved sent");
     }
 
@@ -907,9 +953,19 @@ mod tests {
         let out = e.instant("sum(m)", 1000, false).await.expect("query");
         assert_eq!(out.samples, vec![(l(&[]), 5.0)]);
         let out = e.instant("1 + 1", 1000, false).await.expect("query");
-        assert_eq!(out.samples, vec![(l(&[]), 2.0)], "scalar becomes one sample");
-        assert!(e.instant("m[1m]", 1000, false).await.is_err(), "matrix is an error");
-        assert!(e.instant("\"s\"", 1000, false).await.is_err(), "string is an error");
+        assert_eq!(
+            out.samples,
+            vec![(l(&[]), 2.0)],
+            "scalar becomes one sample"
+        );
+        assert!(
+            e.instant("m[1m]", 1000, false).await.is_err(),
+            "matrix is an error"
+        );
+        assert!(
+            e.instant("\"s\"", 1000, false).await.is_err(),
+            "string is an error"
+        );
     }
 
     #[test]
@@ -920,10 +976,15 @@ mod tests {
         .expect("parse");
         assert_eq!(v.samples, vec![(l(&[("a", "b")]), 2.5)]);
         assert_eq!(v.warnings, vec!["w".to_string()]);
-        let s = parse_answer(br#"{"status":"success","data":{"resultType":"scalar","result":[1,"+Inf"]}}"#)
-            .expect("parse");
+        let s = parse_answer(
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1,"+Inf"]}}"#,
+        )
+        .expect("parse");
         assert_eq!(s.samples, vec![(l(&[]), f64::INFINITY)]);
-        assert!(parse_answer(br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#).is_err());
+        assert!(
+            parse_answer(br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#)
+                .is_err()
+        );
         assert!(parse_answer(br#"{"status":"error","error":"bad"}"#).is_err());
         assert!(parse_answer(b"not json").is_err());
     }

@@ -270,7 +270,9 @@ pub fn parse_rules(file: &str, text: &str) -> Result<Vec<RuleGroup>> {
                 match v {
                     None => Duration::ZERO,
                     Some(v) => parse_duration(&v).unwrap_or_else(|| {
-                        errs.push(format!("field '{what}': not a valid duration string: {v:?}"));
+                        errs.push(format!(
+                            "field '{what}': not a valid duration string: {v:?}"
+                        ));
                         Duration::ZERO
                     }),
                 }
@@ -461,7 +463,10 @@ groups:
         assert_eq!(g.limit, 10);
         assert_eq!(g.partial_response_strategy, PartialResponseStrategy::Warn);
         assert_eq!(g.rules[0].name(), "job:up:sum");
-        assert_eq!(g.rules[0].labels["team"], "y", "rule labels override group labels");
+        assert_eq!(
+            g.rules[0].labels["team"], "y",
+            "rule labels override group labels"
+        );
         assert_eq!(g.rules[1].labels["team"], "x");
         match &g.rules[1].kind {
             RuleKind::Alerting {
@@ -490,17 +495,50 @@ groups:
     #[test]
     fn rejects_what_promtool_rejects() {
         for (text, want) in [
-            ("groups:\n- name: ''\n  rules: []\n", "Groupname must not be empty"),
-            ("groups:\n- name: a\n- name: a\n", "is repeated in the same file"),
-            ("groups:\n- name: a\n  rules:\n  - record: x\n    alert: y\n    expr: up\n", "only one of"),
-            ("groups:\n- name: a\n  rules:\n  - expr: up\n", "one of 'record' or 'alert'"),
-            ("groups:\n- name: a\n  rules:\n  - record: x\n", "field 'expr' must be set"),
-            ("groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    for: 1m\n", "invalid field 'for'"),
-            ("groups:\n- name: a\n  rules:\n  - record: x{a=\"b\"}\n    expr: up\n", "braces present"),
-            ("groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    labels: {__name__: y}\n", "invalid label name"),
-            ("groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    bogus: 1\n", "unknown field"),
-            ("groups:\n- name: a\n  interval: 1x\n  rules: []\n", "not a valid duration"),
-            ("groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    annotations: {s: '{{ $nope }}'}\n", "annotation \"s\""),
+            (
+                "groups:\n- name: ''\n  rules: []\n",
+                "Groupname must not be empty",
+            ),
+            (
+                "groups:\n- name: a\n- name: a\n",
+                "is repeated in the same file",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - record: x\n    alert: y\n    expr: up\n",
+                "only one of",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - expr: up\n",
+                "one of 'record' or 'alert'",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - record: x\n",
+                "field 'expr' must be set",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    for: 1m\n",
+                "invalid field 'for'",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - record: x{a=\"b\"}\n    expr: up\n",
+                "braces present",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    labels: {__name__: y}\n",
+                "invalid label name",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    bogus: 1\n",
+                "unknown field",
+            ),
+            (
+                "groups:\n- name: a\n  interval: 1x\n  rules: []\n",
+                "not a valid duration",
+            ),
+            (
+                "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    annotations: {s: '{{ $nope }}'}\n",
+                "annotation \"s\"",
+            ),
         ] {
             let e = err_of(text);
             assert!(e.contains(want), "{text}: {e}");

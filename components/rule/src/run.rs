@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::AlertOptions;
 use crate::eval::{
-    AfterFirst, EvalContext, GroupState, HttpQuerier, QueryBackend, RuleMetrics, RuleState,
-    lock, now_ms, run_group,
+    AfterFirst, EvalContext, GroupState, HttpQuerier, QueryBackend, RuleMetrics, RuleState, lock,
+    now_ms, run_group,
 };
 use crate::notifier::{Alertmanagers, NotifierOptions};
 use crate::rules::{self, RuleKind};
@@ -193,9 +193,7 @@ impl Manager {
             }
             let state = Arc::new(Mutex::new(g));
             let stop = CancellationToken::new();
-            let after_first = restore
-                .clone()
-                .map(|r| restore_hook(state.clone(), r));
+            let after_first = restore.clone().map(|r| restore_hook(state.clone(), r));
             let task = tokio::spawn(run_group(
                 state.clone(),
                 self.ctx.clone(),
@@ -462,7 +460,10 @@ mod tests {
         assert_eq!(new.rules[0].last_error.as_deref(), Some("kept"));
         let mut changed = GroupState::new(spec("up == 1"), Duration::from_secs(60));
         carry_over(&mut changed, &old);
-        assert_eq!(changed.rules[0].last_error, None, "changed expr starts fresh");
+        assert_eq!(
+            changed.rules[0].last_error, None,
+            "changed expr starts fresh"
+        );
         assert_eq!(changed.rules[1].last_error.as_deref(), Some("kept"));
     }
 }

@@ -10,12 +10,54 @@ use std::collections::BTreeMap;
 
 /// Functions Go's parser accepts in Prometheus templates (Go builtins and Prometheus's own).
 const KNOWN_FUNCS: &[&str] = &[
-    "and", "or", "not", "len", "index", "print", "printf", "println", "eq", "ne", "lt", "le",
-    "gt", "ge", "html", "js", "urlquery", "call", "slice", "query", "first", "label", "value",
-    "strvalue", "args", "reReplaceAll", "safeHtml", "match", "title", "toUpper", "toLower",
-    "graphLink", "tableLink", "sortByLabel", "humanize", "humanize1024", "humanizeDuration",
-    "humanizePercentage", "humanizeTimestamp", "toTime", "toDuration", "pathPrefix",
-    "externalURL", "parseDuration", "stripPort", "stripDomain", "now", "urlQueryEscape",
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+    "print",
+    "printf",
+    "println",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "html",
+    "js",
+    "urlquery",
+    "call",
+    "slice",
+    "query",
+    "first",
+    "label",
+    "value",
+    "strvalue",
+    "args",
+    "reReplaceAll",
+    "safeHtml",
+    "match",
+    "title",
+    "toUpper",
+    "toLower",
+    "graphLink",
+    "tableLink",
+    "sortByLabel",
+    "humanize",
+    "humanize1024",
+    "humanizeDuration",
+    "humanizePercentage",
+    "humanizeTimestamp",
+    "toTime",
+    "toDuration",
+    "pathPrefix",
+    "externalURL",
+    "parseDuration",
+    "stripPort",
+    "stripDomain",
+    "now",
+    "urlQueryEscape",
 ];
 
 /// Variables every alert template has (Prometheus defines them before the text).
@@ -142,7 +184,9 @@ impl Template {
                         before = before.trim_start();
                     }
                     let mut inner = &rest[i + 2..];
-                    if inner.starts_with("- ") || inner.starts_with("-\t") || inner.starts_with("-\n")
+                    if inner.starts_with("- ")
+                        || inner.starts_with("-\t")
+                        || inner.starts_with("-\n")
                     {
                         before = before.trim_end();
                         inner = &inner[1..];
@@ -226,7 +270,12 @@ fn parse_nodes(
         };
         match kw {
             "end" => return Ok((nodes, Stop::End)),
-            "else" => return Ok((nodes, Stop::Else(Some(rest.to_string()).filter(|r| !r.is_empty())))),
+            "else" => {
+                return Ok((
+                    nodes,
+                    Stop::Else(Some(rest.to_string()).filter(|r| !r.is_empty())),
+                ));
+            }
             "if" | "with" | "range" => {
                 if rest.is_empty() {
                     return Err(format!("missing value for {kw}"));
@@ -761,10 +810,18 @@ pub fn go_float(v: f64, prec: Option<usize>) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let e = match prec {
         Some(p) => format!("{:.*e}", p.max(1) - 1, v),
@@ -912,7 +969,10 @@ mod tests {
     fn expands_variables_fields_and_pipelines() {
         let d = data();
         assert_eq!(expand("{{ $labels.job }} down", &d), "api down");
-        assert_eq!(expand("{{ .Labels.job }}/{{ $externalLabels.cluster }}", &d), "api/eu");
+        assert_eq!(
+            expand("{{ .Labels.job }}/{{ $externalLabels.cluster }}", &d),
+            "api/eu"
+        );
         assert_eq!(expand("v={{ $value }}", &d), "v=0.25");
         assert_eq!(expand("{{ $value | humanizePercentage }}", &d), "25%");
         assert_eq!(expand("{{ humanize 1234567 }}", &d), "1.235M");
@@ -933,7 +993,15 @@ mod tests {
         assert!(expand("{{ $labels.job ", &d).starts_with("<error expanding template: "));
         assert!(expand("{{ query \"up\" }}", &d).contains("not supported"));
         assert!(expand("{{ if 1 }}x", &d).contains("unexpected EOF"));
-        for text in ["{{", "{{}}", "{{ ( }}", "{{ \" }}", "{{ end }}", "{{ | }}", "{{ printf }}"] {
+        for text in [
+            "{{",
+            "{{}}",
+            "{{ ( }}",
+            "{{ \" }}",
+            "{{ end }}",
+            "{{ | }}",
+            "{{ printf }}",
+        ] {
             let _ = expand(text, &d);
         }
     }

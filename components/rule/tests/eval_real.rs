@@ -61,7 +61,10 @@ fn config(rule_file: &str, query: &str, http: u16) -> RuleConfig {
 async fn prom_value(client: &reqwest::Client, base: &str, t_ms: i64) -> Option<f64> {
     let body: serde_json::Value = client
         .get(format!("{base}/api/v1/query"))
-        .query(&[("query", EXPR), ("time", &format!("{:.3}", t_ms as f64 / 1000.0))])
+        .query(&[
+            ("query", EXPR),
+            ("time", &format!("{:.3}", t_ms as f64 / 1000.0)),
+        ])
         .send()
         .await
         .ok()?
@@ -88,7 +91,8 @@ async fn recording_rule_matches_prometheus_and_bad_reload_keeps_rules() {
     let cfg = config(rule_file.to_str().expect("utf-8"), prom.url(), http);
     let sink = Arc::new(MemSink::default());
     let shutdown = Shutdown::new();
-    let backend = Arc::new(HttpQuerier::new(cfg.query_urls.clone(), cfg.query_timeout).expect("querier"));
+    let backend =
+        Arc::new(HttpQuerier::new(cfg.query_urls.clone(), cfg.query_timeout).expect("querier"));
     let server = {
         let (sink, shutdown) = (sink.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -124,16 +128,30 @@ async fn recording_rule_matches_prometheus_and_bad_reload_keeps_rules() {
         let theirs = prom_value(&client, prom.url(), s.t)
             .await
             .unwrap_or_else(|| panic!("Prometheus has no value at {}", s.t));
-        assert_eq!(s.v, theirs, "at {}: ruler {} vs Prometheus {theirs}", s.t, s.v);
+        assert_eq!(
+            s.v, theirs,
+            "at {}: ruler {} vs Prometheus {theirs}",
+            s.t, s.v
+        );
     }
     let ts: Vec<i64> = samples.iter().map(|s| s.t).collect();
-    assert!(ts.windows(2).all(|w| w[1] - w[0] == 1000), "1s apart: {ts:?}");
+    assert!(
+        ts.windows(2).all(|w| w[1] - w[0] == 1000),
+        "1s apart: {ts:?}"
+    );
 
     // A bad file: the reload fails, the old rule keeps running and is still shown.
     let base = format!("http://127.0.0.1:{http}");
-    std::fs::write(&rule_file, "groups:\n- name: g\n  rules:\n  - record: x\n    expr: sum(\n")
-        .expect("write bad rules");
-    let r = client.post(format!("{base}/-/reload")).send().await.expect("reload");
+    std::fs::write(
+        &rule_file,
+        "groups:\n- name: g\n  rules:\n  - record: x\n    expr: sum(\n",
+    )
+    .expect("write bad rules");
+    let r = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .expect("reload");
     assert_eq!(r.status(), 500);
     let rules: serde_json::Value = client
         .get(format!("{base}/api/v1/rules"))
@@ -143,8 +161,14 @@ async fn recording_rule_matches_prometheus_and_bad_reload_keeps_rules() {
         .json()
         .await
         .expect("json");
-    assert_eq!(rules["data"]["groups"][0]["rules"][0]["name"], "job:samples:sum", "{rules}");
-    assert_eq!(rules["data"]["groups"][0]["rules"][0]["health"], "ok", "{rules}");
+    assert_eq!(
+        rules["data"]["groups"][0]["rules"][0]["name"], "job:samples:sum",
+        "{rules}"
+    );
+    assert_eq!(
+        rules["data"]["groups"][0]["rules"][0]["health"], "ok",
+        "{rules}"
+    );
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -153,12 +177,19 @@ async fn recording_rule_matches_prometheus_and_bad_reload_keeps_rules() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains("strata_rule_config_last_reload_successful 0"), "{metrics}");
+    assert!(
+        metrics.contains("strata_rule_config_last_reload_successful 0"),
+        "{metrics}"
+    );
     let before = sink.0.lock().expect("lock").len();
-    wait_until("evaluation after the failed reload", Duration::from_secs(30), || {
-        let sink = sink.clone();
-        async move { (sink.0.lock().expect("lock").len() > before + 1).then_some(()) }
-    })
+    wait_until(
+        "evaluation after the failed reload",
+        Duration::from_secs(30),
+        || {
+            let sink = sink.clone();
+            async move { (sink.0.lock().expect("lock").len() > before + 1).then_some(()) }
+        },
+    )
     .await
     .expect("old rules keep running");
 
@@ -168,7 +199,11 @@ async fn recording_rule_matches_prometheus_and_bad_reload_keeps_rules() {
         "groups:\n- name: g\n  interval: 1s\n  rules:\n  - alert: Always\n    expr: vector(1)\n",
     )
     .expect("write new rules");
-    let r = client.post(format!("{base}/-/reload")).send().await.expect("reload");
+    let r = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .expect("reload");
     assert_eq!(r.status(), 200);
     let alerts = wait_until("the new alert firing", Duration::from_secs(30), || {
         let client = client.clone();
@@ -191,7 +226,11 @@ async fn recording_rule_matches_prometheus_and_bad_reload_keeps_rules() {
         .json::<serde_json::Value>()
         .await
         .expect("json");
-    assert_eq!(rec["data"]["groups"], serde_json::json!([]), "no recording rules left");
+    assert_eq!(
+        rec["data"]["groups"],
+        serde_json::json!([]),
+        "no recording rules left"
+    );
 
     shutdown.trigger();
     server.await.expect("join").expect("ruler stops cleanly");
