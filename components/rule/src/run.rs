@@ -405,17 +405,15 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
     };
     let background = {
         let (storage, sd, bucket) = (storage.clone(), shutdown.clone(), config.bucket.clone());
-        let mut bg_registry = Registry::default();
-        tokio::spawn(async move {
-            storage::run_background(storage, bucket, &mut bg_registry, async move {
-                sd.cancelled().await
-            })
-            .await
-        })
+        tokio::spawn(storage::run_background(
+            storage,
+            bucket,
+            &mut registry,
+            async move { sd.cancelled().await },
+        ))
     };
-    // TODO(issue 12): restore alert state from the local storage once it implements
-    // `Queryable` (the rule-store work); until then a restart restores nothing.
-    let restore: Option<Arc<dyn Queryable>> = None;
+    // Alert state comes back from the ALERTS_FOR_STATE series in the local storage.
+    let restore: Option<Arc<dyn Queryable>> = Some(storage.clone());
     let served = serve_rules(
         &config,
         backend,

@@ -18,12 +18,18 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Background upkeep until `shutdown` completes: cuts the head into blocks when due, ships new
 /// blocks to `bucket` (when set) with the sidecar's shipper, applies local retention.
-pub async fn run_background(
+///
+/// The shipper's metrics are registered in `registry` when this is called; the returned future
+/// does the work (spawn it).
+pub fn run_background<F>(
     storage: Arc<LocalStorage>,
     bucket: Option<strata_objstore::Bucket>,
     registry: &mut Registry,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
+    shutdown: F,
+) -> impl Future<Output = Result<()>> + Send + use<F>
+where
+    F: Future<Output = ()> + Send,
+{
     let ext = storage.opts.external_labels.iter().cloned().collect();
     let shipper = bucket.map(|b| {
         Shipper::new(
@@ -37,29 +43,31 @@ pub async fn run_background(
             registry,
         )
     });
-    if let Some(s) = &shipper {
-        s.init()
-            .map_err(|e| Error::Storage(format!("shipper meta file: {e}")))?;
-    }
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut tick = tokio::time::interval(CHECK_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {}
+    async move {
+        if let Some(s) = &shipper {
+            s.init()
+                .map_err(|e| Error::Storage(format!("shipper meta file: {e}")))?;
         }
-        upkeep(&storage, shipper.as_ref())
-            .instrument(tracing::info_span!("storage_upkeep"))
-            .await;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+            }
+            upkeep(&storage, shipper.as_ref())
+                .instrument(tracing::info_span!("storage_upkeep"))
+                .await;
+        }
+        // A last pass so blocks cut just before shutdown are shipped.
+        if let Some(s) = &shipper
+            && let Err(e) = s.sync().await
+        {
+            tracing::warn!(error = %e, "final shipping pass failed");
+        }
+        Ok(())
     }
-    // A last pass so blocks cut just before shutdown are shipped.
-    if let Some(s) = &shipper
-        && let Err(e) = s.sync().await
-    {
-        tracing::warn!(error = %e, "final shipping pass failed");
-    }
-    Ok(())
 }
 
 /// One round: cut, ship, retention. Errors are logged; the next round retries.
