@@ -5,7 +5,7 @@
 //! NOT DONE (first slice):
 //! - leader election with a `Lease` (run one replica);
 //! - the `Halted` condition and `lastSuccessfulRun` of a `Compactor` (needs the compactor's metrics);
-//! - the sidecar-injection webhook, operator-managed TLS and the Helm chart (issue 10);
+//! - the Helm chart (issue 10; the sidecar-injection webhook is in [`webhook`]);
 //! - e2e with kube-controller-manager / a fake kubelet: the harness has none yet, so garbage
 //!   collection through ownerReferences and real pod readiness are not exercised (the e2e writes
 //!   StatefulSet status itself where it needs readiness);
