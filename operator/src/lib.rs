@@ -4,7 +4,6 @@
 //!
 //! NOT DONE (first slice):
 //! - the `Halted` condition and `lastSuccessfulRun` of a `Compactor` (needs the compactor's metrics);
-//! - the sidecar-injection webhook and operator-managed TLS (issue 10; the Helm chart is in charts/);
 //! - e2e with kube-controller-manager / a fake kubelet: the harness has none yet, so garbage
 //!   collection through ownerReferences and real pod readiness are not exercised (the e2e writes
 //!   StatefulSet status itself where it needs readiness);

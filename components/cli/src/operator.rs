@@ -107,31 +107,60 @@ struct WebhookArgs {
     enabled: bool,
 
     /// HTTPS listen address of the webhook.
-    #[arg(long = "webhook.address", env = "STRATA_WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443")]
+    #[arg(
+        long = "webhook.address",
+        env = "STRATA_WEBHOOK_ADDRESS",
+        default_value = "0.0.0.0:9443"
+    )]
     address: SocketAddr,
 
     /// Who keeps the serving certificate.
-    #[arg(long = "webhook.tls-mode", env = "STRATA_WEBHOOK_TLS_MODE", value_enum, default_value = "operator")]
+    #[arg(
+        long = "webhook.tls-mode",
+        env = "STRATA_WEBHOOK_TLS_MODE",
+        value_enum,
+        default_value = "operator"
+    )]
     tls_mode: WebhookTlsMode,
 
     /// Namespace of the webhook's Service and certificate Secret (the operator's own).
-    #[arg(long = "webhook.namespace", env = "POD_NAMESPACE", default_value = "strata-system")]
+    #[arg(
+        long = "webhook.namespace",
+        env = "POD_NAMESPACE",
+        default_value = "strata-system"
+    )]
     namespace: String,
 
     /// The webhook's Service; the certificate is made for `<service>.<namespace>.svc`.
-    #[arg(long = "webhook.service", env = "STRATA_WEBHOOK_SERVICE", default_value = "strata-operator-webhook")]
+    #[arg(
+        long = "webhook.service",
+        env = "STRATA_WEBHOOK_SERVICE",
+        default_value = "strata-operator-webhook"
+    )]
     service: String,
 
     /// The Secret holding ca.crt, tls.crt and tls.key (tls-mode operator).
-    #[arg(long = "webhook.secret", env = "STRATA_WEBHOOK_SECRET", default_value = "strata-operator-webhook-tls")]
+    #[arg(
+        long = "webhook.secret",
+        env = "STRATA_WEBHOOK_SECRET",
+        default_value = "strata-operator-webhook-tls"
+    )]
     secret: String,
 
     /// The MutatingWebhookConfiguration whose caBundle the operator keeps current (tls-mode operator).
-    #[arg(long = "webhook.configuration", env = "STRATA_WEBHOOK_CONFIGURATION", default_value = "strata-operator")]
+    #[arg(
+        long = "webhook.configuration",
+        env = "STRATA_WEBHOOK_CONFIGURATION",
+        default_value = "strata-operator"
+    )]
     configuration: String,
 
     /// More DNS names or IP addresses for the certificate (repeatable).
-    #[arg(long = "webhook.extra-san", env = "STRATA_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    #[arg(
+        long = "webhook.extra-san",
+        env = "STRATA_WEBHOOK_EXTRA_SANS",
+        value_delimiter = ','
+    )]
     extra_sans: Vec<String>,
 
     /// Validity of each operator-made certificate; renewed when a third is left.
@@ -139,11 +168,19 @@ struct WebhookArgs {
     cert_validity: Duration,
 
     /// Serving certificate file (tls-mode files).
-    #[arg(long = "webhook.cert-file", env = "STRATA_WEBHOOK_CERT_FILE", default_value = "/etc/strata/webhook-tls/tls.crt")]
+    #[arg(
+        long = "webhook.cert-file",
+        env = "STRATA_WEBHOOK_CERT_FILE",
+        default_value = "/etc/strata/webhook-tls/tls.crt"
+    )]
     cert_file: PathBuf,
 
     /// Private key file (tls-mode files).
-    #[arg(long = "webhook.key-file", env = "STRATA_WEBHOOK_KEY_FILE", default_value = "/etc/strata/webhook-tls/tls.key")]
+    #[arg(
+        long = "webhook.key-file",
+        env = "STRATA_WEBHOOK_KEY_FILE",
+        default_value = "/etc/strata/webhook-tls/tls.key"
+    )]
     key_file: PathBuf,
 }
 
