@@ -29,6 +29,8 @@ use strata_e2e::{Etcd, KubeApiserver, Tool, free_port, tool_path, wait_until};
 use strata_operator::crd::{Compactor, MetricsCluster, StoreGateway};
 use strata_operator::leader::LeaderElection;
 use strata_operator::server::{OperatorConfig, run};
+use strata_operator::webhook::tls::{OperatorTls, service_sans};
+use strata_operator::webhook::{TlsMode, WebhookConfig};
 use strata_runtime::Shutdown;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -470,7 +472,19 @@ async fn chart_on_a_real_api_server() {
         kubeconfig: Some(sa_kubeconfig.clone()),
         namespace: None,
         http_address: http,
-        webhook: None,
+        // The webhook runs too, with the names the chart passes it, so its Secret and
+        // caBundle writes are checked against the chart's RBAC as well.
+        webhook: Some(WebhookConfig {
+            address: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            tls: TlsMode::Operator(OperatorTls {
+                namespace: RELEASE_NS.into(),
+                secret: format!("{RELEASE}-webhook-tls"),
+                sans: service_sans(&format!("{RELEASE}-webhook"), RELEASE_NS),
+                validity: Duration::from_secs(365 * 24 * 3600),
+                webhook_configuration: RELEASE.into(),
+            }),
+            scope: None,
+        }),
         leader_election: Some(LeaderElection {
             namespace: Some(RELEASE_NS.into()),
             lease_name: RELEASE.into(),
@@ -518,7 +532,22 @@ async fn chart_on_a_real_api_server() {
             evs.items
                 .iter()
                 .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken"))
-                .then_some(())
+                .then_some(())?;
+            // The webhook's certificate Secret exists and the chart's configuration got its CA.
+            let secrets: Api<Secret> = Api::namespaced(admin.clone(), RELEASE_NS);
+            secrets
+                .get_opt(&format!("{RELEASE}-webhook-tls"))
+                .await
+                .ok()??;
+            let mwcs: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+            let mwc = mwcs.get_opt(RELEASE).await.ok()??;
+            mwc.webhooks?
+                .first()?
+                .client_config
+                .ca_bundle
+                .as_ref()
+                .filter(|b| !b.0.is_empty())
+                .map(|_| ())
         },
     )
     .await

@@ -104,7 +104,7 @@ enum WebhookTlsMode {
 struct WebhookArgs {
     /// Serve the sidecar-injection webhook.
     #[arg(long = "webhook.enabled", env = "STRATA_WEBHOOK_ENABLED")]
-    enabled: bool,
+    webhook_enabled: bool,
 
     /// HTTPS listen address of the webhook.
     #[arg(
@@ -129,7 +129,7 @@ struct WebhookArgs {
         env = "POD_NAMESPACE",
         default_value = "strata-system"
     )]
-    namespace: String,
+    webhook_namespace: String,
 
     /// The webhook's Service; the certificate is made for `<service>.<namespace>.svc`.
     #[arg(
@@ -186,15 +186,15 @@ struct WebhookArgs {
 
 impl WebhookArgs {
     fn config(&self, scope: Option<String>) -> Option<WebhookConfig> {
-        if !self.enabled {
+        if !self.webhook_enabled {
             return None;
         }
         let tls = match self.tls_mode {
             WebhookTlsMode::Operator => {
-                let mut sans = service_sans(&self.service, &self.namespace);
+                let mut sans = service_sans(&self.service, &self.webhook_namespace);
                 sans.extend(self.extra_sans.iter().cloned());
                 TlsMode::Operator(OperatorTls {
-                    namespace: self.namespace.clone(),
+                    namespace: self.webhook_namespace.clone(),
                     secret: self.secret.clone(),
                     sans,
                     validity: self.cert_validity,
