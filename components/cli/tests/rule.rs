@@ -125,6 +125,9 @@ async fn ruler_records_alerts_ships_and_restores_after_kill9() {
         "--eval-interval=1s".to_string(),
         format!("--alertmanagers.url={}", am.url()),
         "--resend-delay=1s".to_string(),
+        // Like Prometheus, alerts whose `for` is shorter than the grace period are not restored
+        // (they just wait `for` again); 1s <= 3s makes the 3s alert restorable.
+        "--for-grace-period=1s".to_string(),
         "--label=ruler=\"r1\"".to_string(),
         format!("--objstore.config={}", minio.objstore_yaml(BUCKET)),
         "--tsdb.block-duration=10s".to_string(),
