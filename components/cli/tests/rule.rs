@@ -26,7 +26,7 @@ groups:
         expr: sum by (job) (up)
       - alert: AlwaysOn
         expr: vector(1)
-        for: 3s
+        for: 8s
         labels:
           severity: page
         annotations:
@@ -126,7 +126,7 @@ async fn ruler_records_alerts_ships_and_restores_after_kill9() {
         format!("--alertmanagers.url={}", am.url()),
         "--resend-delay=1s".to_string(),
         // Like Prometheus, alerts whose `for` is shorter than the grace period are not restored
-        // (they just wait `for` again); 1s <= 3s makes the 3s alert restorable.
+        // (they just wait `for` again); 1s <= 8s makes the 8s alert restorable.
         "--for-grace-period=1s".to_string(),
         "--label=ruler=\"r1\"".to_string(),
         format!("--objstore.config={}", minio.objstore_yaml(BUCKET)),
@@ -160,7 +160,7 @@ async fn ruler_records_alerts_ships_and_restores_after_kill9() {
     let pending = wait_until("alert listed", WAIT, || async { ruler_alert(&ruler).await })
         .await
         .expect("the alert appears in /api/v1/alerts");
-    // `for: 3s` at a 1s interval and polling every 100 ms: the first listing shows it pending
+    // `for: 8s` at a 1s interval and polling every 100 ms: the first listing shows it pending
     // (asserted below, after the wait for firing, so a wrong state gets a clear message).
     let active_at = pending["activeAt"].as_str().expect("activeAt").to_string();
     let firing = wait_until("alert firing", WAIT, || async {
