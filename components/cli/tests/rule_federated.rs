@@ -51,7 +51,10 @@ async fn recorded(
     selector: &str,
     at: f64,
 ) -> Option<BTreeMap<String, (serde_json::Value, BTreeMap<i64, f64>)>> {
-    let r = api.instant(&format!("{selector}[10m]"), at, &[]).await.ok()?;
+    let r = api
+        .instant(&format!("{selector}[10m]"), at, &[])
+        .await
+        .ok()?;
     if !r.is_success() {
         return None;
     }
@@ -137,7 +140,10 @@ async fn ruler_records_over_two_prometheus_through_the_querier() {
     ];
     let mut ruler = StrataServer::new(binary(), "rule", &args, true);
     ruler.start().await.expect("start strata rule");
-    let ruler_grpc = ruler.grpc_address().expect("ruler gRPC address").to_string();
+    let ruler_grpc = ruler
+        .grpc_address()
+        .expect("ruler gRPC address")
+        .to_string();
 
     // The querier the results are read through: both sidecars and the ruler's StoreAPI.
     let q_read = StrataQuery::builder(binary())
@@ -155,9 +161,13 @@ async fn ruler_records_over_two_prometheus_through_the_querier() {
             .all(|k| m.get(*k).is_some_and(|(_, pts)| pts.len() >= POINTS + 2))
     };
     let per_cluster = wait_until("per-cluster recorded samples", WAIT, || async {
-        recorded(&read_api, "cluster:prometheus_tsdb_head_series:sum", now_secs())
-            .await
-            .filter(|m| enough(m, &["a", "b"]))
+        recorded(
+            &read_api,
+            "cluster:prometheus_tsdb_head_series:sum",
+            now_secs(),
+        )
+        .await
+        .filter(|m| enough(m, &["a", "b"]))
     })
     .await
     .expect("cluster:prometheus_tsdb_head_series:sum is served for clusters a and b");
