@@ -4,7 +4,7 @@
 //! `sum by (cluster) (prometheus_tsdb_head_series)` and `sum(up)` every second.
 //! Asserted, reading the recorded series back through a second `strata query` over both sidecars
 //! and the ruler's StoreAPI: the per-cluster series exist for both clusters and carry the ruler's
-//! external label; at each of the last recorded timestamps t, `global:up:sum` is exactly 2 and
+//! external label; at each of the last recorded timestamps t, `global:up:sum` is exactly 3 and
 //! each cluster's value equals that Prometheus's own `sum(prometheus_tsdb_head_series)` at t, or
 //! (scrape jitter: the ruler may have seen the scrape before or after) at t ± one scrape interval.
 
@@ -88,16 +88,23 @@ async fn head_series_at(api: &PromApi, ms: i64) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ruler_records_over_two_prometheus_through_the_querier() {
-    let start_prom = |cluster: &str| {
+    let builder = |cluster: &str| {
         Prometheus::builder()
             .external_label("cluster", cluster)
             .scrape_interval(Duration::from_millis(SCRAPE_MS as u64))
-            .start()
     };
-    let prom_a = start_prom("a")
+    let prom_a = builder("a")
+        .start()
         .await
         .expect("start Prometheus a (STRATA_PROMETHEUS, built by e2e/tools/install.sh)");
-    let prom_b = start_prom("b")
+    // b also scrapes a, so the two clusters' head-series counts differ clearly and a ruler that
+    // mixed the clusters up would be caught by the per-cluster comparison.
+    let prom_b = builder("b")
+        .scrape_config(&format!(
+            "job_name: other\nstatic_configs:\n  - targets: ['{}']",
+            prom_a.url().trim_start_matches("http://")
+        ))
+        .start()
         .await
         .expect("start Prometheus b (STRATA_PROMETHEUS, built by e2e/tools/install.sh)");
     let sidecar_a = StrataSidecar::start(binary(), prom_a.url(), prom_a.data_dir())
@@ -204,9 +211,10 @@ async fn ruler_records_over_two_prometheus_through_the_querier() {
         "labels of global:up:sum"
     );
 
-    // global:up:sum: two Prometheus instances, each up → exactly 2 at every checked timestamp.
+    // global:up:sum: a and b scrape themselves and b also scrapes a, so exactly 3 at every
+    // checked timestamp.
     for (&ts, &v) in global_pts.iter().rev().take(POINTS) {
-        assert_eq!(v, 2.0, "global:up:sum at {ts} ms");
+        assert_eq!(v, 3.0, "global:up:sum at {ts} ms");
     }
 
     // Per cluster: the reference is that Prometheus's own answer at t (or the adjacent scrape).
