@@ -182,9 +182,10 @@ fn chart_lints_and_renders_every_mode() {
         "--leader-election=true",
         "--leader-election.lease-name=strata-operator",
         "--webhook.tls-mode=operator",
-        "--webhook.secret-name=strata-operator-webhook-tls",
-        "--webhook.configuration-name=strata-operator",
-        "--webhook.service-name=strata-operator-webhook",
+        "--webhook.enabled",
+        "--webhook.secret=strata-operator-webhook-tls",
+        "--webhook.configuration=strata-operator",
+        "--webhook.service=strata-operator-webhook",
     ] {
         assert!(args.contains(&want), "{want} missing: {args:?}");
     }
