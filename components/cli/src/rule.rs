@@ -230,4 +230,21 @@ mod tests {
         assert!(parse_label("novalue").is_err());
         assert!(parse_label("=x").is_err());
     }
+
+    #[test]
+    fn query_or_sd_files_is_required() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            rule: RuleArgs,
+        }
+        use clap::Parser;
+        assert!(Cli::try_parse_from(["t", "--rule-file=r.yml"]).is_err());
+        let sd = Cli::try_parse_from(["t", "--rule-file=r.yml", "--query.sd-files=sd/*.yml"])
+            .expect("SD files alone are enough");
+        assert_eq!(sd.rule.query_sd_files, ["sd/*.yml"]);
+        assert_eq!(sd.rule.query_sd_interval, Duration::from_secs(300));
+        assert_eq!(sd.rule.alertmanagers_dns_interval, Duration::from_secs(30));
+        assert!(Cli::try_parse_from(["t", "--rule-file=r.yml", "--query=http://q:1"]).is_ok());
+    }
 }
