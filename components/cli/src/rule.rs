@@ -31,7 +31,7 @@ pub struct RuleArgs {
         long = "query",
         env = "STRATA_QUERY",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "query_sd_files"
     )]
     query: Vec<String>,
 
@@ -59,7 +59,8 @@ pub struct RuleArgs {
     )]
     alert_query_url: String,
 
-    /// Alertmanager base URL (API v2); repeatable.
+    /// Alertmanager base URL (API v2); repeatable. A `dns+` prefix (`dns+host:port`) resolves
+    /// the host's A/AAAA records, `dnssrv+` (`dnssrv+_web._tcp.name`) its SRV records.
     #[arg(
         long = "alertmanagers.url",
         env = "STRATA_ALERTMANAGERS_URL",
@@ -98,6 +99,23 @@ pub struct RuleArgs {
     /// How long local blocks are kept.
     #[arg(long = "tsdb.retention", env = "STRATA_TSDB_RETENTION", value_parser = humantime::parse_duration, default_value = "48h")]
     retention: Duration,
+
+    /// File SD file (Prometheus `file_sd` YAML/JSON) or glob of query endpoints `host:port`,
+    /// used besides `--query`; re-read on change. Repeatable.
+    #[arg(
+        long = "query.sd-files",
+        env = "STRATA_QUERY_SD_FILES",
+        value_delimiter = ','
+    )]
+    query_sd_files: Vec<String>,
+
+    /// How often `--query.sd-files` are re-read at the latest (changes are seen within a second).
+    #[arg(long = "query.sd-interval", env = "STRATA_QUERY_SD_INTERVAL", value_parser = humantime::parse_duration, default_value = "5m")]
+    query_sd_interval: Duration,
+
+    /// How often `dns+`/`dnssrv+` `--alertmanagers.url` values are resolved again.
+    #[arg(long = "alertmanagers.sd-dns-interval", env = "STRATA_ALERTMANAGERS_SD_DNS_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    alertmanagers_dns_interval: Duration,
 
     #[command(flatten)]
     grpc: crate::grpc::GrpcServerArgs,
@@ -170,6 +188,9 @@ impl RuleArgs {
                 ..Default::default()
             },
             http_address: self.server.http_address,
+            query_sd_files: self.query_sd_files.clone(),
+            query_sd_interval: self.query_sd_interval,
+            alertmanager_dns_interval: self.alertmanagers_dns_interval,
         }
     }
 }
@@ -208,5 +229,22 @@ mod tests {
         );
         assert!(parse_label("novalue").is_err());
         assert!(parse_label("=x").is_err());
+    }
+
+    #[test]
+    fn query_or_sd_files_is_required() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            rule: RuleArgs,
+        }
+        use clap::Parser;
+        assert!(Cli::try_parse_from(["t", "--rule-file=r.yml"]).is_err());
+        let sd = Cli::try_parse_from(["t", "--rule-file=r.yml", "--query.sd-files=sd/*.yml"])
+            .expect("SD files alone are enough");
+        assert_eq!(sd.rule.query_sd_files, ["sd/*.yml"]);
+        assert_eq!(sd.rule.query_sd_interval, Duration::from_secs(300));
+        assert_eq!(sd.rule.alertmanagers_dns_interval, Duration::from_secs(30));
+        assert!(Cli::try_parse_from(["t", "--rule-file=r.yml", "--query=http://q:1"]).is_ok());
     }
 }

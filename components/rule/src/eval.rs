@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::alerts::{AlertOptions, AlertingState};
 use crate::rules::{PartialResponseStrategy, Rule, RuleGroup, RuleKind};
+use crate::sd::UrlList;
 use crate::{Error, Notify, OutSample, Result, SampleSink};
 
 /// An instant query's result as rules use it.
@@ -39,20 +40,28 @@ pub trait QueryBackend: Send + Sync {
     async fn instant(&self, expr: &str, ts_ms: i64, partial_response: bool) -> Result<QueryOutput>;
 }
 
-/// Evaluates against one or more Prometheus-compatible query APIs (`--query`), trying the next
-/// on a connection error or a 5xx answer.
+/// Evaluates against one or more Prometheus-compatible query APIs (`--query`, `--query.sd-files`),
+/// trying the next on a connection error or a 5xx answer. The URLs come from a shared
+/// [`UrlList`] read at every query, so discovery can change them while rules run.
 #[derive(Debug, Clone)]
 pub struct HttpQuerier {
-    urls: Vec<String>,
+    urls: UrlList,
     client: reqwest::Client,
 }
 
 impl HttpQuerier {
-    /// A querier over `urls` (base URLs such as `http://query:10902`), with a per-request timeout.
+    /// A querier over fixed `urls` (base URLs such as `http://query:10902`), with a per-request
+    /// timeout.
     pub fn new(urls: Vec<String>, timeout: Duration) -> Result<Self> {
         if urls.is_empty() {
             return Err(Error::Config("at least one --query URL is needed".into()));
         }
+        Self::with_urls(UrlList::new(urls), timeout)
+    }
+
+    /// A querier over a list that discovery keeps up to date (it may be empty for a while:
+    /// queries then fail and the rules report it).
+    pub fn with_urls(urls: UrlList, timeout: Duration) -> Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -145,8 +154,9 @@ fn parse_answer(body: &[u8]) -> Result<QueryOutput> {
 impl QueryBackend for HttpQuerier {
     async fn instant(&self, expr: &str, ts_ms: i64, partial_response: bool) -> Result<QueryOutput> {
         let time = format!("{:.3}", ts_ms as f64 / 1000.0);
-        let mut last_err = String::new();
-        for base in &self.urls {
+        let urls = self.urls.get();
+        let mut last_err = String::from("no query endpoints (--query, --query.sd-files) known yet");
+        for base in urls.iter() {
             let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
             let form = [
                 ("query", expr),

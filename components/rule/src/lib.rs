@@ -12,6 +12,7 @@ pub mod eval;
 pub mod notifier;
 pub mod rules;
 pub mod run;
+pub mod sd;
 pub mod storage;
 pub mod template;
 

@@ -1,5 +1,6 @@
 //! Alertmanager client (API v2, `POST /api/v2/alerts`): a bounded queue, batches, retries with
-//! backoff, every configured Alertmanager gets every alert; `--alert.label-drop` applied.
+//! backoff, every configured (or DNS-discovered, see [`crate::sd`]) Alertmanager gets every
+//! alert; `--alert.label-drop` applied.
 //!
 //! Delivery: alerts wait in one queue (the oldest are dropped, and counted, beyond its
 //! capacity). A background task takes up to [`MAX_BATCH`] alerts and posts them to every
@@ -21,6 +22,9 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tracing::Instrument;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::sd::{AlertmanagerSd, UrlList};
 use crate::{Alert, Error, Notify, Result};
 
 /// Most alerts per POST.
@@ -33,7 +37,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Where and how alerts are sent.
 #[derive(Debug, Clone)]
 pub struct NotifierOptions {
-    /// Alertmanager base URLs (`--alertmanagers.url`, repeatable), e.g. `http://am:9093`.
+    /// Alertmanager base URLs (`--alertmanagers.url`, repeatable), e.g. `http://am:9093`, or
+    /// `dns+host:port` / `dnssrv+name` to discover them.
     pub urls: Vec<String>,
     /// Per-request timeout (`--alertmanagers.send-timeout`).
     pub timeout: Duration,
@@ -42,6 +47,10 @@ pub struct NotifierOptions {
     /// Label names removed from alerts before sending (`--alert.label-drop`), so HA rulers'
     /// alerts de-duplicate in Alertmanager.
     pub label_drop: Vec<String>,
+    /// How often `dns+`/`dnssrv+` URLs are resolved again (`--alertmanagers.sd-dns-interval`).
+    pub dns_interval: Duration,
+    /// A DNS server for SRV lookups instead of the system's (tests).
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,11 +139,13 @@ pub struct Alertmanagers {
     opts: NotifierOptions,
     queue: Arc<Queue>,
     task: tokio::task::JoinHandle<()>,
+    sd_stop: CancellationToken,
 }
 
 impl Drop for Alertmanagers {
     fn drop(&mut self) {
         self.task.abort();
+        self.sd_stop.cancel();
     }
 }
 
@@ -148,11 +159,13 @@ impl Alertmanagers {
             .timeout(opts.timeout)
             .build()
             .map_err(|e| Error::Notifier(format!("HTTP client: {e}")))?;
-        let endpoints = opts
-            .urls
-            .iter()
-            .map(|u| format!("{}/api/v2/alerts", u.trim_end_matches('/')))
-            .collect();
+        let sd = Arc::new(AlertmanagerSd::new(&opts.urls, opts.dns_server, registry)?);
+        let endpoints = sd.urls();
+        let sd_stop = CancellationToken::new();
+        handle.spawn(
+            sd.run(opts.dns_interval, sd_stop.clone())
+                .instrument(tracing::info_span!("alertmanager_sd")),
+        );
         let queue = Arc::new(Queue {
             alerts: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
@@ -170,7 +183,12 @@ impl Alertmanagers {
                 .run()
                 .instrument(tracing::info_span!("alertmanager_sender")),
         );
-        Ok(Self { opts, queue, task })
+        Ok(Self {
+            opts,
+            queue,
+            task,
+            sd_stop,
+        })
     }
 
     /// Alerts waiting to be sent.
@@ -244,7 +262,8 @@ pub fn encode_batch(alerts: &[Alert]) -> Vec<u8> {
 
 struct Sender {
     client: reqwest::Client,
-    endpoints: Vec<String>,
+    /// Alertmanager base URLs, kept current by discovery.
+    endpoints: UrlList,
     timeout: Duration,
     queue: Arc<Queue>,
 }
@@ -259,10 +278,21 @@ impl Sender {
                 continue;
             }
             let body = encode_batch(&batch);
+            let endpoints: Vec<String> = self
+                .endpoints
+                .get()
+                .iter()
+                .map(|u| format!("{}/api/v2/alerts", u.trim_end_matches('/')))
+                .collect();
+            // Every Alertmanager at once, so one that is down does not delay the others.
+            let results = futures::future::join_all(
+                endpoints.iter().map(|ep| self.post_with_retries(ep, &body)),
+            )
+            .await;
             let mut delivered = false;
-            for ep in &self.endpoints {
+            for (ep, result) in endpoints.iter().zip(results) {
                 let label = vec![("alertmanager".to_string(), ep.clone())];
-                match self.post_with_retries(ep, &body).await {
+                match result {
                     Ok(()) => {
                         delivered = true;
                         self.queue
@@ -395,6 +425,8 @@ mod tests {
                 timeout: Duration::from_millis(50),
                 queue_capacity: 10,
                 label_drop: Vec::new(),
+                dns_interval: Duration::from_secs(30),
+                dns_server: None,
             },
             &mut Registry::default(),
         );

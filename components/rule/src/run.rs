@@ -22,6 +22,7 @@ use crate::eval::{
 };
 use crate::notifier::{Alertmanagers, NotifierOptions};
 use crate::rules::{self, RuleKind};
+use crate::sd::QuerySd;
 use crate::storage::{self, LocalStorage, StorageOptions};
 use crate::{Error, Notify, Result, SampleSink};
 
@@ -66,6 +67,12 @@ pub struct RuleConfig {
     pub grpc_options: strata_storeapi::ServerOptions,
     /// HTTP address (`--http-address`).
     pub http_address: SocketAddr,
+    /// File SD files or globs of query endpoints (`--query.sd-files`).
+    pub query_sd_files: Vec<String>,
+    /// How often those files are re-read at the latest (`--query.sd-interval`).
+    pub query_sd_interval: Duration,
+    /// How often `dns+`/`dnssrv+` Alertmanager URLs are resolved (`--alertmanagers.sd-dns-interval`).
+    pub alertmanager_dns_interval: Duration,
 }
 
 struct Running {
@@ -362,6 +369,28 @@ pub async fn serve_rules(
     }
 }
 
+/// The HTTP query backend over `--query` and `--query.sd-files`, with the task that keeps the
+/// SD files' targets current (stopped by the returned token).
+fn query_backend(
+    config: &RuleConfig,
+    registry: &mut Registry,
+) -> Result<(Arc<HttpQuerier>, CancellationToken)> {
+    if config.query_urls.is_empty() && config.query_sd_files.is_empty() {
+        return Err(Error::Config(
+            "at least one --query URL or --query.sd-files file is needed".into(),
+        ));
+    }
+    let sd = Arc::new(QuerySd::new(
+        config.query_urls.clone(),
+        config.query_sd_files.clone(),
+        registry,
+    )?);
+    let backend = Arc::new(HttpQuerier::with_urls(sd.urls(), config.query_timeout)?);
+    let stop = CancellationToken::new();
+    tokio::spawn(sd.run(config.query_sd_interval, stop.clone()));
+    Ok((backend, stop))
+}
+
 /// Runs the ruler until `shutdown`: local storage (WAL + blocks), its StoreAPI server, block
 /// cutting and shipping, the Alertmanager client, the group loops and the HTTP server.
 pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
@@ -383,13 +412,12 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
             timeout: config.alertmanager_timeout,
             queue_capacity: 10_000,
             label_drop: config.alert_label_drop.clone(),
+            dns_interval: config.alertmanager_dns_interval,
+            dns_server: None,
         },
         &mut registry,
     )?);
-    let backend = Arc::new(HttpQuerier::new(
-        config.query_urls.clone(),
-        config.query_timeout,
-    )?);
+    let (backend, query_sd_stop) = query_backend(&config, &mut registry)?;
     let grpc = {
         let (storage, sd) = (storage.clone(), shutdown.clone());
         let (addr, opts) = (config.grpc_address, config.grpc_options.clone());
@@ -426,6 +454,7 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
     )
     .await;
     shutdown.trigger();
+    query_sd_stop.cancel();
     for (what, task) in [("storeapi", grpc), ("background", background)] {
         match task.await {
             Ok(Ok(())) => {}

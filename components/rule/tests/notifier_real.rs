@@ -62,6 +62,8 @@ async fn alerts_reach_a_real_alertmanager() {
             timeout: Duration::from_secs(2),
             queue_capacity: 100,
             label_drop: vec!["replica".into()],
+            dns_interval: Duration::from_secs(30),
+            dns_server: None,
         },
         &mut registry,
     )
