@@ -1,4 +1,4 @@
-//! The Strata Kubernetes operator: the `MetricsCluster`, `StoreGateway` and `Compactor` custom
+//! The Strata Kubernetes operator: the `MetricsCluster`, `StoreGateway`, `Compactor` and `Ruler` custom
 //! resources ([`crd`]), the objects they stand for ([`desired`], pure), and the controllers that
 //! server-side apply them ([`controller`]).
 //!
@@ -19,6 +19,7 @@ pub mod desired;
 pub mod docs;
 pub mod leader;
 pub mod metrics;
+pub mod rules;
 pub mod server;
 pub mod webhook;
 
