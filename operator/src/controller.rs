@@ -13,7 +13,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -28,9 +30,9 @@ use crate::crd::{
     Compactor, CompactorStatus, MetricsCluster, MetricsClusterStatus, Ruler, RulerStatus,
     StoreGateway, StoreGatewayStatus,
 };
-use crate::rules::{PROMETHEUS_RULE_GROUP, PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_VERSION};
 use crate::desired::{self, CLUSTER_LABEL, ClusterInputs, SHARD_SET_LABEL, STOREAPI_LABEL};
 use crate::metrics::{ErrorLabels, KindLabels, Metrics};
+use crate::rules::{PROMETHEUS_RULE_GROUP, PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_VERSION};
 use crate::{Error, Result};
 
 /// The field manager of every write.
@@ -1066,7 +1068,11 @@ async fn reconcile_ruler_inner(r: Arc<Ruler>, ctx: Arc<Context>) -> Result<Actio
         &[(
             RULES_VALID,
             rules_valid,
-            if rules_valid { "AllValid" } else { "InvalidRuleFiles" },
+            if rules_valid {
+                "AllValid"
+            } else {
+                "InvalidRuleFiles"
+            },
             rules_message,
         )],
     ));

@@ -22,8 +22,8 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    ClusterRef, Compactor, CompactorParams, CompactorSpec, MetricsCluster, RULER_REPLICA_LABEL, Ruler,
-    SecretKeyRef, StorageSpec, StoreGateway, StoreGatewayParams, StoreGatewaySpec,
+    ClusterRef, Compactor, CompactorParams, CompactorSpec, MetricsCluster, RULER_REPLICA_LABEL,
+    Ruler, SecretKeyRef, StorageSpec, StoreGateway, StoreGatewayParams, StoreGatewaySpec,
 };
 use crate::{Error, Result};
 
@@ -839,26 +839,51 @@ pub fn validate_ruler(r: &Ruler) -> Result<()> {
     ] {
         match humantime::parse_duration(v) {
             Ok(d) if !d.is_zero() => {}
-            Ok(_) => return Err(invalid(field, format!("{v:?} is zero: choose a positive duration such as 1m"))),
-            Err(e) => return Err(invalid(field, format!("{v:?} is not a duration ({e}): write e.g. 30s, 1m, 48h"))),
+            Ok(_) => {
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is zero: choose a positive duration such as 1m"),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is not a duration ({e}): write e.g. 30s, 1m, 48h"),
+                ));
+            }
         }
     }
     for (i, a) in s.alertmanagers.iter().enumerate() {
         let field = format!("spec.alertmanagers[{i}]");
         match url::Url::parse(a) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-            Ok(_) => return Err(invalid(field, format!("{a:?} is not an http(s) URL with a host"))),
-            Err(e) => return Err(invalid(field, format!("{a:?} is not a URL ({e}): write e.g. http://alertmanager:9093"))),
+            Ok(_) => {
+                return Err(invalid(
+                    field,
+                    format!("{a:?} is not an http(s) URL with a host"),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    field,
+                    format!("{a:?} is not a URL ({e}): write e.g. http://alertmanager:9093"),
+                ));
+            }
         }
         if a.contains(',') {
-            return Err(invalid(field, format!("{a:?} contains a comma, which the ruler's flag splits on")));
+            return Err(invalid(
+                field,
+                format!("{a:?} contains a comma, which the ruler's flag splits on"),
+            ));
         }
     }
     for k in s.external_labels.keys() {
         if k.is_empty() || k == RULER_REPLICA_LABEL {
             return Err(invalid(
                 "spec.externalLabels",
-                format!("label name {k:?} is empty or reserved ({RULER_REPLICA_LABEL} is set per pod)"),
+                format!(
+                    "label name {k:?} is empty or reserved ({RULER_REPLICA_LABEL} is set per pod)"
+                ),
             ));
         }
     }

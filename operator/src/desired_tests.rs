@@ -323,10 +323,7 @@ fn ha_ruler_with_alertmanagers_and_labels() {
         "evalInterval": "30s", "externalLabels": {"tier": "global \"one\""},
         "storage": {"size": "5Gi"}, "retention": "24h"
     }));
-    let files = BTreeMap::from([(
-        "configmap_a_b.yaml".to_string(),
-        "groups: []\n".to_string(),
-    )]);
+    let files = BTreeMap::from([("configmap_a_b.yaml".to_string(), "groups: []\n".to_string())]);
     let o = ruler(&r, &inputs(&mc), &files).expect("ruler");
     golden(
         "ruler-ha",
@@ -382,12 +379,30 @@ fn a_rule_change_rolls_the_ruler_pods() {
 fn nonsense_ruler_specs_are_named_spec_errors() {
     let mc = minimal();
     for (spec, field) in [
-        (serde_json::json!({"clusterRef": {"name": "prod"}, "replicas": -1}), "spec.replicas"),
-        (serde_json::json!({"clusterRef": {"name": "prod"}, "evalInterval": "0s"}), "spec.evalInterval"),
-        (serde_json::json!({"clusterRef": {"name": "prod"}, "retention": "soon"}), "spec.retention"),
-        (serde_json::json!({"clusterRef": {"name": "prod"}, "alertmanagers": ["alertmanager:9093"]}), "spec.alertmanagers[0]"),
-        (serde_json::json!({"clusterRef": {"name": "prod"}, "alertmanagers": ["http://a:1", "ftp://b"]}), "spec.alertmanagers[1]"),
-        (serde_json::json!({"clusterRef": {"name": "prod"}, "externalLabels": {"ruler_replica": "x"}}), "spec.externalLabels"),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "replicas": -1}),
+            "spec.replicas",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "evalInterval": "0s"}),
+            "spec.evalInterval",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "retention": "soon"}),
+            "spec.retention",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "alertmanagers": ["alertmanager:9093"]}),
+            "spec.alertmanagers[0]",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "alertmanagers": ["http://a:1", "ftp://b"]}),
+            "spec.alertmanagers[1]",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "externalLabels": {"ruler_replica": "x"}}),
+            "spec.externalLabels",
+        ),
     ] {
         let r = a_ruler(spec);
         let err = ruler(&r, &inputs(&mc), &BTreeMap::new()).expect_err(field);

@@ -173,7 +173,8 @@ mod tests {
         .expect("dynamic object")
     }
 
-    const GOOD: &str = "groups:\n- name: g\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n";
+    const GOOD: &str =
+        "groups:\n- name: g\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n";
 
     #[test]
     fn prometheus_rule_groups_become_a_rule_file() {
@@ -202,7 +203,10 @@ mod tests {
     #[test]
     fn a_prometheus_rule_without_groups_is_an_empty_file_and_bad_groups_an_error() {
         let text = prometheus_rule_to_file(&serde_json::json!({})).expect("empty");
-        assert!(strata_rule::rules::parse_rules("x", &text).is_ok(), "{text}");
+        assert!(
+            strata_rule::rules::parse_rules("x", &text).is_ok(),
+            "{text}"
+        );
         assert!(prometheus_rule_to_file(&serde_json::json!({"groups": "no"})).is_err());
     }
 
@@ -215,8 +219,14 @@ mod tests {
                 cm("a-rules", &[("good.yaml", GOOD)]),
             ],
             &[
-                pr("ok", serde_json::json!({"groups": [{"name": "p", "rules": [{"record": "x", "expr": "up"}]}]})),
-                pr("dup", serde_json::json!({"groups": [{"name": "p", "rules": []}, {"name": "p", "rules": []}]})),
+                pr(
+                    "ok",
+                    serde_json::json!({"groups": [{"name": "p", "rules": [{"record": "x", "expr": "up"}]}]}),
+                ),
+                pr(
+                    "dup",
+                    serde_json::json!({"groups": [{"name": "p", "rules": []}, {"name": "p", "rules": []}]}),
+                ),
             ],
         );
         assert_eq!(

@@ -13,7 +13,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
@@ -26,7 +28,8 @@ use strata_operator::metrics::{Metrics, WriteLog, logging_client};
 const NS: &str = "rules";
 const WAIT: Duration = Duration::from_secs(60);
 
-const GOOD: &str = "groups:\n- name: good\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n";
+const GOOD: &str =
+    "groups:\n- name: good\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n";
 const BAD: &str = "groups:\n- name: bad\n  rules:\n  - record: broken\n    expr: sum(\n";
 
 async fn config(api: &KubeApiserver) -> kube::Config {
@@ -41,8 +44,8 @@ fn ssa(manager: &str) -> PatchParams {
 }
 
 async fn apply_crd_file(client: &Client, path: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let crd: CustomResourceDefinition = serde_norway::from_str(&text).expect("CRD yaml");
     let name = crd.name_any();
     Api::<CustomResourceDefinition>::all(client.clone())
@@ -159,9 +162,13 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
 
     // The schema rejects what it can see is wrong.
     let err = rulers
-        .patch("neg", &ssa("e2e"), &Patch::Apply(&json!({"apiVersion": "strata.dev/v1alpha1",
+        .patch(
+            "neg",
+            &ssa("e2e"),
+            &Patch::Apply(&json!({"apiVersion": "strata.dev/v1alpha1",
             "kind": "Ruler", "metadata": {"name": "neg"},
-            "spec": {"clusterRef": {"name": "prod"}, "replicas": -1}})))
+            "spec": {"clusterRef": {"name": "prod"}, "replicas": -1}})),
+        )
         .await
         .expect_err("negative replicas");
     assert!(err.to_string().contains("spec.replicas"), "{err}");
@@ -169,16 +176,43 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     // --- Phase 1: no PrometheusRule CRD. The operator works on ConfigMaps.
     let op = start_operator(&apiserver).await;
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), NS);
-    apply_json(&cms, rule_cm("good-rules", json!({"role": "rules"}), json!({"rules.yaml": GOOD}))).await;
-    apply_json(&cms, rule_cm("bad-rules", json!({"role": "rules"}), json!({"bad.yaml": BAD, "fine.yaml": GOOD}))).await;
-    apply_json(&cms, rule_cm("unselected", json!({"role": "other"}), json!({"x.yaml": GOOD}))).await;
-    apply_json(&rulers, json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Ruler",
+    apply_json(
+        &cms,
+        rule_cm(
+            "good-rules",
+            json!({"role": "rules"}),
+            json!({"rules.yaml": GOOD}),
+        ),
+    )
+    .await;
+    apply_json(
+        &cms,
+        rule_cm(
+            "bad-rules",
+            json!({"role": "rules"}),
+            json!({"bad.yaml": BAD, "fine.yaml": GOOD}),
+        ),
+    )
+    .await;
+    apply_json(
+        &cms,
+        rule_cm(
+            "unselected",
+            json!({"role": "other"}),
+            json!({"x.yaml": GOOD}),
+        ),
+    )
+    .await;
+    apply_json(
+        &rulers,
+        json!({"apiVersion": "strata.dev/v1alpha1", "kind": "Ruler",
         "metadata": {"name": "global"},
         "spec": {"clusterRef": {"name": "prod"}, "replicas": 2,
             "ruleSelector": {"matchLabels": {"role": "rules"}},
             "prometheusRuleSelector": {"matchLabels": {"role": "rules"}},
             "alertmanagers": ["http://alertmanager.rules.svc:9093"],
-            "externalLabels": {"tier": "global"}}}))
+            "externalLabels": {"tier": "global"}}}),
+    )
     .await;
 
     let files = wait_until("the generated rules ConfigMap", WAIT, || async {
@@ -189,13 +223,21 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     .expect("generated ConfigMap");
     assert_eq!(
         files.keys().cloned().collect::<Vec<_>>(),
-        ["configmap_bad-rules_fine.yaml", "configmap_good-rules_rules.yaml"]
+        [
+            "configmap_bad-rules_fine.yaml",
+            "configmap_good-rules_rules.yaml"
+        ]
     );
     assert_eq!(files["configmap_good-rules_rules.yaml"], GOOD);
 
     let stss: Api<StatefulSet> = Api::namespaced(admin.clone(), NS);
     let services: Api<Service> = Api::namespaced(admin.clone(), NS);
-    let ruler_uid = rulers.get("global").await.expect("ruler").uid().expect("uid");
+    let ruler_uid = rulers
+        .get("global")
+        .await
+        .expect("ruler")
+        .uid()
+        .expect("uid");
     let sts = wait_until("the ruler StatefulSet and Service", WAIT, || async {
         services.get_opt("global").await.ok()??;
         stss.get_opt("global").await.ok()?
@@ -230,7 +272,10 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     .await
     .expect("RulesValid condition");
     let (_, message) = condition(&r, "RulesValid").expect("RulesValid");
-    assert!(message.contains("PrometheusRule CRD was not served"), "{message}");
+    assert!(
+        message.contains("PrometheusRule CRD was not served"),
+        "{message}"
+    );
     assert_eq!(
         r.status.as_ref().map(|s| s.rule_files.len()),
         Some(2),
@@ -243,7 +288,9 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
         list.items.into_iter().find(|e| {
             e.reason.as_deref() == Some("InvalidRuleFile")
                 && e.regarding.as_ref().and_then(|o| o.name.as_deref()) == Some("global")
-                && e.note.as_deref().is_some_and(|n| n.contains("bad-rules") && n.contains("bad.yaml"))
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("bad-rules") && n.contains("bad.yaml"))
         })
     })
     .await
@@ -275,10 +322,25 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
             .and_then(|a| a.get("strata.dev/config-checksum").cloned())
     };
     let old_checksum = checksum(&sts);
-    apply_json(&cms, rule_cm("bad-rules", json!({"role": "rules"}), json!({"bad.yaml": GOOD, "fine.yaml": GOOD}))).await;
-    wait_until("the fixed file in the generated ConfigMap", WAIT, || async {
-        generated(&cms).await?.contains_key("configmap_bad-rules_bad.yaml").then_some(())
-    })
+    apply_json(
+        &cms,
+        rule_cm(
+            "bad-rules",
+            json!({"role": "rules"}),
+            json!({"bad.yaml": GOOD, "fine.yaml": GOOD}),
+        ),
+    )
+    .await;
+    wait_until(
+        "the fixed file in the generated ConfigMap",
+        WAIT,
+        || async {
+            generated(&cms)
+                .await?
+                .contains_key("configmap_bad-rules_bad.yaml")
+                .then_some(())
+        },
+    )
     .await
     .expect("fixed file");
     wait_until("the pods to roll", WAIT, || async {
@@ -319,26 +381,40 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     .expect("PrometheusRule served");
     let pr = |expr: &str| {
         json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": {"name": "node", "labels": {"role": "rules"}},
-            "spec": {"groups": [{"name": "node-alerts", "interval": "30s", "rules": [
-                {"alert": "NodeDown", "expr": expr, "for": "5m",
-                 "labels": {"severity": "page"}, "annotations": {"summary": "{{ $labels.instance }} is down"}}
-            ]}]}})
+        "metadata": {"name": "node", "labels": {"role": "rules"}},
+        "spec": {"groups": [{"name": "node-alerts", "interval": "30s", "rules": [
+            {"alert": "NodeDown", "expr": expr, "for": "5m",
+             "labels": {"severity": "page"}, "annotations": {"summary": "{{ $labels.instance }} is down"}}
+        ]}]}})
     };
-    prs.patch("node", &ssa("e2e"), &Patch::Apply(&pr("up{job=\"node\"} == 0")))
-        .await
-        .expect("create PrometheusRule (validated by the real CRD schema)");
+    prs.patch(
+        "node",
+        &ssa("e2e"),
+        &Patch::Apply(&pr("up{job=\"node\"} == 0")),
+    )
+    .await
+    .expect("create PrometheusRule (validated by the real CRD schema)");
 
     let op = start_operator(&apiserver).await;
-    let text = wait_until("the PrometheusRule's groups in the generated rule files", WAIT, || async {
-        generated(&cms).await?.get("prometheusrule_node.yaml").cloned()
-    })
+    let text = wait_until(
+        "the PrometheusRule's groups in the generated rule files",
+        WAIT,
+        || async {
+            generated(&cms)
+                .await?
+                .get("prometheusrule_node.yaml")
+                .cloned()
+        },
+    )
     .await
     .expect("PrometheusRule file");
     let back: serde_json::Value = serde_norway::from_str(&text).expect("yaml");
     assert_eq!(back["groups"][0]["name"], "node-alerts");
     assert_eq!(back["groups"][0]["rules"][0]["alert"], "NodeDown");
-    assert_eq!(back["groups"][0]["rules"][0]["expr"], "up{job=\"node\"} == 0");
+    assert_eq!(
+        back["groups"][0]["rules"][0]["expr"],
+        "up{job=\"node\"} == 0"
+    );
     wait_until("RulesValid=True", WAIT, || async {
         let r = rulers.get_opt("global").await.ok()??;
         (condition(&r, "RulesValid")?.0 == "True").then_some(())
@@ -347,9 +423,13 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     .expect("all rules valid");
 
     // The PrometheusRule watch: an edit follows, a broken one is left out and named.
-    prs.patch("node", &ssa("e2e"), &Patch::Apply(&pr("up{job=\"node\"} < 1")))
-        .await
-        .expect("edit PrometheusRule");
+    prs.patch(
+        "node",
+        &ssa("e2e"),
+        &Patch::Apply(&pr("up{job=\"node\"} < 1")),
+    )
+    .await
+    .expect("edit PrometheusRule");
     wait_until("the edited PrometheusRule", WAIT, || async {
         generated(&cms)
             .await?
@@ -362,16 +442,20 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     prs.patch("node", &ssa("e2e"), &Patch::Apply(&pr("up ==")))
         .await
         .expect("break PrometheusRule");
-    wait_until("the broken PrometheusRule left out and named", WAIT, || async {
-        let r = rulers.get_opt("global").await.ok()??;
-        let (status, message) = condition(&r, "RulesValid")?;
-        let d = generated(&cms).await?;
-        (status == "False"
-            && message.contains("PrometheusRule node")
-            && !d.contains_key("prometheusrule_node.yaml")
-            && d.contains_key("configmap_good-rules_rules.yaml"))
-        .then_some(())
-    })
+    wait_until(
+        "the broken PrometheusRule left out and named",
+        WAIT,
+        || async {
+            let r = rulers.get_opt("global").await.ok()??;
+            let (status, message) = condition(&r, "RulesValid")?;
+            let d = generated(&cms).await?;
+            (status == "False"
+                && message.contains("PrometheusRule node")
+                && !d.contains_key("prometheusrule_node.yaml")
+                && d.contains_key("configmap_good-rules_rules.yaml"))
+            .then_some(())
+        },
+    )
     .await
     .expect("broken PrometheusRule reported");
     stop_operator(op).await;

@@ -346,7 +346,8 @@ async fn install_prometheus_rule_crd(client: &Client) {
         "prometheus-operator's PrometheusRule CRD (bash e2e/tools/install.sh prometheus-operator-crds)",
     );
     let crd: CustomResourceDefinition =
-        serde_norway::from_str(&std::fs::read_to_string(&path).expect("read CRD")).expect("CRD yaml");
+        serde_norway::from_str(&std::fs::read_to_string(&path).expect("read CRD"))
+            .expect("CRD yaml");
     Api::<CustomResourceDefinition>::all(client.clone())
         .patch(
             &crd.name_any(),
@@ -544,23 +545,37 @@ async fn chart_on_a_real_api_server() {
     // chart's RBAC too).
     let ssa = PatchParams::apply("e2e").force();
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), team);
-    cms.patch("team-rules", &ssa, &Patch::Apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+    cms.patch(
+        "team-rules",
+        &ssa,
+        &Patch::Apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "team-rules", "labels": {"role": "rules"}},
-        "data": {"r.yaml": "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n"}})))
-        .await
-        .expect("rule ConfigMap");
-    let prs: Api<DynamicObject> = Api::namespaced_with(admin.clone(), team, &prometheus_rule_resource());
-    prs.patch("node", &ssa, &Patch::Apply(&json!({"apiVersion": "monitoring.coreos.com/v1",
+        "data": {"r.yaml": "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n"}})),
+    )
+    .await
+    .expect("rule ConfigMap");
+    let prs: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), team, &prometheus_rule_resource());
+    prs.patch(
+        "node",
+        &ssa,
+        &Patch::Apply(&json!({"apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule", "metadata": {"name": "node", "labels": {"role": "rules"}},
-        "spec": {"groups": [{"name": "n", "rules": [{"alert": "Down", "expr": "up == 0"}]}]}})))
-        .await
-        .expect("PrometheusRule");
+        "spec": {"groups": [{"name": "n", "rules": [{"alert": "Down", "expr": "up == 0"}]}]}})),
+    )
+    .await
+    .expect("PrometheusRule");
     let rulers: Api<Ruler> = Api::namespaced(admin.clone(), team);
-    rulers.patch("global", &argo, &Patch::Apply(&json!({"apiVersion": "strata.dev/v1alpha1",
+    rulers
+        .patch(
+            "global",
+            &argo,
+            &Patch::Apply(&json!({"apiVersion": "strata.dev/v1alpha1",
         "kind": "Ruler", "metadata": {"name": "global"},
         "spec": {"clusterRef": {"name": "prod"},
             "ruleSelector": {"matchLabels": {"role": "rules"}},
-            "prometheusRuleSelector": {"matchLabels": {"role": "rules"}}}})))
+            "prometheusRuleSelector": {"matchLabels": {"role": "rules"}}}})),
+        )
         .await
         .expect("Ruler");
 
