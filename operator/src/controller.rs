@@ -181,7 +181,13 @@ pub async fn run(
         scope.api::<ConfigMap>(&client),
         watcher::Config::default(),
         move |cm: ConfigMap| {
-            rulers_selecting(&rulers.state(), &cm, |r| r.spec.rule_selector.as_ref())
+            let prefix = crate::rules::configmap_file_prefix(&cm.name_any());
+            rulers_selecting(
+                &rulers.state(),
+                &cm,
+                |r| r.spec.rule_selector.as_ref(),
+                &prefix,
+            )
         },
     );
     let ruler = match &prometheus_rules {
@@ -196,9 +202,13 @@ pub async fn run(
                 ar.clone(),
                 watcher::Config::default(),
                 move |pr: DynamicObject| {
-                    rulers_selecting(&rulers.state(), &pr, |r| {
-                        r.spec.prometheus_rule_selector.as_ref()
-                    })
+                    let file = crate::rules::prometheus_rule_file_key(&pr.name_any());
+                    rulers_selecting(
+                        &rulers.state(),
+                        &pr,
+                        |r| r.spec.prometheus_rule_selector.as_ref(),
+                        &file,
+                    )
                 },
             )
         }
@@ -257,11 +267,13 @@ fn is_managed<K: Resource>(obj: &K) -> bool {
         .is_some_and(|v| v == desired::MANAGED_BY)
 }
 
-/// The Rulers in `obj`'s namespace whose selector (picked by `pick`) selects it.
+/// The Rulers in `obj`'s namespace whose selector (picked by `pick`) selects it, or that run a file
+/// of it (a source whose labels no longer match must leave their rule files at once).
 fn rulers_selecting<K: Resource>(
     rulers: &[Arc<Ruler>],
     obj: &K,
     pick: impl Fn(&Ruler) -> Option<&LabelSelector>,
+    file_prefix: &str,
 ) -> Vec<ObjectRef<Ruler>> {
     if is_managed(obj) {
         return Vec::new();
@@ -272,7 +284,12 @@ fn rulers_selecting<K: Resource>(
     rulers
         .iter()
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|r| pick(r).is_some_and(|s| selects(s, labels)))
+        .filter(|r| {
+            pick(r).is_some_and(|s| selects(s, labels))
+                || r.status
+                    .as_ref()
+                    .is_some_and(|s| s.rule_files.iter().any(|f| f.starts_with(file_prefix)))
+        })
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
 }

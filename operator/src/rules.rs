@@ -47,10 +47,15 @@ pub struct CollectedRules {
     pub invalid: Vec<InvalidRuleFile>,
 }
 
+/// The start of every generated ConfigMap key of ConfigMap `name`'s files.
+pub fn configmap_file_prefix(name: &str) -> String {
+    format!("configmap_{name}_")
+}
+
 /// The generated ConfigMap key of data key `key` of ConfigMap `name`. Object names have no `_`,
 /// so the prefix and name are unambiguous.
 pub fn configmap_file_key(name: &str, key: &str) -> String {
-    let base = format!("configmap_{name}_{key}");
+    let base = format!("{}{key}", configmap_file_prefix(name));
     if base.ends_with(".yaml") {
         base
     } else {

@@ -458,5 +458,23 @@ async fn rulers_from_configmaps_and_prometheus_rules() {
     )
     .await
     .expect("broken PrometheusRule reported");
+    // A ConfigMap whose labels stop matching leaves the rule files at once (not at the resync).
+    apply_json(
+        &cms,
+        rule_cm(
+            "good-rules",
+            json!({"role": "retired"}),
+            json!({"rules.yaml": GOOD}),
+        ),
+    )
+    .await;
+    wait_until("the unselected ConfigMap's file to go", WAIT, || async {
+        let d = generated(&cms).await?;
+        (!d.contains_key("configmap_good-rules_rules.yaml")
+            && d.contains_key("configmap_bad-rules_fine.yaml"))
+        .then_some(())
+    })
+    .await
+    .expect("unselected file removed");
     stop_operator(op).await;
 }
