@@ -12,6 +12,9 @@
 //! - Secrets are not watched: a changed objstore YAML rolls pods at the next resync (5 minutes);
 //! - `spec.sidecar.namespaceSelector` is stored but unused (the sidecars' Service is namespace-local);
 //! - `MetricsCluster` `Ready` reflects the querier Deployment only, not its store gateways/compactor.
+//! - `Ruler`: PrometheusRule support is decided by discovery at start (a CRD installed later needs a
+//!   restart); rule changes roll the pods (checksum) rather than `POST /-/reload`; the generated
+//!   rules ConfigMap is bounded by the 1 MiB object limit.
 
 pub mod controller;
 pub mod crd;
