@@ -561,6 +561,25 @@ mod tests {
     }
 
     #[test]
+    fn minimal_ruler_fills_defaults_like_the_schema() {
+        let spec: RulerSpec =
+            serde_json::from_value(serde_json::json!({"clusterRef": {"name": "prod"}}))
+                .expect("minimal ruler");
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.eval_interval, "1m");
+        assert_eq!(spec.retention, "48h");
+        assert!(spec.rule_selector.is_none());
+        let crd = serde_json::to_value(Ruler::crd()).expect("crd json");
+        let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        assert_eq!(props["replicas"]["default"], 1);
+        assert_eq!(props["replicas"]["minimum"].as_f64(), Some(0.0));
+        assert_eq!(props["evalInterval"]["default"], "1m");
+        assert_eq!(props["evalInterval"]["pattern"], DURATION_PATTERN);
+        assert_eq!(props["storage"]["default"]["size"], "10Gi");
+    }
+
+    #[test]
     fn store_gateway_has_a_scale_subresource_on_shards() {
         let crd = serde_json::to_value(StoreGateway::crd()).expect("crd json");
         let scale = &crd["spec"]["versions"][0]["subresources"]["scale"];
