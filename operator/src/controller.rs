@@ -1064,12 +1064,9 @@ async fn reconcile_ruler_inner(r: Arc<Ruler>, ctx: Arc<Context>) -> Result<Actio
     let rules_message = if rules_valid {
         format!("{} rule files in use", collected.files.len())
     } else {
+        // No file count here: the message (and so the Events) changes only with the bad files.
         truncate(
-            &format!(
-                "left out (the other {} files run): {}",
-                collected.files.len(),
-                problems.join("; ")
-            ),
+            &format!("left out (the other files run): {}", problems.join("; ")),
             4000,
         )
     };
@@ -1079,7 +1076,7 @@ async fn reconcile_ruler_inner(r: Arc<Ruler>, ctx: Arc<Context>) -> Result<Actio
         ready,
         format!("{ready_replicas} of {} ruler pods ready", r.spec.replicas),
     );
-    conditions.extend(crate::controller::conditions(
+    conditions.extend(self::conditions(
         &old.conditions,
         r.metadata.generation,
         &[(
