@@ -25,6 +25,8 @@ pub enum Tool {
     Thanos,
     /// Prometheus Alertmanager.
     Alertmanager,
+    /// prometheus-operator's `PrometheusRule` CRD (a YAML file, not a binary).
+    PrometheusOperatorCrds,
 }
 
 impl Tool {
@@ -39,6 +41,7 @@ impl Tool {
             Tool::Helm => "STRATA_HELM",
             Tool::Thanos => "STRATA_THANOS",
             Tool::Alertmanager => "STRATA_ALERTMANAGER",
+            Tool::PrometheusOperatorCrds => "STRATA_PROMETHEUS_OPERATOR_CRDS",
         }
     }
 
@@ -52,6 +55,15 @@ impl Tool {
             Tool::Helm => "helm",
             Tool::Thanos => "thanos",
             Tool::Alertmanager => "alertmanager",
+            Tool::PrometheusOperatorCrds => "prometheus-operator-crds",
+        }
+    }
+
+    /// The file under `<name>-<version>/bin/` install.sh puts the peer in.
+    fn file_name(self) -> &'static str {
+        match self {
+            Tool::PrometheusOperatorCrds => "monitoring.coreos.com_prometheusrules.yaml",
+            other => other.name(),
         }
     }
 }
@@ -84,7 +96,7 @@ fn installed_dir(tool: Tool) -> Option<(String, String)> {
         .ok()?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path().join("bin").join(tool.name()))
+        .map(|e| e.path().join("bin").join(tool.file_name()))
         .filter(|p| p.is_file())
         .collect();
     found.sort();

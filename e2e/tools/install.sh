@@ -2,7 +2,7 @@
 # Builds the real test peers for Strata's e2e tests from pinned Go modules.
 #
 #   e2e/tools/install.sh [-j N] [peer...]     peers: prometheus minio etcd kube-apiserver helm thanos
-#                                             alertmanager
+#                                             alertmanager prometheus-operator-crds
 #                                             (default: all of them)
 #
 # Binaries go to ${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/<name>-<version>/bin/,
@@ -13,7 +13,9 @@
 # recipe (go.mod, go.sum, flags) is skipped ("cached"). At the end
 # ${STRATA_TOOLS_DIR}/env.sh is (re)written with absolute paths of every
 # installed peer (STRATA_PROMETHEUS, STRATA_PROMTOOL, STRATA_MINIO, STRATA_ETCD,
-# STRATA_KUBE_APISERVER, STRATA_HELM, STRATA_THANOS, STRATA_ALERTMANAGER).
+# STRATA_KUBE_APISERVER, STRATA_HELM, STRATA_THANOS, STRATA_ALERTMANAGER,
+# STRATA_PROMETHEUS_OPERATOR_CRDS). A peer with P_FETCH (prometheus-operator-crds)
+# is not built: its files are copied out of the checksum-verified module.
 #
 # Options / environment:
 #   -j N, STRATA_TOOLS_JOBS=N   build up to N peers concurrently (default 1; on a
@@ -31,7 +33,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}"
 JOBS="${STRATA_TOOLS_JOBS:-1}"
-ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos alertmanager)
+ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos alertmanager prometheus-operator-crds)
 
 if [[ -z "${GO:-}" ]]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"; else GO=/usr/local/go/bin/go; fi
@@ -65,6 +67,8 @@ THANOS_DATE=20260730-13:04:27
 
 ALERTMANAGER_VERSION=0.35.0            # github.com/prometheus/alertmanager v0.35.0
 ALERTMANAGER_DATE=20261109-07:41:41
+
+PROMETHEUS_OPERATOR_VERSION=v0.85.0    # github.com/prometheus-operator/prometheus-operator v0.85.0 (CRD files only)
 
 # ---------------------------------------------------------------------------
 # Per-peer recipes. peer_<name> sets:
@@ -180,6 +184,32 @@ peer_alertmanager() {
   P_PREPARE=prepare_alertmanager
 }
 
+# prometheus-operator's PrometheusRule CRD, as a file (the operator e2e installs it when it
+# tests PrometheusRule support). P_FETCH: "module:path-in-module" pairs copied to bin/.
+peer_prometheus-operator-crds() {
+  P_DIR="prometheus-operator-crds-${PROMETHEUS_OPERATOR_VERSION}"
+  P_MOD=prometheus-operator-crds
+  P_BINS=(monitoring.coreos.com_prometheusrules.yaml)
+  P_PKGS=()
+  P_FETCH=("github.com/prometheus-operator/prometheus-operator:example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml")
+  P_TAGS=""
+  P_LDFLAGS=""
+  P_VERSION=()
+  P_ENV=(STRATA_PROMETHEUS_OPERATOR_CRDS=monitoring.coreos.com_prometheusrules.yaml)
+}
+
+# Copies the P_FETCH files of the current peer into $1/bin (module verified against the wrapper's go.sum).
+fetch_files() {
+  local dest="$1" pair mod file dir
+  for pair in "${P_FETCH[@]}"; do
+    mod="${pair%%:*}"; file="${pair#*:}"
+    dir="$(cd "$HERE/$P_MOD" && "$GO" mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [[ -n "$dir" && -f "$dir/$file" ]] || { echo "$mod: $file not found in the module cache" >&2; return 1; }
+    cp "$dir/$file" "$dest/bin/$(basename "$file")"
+    chmod 644 "$dest/bin/$(basename "$file")"
+  done
+}
+
 # Alertmanager's ui package embeds ui/app/dist (the built web UI), which is not in
 # the Go module zip, so the module does not compile as downloaded. Build from a
 # copy of the (checksum-verified) module with an empty placeholder UI, through a
@@ -208,7 +238,7 @@ log() { printf '[%s] %s\n' "$1" "$2"; }
 
 recipe_stamp() {
   { cat "$HERE/$P_MOD/go.mod" "$HERE/$P_MOD/go.sum"
-    printf '%s\n' "${P_PKGS[@]}" "tags=$P_TAGS" "ldflags=$P_LDFLAGS" "cgo=$CGO_ENABLED"
+    printf '%s\n' "${P_PKGS[@]}" "${P_FETCH[@]}" "tags=$P_TAGS" "ldflags=$P_LDFLAGS" "cgo=$CGO_ENABLED"
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -216,6 +246,10 @@ recipe_stamp() {
 is_installed() {
   local dir="$TOOLS_DIR/$P_DIR" b
   [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$(recipe_stamp)" ]] || return 1
+  if ((${#P_FETCH[@]})); then
+    for b in "${P_BINS[@]}"; do [[ -s "$dir/bin/$b" ]] || return 1; done
+    return 0
+  fi
   for b in "${P_BINS[@]}"; do [[ -x "$dir/bin/$b" ]] || return 1; done
   run_versions "$dir" >/dev/null 2>&1
 }
@@ -233,6 +267,7 @@ run_versions() {
 install_peer() {
   local name="$1"
   P_PREPARE=""
+  P_FETCH=()
   "peer_${name}"
   local dest="$TOOLS_DIR/$P_DIR"
   mkdir -p "$TOOLS_DIR/.logs" "$TOOLS_DIR/.locks"
@@ -254,6 +289,18 @@ install_peer() {
   log "$name" "building $P_DIR from e2e/tools/$P_MOD (log: $logf)"
   : >"$logf"
   P_BUILD_FLAGS=()
+  if ((${#P_FETCH[@]})); then
+    if ! fetch_files "$tmp" >>"$logf" 2>&1; then
+      log "$name" "FAILED fetching; last lines of $logf:"
+      tail -n 30 "$logf" >&2
+      rm -rf "$tmp"; exec {lockfd}>&-; return 1
+    fi
+    recipe_stamp >"$tmp/.stamp"
+    rm -rf "$dest"; mv "$tmp" "$dest"; chmod 755 "$dest"
+    log "$name" "fetched: $dest/bin"
+    exec {lockfd}>&-
+    return 0
+  fi
   if [[ -n "${P_PREPARE:-}" ]] && ! "$P_PREPARE" "$tmp" >>"$logf" 2>&1; then
     log "$name" "FAILED preparing the build; last lines of $logf:"
     tail -n 30 "$logf" >&2
@@ -294,7 +341,7 @@ write_env() {
       "peer_${name}"
       for kv in "${P_ENV[@]}"; do
         var="${kv%%=*}"; bin="$TOOLS_DIR/$P_DIR/bin/${kv#*=}"
-        if [[ -x "$bin" ]]; then printf 'export %s="%s"\n' "$var" "$bin"; fi
+        if [[ -x "$bin" || -f "$bin" ]]; then printf 'export %s="%s"\n' "$var" "$bin"; fi
       done
     done
   } >"$tmp"

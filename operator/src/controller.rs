@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -24,11 +27,12 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, info_span, warn};
 
 use crate::crd::{
-    Compactor, CompactorStatus, MetricsCluster, MetricsClusterStatus, StoreGateway,
-    StoreGatewayStatus,
+    Compactor, CompactorStatus, MetricsCluster, MetricsClusterStatus, Ruler, RulerStatus,
+    StoreGateway, StoreGatewayStatus,
 };
 use crate::desired::{self, CLUSTER_LABEL, ClusterInputs, SHARD_SET_LABEL, STOREAPI_LABEL};
 use crate::metrics::{ErrorLabels, KindLabels, Metrics};
+use crate::rules::{PROMETHEUS_RULE_GROUP, PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_VERSION};
 use crate::{Error, Result};
 
 /// The field manager of every write.
@@ -42,13 +46,19 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub struct Context {
     client: Client,
     recorder: Recorder,
+    /// `PrometheusRule`, when the API server served it at start.
+    prometheus_rules: Option<ApiResource>,
     metrics: Arc<Metrics>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     /// A context writing through `client` and counting into `metrics`.
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        prometheus_rules: Option<ApiResource>,
+    ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -59,6 +69,7 @@ impl Context {
         Arc::new(Self {
             client,
             recorder,
+            prometheus_rules,
             metrics,
             failures: Mutex::new(HashMap::new()),
         })
@@ -85,14 +96,36 @@ impl Scope {
     }
 }
 
-/// Runs the three controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+/// The `PrometheusRule` resource if the API server serves it (prometheus-operator's CRD is
+/// installed); `None` otherwise, or when discovery fails (logged).
+pub async fn discover_prometheus_rules(client: &Client) -> Option<ApiResource> {
+    let gvk = GroupVersionKind::gvk(
+        PROMETHEUS_RULE_GROUP,
+        PROMETHEUS_RULE_VERSION,
+        PROMETHEUS_RULE_KIND,
+    );
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok((ar, _)) => {
+            tracing::info!("PrometheusRule is served: Rulers may select PrometheusRules");
+            Some(ar)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "PrometheusRule is not served: Rulers read ConfigMaps only");
+            None
+        }
+    }
+}
+
+/// Runs the controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+/// Whether `PrometheusRule`s are watched is decided once, here, by discovery.
 pub async fn run(
     client: Client,
     scope: Scope,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Context::new(client.clone(), metrics);
+    let prometheus_rules = discover_prometheus_rules(&client).await;
+    let ctx = Context::new(client.clone(), metrics, prometheus_rules.clone());
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=strata-operator");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -134,16 +167,63 @@ pub async fn run(
     .for_each(|_| futures::future::ready(()));
 
     let cp = Controller::new(scope.api::<Compactor>(&client), watcher::Config::default())
-        .owns(scope.api::<StatefulSet>(&client), managed)
+        .owns(scope.api::<StatefulSet>(&client), managed.clone())
+        .graceful_shutdown_on(stop(rx.clone()))
+        .run(reconcile_compactor, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let ruler = Controller::new(scope.api::<Ruler>(&client), watcher::Config::default())
+        .owns(scope.api::<StatefulSet>(&client), managed.clone())
+        .owns(scope.api::<Service>(&client), managed.clone())
+        .owns(scope.api::<ConfigMap>(&client), managed);
+    let rulers = ruler.store();
+    let ruler = ruler.watches(
+        scope.api::<ConfigMap>(&client),
+        watcher::Config::default(),
+        move |cm: ConfigMap| {
+            let prefix = crate::rules::configmap_file_prefix(&cm.name_any());
+            rulers_selecting(
+                &rulers.state(),
+                &cm,
+                |r| r.spec.rule_selector.as_ref(),
+                &prefix,
+            )
+        },
+    );
+    let ruler = match &prometheus_rules {
+        Some(ar) => {
+            let rulers = ruler.store();
+            let api = match &scope.namespace {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar),
+                None => Api::<DynamicObject>::all_with(client.clone(), ar),
+            };
+            ruler.watches_with(
+                api,
+                ar.clone(),
+                watcher::Config::default(),
+                move |pr: DynamicObject| {
+                    let file = crate::rules::prometheus_rule_file_key(&pr.name_any());
+                    rulers_selecting(
+                        &rulers.state(),
+                        &pr,
+                        |r| r.spec.prometheus_rule_selector.as_ref(),
+                        &file,
+                    )
+                },
+            )
+        }
+        None => ruler,
+    };
+    let ruler = ruler
         .graceful_shutdown_on(stop(rx))
-        .run(reconcile_compactor, error_policy, ctx)
+        .run(reconcile_ruler, error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
 
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
-    futures::join!(mc, sg, cp);
+    futures::join!(mc, sg, cp, ruler);
 }
 
 /// A kind the controllers reconcile.
@@ -168,6 +248,50 @@ impl Kind for StoreGateway {
 }
 impl Kind for Compactor {
     const KIND: &'static str = "Compactor";
+}
+impl Kind for Ruler {
+    const KIND: &'static str = "Ruler";
+}
+
+/// Whether `selector` selects an object with `labels`; a selector that does not parse selects nothing.
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
+}
+
+/// Whether an object is one of the operator's own (never a rule source).
+fn is_managed<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+        .is_some_and(|v| v == desired::MANAGED_BY)
+}
+
+/// The Rulers in `obj`'s namespace whose selector (picked by `pick`) selects it, or that run a file
+/// of it (a source whose labels no longer match must leave their rule files at once).
+fn rulers_selecting<K: Resource>(
+    rulers: &[Arc<Ruler>],
+    obj: &K,
+    pick: impl Fn(&Ruler) -> Option<&LabelSelector>,
+    file_prefix: &str,
+) -> Vec<ObjectRef<Ruler>> {
+    if is_managed(obj) {
+        return Vec::new();
+    }
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let labels = obj.meta().labels.as_ref().unwrap_or(&empty);
+    rulers
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|r| {
+            pick(r).is_some_and(|s| selects(s, labels))
+                || r.status
+                    .as_ref()
+                    .is_some_and(|s| s.rule_files.iter().any(|f| f.starts_with(file_prefix)))
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
 }
 
 fn key<K: Kind>(obj: &K) -> String {
@@ -557,14 +681,14 @@ async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> 
         }
     }
 
-    // The StoreAPI endpoints: the sidecars' headless Service and every store shard's.
+    // The StoreAPI endpoints: the sidecars' headless Service, every store shard's and every ruler's.
     let svc_api = Api::<Service>::namespaced(client.clone(), &ns);
     let shard_services = svc_api
         .list(&ListParams::default().labels(&format!(
-            "{CLUSTER_LABEL}={cluster},{STOREAPI_LABEL}=true,app.kubernetes.io/component=store-gateway"
+            "{CLUSTER_LABEL}={cluster},{STOREAPI_LABEL}=true,app.kubernetes.io/component in (store-gateway,ruler)"
         )))
         .await
-        .map_err(Error::kube("list store shard Services"))?;
+        .map_err(Error::kube("list store shard and ruler Services"))?;
     let mut endpoints = BTreeSet::from([desired::dnssrv_endpoint(
         &desired::sidecar_service_name(&cluster),
         &ns,
@@ -816,6 +940,193 @@ async fn reconcile_compactor_inner(c: Arc<Compactor>, ctx: Arc<Context>) -> Resu
             source,
         })?;
         write_status(client, c.as_ref(), v).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+fn same_status_ruler(a: &RulerStatus, b: &RulerStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && a.ready_replicas == b.ready_replicas
+        && a.rule_files == b.rule_files
+        && same_conditions(&a.conditions, &b.conditions)
+}
+
+async fn reconcile_ruler(r: Arc<Ruler>, ctx: Arc<Context>) -> Result<Action> {
+    let degraded = |r: &Ruler, e: &Error| {
+        let old = r.status.clone().unwrap_or_default();
+        let mut conditions = degraded_conditions(&old.conditions, r.metadata.generation, e);
+        conditions.extend(
+            old.conditions
+                .iter()
+                .filter(|c| c.type_ == RULES_VALID)
+                .cloned(),
+        );
+        let status = RulerStatus {
+            observed_generation: r.metadata.generation,
+            conditions,
+            ..old.clone()
+        };
+        (!same_status_ruler(&old, &status))
+            .then(|| serde_json::to_value(&status).unwrap_or_default())
+    };
+    instrumented(
+        r.clone(),
+        ctx.clone(),
+        reconcile_ruler_inner(r, ctx),
+        degraded,
+    )
+    .await
+}
+
+/// The condition saying whether every selected rule file is in use.
+pub const RULES_VALID: &str = "RulesValid";
+
+fn parse_selector(field: &str, s: &LabelSelector) -> Result<Selector> {
+    Selector::try_from(s.clone()).map_err(|e| Error::InvalidSpec {
+        field: field.into(),
+        message: format!("not a valid label selector: {e}"),
+    })
+}
+
+async fn reconcile_ruler_inner(r: Arc<Ruler>, ctx: Arc<Context>) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = ns_of(r.as_ref())?;
+    desired::validate_ruler(&r)?;
+    let mc = cluster_of(client, &ns, &r.spec.cluster_ref.name).await?;
+    let inputs = ClusterInputs::new(&mc, &objstore_yaml(client, &mc).await?);
+
+    // The rule sources: selected ConfigMaps (never the operator's own) and PrometheusRules.
+    let mut configmaps = Vec::new();
+    if let Some(sel) = &r.spec.rule_selector {
+        let sel = parse_selector("spec.ruleSelector", sel)?;
+        configmaps = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels_from(&sel))
+            .await
+            .map_err(Error::kube("list rule ConfigMaps"))?
+            .items
+            .into_iter()
+            .filter(|c| !is_managed(c))
+            .collect();
+    }
+    let mut prometheus_rules = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(sel) = &r.spec.prometheus_rule_selector {
+        let sel = parse_selector("spec.prometheusRuleSelector", sel)?;
+        match &ctx.prometheus_rules {
+            Some(ar) => {
+                prometheus_rules = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, ar)
+                    .list(&ListParams::default().labels_from(&sel))
+                    .await
+                    .map_err(Error::kube("list PrometheusRules"))?
+                    .items;
+            }
+            None => notes.push(
+                "spec.prometheusRuleSelector is set but the PrometheusRule CRD was not served when the operator started"
+                    .to_string(),
+            ),
+        }
+    }
+    let collected = crate::rules::collect(&configmaps, &prometheus_rules);
+
+    let objs = desired::ruler(&r, &inputs, &collected.files)?;
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+        objs.service_account,
+    )
+    .await?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        objs.config_map,
+    )
+    .await?;
+    apply(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        objs.service,
+    )
+    .await?;
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    apply(&sts_api, objs.statefulset).await?;
+    let sts = sts_api
+        .get_opt(&r.name_any())
+        .await
+        .map_err(Error::kube("get ruler StatefulSet"))?;
+    let ready = sts.as_ref().is_some_and(statefulset_ready);
+    let ready_replicas = sts
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+
+    let old = r.status.clone().unwrap_or_default();
+    let mut problems: Vec<String> = collected.invalid.iter().map(|i| i.to_string()).collect();
+    problems.extend(notes);
+    let rules_valid = problems.is_empty();
+    let rules_message = if rules_valid {
+        format!("{} rule files in use", collected.files.len())
+    } else {
+        // No file count here: the message (and so the Events) changes only with the bad files.
+        truncate(
+            &format!("left out (the other files run): {}", problems.join("; ")),
+            4000,
+        )
+    };
+    let mut conditions = healthy_conditions(
+        &old.conditions,
+        r.metadata.generation,
+        ready,
+        format!("{ready_replicas} of {} ruler pods ready", r.spec.replicas),
+    );
+    conditions.extend(self::conditions(
+        &old.conditions,
+        r.metadata.generation,
+        &[(
+            RULES_VALID,
+            rules_valid,
+            if rules_valid {
+                "AllValid"
+            } else {
+                "InvalidRuleFiles"
+            },
+            rules_message,
+        )],
+    ));
+    let status = RulerStatus {
+        observed_generation: r.metadata.generation,
+        ready_replicas,
+        rule_files: collected.files.keys().cloned().collect(),
+        conditions,
+    };
+    if !same_status_ruler(&old, &status) {
+        // One Warning Event per bad file, only when the set of bad files changed.
+        let old_message = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RULES_VALID)
+            .map(|c| c.message.as_str());
+        let new_message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RULES_VALID)
+            .map(|c| c.message.as_str());
+        if old_message != new_message {
+            for bad in &collected.invalid {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidRuleFile".into(),
+                    note: Some(truncate(&bad.to_string(), 1000)),
+                    action: "CollectRules".into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx.recorder.publish(&event, &r.object_ref(&())).await {
+                    warn!(error = %e, "publish event");
+                }
+            }
+        }
+        let v = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+            what: "status".into(),
+            source,
+        })?;
+        write_status(client, r.as_ref(), v).await?;
     }
     Ok(Action::requeue(RESYNC))
 }

@@ -1,10 +1,12 @@
 //! The custom resources (group `strata.dev`, version `v1alpha1`, namespaced): [`MetricsCluster`],
-//! [`StoreGateway`] and [`Compactor`]. Every defaulted field carries its default in the schema, so the
+//! [`StoreGateway`], [`Compactor`] and [`Ruler`]. Every defaulted field carries its default in the schema, so the
 //! API server fills it and GitOps tools see no drift.
 
 // Several `printcolumn(...)` entries of one `#[kube(...)]` repeat `type_ = …`, which this lint
 // mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -382,6 +384,110 @@ pub struct CompactorParams {
     pub resources: Option<ResourceRequirements>,
 }
 
+/// The label every ruler pod adds to its data and alerts, set to the pod's name (HA pairs differ in it).
+pub const RULER_REPLICA_LABEL: &str = "ruler_replica";
+
+fn default_eval_interval() -> String {
+    "1m".to_string()
+}
+
+fn default_ruler_retention() -> String {
+    "48h".to_string()
+}
+
+fn default_ruler_storage() -> StorageSpec {
+    StorageSpec {
+        size: Quantity("10Gi".to_string()),
+        storage_class_name: None,
+    }
+}
+
+/// Rulers (`strata rule`) evaluating the rule files of selected ConfigMaps and PrometheusRules
+/// against a cluster's querier.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "strata.dev",
+    version = "v1alpha1",
+    kind = "Ruler",
+    namespaced,
+    status = "RulerStatus",
+    category = "strata",
+    derive = "PartialEq",
+    doc = "Strata rulers evaluating recording and alerting rules from ConfigMaps and PrometheusRules over a MetricsCluster's querier.",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Rules valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"RulesValid\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RulerSpec {
+    /// The cluster whose querier the rules are evaluated against and whose bucket gets the results.
+    pub cluster_ref: ClusterRef,
+    /// Ruler pods; more than one runs them as an HA set told apart by the `ruler_replica` label.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 10))]
+    pub replicas: i32,
+    /// ConfigMaps in the Ruler's namespace whose data keys are rule files; unset selects none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_selector: Option<LabelSelector>,
+    /// `monitoring.coreos.com/v1` PrometheusRules in the Ruler's namespace; unset selects none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_rule_selector: Option<LabelSelector>,
+    /// Alertmanager base URLs (API v2) alerts are sent to.
+    #[serde(default)]
+    pub alertmanagers: Vec<String>,
+    /// Evaluation interval of groups that set none (`--eval-interval`).
+    #[serde(default = "default_eval_interval")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub eval_interval: String,
+    /// External labels of the ruler's data (`--label`); `ruler_replica` is reserved.
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+    /// Each pod's volume for its TSDB (WAL and blocks).
+    #[serde(default = "default_ruler_storage")]
+    pub storage: StorageSpec,
+    /// How long local blocks are kept (`--tsdb.retention`).
+    #[serde(default = "default_ruler_retention")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub retention: String,
+    /// Ruler container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Container image; unset means the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// What the operator observed of a `Ruler`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RulerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ruler pods ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The rule files the rulers run (keys of the generated ConfigMap).
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// `Ready`, `Progressing`, `Degraded`, `RulesValid`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
 /// What the operator observed of a `MetricsCluster`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -452,6 +558,25 @@ mod tests {
             props["query"]["properties"]["replicas"]["minimum"].as_f64(),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn minimal_ruler_fills_defaults_like_the_schema() {
+        let spec: RulerSpec =
+            serde_json::from_value(serde_json::json!({"clusterRef": {"name": "prod"}}))
+                .expect("minimal ruler");
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.eval_interval, "1m");
+        assert_eq!(spec.retention, "48h");
+        assert!(spec.rule_selector.is_none());
+        let crd = serde_json::to_value(Ruler::crd()).expect("crd json");
+        let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        assert_eq!(props["replicas"]["default"], 1);
+        assert_eq!(props["replicas"]["minimum"].as_f64(), Some(0.0));
+        assert_eq!(props["evalInterval"]["default"], "1m");
+        assert_eq!(props["evalInterval"]["pattern"], DURATION_PATTERN);
+        assert_eq!(props["storage"]["default"]["size"], "10Gi");
     }
 
     #[test]

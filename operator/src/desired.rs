@@ -1,6 +1,6 @@
 //! The objects a resource's spec asks for, computed without I/O: querier Deployment + Services,
 //! store-gateway shard StatefulSets + headless Services + PodDisruptionBudgets, the compactor
-//! StatefulSet, ServiceAccounts, and the owned `StoreGateway` / `Compactor` of inline templates.
+//! StatefulSet, the ruler StatefulSet + rules ConfigMap, ServiceAccounts, and the owned `StoreGateway` / `Compactor` of inline templates.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,8 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HTTPGetAction, KeyToPath, PersistentVolumeClaim,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
     ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
@@ -21,8 +22,8 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    ClusterRef, Compactor, CompactorParams, CompactorSpec, MetricsCluster, SecretKeyRef,
-    StorageSpec, StoreGateway, StoreGatewayParams, StoreGatewaySpec,
+    ClusterRef, Compactor, CompactorParams, CompactorSpec, MetricsCluster, RULER_REPLICA_LABEL,
+    Ruler, SecretKeyRef, StorageSpec, StoreGateway, StoreGatewayParams, StoreGatewaySpec,
 };
 use crate::{Error, Result};
 
@@ -782,6 +783,243 @@ pub fn compactor(c: &Compactor, inputs: &ClusterInputs) -> Result<CompactorObjec
     };
     Ok(CompactorObjects {
         service_account: service_account(&name, &ns, lbl, &owner),
+        service,
+        statefulset,
+    })
+}
+
+/// Name of the ConfigMap holding a ruler's collected rule files.
+pub fn ruler_rules_name(ruler: &str) -> String {
+    format!("{ruler}-rules")
+}
+
+/// Where a ruler's rule files are mounted.
+pub const RULES_DIR: &str = "/etc/strata/rules";
+
+/// A ruler's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulerObjects {
+    /// Named like the `Ruler`.
+    pub service_account: ServiceAccount,
+    /// `<ruler>-rules`: the collected rule files.
+    pub config_map: ConfigMap,
+    /// Headless, labelled as a StoreAPI endpoint of the cluster.
+    pub service: Service,
+    /// The ruler pods, each with a `data` PVC.
+    pub statefulset: StatefulSet,
+}
+
+/// The querier URL rules are evaluated against (`strata rule --query`).
+pub fn querier_url(cluster: &str, namespace: &str) -> String {
+    format!(
+        "http://{}.{namespace}.svc:{HTTP_PORT}",
+        querier_name(cluster)
+    )
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::InvalidSpec {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks what the schema cannot: positive durations, absolute http(s) URLs, label names.
+pub fn validate_ruler(r: &Ruler) -> Result<()> {
+    let s = &r.spec;
+    if s.replicas < 0 {
+        return Err(invalid(
+            "spec.replicas",
+            format!("{} replicas: choose 0 or more", s.replicas),
+        ));
+    }
+    for (field, v) in [
+        ("spec.evalInterval", &s.eval_interval),
+        ("spec.retention", &s.retention),
+    ] {
+        match humantime::parse_duration(v) {
+            Ok(d) if !d.is_zero() => {}
+            Ok(_) => {
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is zero: choose a positive duration such as 1m"),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is not a duration ({e}): write e.g. 30s, 1m, 48h"),
+                ));
+            }
+        }
+    }
+    for (i, a) in s.alertmanagers.iter().enumerate() {
+        let field = format!("spec.alertmanagers[{i}]");
+        match url::Url::parse(a) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            Ok(_) => {
+                return Err(invalid(
+                    field,
+                    format!("{a:?} is not an http(s) URL with a host"),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    field,
+                    format!("{a:?} is not a URL ({e}): write e.g. http://alertmanager:9093"),
+                ));
+            }
+        }
+        if a.contains(',') {
+            return Err(invalid(
+                field,
+                format!("{a:?} contains a comma, which the ruler's flag splits on"),
+            ));
+        }
+    }
+    for k in s.external_labels.keys() {
+        if k.is_empty() || k == RULER_REPLICA_LABEL {
+            return Err(invalid(
+                "spec.externalLabels",
+                format!(
+                    "label name {k:?} is empty or reserved ({RULER_REPLICA_LABEL} is set per pod)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ruler objects of `r`, running the collected rule `files` (generated key → YAML).
+pub fn ruler(
+    r: &Ruler,
+    inputs: &ClusterInputs,
+    files: &BTreeMap<String, String>,
+) -> Result<RulerObjects> {
+    validate_ruler(r)?;
+    let ns = namespace_of(r)?;
+    let owner = owner_ref(r)?;
+    let name = r.name_any();
+    check_name("StatefulSet", &name, MAX_STATEFULSET_NAME)?;
+    let s = &r.spec;
+    let lbl = labels("ruler", &name, &inputs.cluster);
+    let sel = selector_labels("ruler", &name);
+    let image = s.image.clone().unwrap_or_else(|| inputs.image.clone());
+    let quote = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| format!("{v:?}"));
+
+    let mut args = vec![
+        "rule".to_string(),
+        format!("--rule-file={RULES_DIR}/*.yaml"),
+        format!("--query={}", querier_url(&inputs.cluster, &ns)),
+        format!("--eval-interval={}", s.eval_interval),
+        "--data-dir=/var/strata/rule".to_string(),
+        format!("--tsdb.retention={}", s.retention),
+        format!("--objstore.config-file={OBJSTORE_DIR}/{OBJSTORE_FILE}"),
+        format!("--grpc-address=0.0.0.0:{GRPC_PORT}"),
+        format!("--http-address=0.0.0.0:{HTTP_PORT}"),
+        format!("--label={RULER_REPLICA_LABEL}=\"$(POD_NAME)\""),
+        format!("--alert.label-drop={RULER_REPLICA_LABEL}"),
+    ];
+    args.extend(
+        s.external_labels
+            .iter()
+            .map(|(k, v)| format!("--label={k}={}", quote(v))),
+    );
+    args.extend(
+        s.alertmanagers
+            .iter()
+            .map(|a| format!("--alertmanagers.url={a}")),
+    );
+
+    let rules_bytes: Vec<&[u8]> = files
+        .iter()
+        .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
+        .collect();
+    let pod_checksum = checksum(&[
+        inputs.objstore_checksum.as_bytes(),
+        checksum(&rules_bytes).as_bytes(),
+    ]);
+    let config_map_name = ruler_rules_name(&name);
+    let config_map = ConfigMap {
+        metadata: meta(&config_map_name, &ns, lbl.clone(), &owner),
+        data: Some(files.clone()),
+        ..ConfigMap::default()
+    };
+    let mut c = container(
+        "rule",
+        &image,
+        args,
+        true,
+        vec![
+            objstore_mount(),
+            data_mount("/var/strata/rule"),
+            VolumeMount {
+                name: "rules".into(),
+                mount_path: RULES_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ],
+        s.resources.clone(),
+    );
+    c.env = Some(vec![EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }]);
+    let statefulset = StatefulSet {
+        metadata: meta(&name, &ns, lbl.clone(), &owner),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(s.replicas),
+            service_name: Some(name.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(sel.clone()),
+                ..LabelSelector::default()
+            },
+            template: pod_template(
+                lbl.clone(),
+                &pod_checksum,
+                &name,
+                c,
+                vec![
+                    objstore_volume(&inputs.secret_ref),
+                    Volume {
+                        name: "rules".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: config_map_name,
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    },
+                ],
+            ),
+            volume_claim_templates: Some(vec![pvc_template(&s.storage, sel.clone())]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+    let mut svc_labels = lbl.clone();
+    svc_labels.insert(STOREAPI_LABEL.into(), "true".into());
+    let service = Service {
+        metadata: meta(&name, &ns, svc_labels, &owner),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(sel),
+            ports: Some(service_ports(true)),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    Ok(RulerObjects {
+        service_account: service_account(&name, &ns, lbl, &owner),
+        config_map,
         service,
         statefulset,
     })

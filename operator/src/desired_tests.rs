@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::*;
-use crate::crd::{MetricsClusterSpec, QuerySpec, Retention};
+use crate::crd::{MetricsClusterSpec, QuerySpec, Retention, Ruler};
 
 fn golden<T: Serialize>(name: &str, objects: &[T]) {
     let mut text = String::new();
@@ -284,5 +284,128 @@ fn every_pod_is_locked_down_and_probed() {
                 Some("/-/ready")
             );
         }
+    }
+}
+
+fn a_ruler(spec: serde_json::Value) -> Ruler {
+    let spec: crate::crd::RulerSpec = serde_json::from_value(spec).expect("ruler spec");
+    let mut r = Ruler::new("global", spec);
+    r.metadata.namespace = Some("monitoring".into());
+    r.metadata.uid = Some("33333333-3333-3333-3333-333333333333".into());
+    r
+}
+
+fn ruler_args(o: &RulerObjects) -> Vec<String> {
+    o.statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].args.clone())
+        .unwrap_or_default()
+}
+
+fn pod_checksum(o: &RulerObjects) -> Option<String> {
+    o.statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CHECKSUM_ANNOTATION).cloned())
+}
+
+#[test]
+fn ha_ruler_with_alertmanagers_and_labels() {
+    let mc = minimal();
+    let r = a_ruler(serde_json::json!({
+        "clusterRef": {"name": "prod"}, "replicas": 2,
+        "ruleSelector": {"matchLabels": {"role": "rules"}},
+        "alertmanagers": ["http://alertmanager.monitoring.svc:9093"],
+        "evalInterval": "30s", "externalLabels": {"tier": "global \"one\""},
+        "storage": {"size": "5Gi"}, "retention": "24h"
+    }));
+    let files = BTreeMap::from([("configmap_a_b.yaml".to_string(), "groups: []\n".to_string())]);
+    let o = ruler(&r, &inputs(&mc), &files).expect("ruler");
+    golden(
+        "ruler-ha",
+        &[
+            serde_json::to_value(&o.service_account).expect("sa"),
+            serde_json::to_value(&o.config_map).expect("cm"),
+            serde_json::to_value(&o.service).expect("svc"),
+            serde_json::to_value(&o.statefulset).expect("sts"),
+        ],
+    );
+    let args = ruler_args(&o);
+    for want in [
+        "--rule-file=/etc/strata/rules/*.yaml",
+        "--query=http://prod-query.monitoring.svc:10902",
+        "--alertmanagers.url=http://alertmanager.monitoring.svc:9093",
+        "--label=ruler_replica=\"$(POD_NAME)\"",
+        "--alert.label-drop=ruler_replica",
+        "--label=tier=\"global \\\"one\\\"\"",
+        "--eval-interval=30s",
+        "--tsdb.retention=24h",
+    ] {
+        assert!(args.contains(&want.to_string()), "{want} not in {args:?}");
+    }
+    assert_eq!(
+        o.service
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(STOREAPI_LABEL))
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+#[test]
+fn a_rule_change_rolls_the_ruler_pods() {
+    let mc = minimal();
+    let r = a_ruler(serde_json::json!({"clusterRef": {"name": "prod"}}));
+    let a = BTreeMap::from([("x.yaml".to_string(), "groups: []\n".to_string())]);
+    let b = BTreeMap::from([(
+        "x.yaml".to_string(),
+        "groups:\n- name: g\n  rules: []\n".to_string(),
+    )]);
+    let oa = ruler(&r, &inputs(&mc), &a).expect("a");
+    let oa2 = ruler(&r, &inputs(&mc), &a).expect("a again");
+    let ob = ruler(&r, &inputs(&mc), &b).expect("b");
+    assert!(pod_checksum(&oa).is_some());
+    assert_eq!(pod_checksum(&oa), pod_checksum(&oa2));
+    assert_ne!(pod_checksum(&oa), pod_checksum(&ob));
+}
+
+#[test]
+fn nonsense_ruler_specs_are_named_spec_errors() {
+    let mc = minimal();
+    for (spec, field) in [
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "replicas": -1}),
+            "spec.replicas",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "evalInterval": "0s"}),
+            "spec.evalInterval",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "retention": "soon"}),
+            "spec.retention",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "alertmanagers": ["alertmanager:9093"]}),
+            "spec.alertmanagers[0]",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "alertmanagers": ["http://a:1", "ftp://b"]}),
+            "spec.alertmanagers[1]",
+        ),
+        (
+            serde_json::json!({"clusterRef": {"name": "prod"}, "externalLabels": {"ruler_replica": "x"}}),
+            "spec.externalLabels",
+        ),
+    ] {
+        let r = a_ruler(spec);
+        let err = ruler(&r, &inputs(&mc), &BTreeMap::new()).expect_err(field);
+        assert!(err.to_string().starts_with(field), "{field}: {err}");
     }
 }

@@ -8,11 +8,16 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::crd::{Compactor, MetricsCluster, StoreGateway};
+use crate::crd::{Compactor, MetricsCluster, Ruler, StoreGateway};
 
-/// The three CRDs.
+/// The four CRDs.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![MetricsCluster::crd(), StoreGateway::crd(), Compactor::crd()]
+    vec![
+        MetricsCluster::crd(),
+        StoreGateway::crd(),
+        Compactor::crd(),
+        Ruler::crd(),
+    ]
 }
 
 /// `(file name, YAML)` of each CRD, as checked in under `crds/`.

@@ -1,4 +1,4 @@
-//! The Strata Kubernetes operator: the `MetricsCluster`, `StoreGateway` and `Compactor` custom
+//! The Strata Kubernetes operator: the `MetricsCluster`, `StoreGateway`, `Compactor` and `Ruler` custom
 //! resources ([`crd`]), the objects they stand for ([`desired`], pure), and the controllers that
 //! server-side apply them ([`controller`]).
 //!
@@ -12,6 +12,9 @@
 //! - Secrets are not watched: a changed objstore YAML rolls pods at the next resync (5 minutes);
 //! - `spec.sidecar.namespaceSelector` is stored but unused (the sidecars' Service is namespace-local);
 //! - `MetricsCluster` `Ready` reflects the querier Deployment only, not its store gateways/compactor.
+//! - `Ruler`: PrometheusRule support is decided by discovery at start (a CRD installed later needs a
+//!   restart); rule changes roll the pods (checksum) rather than `POST /-/reload`; the generated
+//!   rules ConfigMap is bounded by the 1 MiB object limit.
 
 pub mod controller;
 pub mod crd;
@@ -19,6 +22,7 @@ pub mod desired;
 pub mod docs;
 pub mod leader;
 pub mod metrics;
+pub mod rules;
 pub mod server;
 pub mod webhook;
 

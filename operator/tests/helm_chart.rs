@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
@@ -26,7 +26,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
 use strata_e2e::{Etcd, KubeApiserver, Tool, free_port, tool_path, wait_until};
-use strata_operator::crd::{Compactor, MetricsCluster, StoreGateway};
+use strata_operator::crd::{Compactor, MetricsCluster, Ruler, StoreGateway};
 use strata_operator::leader::LeaderElection;
 use strata_operator::server::{OperatorConfig, run};
 use strata_operator::webhook::tls::{OperatorTls, service_sans};
@@ -332,6 +332,38 @@ async fn install_crds(client: &Client) {
     .expect("CRDs served");
 }
 
+fn prometheus_rule_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "PrometheusRule",
+    ))
+}
+
+/// Installs prometheus-operator's real PrometheusRule CRD (a required peer) and waits until it is served.
+async fn install_prometheus_rule_crd(client: &Client) {
+    let path = tool_path(Tool::PrometheusOperatorCrds).expect(
+        "prometheus-operator's PrometheusRule CRD (bash e2e/tools/install.sh prometheus-operator-crds)",
+    );
+    let crd: CustomResourceDefinition =
+        serde_norway::from_str(&std::fs::read_to_string(&path).expect("read CRD"))
+            .expect("CRD yaml");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            &crd.name_any(),
+            &PatchParams::apply("e2e-install").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply the PrometheusRule CRD");
+    let prs: Api<DynamicObject> = Api::all_with(client.clone(), &prometheus_rule_resource());
+    wait_until("PrometheusRule to be served", WAIT, || async {
+        prs.list(&ListParams::default()).await.ok()
+    })
+    .await
+    .expect("PrometheusRule served");
+}
+
 /// Server-side applies every rendered object (or only dry-runs it), as `manager`.
 async fn apply_all(client: &Client, docs: &[serde_json::Value], manager: &str, dry_run: bool) {
     for doc in docs {
@@ -435,6 +467,7 @@ async fn chart_on_a_real_api_server() {
     let apiserver = KubeApiserver::start(&etcd).await.expect("kube-apiserver");
     let admin = admin_client(&apiserver).await;
     install_crds(&admin).await;
+    install_prometheus_rule_crd(&admin).await;
     create_namespace(&admin, RELEASE_NS).await;
 
     // --- Every rendered object passes the API server's validation (server-side dry run).
@@ -508,6 +541,44 @@ async fn chart_on_a_real_api_server() {
         .await
         .expect("apply broken");
 
+    // A Ruler over a rule ConfigMap and a PrometheusRule (their watches and reads go through the
+    // chart's RBAC too).
+    let ssa = PatchParams::apply("e2e").force();
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), team);
+    cms.patch(
+        "team-rules",
+        &ssa,
+        &Patch::Apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "team-rules", "labels": {"role": "rules"}},
+        "data": {"r.yaml": "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n"}})),
+    )
+    .await
+    .expect("rule ConfigMap");
+    let prs: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), team, &prometheus_rule_resource());
+    prs.patch(
+        "node",
+        &ssa,
+        &Patch::Apply(&json!({"apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule", "metadata": {"name": "node", "labels": {"role": "rules"}},
+        "spec": {"groups": [{"name": "n", "rules": [{"alert": "Down", "expr": "up == 0"}]}]}})),
+    )
+    .await
+    .expect("PrometheusRule");
+    let rulers: Api<Ruler> = Api::namespaced(admin.clone(), team);
+    rulers
+        .patch(
+            "global",
+            &argo,
+            &Patch::Apply(&json!({"apiVersion": "strata.dev/v1alpha1",
+        "kind": "Ruler", "metadata": {"name": "global"},
+        "spec": {"clusterRef": {"name": "prod"},
+            "ruleSelector": {"matchLabels": {"role": "rules"}},
+            "prometheusRuleSelector": {"matchLabels": {"role": "rules"}}}})),
+        )
+        .await
+        .expect("Ruler");
+
     let deploys: Api<Deployment> = Api::namespaced(admin.clone(), team);
     let stss: Api<StatefulSet> = Api::namespaced(admin.clone(), team);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), team);
@@ -523,6 +594,10 @@ async fn chart_on_a_real_api_server() {
             stss.get_opt("prod-store-s2-1").await.ok()??;
             pdbs.get_opt("prod-store-s2-1").await.ok()??;
             stss.get_opt("prod-compactor").await.ok()??;
+            stss.get_opt("global").await.ok()??;
+            let rules = cms.get_opt("global-rules").await.ok()??.data?;
+            rules.get("configmap_team-rules_r.yaml")?;
+            rules.get("prometheusrule_node.yaml")?;
             let prod = mcs.get_opt("prod").await.ok()??;
             (condition(&prod, "Degraded")? == "False").then_some(())?;
             sgs.get_opt("prod-store").await.ok()??.status?;
