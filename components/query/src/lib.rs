@@ -17,6 +17,7 @@ pub mod convert;
 pub mod dedup;
 pub mod endpoints;
 pub mod fanout;
+pub mod ui;
 
 /// Per-request options the HTTP API passes to the store side.
 #[derive(Debug, Clone, PartialEq)]
