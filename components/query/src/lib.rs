@@ -130,3 +130,74 @@ pub trait StoreSource: Send + Sync {
     /// Every configured endpoint and its health.
     fn stores(&self) -> Vec<StoreStatus>;
 }
+
+/// A [`Queryable`] over a [`StoreSource`]: each call asks a fresh [`StoreView`] with fixed
+/// options, so the in-process PromQL engine (e.g. `strata local`'s ruler) reads what the
+/// querier reads. A view's warnings are dropped; use `partial_response: false` in the options
+/// to turn a failing store into an error instead.
+pub struct SourceQueryable {
+    source: Arc<dyn StoreSource>,
+    opts: QueryOptions,
+}
+
+impl std::fmt::Debug for SourceQueryable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceQueryable")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceQueryable {
+    /// Reads `source` with `opts` on every call.
+    pub fn new(source: Arc<dyn StoreSource>, opts: QueryOptions) -> Self {
+        Self { source, opts }
+    }
+}
+
+#[async_trait]
+impl Queryable for SourceQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<strata_promql::Series>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .select(matchers, min_t, max_t)
+            .await
+    }
+
+    async fn select_with_hints(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        hints: &strata_promql::SelectHints,
+    ) -> Result<Vec<strata_promql::Series>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .select_with_hints(matchers, min_t, max_t, hints)
+            .await
+    }
+
+    async fn label_names(&self, min_t: i64, max_t: i64) -> Result<Vec<String>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .label_names(min_t, max_t)
+            .await
+    }
+
+    async fn label_values(
+        &self,
+        name: &str,
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .label_values(name, min_t, max_t)
+            .await
+    }
+}
