@@ -640,7 +640,11 @@ fn has_file(dir: &Path) -> bool {
     };
     entries.filter_map(Result::ok).any(|e| {
         let p = e.path();
-        if p.is_dir() { has_file(&p) } else { p.is_file() }
+        if p.is_dir() {
+            has_file(&p)
+        } else {
+            p.is_file()
+        }
     })
 }
 

@@ -338,7 +338,10 @@ async fn local_runs_rules_and_serves_the_ui() {
         .arg(format!("--http-address=127.0.0.1:{port}"))
         .arg(format!("--prometheus={}", a.url()))
         .arg(format!("--prometheus={}", b.url()))
-        .arg(format!("--rule-file={}", data.path().join("*.rules.yml").display()))
+        .arg(format!(
+            "--rule-file={}",
+            data.path().join("*.rules.yml").display()
+        ))
         .arg("--compact.disable");
     let mut local = Process::spawn("strata-local", cmd).expect("spawn strata local");
     let url = format!("http://127.0.0.1:{port}");
@@ -373,7 +376,7 @@ async fn local_runs_rules_and_serves_the_ui() {
             .filter_map(|p| Some((p[0].as_f64()?, parse_value(&p[1])?)))
             .collect();
         *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.body.clone());
-        (r.series().len() == 1 && pts.len() >= 6).then(|| (r, pts))
+        (r.series().len() == 1 && pts.len() >= 6).then_some((r, pts))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}; last answer {:?}", last.lock()));
@@ -448,7 +451,9 @@ async fn local_runs_rules_and_serves_the_ui() {
         .expect("stores JSON");
     for kind in ["rule", "sidecar", "store"] {
         assert!(
-            stores["data"][kind].as_array().is_some_and(|v| !v.is_empty()),
+            stores["data"][kind]
+                .as_array()
+                .is_some_and(|v| !v.is_empty()),
             "{kind} in {stores}"
         );
     }
@@ -502,7 +507,12 @@ async fn local_runs_rules_and_serves_the_ui() {
     for path in called {
         let r = client
             .get(format!("{url}{path}"))
-            .query(&[("query", "up"), ("start", "0"), ("end", "60"), ("step", "15")])
+            .query(&[
+                ("query", "up"),
+                ("start", "0"),
+                ("end", "60"),
+                ("step", "15"),
+            ])
             .send()
             .await
             .expect("GET an API path of the script");

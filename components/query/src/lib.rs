@@ -183,10 +183,7 @@ impl Queryable for SourceQueryable {
     }
 
     async fn label_names(&self, min_t: i64, max_t: i64) -> Result<Vec<String>, QueryableError> {
-        self.source
-            .view(&self.opts)
-            .label_names(min_t, max_t)
-            .await
+        self.source.view(&self.opts).label_names(min_t, max_t).await
     }
 
     async fn label_values(

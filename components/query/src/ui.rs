@@ -125,7 +125,10 @@ mod tests {
             assert!(ct.starts_with("text/html"), "{p}: {ct}");
         }
         let (s, ct, _) = get(&app, "/ui/app.js").await;
-        assert_eq!((s, ct.starts_with("text/javascript")), (StatusCode::OK, true));
+        assert_eq!(
+            (s, ct.starts_with("text/javascript")),
+            (StatusCode::OK, true)
+        );
         let (s, ct, _) = get(&app, "/ui/style.css").await;
         assert_eq!((s, ct.starts_with("text/css")), (StatusCode::OK, true));
     }
