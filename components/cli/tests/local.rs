@@ -485,17 +485,23 @@ async fn local_runs_rules_and_serves_the_ui() {
     let js = js.text().await.expect("script body");
     let script = data.path().join("app.js");
     std::fs::write(&script, &js).expect("write the script");
-    match Command::new("node").arg("--check").arg(&script).output() {
-        Ok(out) => assert!(
-            out.status.success(),
-            "node --check: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    let have_node = match Command::new("node").arg("--check").arg(&script).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "node --check: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("node (Node.js) is needed under CI=true to check the UI script: {e}")
         }
-        Err(e) => eprintln!("node not found ({e}): the script's syntax is not checked"),
-    }
+        Err(e) => {
+            eprintln!("node not found ({e}): the script is neither checked nor run");
+            false
+        }
+    };
     let css = client
         .get(format!("{url}/ui/style.css"))
         .send()
@@ -519,6 +525,67 @@ async fn local_runs_rules_and_serves_the_ui() {
         assert_eq!(r.status(), 200, "{path}");
         let body: serde_json::Value = r.json().await.expect("JSON answer");
         assert_eq!(body["status"], "success", "{path}: {body}");
+    }
+
+    // The script itself, run by node against this server (a minimal DOM stand-in records what
+    // it draws): tables, a graph, the dedup toggle, errors, and the store/rule/alert pages.
+    if have_node {
+        let draw = |page: &str, search: &str| {
+            let out = Command::new("node")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ui_smoke.js"))
+                .args([url.as_str(), &script.display().to_string(), page, search])
+                .output()
+                .expect("run the UI script in node");
+            assert!(
+                out.status.success(),
+                "{page}{search}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let drawn: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("the smoke runner prints JSON");
+            let text = drawn["text"].as_str().unwrap_or("");
+            assert!(
+                !text.contains("undefined") && !text.contains("null") && !text.contains("NaN"),
+                "{page}{search}: a missing value was drawn: {drawn}"
+            );
+            drawn
+        };
+        let no_errors = |d: &serde_json::Value| d["errors"].as_array().is_some_and(Vec::is_empty);
+        let table = draw("/graph", "?expr=demo_requests_total&tab=table");
+        assert!(no_errors(&table), "{table}");
+        assert_eq!(
+            table["rows"], 2,
+            "header + one de-duplicated series: {table}"
+        );
+        let both = draw("/graph", "?expr=demo_requests_total&tab=table&dedup=false");
+        assert_eq!(
+            both["rows"], 3,
+            "header + both replicas without dedup: {both}"
+        );
+        let graph = draw("/graph", "?expr=job:demo_requests:sum&tab=graph&range=1m");
+        assert!(no_errors(&graph), "{graph}");
+        assert_eq!(
+            graph["lines"], 1,
+            "one line for the recorded series: {graph}"
+        );
+        let bad = draw("/graph", "?expr=sum(&tab=table");
+        assert!(!no_errors(&bad), "a parse error is shown: {bad}");
+        let stores = draw("/stores", "");
+        assert!(no_errors(&stores), "{stores}");
+        let text = stores["text"].as_str().unwrap_or("");
+        assert!(text.contains("rule") && text.contains("UP"), "{stores}");
+        let rules = draw("/rules", "");
+        let text = rules["text"].as_str().unwrap_or("");
+        assert!(
+            text.contains("record: job:demo_requests:sum") && text.contains("ok"),
+            "{rules}"
+        );
+        let alerts = draw("/alerts", "");
+        let text = alerts["text"].as_str().unwrap_or("");
+        assert!(
+            text.contains("firing") && text.contains("DemoUp"),
+            "{alerts}"
+        );
     }
     drop((a, b));
 }

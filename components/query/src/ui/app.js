@@ -10,7 +10,7 @@ function el(tag, attrs, ...children) {
     if (k === 'on') for (const [ev, f] of Object.entries(v)) e.addEventListener(ev, f);
     else if (v !== false && v !== undefined && v !== null) e.setAttribute(k, v === true ? '' : v);
   }
-  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c);
+  for (const c of children.flat(Infinity)) if (c !== null && c !== undefined) e.append(c);
   return e;
 }
 
@@ -62,6 +62,11 @@ function parseDuration(s) {
   return used === s.length && used > 0 ? total : NaN;
 }
 
+// Replaces `node`'s children with `cs` (nested arrays flattened, null and undefined left out).
+function put(node, ...cs) {
+  node.replaceChildren(...cs.flat(Infinity).filter((c) => c !== null && c !== undefined));
+}
+
 function messages(r) {
   return [
     ...(r.warnings || []).map((w) => el('div', { class: 'warn' }, 'Warning: ' + w)),
@@ -85,7 +90,7 @@ function graphPage(main) {
   const out = el('div', { id: 'result' });
   const tabs = el('span', { class: 'tabs' });
   const drawTabs = () => {
-    tabs.replaceChildren(...['table', 'graph'].map((t) => el('button', {
+    put(tabs, ...['table', 'graph'].map((t) => el('button', {
       type: 'button', class: state.tab === t ? 'on' : '', on: { click: () => { state.tab = t; drawTabs(); run(); } },
     }, t === 'table' ? 'Table' : 'Graph')));
   };
@@ -100,26 +105,26 @@ function graphPage(main) {
     if (end.value.trim()) {
       const v = end.value.trim();
       endSec = /^\d+(\.\d+)?$/.test(v) ? parseFloat(v) : Date.parse(v) / 1000;
-      if (Number.isNaN(endSec)) return out.replaceChildren(el('div', { class: 'err' }, 'bad end time: ' + v));
+      if (Number.isNaN(endSec)) return put(out, el('div', { class: 'err' }, 'bad end time: ' + v));
     }
-    out.replaceChildren(el('span', { class: 'muted' }, 'Running…'));
+    put(out, el('span', { class: 'muted' }, 'Running…'));
     if (state.tab === 'table') {
       const r = await api('/api/v1/query', { query: q, time: String(endSec), ...opts });
-      out.replaceChildren(...messages(r), r.status === 'success' ? resultTable(r.data) : null);
+      put(out, ...messages(r), r.status === 'success' ? resultTable(r.data) : null);
       return;
     }
     const secs = parseDuration(range.value.trim());
-    if (!(secs > 0)) return out.replaceChildren(el('div', { class: 'err' }, 'bad range: ' + range.value));
+    if (!(secs > 0)) return put(out, el('div', { class: 'err' }, 'bad range: ' + range.value));
     let stepSec = step.value.trim() ? parseDuration(step.value.trim()) : Math.max(1, Math.round(secs / 250));
-    if (!(stepSec > 0)) return out.replaceChildren(el('div', { class: 'err' }, 'bad step: ' + step.value));
+    if (!(stepSec > 0)) return put(out, el('div', { class: 'err' }, 'bad step: ' + step.value));
     const r = await api('/api/v1/query_range', {
       query: q, start: String(endSec - secs), end: String(endSec), step: String(stepSec), ...opts,
     });
-    out.replaceChildren(...messages(r), r.status === 'success' ? lineGraph(r.data.result, endSec - secs, endSec) : null);
+    put(out, ...messages(r), r.status === 'success' ? lineGraph(r.data.result, endSec - secs, endSec) : null);
   };
   expr.addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); run(); } });
   drawTabs();
-  main.replaceChildren(
+  put(main,
     expr,
     el('div', { class: 'controls' },
       el('button', { type: 'button', id: 'execute', on: { click: run } }, 'Execute'), tabs,
@@ -201,10 +206,10 @@ function lineGraph(result, start, end) {
 
 async function storesPage(main) {
   const r = await api('/api/v1/stores');
-  if (r.status !== 'success') return main.replaceChildren(...messages(r));
+  if (r.status !== 'success') return put(main, ...messages(r));
   const types = Object.keys(r.data).sort();
-  if (!types.length) return main.replaceChildren(el('p', { class: 'muted' }, 'No store endpoints known yet.'));
-  main.replaceChildren(...types.map((t) => [
+  if (!types.length) return put(main, el('p', { class: 'muted' }, 'No store endpoints known yet.'));
+  put(main, ...types.map((t) => [
     el('h3', {}, t),
     el('table', {}, el('tr', {}, ['Endpoint', 'Health', 'Labels', 'Min time', 'Max time', 'Last check'].map((h) => el('th', {}, h))),
       r.data[t].map((s) => el('tr', {},
@@ -219,10 +224,10 @@ async function storesPage(main) {
 
 async function rulesPage(main) {
   const r = await api('/api/v1/rules');
-  if (r.status !== 'success') return main.replaceChildren(...messages(r));
+  if (r.status !== 'success') return put(main, ...messages(r));
   const groups = r.data.groups || [];
-  if (!groups.length) return main.replaceChildren(el('p', { class: 'muted' }, 'No rule groups loaded.'));
-  main.replaceChildren(...groups.map((g) => [
+  if (!groups.length) return put(main, el('p', { class: 'muted' }, 'No rule groups loaded.'));
+  put(main, ...groups.map((g) => [
     el('h3', {}, g.name + ' ', el('span', { class: 'muted' }, g.file + ', every ' + g.interval + 's')),
     el('table', {}, el('tr', {}, ['Rule', 'Query', 'Health', 'Last evaluation', 'Took (s)'].map((h) => el('th', {}, h))),
       g.rules.map((x) => el('tr', {},
@@ -236,10 +241,10 @@ async function rulesPage(main) {
 
 async function alertsPage(main) {
   const r = await api('/api/v1/alerts');
-  if (r.status !== 'success') return main.replaceChildren(...messages(r));
+  if (r.status !== 'success') return put(main, ...messages(r));
   const alerts = r.data.alerts || [];
-  if (!alerts.length) return main.replaceChildren(el('p', { class: 'muted' }, 'No pending or firing alerts.'));
-  main.replaceChildren(el('table', {},
+  if (!alerts.length) return put(main, el('p', { class: 'muted' }, 'No pending or firing alerts.'));
+  put(main, el('table', {},
     el('tr', {}, ['State', 'Alert', 'Active since', 'Value', 'Annotations'].map((h) => el('th', {}, h))),
     alerts.map((a) => el('tr', {},
       el('td', { class: a.state }, a.state),
