@@ -5,6 +5,8 @@
 //! The two halves meet at [`StoreSource`]: the API asks it for a per-request [`StoreView`]
 //! (carrying the request's dedup / partial-response / resolution options), evaluates the query
 //! over it, and adds the view's warnings (failed stores under partial response) to the response.
+//! [`ui`] is the web UI served beside the API; [`SourceQueryable`] lets an in-process engine (the
+//! ruler of `strata local`) read the same stores.
 
 use std::sync::Arc;
 
