@@ -1,8 +1,12 @@
 //! `strata local`: the federation in one process, for a laptop or a single VM. A store gateway over
 //! a bucket (a directory under `--data-dir` unless `--objstore.config(-file)` names another), a
 //! compactor on that bucket, a sidecar for each `--prometheus` (shipping its blocks when a TSDB
-//! path is given), and the querier over all of them, on one HTTP address. The parts talk over the StoreAPI on loopback
-//! ports, exactly as the separate processes do.
+//! path is given), the querier over all of them and its web UI, on one HTTP address. With
+//! `--rule-file`, a ruler too: it evaluates with the embedded PromQL engine over the querier's
+//! stores, keeps its results in `<data-dir>/rule` (shipped to the bucket, and one of the
+//! querier's stores), and serves its API (`/api/v1/rules`, `/api/v1/alerts`, `/-/reload`) on
+//! the same address. The parts talk over the StoreAPI on loopback ports, exactly as the
+//! separate processes do.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -14,7 +18,12 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use strata_compact::run::{Compactor, CompactorConfig};
 use strata_objstore::{Bucket, BucketConfig, ObjstoreArgs};
+use strata_promql::{Engine, Labels};
 use strata_query::api::{ApiMetrics, ApiSettings};
+use strata_query::{QueryOptions, SourceQueryable};
+use strata_rule::eval::EmbeddedEngine;
+use strata_rule::notifier::{Alertmanagers, NotifierOptions};
+use strata_rule::storage::{LocalStorage, StorageOptions};
 use strata_runtime::{AdminServer, Readiness, ServerArgs, Shutdown, admin_router, init_logging};
 use strata_sidecar::{RunError, ShippingConfig, SidecarConfig};
 use strata_storeapi::Listen;
@@ -92,6 +101,23 @@ pub struct LocalArgs {
     /// Time between compactor passes.
     #[arg(long = "compact.wait-interval", env = "STRATA_COMPACT_WAIT_INTERVAL", value_parser = humantime::parse_duration, default_value = "5m")]
     compact_wait_interval: Duration,
+
+    /// Rule file (Prometheus format) or glob, evaluated in this process over the querier's
+    /// stores; repeatable. Without it no ruler runs.
+    #[arg(long = "rule-file", env = "STRATA_RULE_FILE", value_delimiter = ',')]
+    rule_files: Vec<String>,
+
+    /// Evaluation interval of rule groups that set none.
+    #[arg(long = "eval-interval", env = "STRATA_EVAL_INTERVAL", value_parser = humantime::parse_duration, default_value = "1m")]
+    eval_interval: Duration,
+
+    /// Alertmanager base URL (API v2) the ruler sends alerts to; repeatable.
+    #[arg(
+        long = "alertmanagers.url",
+        env = "STRATA_ALERTMANAGERS_URL",
+        value_delimiter = ','
+    )]
+    alertmanagers: Vec<String>,
 
     /// The bucket (Thanos objstore YAML); without it, a FILESYSTEM bucket in `<data-dir>/bucket`.
     #[command(flatten)]
@@ -258,6 +284,55 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
         });
     }
 
+    // The ruler's storage: one more store of the querier, its blocks shipped to the bucket.
+    let rule_storage = if args.rule_files.is_empty() {
+        None
+    } else {
+        let storage = LocalStorage::open(
+            StorageOptions {
+                dir: args.data_dir.join("rule"),
+                external_labels: Labels::new(Vec::new()),
+                block_duration_ms: RULE_BLOCK_DURATION_MS,
+                retention_ms: RULE_RETENTION_MS,
+            },
+            &mut registry,
+        )
+        .await
+        .context("open the ruler's storage")?;
+        let listener = tokio::net::TcpListener::bind(LOOPBACK_ANY_PORT)
+            .await
+            .context("bind the ruler's loopback port")?;
+        let addr = listener.local_addr().context("ruler StoreAPI address")?;
+        endpoints.push(addr.to_string());
+        let (served, stop) = (storage.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            strata_rule::storage::serve(
+                served,
+                Listen::Listener(listener),
+                strata_storeapi::ServerOptions::default(),
+                async move { stop.cancelled().await },
+            )
+            .await
+            .context("ruler StoreAPI")
+        });
+        // A shipping sidecar has registered the shipper's metric names already (see above).
+        let mut scratch = Registry::default();
+        let shipper_metrics = if args.prometheus.iter().any(|t| t.tsdb_path.is_some()) {
+            &mut scratch
+        } else {
+            &mut registry
+        };
+        let stop = shutdown.clone();
+        let upkeep = strata_rule::storage::run_background(
+            storage.clone(),
+            Some(bucket.clone()),
+            shipper_metrics,
+            async move { stop.cancelled().await },
+        );
+        tasks.spawn(async move { upkeep.await.context("ruler storage upkeep") });
+        Some((storage, addr))
+    };
+
     // The querier over all of them, on the one HTTP address.
     let source = store_source(EndpointFlags {
         endpoints,
@@ -269,7 +344,7 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
     .await
     .map_err(|e| e.context(ConfigError("store endpoints".into())))?;
     let api = strata_query::api::router(
-        source,
+        source.clone(),
         ApiSettings {
             build_info: build_info(),
             metrics: Some(ApiMetrics::register(&mut registry)),
@@ -277,7 +352,66 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
         },
     );
     let http = admin.local_addr();
-    let router = admin_router(Arc::new(registry), readiness.clone()).merge(api);
+
+    // The ruler's groups, evaluated by the embedded engine over the querier's stores.
+    let mut rules = None;
+    let mut rule_api = None;
+    if let Some((storage, addr)) = rule_storage {
+        let queryable = SourceQueryable::new(
+            source.clone(),
+            QueryOptions {
+                // A failing store fails the rule (Thanos's default `abort` strategy).
+                partial_response: false,
+                ..QueryOptions::default()
+            },
+        );
+        let backend = Arc::new(EmbeddedEngine::new(Engine::default(), Arc::new(queryable)));
+        let notify = Arc::new(
+            Alertmanagers::start(
+                NotifierOptions {
+                    urls: args.alertmanagers.clone(),
+                    timeout: Duration::from_secs(10),
+                    queue_capacity: 10_000,
+                    label_drop: Vec::new(),
+                },
+                &mut registry,
+            )
+            .context(ConfigError("--alertmanagers.url".into()))?,
+        );
+        let config = rule_config(&args, &bucket, addr, http);
+        let (manager, routes) = strata_rule::run::start_rules(
+            &config,
+            backend,
+            storage.clone(),
+            notify,
+            Some(storage),
+            &mut registry,
+        )
+        .map_err(|e| match e {
+            strata_rule::Error::RuleFile { .. } | strata_rule::Error::Config(_) => {
+                anyhow::Error::new(e).context(ConfigError("--rule-file".into()))
+            }
+            e => anyhow::Error::new(e).context("start the ruler"),
+        })?;
+        rule_api = Some(routes);
+        let groups = manager.groups().len();
+        let hup = strata_rule::run::reload_on_sighup(manager.clone(), shutdown.clone());
+        started.push(format!(
+            "ruler on {addr} ({groups} rule groups from {}; results in {})",
+            args.rule_files.join(", "),
+            args.data_dir.join("rule").display()
+        ));
+        rules = Some((manager, hup));
+    }
+    let ui = strata_query::ui::router(strata_query::ui::UiOptions {
+        rules: rules.is_some(),
+    });
+    let mut router = admin_router(Arc::new(registry), readiness.clone())
+        .merge(api)
+        .merge(ui);
+    if let Some(routes) = rule_api {
+        router = router.merge(routes);
+    }
     let serving = tokio::spawn(admin.serve(router, shutdown.clone()));
     readiness.set(true);
     for line in &started {
@@ -292,6 +426,10 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
     };
     shutdown.trigger();
     readiness.set(false);
+    if let Some((manager, hup)) = rules {
+        manager.stop();
+        hup.abort();
+    }
     let deadline = args.server.shutdown_timeout;
     let rest = async {
         let mut first_err = None;
@@ -320,6 +458,43 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Block length of the ruler's storage (Prometheus's).
+const RULE_BLOCK_DURATION_MS: i64 = 2 * 3600 * 1000;
+/// How long the ruler keeps its blocks locally (they are in the bucket too).
+const RULE_RETENTION_MS: i64 = 48 * 3600 * 1000;
+
+/// The embedded ruler's settings: `strata rule`'s defaults, with the evaluation interval, rule
+/// files and Alertmanagers from the flags.
+fn rule_config(
+    args: &LocalArgs,
+    bucket: &Bucket,
+    grpc: SocketAddr,
+    http: SocketAddr,
+) -> strata_rule::RuleConfig {
+    let ms = |d: i64| Duration::from_millis(u64::try_from(d).unwrap_or(0));
+    strata_rule::RuleConfig {
+        rule_files: args.rule_files.clone(),
+        query_urls: Vec::new(),
+        query_timeout: Duration::from_secs(120),
+        eval_interval: args.eval_interval,
+        data_dir: args.data_dir.join("rule"),
+        external_labels: Labels::new(Vec::new()),
+        external_url: format!("http://{http}"),
+        alertmanager_urls: args.alertmanagers.clone(),
+        alertmanager_timeout: Duration::from_secs(10),
+        alert_label_drop: Vec::new(),
+        resend_delay: Duration::from_secs(60),
+        for_outage_tolerance: Duration::from_secs(3600),
+        for_grace_period: Duration::from_secs(600),
+        block_duration: ms(RULE_BLOCK_DURATION_MS),
+        retention: ms(RULE_RETENTION_MS),
+        bucket: Some(bucket.clone()),
+        grpc_address: grpc,
+        grpc_options: strata_storeapi::ServerOptions::default(),
+        http_address: http,
+    }
+}
+
 fn flatten(res: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     res.context("task panicked or was cancelled")?
 }
@@ -340,6 +515,7 @@ fn announce(started: &[String], http: SocketAddr, replica_labels: &[String]) {
         "  - querier (replica labels {}) at http://{host}",
         replica_labels.join(", ")
     );
+    println!("Open http://{host}/graph in a browser (the query UI).");
     println!(
         "Point Grafana at http://{host} as a Prometheus data source, or try:\n  curl 'http://{host}/api/v1/query?query=up'"
     );

@@ -1,6 +1,7 @@
 //! `strata query`: the querier. Flags (named as in `thanos query`) here; the HTTP API is in
 //! `strata_query::api`, the store fan-out in `strata_query::fanout`. The API is served on
-//! `--http-address` next to `/metrics`, `/-/healthy` and `/-/ready`, as Thanos does.
+//! `--http-address` next to `/metrics`, `/-/healthy` and `/-/ready`, as Thanos does, with the
+//! web UI (`/graph`, `/stores`; `strata_query::ui`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -291,7 +292,10 @@ async fn serve(args: QueryArgs) -> anyhow::Result<()> {
         ..args.api_settings()
     };
     let api = strata_query::api::router(source, settings);
-    let router = admin_router(Arc::new(registry), readiness.clone()).merge(api);
+    let ui = strata_query::ui::router(strata_query::ui::UiOptions::default());
+    let router = admin_router(Arc::new(registry), readiness.clone())
+        .merge(api)
+        .merge(ui);
     tracing::info!(address = %server.local_addr(), "serving the query API");
     let serving = tokio::spawn(server.serve(router, shutdown.clone()));
     readiness.set(true);

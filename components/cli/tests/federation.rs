@@ -15,8 +15,10 @@
 //! 5. observability (checked while every part runs, after step 1): replica a scrapes every Strata
 //!    component's `/metrics`; every query of the Grafana dashboard in `docs/grafana/` parses and
 //!    returns data;
-//! 6. a compactor that crashes right after uploading its first output, then runs again:
-//!    vertical compaction merges the replicas' blocks, the answers stay equal;
+//! 6. a compactor killed with a real SIGKILL mid-pass (once files appear in its work
+//!    directory), then crashing through its fault hook right after uploading its first output,
+//!    then running again: vertical compaction merges the replicas' blocks, no block keeps the
+//!    replica label, and the answers stay equal (no sample lost or doubled);
 //! 7. downsampling (threshold lowered) with one day of raw retention, crashing once after a
 //!    downsampled upload: only 5m blocks remain, raw-only queries find nothing, and
 //!    `*_over_time` / `rate` / `increase` with `max_source_resolution=5m` agree with the
@@ -525,6 +527,9 @@ async fn federation_answers_like_one_prometheus_through_failures() {
         "--delete-delay=0s".to_string(),
         format!("--http-address=127.0.0.1:{}", strata_e2e::free_port()),
     ];
+    // A real kill -9 first, while the compactor is busy (its work directory has files), then
+    // the fault-hook crash right after its first upload, then a clean pass.
+    compact_kill9_mid_pass(&compact_args, &compact_dir);
     compact_crash_then_finish(&compact_args, "after-upload");
     // What remains: blocks without the replica label, at least one of them compacted (level 2).
     let metas = bucket_metas(&minio).await;
@@ -586,6 +591,61 @@ async fn federation_answers_like_one_prometheus_through_failures() {
     .expect("store synced the downsampled blocks");
     run.settle_downsampled().await;
     run.compare_downsampled().await;
+}
+
+/// Starts `strata compact ARGS` (one pass) and kills it with SIGKILL as soon as a file appears
+/// under its work directories in `data_dir` (blocks being downloaded or written).
+fn compact_kill9_mid_pass(args: &[String], data_dir: &Path) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(binary())
+        .arg("compact")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start strata compact");
+    let busy = || {
+        ["compact", "downsample"]
+            .iter()
+            .any(|d| has_file(&data_dir.join(d)))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        if busy() {
+            child.kill().expect("kill -9 strata compact");
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("poll strata compact") {
+            panic!("strata compact ended ({status}) before it could be killed mid-pass");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strata compact wrote no work file within 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = child.wait().expect("reap strata compact");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the compactor died of the SIGKILL, mid-pass: {status}"
+    );
+    println!("killed strata compact with SIGKILL mid-pass");
+}
+
+/// Whether any regular file lies under `dir` (any depth).
+fn has_file(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_file(&p)
+        } else {
+            p.is_file()
+        }
+    })
 }
 
 /// Runs `strata compact ARGS` with the fault hook at `fault` (it must abort there), then again

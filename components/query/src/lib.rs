@@ -5,6 +5,8 @@
 //! The two halves meet at [`StoreSource`]: the API asks it for a per-request [`StoreView`]
 //! (carrying the request's dedup / partial-response / resolution options), evaluates the query
 //! over it, and adds the view's warnings (failed stores under partial response) to the response.
+//! [`ui`] is the web UI served beside the API; [`SourceQueryable`] lets an in-process engine (the
+//! ruler of `strata local`) read the same stores.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub mod convert;
 pub mod dedup;
 pub mod endpoints;
 pub mod fanout;
+pub mod ui;
 
 /// Per-request options the HTTP API passes to the store side.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,4 +131,72 @@ pub trait StoreSource: Send + Sync {
 
     /// Every configured endpoint and its health.
     fn stores(&self) -> Vec<StoreStatus>;
+}
+
+/// A [`Queryable`] over a [`StoreSource`]: each call asks a fresh [`StoreView`] with fixed
+/// options, so the in-process PromQL engine (e.g. `strata local`'s ruler) reads what the
+/// querier reads. A view's warnings are dropped; use `partial_response: false` in the options
+/// to turn a failing store into an error instead.
+pub struct SourceQueryable {
+    source: Arc<dyn StoreSource>,
+    opts: QueryOptions,
+}
+
+impl std::fmt::Debug for SourceQueryable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceQueryable")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceQueryable {
+    /// Reads `source` with `opts` on every call.
+    pub fn new(source: Arc<dyn StoreSource>, opts: QueryOptions) -> Self {
+        Self { source, opts }
+    }
+}
+
+#[async_trait]
+impl Queryable for SourceQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<strata_promql::Series>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .select(matchers, min_t, max_t)
+            .await
+    }
+
+    async fn select_with_hints(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        hints: &strata_promql::SelectHints,
+    ) -> Result<Vec<strata_promql::Series>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .select_with_hints(matchers, min_t, max_t, hints)
+            .await
+    }
+
+    async fn label_names(&self, min_t: i64, max_t: i64) -> Result<Vec<String>, QueryableError> {
+        self.source.view(&self.opts).label_names(min_t, max_t).await
+    }
+
+    async fn label_values(
+        &self,
+        name: &str,
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.source
+            .view(&self.opts)
+            .label_values(name, min_t, max_t)
+            .await
+    }
 }

@@ -288,21 +288,20 @@ fn restore_hook(state: Arc<Mutex<GroupState>>, opts: RestoreOptions) -> AfterFir
     })
 }
 
-/// Serves rules over an already chosen sink, notifier and restore source until `shutdown`:
-/// loads the rule files (an error here fails startup), reloads on SIGHUP and `POST /-/reload`,
-/// and serves the HTTP API with the admin routes. `registry` must hold every other metric.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve_rules(
+/// Starts the rule groups over an already chosen backend, sink, notifier and restore source:
+/// registers the rule metrics in `registry`, loads the rule files (an error here is returned)
+/// and starts a loop per group. Returns the [`Manager`] and the rule API's routes
+/// (`/api/v1/rules`, `/api/v1/alerts`, `POST /-/reload`) to serve on any HTTP address; stop the
+/// groups with [`Manager::stop`].
+pub fn start_rules(
     config: &RuleConfig,
     backend: Arc<dyn QueryBackend>,
     sink: Arc<dyn SampleSink>,
     notify: Arc<dyn Notify>,
     restore: Option<Arc<dyn Queryable>>,
-    mut registry: Registry,
-    readiness: Readiness,
-    shutdown: Shutdown,
-) -> Result<()> {
-    let metrics = RuleMetrics::new(&mut registry);
+    registry: &mut Registry,
+) -> Result<(Arc<Manager>, axum::Router)> {
+    let metrics = RuleMetrics::new(registry);
     let ctx = EvalContext {
         backend,
         sink,
@@ -326,15 +325,13 @@ pub async fn serve_rules(
         restore,
     );
     manager.reload()?;
-    let admin = AdminServer::bind(config.http_address)
-        .await
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let router = admin_router(Arc::new(registry), readiness.clone())
-        .merge(crate::api::router(manager.clone()));
-    let http = tokio::spawn(admin.serve(router, shutdown.clone()));
-    let hup_manager = manager.clone();
-    let hup_shutdown = shutdown.clone();
-    let hup = tokio::spawn(async move {
+    let router = crate::api::router(manager.clone());
+    Ok((manager, router))
+}
+
+/// Reloads `manager`'s rule files on every SIGHUP until `shutdown`.
+pub fn reload_on_sighup(manager: Arc<Manager>, shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
@@ -342,15 +339,38 @@ pub async fn serve_rules(
         };
         loop {
             tokio::select! {
-                _ = hup_shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return,
                 got = hup.recv() => {
                     if got.is_none() { return; }
                     tracing::info!("SIGHUP: reloading rule files");
-                    let _ = hup_manager.reload();
+                    let _ = manager.reload();
                 }
             }
         }
-    });
+    })
+}
+
+/// Serves rules over an already chosen sink, notifier and restore source until `shutdown`:
+/// loads the rule files (an error here fails startup), reloads on SIGHUP and `POST /-/reload`,
+/// and serves the HTTP API with the admin routes. `registry` must hold every other metric.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_rules(
+    config: &RuleConfig,
+    backend: Arc<dyn QueryBackend>,
+    sink: Arc<dyn SampleSink>,
+    notify: Arc<dyn Notify>,
+    restore: Option<Arc<dyn Queryable>>,
+    mut registry: Registry,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let (manager, rule_api) = start_rules(config, backend, sink, notify, restore, &mut registry)?;
+    let admin = AdminServer::bind(config.http_address)
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let router = admin_router(Arc::new(registry), readiness.clone()).merge(rule_api);
+    let http = tokio::spawn(admin.serve(router, shutdown.clone()));
+    let hup = reload_on_sighup(manager.clone(), shutdown.clone());
     readiness.set(true);
     shutdown.cancelled().await;
     readiness.set(false);
