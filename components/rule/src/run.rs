@@ -66,6 +66,10 @@ pub struct RuleConfig {
     pub grpc_options: strata_storeapi::ServerOptions,
     /// HTTP address (`--http-address`).
     pub http_address: SocketAddr,
+    /// Remote-write endpoints (`--remote-write.url`, `--remote-write.config(-file)`). When any is
+    /// set the ruler runs stateless: no local TSDB, StoreAPI or shipping, results are
+    /// remote-written and alert state is restored through the query API.
+    pub remote_write: Vec<crate::remote_write::EndpointConfig>,
 }
 
 struct Running {
@@ -365,6 +369,9 @@ pub async fn serve_rules(
 /// Runs the ruler until `shutdown`: local storage (WAL + blocks), its StoreAPI server, block
 /// cutting and shipping, the Alertmanager client, the group loops and the HTTP server.
 pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
+    if !config.remote_write.is_empty() {
+        return run_stateless(config, shutdown).await;
+    }
     let mut registry = Registry::default();
     let readiness = Readiness::new();
     let storage = LocalStorage::open(
@@ -433,6 +440,62 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
             Err(e) => tracing::error!(what, error = %e, "ruler task panicked"),
         }
     }
+    served
+}
+
+/// Runs the ruler in stateless mode until `shutdown`: results are remote-written (queued in
+/// memory, see [`RemoteWrite`](crate::remote_write::RemoteWrite)), alert state is restored from
+/// `ALERTS_FOR_STATE` read through the `--query` APIs, and nothing is stored locally.
+pub async fn run_stateless(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
+    let mut registry = Registry::default();
+    let readiness = Readiness::new();
+    if config.bucket.is_some() {
+        tracing::warn!("stateless mode (remote write): the bucket is not used");
+    }
+    let notify = Arc::new(Alertmanagers::start(
+        NotifierOptions {
+            urls: config.alertmanager_urls.clone(),
+            timeout: config.alertmanager_timeout,
+            queue_capacity: 10_000,
+            label_drop: config.alert_label_drop.clone(),
+        },
+        &mut registry,
+    )?);
+    let backend = Arc::new(HttpQuerier::new(
+        config.query_urls.clone(),
+        config.query_timeout,
+    )?);
+    let restore: Arc<dyn Queryable> = Arc::new(crate::query_restore::QueryRestore::new(
+        config.query_urls.clone(),
+        config.external_labels.clone(),
+        config.query_timeout,
+    )?);
+    // The senders outlive the rule loops, so the last evaluations' samples are still sent.
+    let senders_stop = CancellationToken::new();
+    let sink = Arc::new(crate::remote_write::RemoteWrite::start(
+        config.remote_write.clone(),
+        config.external_labels.clone(),
+        &mut registry,
+        senders_stop.clone(),
+    )?);
+    tracing::info!(
+        endpoints = config.remote_write.len(),
+        "stateless mode: rule results are remote-written"
+    );
+    let served = serve_rules(
+        &config,
+        backend,
+        sink.clone(),
+        notify,
+        Some(restore),
+        registry,
+        readiness,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.trigger();
+    senders_stop.cancel();
+    sink.join().await;
     served
 }
 

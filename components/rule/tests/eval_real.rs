@@ -55,6 +55,7 @@ fn config(rule_file: &str, query: &str, http: u16) -> RuleConfig {
         grpc_address: "127.0.0.1:0".parse().expect("addr"),
         grpc_options: strata_storeapi::ServerOptions::default(),
         http_address: format!("127.0.0.1:{http}").parse().expect("addr"),
+        remote_write: Vec::new(),
     }
 }
 
