@@ -174,8 +174,11 @@ impl RuleArgs {
             })?),
             (None, inline) => inline.clone(),
         };
-        let mut out: Vec<EndpointConfig> =
-            self.remote_write_urls.iter().map(EndpointConfig::new).collect();
+        let mut out: Vec<EndpointConfig> = self
+            .remote_write_urls
+            .iter()
+            .map(EndpointConfig::new)
+            .collect();
         if let Some(yaml) = yaml {
             let file = RemoteWriteFile::parse(&yaml)
                 .map_err(|e| anyhow::Error::new(e).context(ConfigError("remote write".into())))?;

@@ -64,7 +64,12 @@ pub fn range_selector(matchers: &[Matcher], min_t: i64, max_t: i64) -> String {
                 MatchOp::Re(_) => ("=~", m.value.clone()),
                 MatchOp::NotRe(_) => ("!~", m.value.clone()),
             };
-            format!("{}{op}{}", quote(&m.name), quote(&value))
+            let bare =
+                m.name.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                }) && !m.name.is_empty();
+            let name = if bare { m.name.clone() } else { quote(&m.name) };
+            format!("{name}{op}{}", quote(&value))
         })
         .collect();
     // A range selector at t covers (t - range, t]: one more ms includes min_t.
@@ -204,9 +209,11 @@ mod tests {
         ];
         assert_eq!(
             range_selector(&m, 1000, 4000),
-            r#"{"__name__"="ALERTS_FOR_STATE","alertname"="A\"b"}[3001ms]"#
+            r#"{__name__="ALERTS_FOR_STATE",alertname="A\"b"}[3001ms]"#
         );
         assert!(promql_parser::parser::parse(&range_selector(&m, 1000, 4000)).is_ok());
+        let dotted = [Matcher::new(MatchOp::Equal, "a.b", "x")];
+        assert_eq!(range_selector(&dotted, 0, 0), r#"{"a.b"="x"}[1ms]"#);
     }
 
     #[test]
