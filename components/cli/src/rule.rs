@@ -244,6 +244,46 @@ async fn serve(args: RuleArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: RuleArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RuleArgs, clap::Error> {
+        let mut full = vec!["strata-rule", "--rule-file=r.yml", "--query=http://q"];
+        full.extend_from_slice(extra);
+        Wrap::try_parse_from(full).map(|w| w.args)
+    }
+
+    #[test]
+    fn remote_write_flags_merge_urls_and_config() {
+        let a = parse(&[
+            "--remote-write.url=http://a/api/v1/write",
+            "--remote-write.config=remote_write:\n- url: http://b/api/v1/write\n  queue_config: {max_samples_per_send: 7}\n",
+        ])
+        .expect("parses");
+        let rw = a.remote_write().expect("remote write config");
+        assert_eq!(rw.len(), 2);
+        assert_eq!(rw[0].url, "http://a/api/v1/write");
+        assert_eq!(rw[1].queue_config.max_samples_per_send, 7);
+        assert!(
+            parse(&[])
+                .expect("parses")
+                .remote_write()
+                .expect("none")
+                .is_empty()
+        );
+        let bad = parse(&["--remote-write.config=remote_write:\n- url: http://b\n  nope: 1\n"])
+            .expect("parses");
+        assert!(bad.remote_write().is_err(), "unknown fields are rejected");
+        assert!(
+            parse(&["--remote-write.config=x", "--remote-write.config-file=f"]).is_err(),
+            "inline and file forms conflict"
+        );
+    }
 
     #[test]
     fn labels_parse_quoted_and_bare() {
