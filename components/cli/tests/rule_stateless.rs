@@ -3,16 +3,16 @@
 //! and, through a cuttable TCP proxy, the remote-write receiver. Asserted: the recording rule's
 //! series arrives with the rule's and the external labels and Prometheus's own values at the same
 //! timestamps; with the receiver cut off the sender retries and, once it is back, the samples
-//! evaluated during the outage arrive, none failed or dropped; after a graceful restart (a new
-//! ruler configured with `--remote-write.config`) the alert comes back firing with its old
-//! `activeAt`, restored from `ALERTS_FOR_STATE` read through the query API.
+//! evaluated during the outage arrive, none failed or dropped; samples queued while the receiver
+//! is down survive `kill -9` in the remote-write WAL and are sent by the next ruler (configured
+//! with `--remote-write.config`), whose alert comes back firing with its old `activeAt`,
+//! restored from `ALERTS_FOR_STATE` read through the query API.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use strata_e2e::{Prometheus, Proxy, StrataServer, parse_value, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -149,7 +149,7 @@ async fn stateless_ruler_remote_writes_retries_and_restores_alert_state() {
         "--resend-delay=1s".to_string(),
         "--for-grace-period=1s".to_string(),
         "--label=ruler=\"r1\"".to_string(),
-        // Must stay unused in stateless mode (checked at the end).
+        // Holds only the remote-write WAL in stateless mode (checked at the end).
         format!("--data-dir={}", dir.path().join("data").display()),
     ];
     let mut args = common.clone();
@@ -245,19 +245,21 @@ async fn stateless_ruler_remote_writes_retries_and_restores_alert_state() {
             .is_some_and(|v| v > 0.0)
     );
 
-    // 4. Graceful stop (the queue is flushed), then a new stateless ruler configured with
-    // `--remote-write.config`: the alert is restored from the receiver, not pending anew.
-    ruler
-        .process()
-        .expect("ruler process")
-        .signal(Signal::SIGTERM)
-        .expect("SIGTERM");
-    ruler
-        .process()
-        .expect("ruler process")
-        .wait_exit(Duration::from_secs(30))
-        .await
-        .expect("ruler exits");
+    // 4. Receiver cut off again, samples queue (and go to the remote-write WAL), then kill -9.
+    // A new ruler on the same data dir, configured with `--remote-write.config`, replays the WAL
+    // (the samples evaluated before the kill arrive) and restores the firing alert with its old
+    // `activeAt` from the receiver through the query API.
+    proxy.set_down(true);
+    let down2_at = now_ms();
+    wait_until("samples queued before the kill", WAIT, || async {
+        let pending = metric(&ruler, "strata_rule_remote_write_samples_pending").await?;
+        (pending >= 9.0).then_some(())
+    })
+    .await
+    .expect("samples queue while the receiver is down");
+    ruler.kill9();
+    let killed_at = now_ms();
+    proxy.set_down(false);
     let mut args = common.clone();
     args.push(format!(
         "--remote-write.config=remote_write:\n- url: {write_url}\n  queue_config:\n    batch_send_deadline: 1s\n    min_backoff: 50ms\n    max_backoff: 1s\n"
@@ -289,8 +291,15 @@ async fn stateless_ruler_remote_writes_retries_and_restores_alert_state() {
     })
     .await
     .expect("the second ruler remote-writes");
+    let replayed = raw(&prom, "job:up:sum[5m]", now_ms()).await;
+    let (_, pts) = replayed.first().expect("the recorded series");
     assert!(
-        !dir.path().join("data").exists(),
+        pts.keys().any(|&t| t > down2_at && t < killed_at),
+        "samples evaluated while the receiver was down, before kill -9, arrive from the WAL"
+    );
+    assert!(
+        !dir.path().join("data").join("wal").exists(),
         "stateless mode writes no local TSDB"
     );
+    assert!(dir.path().join("data").join("remote-write").is_dir());
 }

@@ -9,6 +9,7 @@
 //! are lost (the documented trade-off of a stateless ruler).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::parse_duration;
+use crate::storage::wal::Wal;
 use crate::{Error, OutSample, Result, SampleSink};
 
 /// The remote-write 1.0 messages (`prometheus.WriteRequest` and the types it holds), written
@@ -274,6 +276,8 @@ struct Endpoint {
     label: RemoteLabel,
     client: reqwest::Client,
     password: Option<String>,
+    /// The queue's write-ahead log (lock order: `wal`, then `queue`), when a directory is set.
+    wal: Option<Mutex<Wal>>,
     queue: Mutex<VecDeque<OutSample>>,
     in_flight: Mutex<usize>,
     wake: tokio::sync::Notify,
@@ -295,8 +299,23 @@ enum Outcome {
 }
 
 impl Endpoint {
-    fn new(config: EndpointConfig, metrics: Metrics) -> Result<Self> {
+    fn new(config: EndpointConfig, metrics: Metrics, wal_root: Option<&Path>) -> Result<Self> {
         config.validate()?;
+        let mut queue = VecDeque::new();
+        let wal = match wal_root {
+            Some(root) => {
+                let dir = root.join(format!("{:016x}", fnv64(&config.name())));
+                let (wal, replay) = Wal::open(&dir)?;
+                let keep = replay.samples.len().min(config.queue_config.capacity);
+                let skip = replay.samples.len() - keep;
+                if !replay.samples.is_empty() {
+                    tracing::info!(remote = %config.name(), samples = keep, dropped = skip, "remote-write queue replayed from its WAL");
+                }
+                queue.extend(replay.samples.into_iter().skip(skip));
+                Some(Mutex::new(wal))
+            }
+            None => None,
+        };
         let client = reqwest::Client::builder()
             .timeout(config.remote_timeout)
             .user_agent(concat!("strata-rule/", env!("CARGO_PKG_VERSION")))
@@ -315,18 +334,21 @@ impl Endpoint {
             Some(b) => b.password.clone(),
             None => None,
         };
-        Ok(Self {
+        let e = Self {
             label: RemoteLabel {
                 remote_name: config.name(),
             },
             config,
             client,
             password,
-            queue: Mutex::new(VecDeque::new()),
+            wal,
+            queue: Mutex::new(queue),
             in_flight: Mutex::new(0),
             wake: tokio::sync::Notify::new(),
             metrics,
-        })
+        };
+        e.update_pending();
+        Ok(e)
     }
 
     fn update_pending(&self) {
@@ -337,8 +359,12 @@ impl Endpoint {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    fn push(&self, samples: &[OutSample]) {
+    fn push(&self, samples: &[OutSample]) -> Result<()> {
         let over = {
+            let mut wal = self.wal.as_ref().map(guard);
+            if let Some(w) = wal.as_mut() {
+                w.append(samples)?;
+            }
             let mut q = guard(&self.queue);
             q.extend(samples.iter().cloned());
             let over = q.len().saturating_sub(self.config.queue_config.capacity);
@@ -354,6 +380,24 @@ impl Endpoint {
         }
         self.update_pending();
         self.wake.notify_one();
+        Ok(())
+    }
+
+    /// After a batch left the queue: shrinks the WAL to what is still queued, when the queue is
+    /// empty (cheap) or the log has grown past 32 MiB.
+    fn checkpoint(&self) {
+        let Some(wal) = &self.wal else { return };
+        let mut wal = guard(wal);
+        let q = guard(&self.queue);
+        if !q.is_empty() && wal.size() < 32 << 20 {
+            return;
+        }
+        let (a, b) = q.as_slices();
+        let pending: Vec<OutSample> = a.iter().chain(b).cloned().collect();
+        drop(q);
+        if let Err(e) = wal.rewrite(&pending) {
+            tracing::warn!(remote = %self.label.remote_name, error = %e, "remote-write WAL checkpoint failed");
+        }
     }
 
     /// Takes up to one batch from the queue, marking it in flight.
@@ -413,16 +457,17 @@ impl Endpoint {
     }
 
     /// Sends `batch`, retrying recoverable errors with backoff until it goes through, is
-    /// rejected, or `stop` is cancelled (then at most one more attempt is made).
+    /// rejected, or `stop` is cancelled (then at most one more attempt is made). Returns false
+    /// when it gave up at shutdown with a WAL, which keeps the batch for the next start.
     #[tracing::instrument(skip_all, fields(remote = %self.label.remote_name, samples = batch.len()))]
-    async fn send_batch(&self, batch: Vec<OutSample>, stop: &CancellationToken) {
+    async fn send_batch(&self, batch: Vec<OutSample>, stop: &CancellationToken) -> bool {
         let n = batch.len() as u64;
         let body = match encode(&batch) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "encoding a remote-write batch failed; dropped");
                 self.metrics.failed.get_or_create(&self.label).inc_by(n);
-                return;
+                return true;
             }
         };
         let qc = &self.config.queue_config;
@@ -431,18 +476,22 @@ impl Endpoint {
             match self.send_once(&body).await {
                 Outcome::Sent => {
                     self.metrics.sent.get_or_create(&self.label).inc_by(n);
-                    return;
+                    return true;
                 }
                 Outcome::Rejected(msg) => {
                     tracing::error!(error = %msg, "remote-write receiver rejected a batch; dropped");
                     self.metrics.failed.get_or_create(&self.label).inc_by(n);
-                    return;
+                    return true;
                 }
                 Outcome::Retry(msg, after) => {
                     if stop.is_cancelled() {
+                        if self.wal.is_some() {
+                            tracing::warn!(error = %msg, "remote write failed at shutdown; the queue stays in the WAL");
+                            return false;
+                        }
                         tracing::warn!(error = %msg, "remote write failed at shutdown; batch dropped");
                         self.metrics.dropped.get_or_create(&self.label).inc_by(n);
-                        return;
+                        return true;
                     }
                     tracing::warn!(error = %msg, backoff = ?backoff, "remote write failed; retrying");
                     self.metrics.retried.get_or_create(&self.label).inc_by(n);
@@ -478,14 +527,25 @@ impl Endpoint {
             }
             let batch = self.take_batch();
             self.update_pending();
-            self.send_batch(batch, &stop).await;
+            if !self.send_batch(batch, &stop).await {
+                // Shutting down with the receiver unreachable: the WAL keeps everything unsent.
+                return;
+            }
             *guard(&self.in_flight) = 0;
+            self.checkpoint();
             self.update_pending();
             if stop.is_cancelled() && self.queued() == 0 {
                 return;
             }
         }
     }
+}
+
+/// FNV-1a, a stable name for an endpoint's WAL directory.
+fn fnv64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Encodes samples as one snappy-compressed `WriteRequest`: one `TimeSeries` per label set (in
@@ -568,6 +628,7 @@ impl RemoteWrite {
     pub fn start(
         endpoints: Vec<EndpointConfig>,
         external_labels: Labels,
+        wal_dir: Option<&Path>,
         registry: &mut Registry,
         stop: CancellationToken,
     ) -> Result<Self> {
@@ -577,7 +638,7 @@ impl RemoteWrite {
         let metrics = Metrics::register(registry);
         let endpoints = endpoints
             .into_iter()
-            .map(|c| Endpoint::new(c, metrics.clone()).map(Arc::new))
+            .map(|c| Endpoint::new(c, metrics.clone(), wal_dir).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let tasks = endpoints
             .iter()
@@ -618,7 +679,7 @@ impl SampleSink for RemoteWrite {
             })
             .collect();
         for e in &self.endpoints {
-            e.push(&labelled);
+            e.push(&labelled)?;
         }
         Ok(())
     }
@@ -771,7 +832,7 @@ mod tests {
         let mut registry = Registry::default();
         let stop = CancellationToken::new();
         let ext = Labels::new([("ruler".to_string(), "r1".to_string())]);
-        let rw = RemoteWrite::start(vec![config(&f.url)], ext, &mut registry, stop.clone())
+        let rw = RemoteWrite::start(vec![config(&f.url)], ext, None, &mut registry, stop.clone())
             .expect("start");
         rw.append(&[
             sample("x", 1, 1.0),
@@ -834,6 +895,7 @@ mod tests {
         let rw = RemoteWrite::start(
             vec![config(&f.url)],
             Labels::default(),
+            None,
             &mut registry,
             stop.clone(),
         )
@@ -856,6 +918,95 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn wal_keeps_unsent_samples_for_the_next_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let down = format!(
+            "http://{}/api/v1/write",
+            listener.local_addr().expect("addr")
+        );
+        drop(listener);
+        let named = |url: &str| {
+            let mut c = config(url);
+            c.name = Some("rw".into());
+            c
+        };
+        let mut registry = Registry::default();
+        let stop = CancellationToken::new();
+        let rw = RemoteWrite::start(
+            vec![named(&down)],
+            Labels::default(),
+            Some(dir.path()),
+            &mut registry,
+            stop.clone(),
+        )
+        .expect("start");
+        rw.append(&[
+            sample("x", 1, 1.0),
+            sample("x", 2, 2.0),
+            sample("x", 3, 3.0),
+        ])
+        .await
+        .expect("append");
+        wait_for("retries", || {
+            value(&registry, "strata_rule_remote_write_samples_retried_total") >= 2.0
+        })
+        .await;
+        stop.cancel();
+        rw.join().await;
+        assert_eq!(
+            value(&registry, "strata_rule_remote_write_samples_dropped_total"),
+            0.0
+        );
+
+        // Started again (same name, now a receiver that answers): the WAL's samples are sent.
+        let f = fake(vec![]).await;
+        let mut registry = Registry::default();
+        let stop = CancellationToken::new();
+        let rw = RemoteWrite::start(
+            vec![named(&f.url)],
+            Labels::default(),
+            Some(dir.path()),
+            &mut registry,
+            stop.clone(),
+        )
+        .expect("restart");
+        wait_for("replayed samples sent", || {
+            value(&registry, "strata_rule_remote_write_samples_sent_total") == 3.0
+        })
+        .await;
+        let got: Vec<i64> = guard(&f.got)
+            .iter()
+            .flat_map(|(_, r)| {
+                r.timeseries
+                    .iter()
+                    .flat_map(|s| s.samples.iter().map(|x| x.timestamp))
+            })
+            .collect();
+        assert_eq!(got, [1, 2, 3]);
+        stop.cancel();
+        rw.join().await;
+
+        // Everything was delivered: a third start has nothing to replay.
+        let mut registry = Registry::default();
+        let stop = CancellationToken::new();
+        let rw = RemoteWrite::start(
+            vec![named(&down)],
+            Labels::default(),
+            Some(dir.path()),
+            &mut registry,
+            stop.clone(),
+        )
+        .expect("third start");
+        assert_eq!(
+            value(&registry, "strata_rule_remote_write_samples_pending"),
+            0.0
+        );
+        stop.cancel();
+        rw.join().await;
+    }
+
+    #[tokio::test]
     async fn queue_over_capacity_drops_oldest_and_unreachable_receiver_is_retried() {
         // Nothing listens on this port: every send is a connection error.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -868,8 +1019,14 @@ mod tests {
         c.queue_config.capacity = 3;
         let mut registry = Registry::default();
         let stop = CancellationToken::new();
-        let rw = RemoteWrite::start(vec![c], Labels::default(), &mut registry, stop.clone())
-            .expect("start");
+        let rw = RemoteWrite::start(
+            vec![c],
+            Labels::default(),
+            None,
+            &mut registry,
+            stop.clone(),
+        )
+        .expect("start");
         rw.append(&[sample("x", 1, 1.0), sample("x", 2, 2.0)])
             .await
             .expect("append");

@@ -475,6 +475,7 @@ pub async fn run_stateless(config: RuleConfig, shutdown: Shutdown) -> Result<()>
     let sink = Arc::new(crate::remote_write::RemoteWrite::start(
         config.remote_write.clone(),
         config.external_labels.clone(),
+        Some(&config.data_dir.join("remote-write")),
         &mut registry,
         senders_stop.clone(),
     )?);
