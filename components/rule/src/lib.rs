@@ -41,7 +41,8 @@ pub struct OutSample {
 pub trait SampleSink: Send + Sync {
     /// Appends one evaluation's samples. The local TSDB returns only once they are durable (in
     /// the WAL), so an acknowledged evaluation survives a restart; the stateless mode's
-    /// [`remote_write::RemoteWrite`] returns once they are queued in memory (not durable).
+    /// [`remote_write::RemoteWrite`] returns once they are queued (in its WAL when it has one),
+    /// not once a receiver has them.
     async fn append(&self, samples: &[OutSample]) -> Result<()>;
 }
 

@@ -4,9 +4,14 @@
 //! Each endpoint has its own bounded in-memory queue and one sender task: samples are batched
 //! (up to `max_samples_per_send`, or what is pending after `batch_send_deadline`), sent in order,
 //! and retried with exponential backoff on connection errors, 5xx and 429. Any other 4xx drops the
-//! batch (logged and counted), as Prometheus does. In this mode an acknowledged
-//! [`SampleSink::append`] means *queued*, not durable: samples still queued when the process dies
-//! are lost (the documented trade-off of a stateless ruler).
+//! batch (logged and counted), as Prometheus does.
+//!
+//! Without a WAL directory an acknowledged [`SampleSink::append`] means *queued in memory*, not
+//! durable. With one (the ruler uses `<data-dir>/remote-write/<endpoint>/`) every appended batch
+//! is fsynced to the storage's WAL format first and replayed into the queue on start; the log is
+//! rewritten to what is still queued after a batch leaves (when the queue is empty, or past
+//! 32 MiB). Delivery is then at least once: samples sent just before a crash may be sent again
+//! (a receiver takes an identical sample as a no-op).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -664,8 +669,8 @@ impl RemoteWrite {
 
 #[async_trait::async_trait]
 impl SampleSink for RemoteWrite {
-    /// Queues the samples for every endpoint and returns: acknowledged means queued in memory,
-    /// not durable (stateless mode).
+    /// Queues the samples for every endpoint (in its WAL first, when there is one) and returns;
+    /// it does not wait for the receivers.
     async fn append(&self, samples: &[OutSample]) -> Result<()> {
         if samples.is_empty() {
             return Ok(());

@@ -443,9 +443,10 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
     served
 }
 
-/// Runs the ruler in stateless mode until `shutdown`: results are remote-written (queued in
-/// memory, see [`RemoteWrite`](crate::remote_write::RemoteWrite)), alert state is restored from
-/// `ALERTS_FOR_STATE` read through the `--query` APIs, and nothing is stored locally.
+/// Runs the ruler in stateless mode until `shutdown`: results are remote-written (queued in a
+/// WAL under `<data-dir>/remote-write`, see [`RemoteWrite`](crate::remote_write::RemoteWrite)),
+/// alert state is restored from `ALERTS_FOR_STATE` read through the `--query` APIs, and no TSDB
+/// is kept locally.
 pub async fn run_stateless(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
     let mut registry = Registry::default();
     let readiness = Readiness::new();
