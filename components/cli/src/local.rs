@@ -373,6 +373,8 @@ async fn serve(args: LocalArgs) -> anyhow::Result<()> {
                     timeout: Duration::from_secs(10),
                     queue_capacity: 10_000,
                     label_drop: Vec::new(),
+                    dns_interval: Duration::from_secs(30),
+                    dns_server: None,
                 },
                 &mut registry,
             )
@@ -492,6 +494,10 @@ fn rule_config(
         grpc_address: grpc,
         grpc_options: strata_storeapi::ServerOptions::default(),
         http_address: http,
+        query_sd_files: Vec::new(),
+        query_sd_interval: Duration::from_secs(300),
+        alertmanager_dns_interval: Duration::from_secs(30),
+        remote_write: Vec::new(),
     }
 }
 

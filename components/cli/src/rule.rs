@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use strata_objstore::{Bucket, ObjstoreArgs};
 use strata_promql::Labels;
 use strata_rule::RuleConfig;
+use strata_rule::remote_write::{EndpointConfig, RemoteWriteFile};
 use strata_runtime::{ServerArgs, Shutdown, init_logging};
 
 use crate::exit::ConfigError;
@@ -117,6 +118,28 @@ pub struct RuleArgs {
     #[arg(long = "alertmanagers.sd-dns-interval", env = "STRATA_ALERTMANAGERS_SD_DNS_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     alertmanagers_dns_interval: Duration,
 
+    /// Remote-write receiver URL (e.g. `http://prometheus:9090/api/v1/write`); repeatable. Any
+    /// remote-write endpoint makes the ruler stateless: no local TSDB, StoreAPI or shipping.
+    #[arg(
+        long = "remote-write.url",
+        env = "STRATA_REMOTE_WRITE_URL",
+        value_delimiter = ','
+    )]
+    remote_write_urls: Vec<String>,
+
+    /// File with Prometheus `remote_write:` configuration (subset: url, name, remote_timeout,
+    /// headers, basic_auth, queue_config); stateless mode.
+    #[arg(
+        long = "remote-write.config-file",
+        env = "STRATA_REMOTE_WRITE_CONFIG_FILE",
+        conflicts_with = "remote_write_config"
+    )]
+    remote_write_config_file: Option<PathBuf>,
+
+    /// The `--remote-write.config-file` content given inline.
+    #[arg(long = "remote-write.config", env = "STRATA_REMOTE_WRITE_CONFIG")]
+    remote_write_config: Option<String>,
+
     #[command(flatten)]
     grpc: crate::grpc::GrpcServerArgs,
 
@@ -160,7 +183,29 @@ impl RuleArgs {
         Ok(Some(bucket))
     }
 
-    fn config(&self, bucket: Option<Bucket>) -> RuleConfig {
+    /// The remote-write endpoints of `--remote-write.url` and `--remote-write.config(-file)`.
+    fn remote_write(&self) -> anyhow::Result<Vec<EndpointConfig>> {
+        let yaml = match (&self.remote_write_config_file, &self.remote_write_config) {
+            (Some(path), _) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("read {}: {e}", path.display())
+                    .context(ConfigError("remote write".into()))
+            })?),
+            (None, inline) => inline.clone(),
+        };
+        let mut out: Vec<EndpointConfig> = self
+            .remote_write_urls
+            .iter()
+            .map(EndpointConfig::new)
+            .collect();
+        if let Some(yaml) = yaml {
+            let file = RemoteWriteFile::parse(&yaml)
+                .map_err(|e| anyhow::Error::new(e).context(ConfigError("remote write".into())))?;
+            out.extend(file.remote_write);
+        }
+        Ok(out)
+    }
+
+    fn config(&self, bucket: Option<Bucket>, remote_write: Vec<EndpointConfig>) -> RuleConfig {
         RuleConfig {
             rule_files: self.rule_files.clone(),
             query_urls: self.query.clone(),
@@ -191,6 +236,7 @@ impl RuleArgs {
             query_sd_files: self.query_sd_files.clone(),
             query_sd_interval: self.query_sd_interval,
             alertmanager_dns_interval: self.alertmanagers_dns_interval,
+            remote_write,
         }
     }
 }
@@ -206,7 +252,7 @@ async fn serve(args: RuleArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("install signal handlers")?;
     // Bucket metrics are not exported yet: `run` owns the registry it serves.
     let mut bucket_registry = Registry::default();
-    let config = args.config(args.bucket(&mut bucket_registry)?);
+    let config = args.config(args.bucket(&mut bucket_registry)?, args.remote_write()?);
     match strata_rule::run(config, shutdown).await {
         Ok(()) => Ok(()),
         Err(e @ (strata_rule::Error::RuleFile { .. } | strata_rule::Error::Config(_))) => {
@@ -219,6 +265,46 @@ async fn serve(args: RuleArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: RuleArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RuleArgs, clap::Error> {
+        let mut full = vec!["strata-rule", "--rule-file=r.yml", "--query=http://q"];
+        full.extend_from_slice(extra);
+        Wrap::try_parse_from(full).map(|w| w.args)
+    }
+
+    #[test]
+    fn remote_write_flags_merge_urls_and_config() {
+        let a = parse(&[
+            "--remote-write.url=http://a/api/v1/write",
+            "--remote-write.config=remote_write:\n- url: http://b/api/v1/write\n  queue_config: {max_samples_per_send: 7}\n",
+        ])
+        .expect("parses");
+        let rw = a.remote_write().expect("remote write config");
+        assert_eq!(rw.len(), 2);
+        assert_eq!(rw[0].url, "http://a/api/v1/write");
+        assert_eq!(rw[1].queue_config.max_samples_per_send, 7);
+        assert!(
+            parse(&[])
+                .expect("parses")
+                .remote_write()
+                .expect("none")
+                .is_empty()
+        );
+        let bad = parse(&["--remote-write.config=remote_write:\n- url: http://b\n  nope: 1\n"])
+            .expect("parses");
+        assert!(bad.remote_write().is_err(), "unknown fields are rejected");
+        assert!(
+            parse(&["--remote-write.config=x", "--remote-write.config-file=f"]).is_err(),
+            "inline and file forms conflict"
+        );
+    }
 
     #[test]
     fn labels_parse_quoted_and_bare() {

@@ -3,13 +3,15 @@
 //! serves them over the StoreAPI, ships the blocks to the bucket, and sends alerts to Alertmanager.
 //!
 //! Data flow: [`rules`] (files) → [`eval`] (group loops, [`alerts`] state) → [`SampleSink`]
-//! ([`storage`]) and [`Notify`] ([`notifier`]); [`api`] serves the rules' and alerts' state.
+//! ([`storage`], or [`remote_write`] in stateless mode) and [`Notify`] ([`notifier`]); [`api`] serves the rules' and alerts' state.
 
 pub mod alerts;
 pub mod api;
 pub mod error;
 pub mod eval;
 pub mod notifier;
+pub mod query_restore;
+pub mod remote_write;
 pub mod rules;
 pub mod run;
 pub mod sd;
@@ -38,8 +40,10 @@ pub struct OutSample {
 /// Where rule results go: the ruler's local TSDB, or a remote-write receiver in stateless mode.
 #[async_trait::async_trait]
 pub trait SampleSink: Send + Sync {
-    /// Appends one evaluation's samples. Returns only once they are durable (in the WAL), so an
-    /// acknowledged evaluation survives a restart.
+    /// Appends one evaluation's samples. The local TSDB returns only once they are durable (in
+    /// the WAL), so an acknowledged evaluation survives a restart; the stateless mode's
+    /// [`remote_write::RemoteWrite`] returns once they are queued (in its WAL when it has one),
+    /// not once a receiver has them.
     async fn append(&self, samples: &[OutSample]) -> Result<()>;
 }
 

@@ -22,7 +22,7 @@ use crate::eval::{
 };
 use crate::notifier::{Alertmanagers, NotifierOptions};
 use crate::rules::{self, RuleKind};
-use crate::sd::QuerySd;
+use crate::sd::{QuerySd, UrlList};
 use crate::storage::{self, LocalStorage, StorageOptions};
 use crate::{Error, Notify, Result, SampleSink};
 
@@ -73,6 +73,10 @@ pub struct RuleConfig {
     pub query_sd_interval: Duration,
     /// How often `dns+`/`dnssrv+` Alertmanager URLs are resolved (`--alertmanagers.sd-dns-interval`).
     pub alertmanager_dns_interval: Duration,
+    /// Remote-write endpoints (`--remote-write.url`, `--remote-write.config(-file)`). When any is
+    /// set the ruler runs stateless: no local TSDB, StoreAPI or shipping, results are
+    /// remote-written and alert state is restored through the query API.
+    pub remote_write: Vec<crate::remote_write::EndpointConfig>,
 }
 
 struct Running {
@@ -389,12 +393,12 @@ pub async fn serve_rules(
     }
 }
 
-/// The HTTP query backend over `--query` and `--query.sd-files`, with the task that keeps the
-/// SD files' targets current (stopped by the returned token).
+/// The HTTP query backend over `--query` and `--query.sd-files`, the URL list discovery keeps
+/// current, and the token that stops the task re-reading the SD files.
 fn query_backend(
     config: &RuleConfig,
     registry: &mut Registry,
-) -> Result<(Arc<HttpQuerier>, CancellationToken)> {
+) -> Result<(Arc<HttpQuerier>, UrlList, CancellationToken)> {
     if config.query_urls.is_empty() && config.query_sd_files.is_empty() {
         return Err(Error::Config(
             "at least one --query URL or --query.sd-files file is needed".into(),
@@ -405,15 +409,19 @@ fn query_backend(
         config.query_sd_files.clone(),
         registry,
     )?);
-    let backend = Arc::new(HttpQuerier::with_urls(sd.urls(), config.query_timeout)?);
+    let urls = sd.urls();
+    let backend = Arc::new(HttpQuerier::with_urls(urls.clone(), config.query_timeout)?);
     let stop = CancellationToken::new();
     tokio::spawn(sd.run(config.query_sd_interval, stop.clone()));
-    Ok((backend, stop))
+    Ok((backend, urls, stop))
 }
 
 /// Runs the ruler until `shutdown`: local storage (WAL + blocks), its StoreAPI server, block
 /// cutting and shipping, the Alertmanager client, the group loops and the HTTP server.
 pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
+    if !config.remote_write.is_empty() {
+        return run_stateless(config, shutdown).await;
+    }
     let mut registry = Registry::default();
     let readiness = Readiness::new();
     let storage = LocalStorage::open(
@@ -437,7 +445,7 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
         },
         &mut registry,
     )?);
-    let (backend, query_sd_stop) = query_backend(&config, &mut registry)?;
+    let (backend, _, query_sd_stop) = query_backend(&config, &mut registry)?;
     let grpc = {
         let (storage, sd) = (storage.clone(), shutdown.clone());
         let (addr, opts) = (config.grpc_address, config.grpc_options.clone());
@@ -482,6 +490,64 @@ pub async fn run(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
             Err(e) => tracing::error!(what, error = %e, "ruler task panicked"),
         }
     }
+    served
+}
+
+/// Runs the ruler in stateless mode until `shutdown`: results are remote-written (queued in a
+/// WAL under `<data-dir>/remote-write`, see [`RemoteWrite`](crate::remote_write::RemoteWrite)),
+/// alert state is restored from `ALERTS_FOR_STATE` read through the `--query` APIs, and no TSDB
+/// is kept locally.
+pub async fn run_stateless(config: RuleConfig, shutdown: Shutdown) -> Result<()> {
+    let mut registry = Registry::default();
+    let readiness = Readiness::new();
+    if config.bucket.is_some() {
+        tracing::warn!("stateless mode (remote write): the bucket is not used");
+    }
+    let notify = Arc::new(Alertmanagers::start(
+        NotifierOptions {
+            urls: config.alertmanager_urls.clone(),
+            timeout: config.alertmanager_timeout,
+            queue_capacity: 10_000,
+            label_drop: config.alert_label_drop.clone(),
+            dns_interval: config.alertmanager_dns_interval,
+            dns_server: None,
+        },
+        &mut registry,
+    )?);
+    let (backend, urls, query_sd_stop) = query_backend(&config, &mut registry)?;
+    let restore: Arc<dyn Queryable> = Arc::new(crate::query_restore::QueryRestore::new(
+        urls,
+        config.external_labels.clone(),
+        config.query_timeout,
+    )?);
+    // The senders outlive the rule loops, so the last evaluations' samples are still sent.
+    let senders_stop = CancellationToken::new();
+    let sink = Arc::new(crate::remote_write::RemoteWrite::start(
+        config.remote_write.clone(),
+        config.external_labels.clone(),
+        Some(&config.data_dir.join("remote-write")),
+        &mut registry,
+        senders_stop.clone(),
+    )?);
+    tracing::info!(
+        endpoints = config.remote_write.len(),
+        "stateless mode: rule results are remote-written"
+    );
+    let served = serve_rules(
+        &config,
+        backend,
+        sink.clone(),
+        notify,
+        Some(restore),
+        registry,
+        readiness,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.trigger();
+    query_sd_stop.cancel();
+    senders_stop.cancel();
+    sink.join().await;
     served
 }
 

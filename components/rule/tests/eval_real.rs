@@ -58,6 +58,7 @@ fn config(rule_file: &str, query: &str, http: u16) -> RuleConfig {
         query_sd_files: Vec::new(),
         query_sd_interval: Duration::from_secs(300),
         alertmanager_dns_interval: Duration::from_secs(30),
+        remote_write: Vec::new(),
     }
 }
 
