@@ -533,9 +533,10 @@ fn record_samples(
     Ok(out)
 }
 
-/// Evaluates every rule of `group` once at `ts` (ms; the group's `query_offset` is subtracted
-/// for the queries, as Prometheus does), writes samples and sends due alerts. Returns the
-/// number of samples written.
+/// Evaluates every rule of `group` once at `ts` (ms), writes samples and sends due alerts.
+/// As in Prometheus, the group's `query_offset` is subtracted for the queries and for the
+/// timestamps of the samples written (recorded series, `ALERTS`, stale markers); alert state
+/// (`for`, `activeAt`) still runs on `ts`. Returns the number of samples written.
 pub async fn eval_group(group: &Mutex<GroupState>, ctx: &EvalContext, ts: i64) -> usize {
     let (key, n, offset_ms, limit, partial, interval) = {
         let g = lock(group);
@@ -565,7 +566,8 @@ pub async fn eval_group(group: &Mutex<GroupState>, ctx: &EvalContext, ts: i64) -
                 None => break,
             };
             ctx.metrics.evaluations.get_or_create(&label).inc();
-            let result = ctx.backend.instant(&expr, ts - offset_ms, partial).await;
+            let query_ts = ts - offset_ms;
+            let result = ctx.backend.instant(&expr, query_ts, partial).await;
             let (samples, alerts) = {
                 let mut g = lock(group);
                 let Some(r) = g.rules.get_mut(i) else { break };
@@ -577,10 +579,16 @@ pub async fn eval_group(group: &Mutex<GroupState>, ctx: &EvalContext, ts: i64) -
                         }
                         match (&r.rule.kind, r.alerting.as_mut()) {
                             (RuleKind::Recording { record }, _) => {
-                                record_samples(record, &r.rule.labels, out.samples, ts, limit)
+                                record_samples(record, &r.rule.labels, out.samples, query_ts, limit)
                             }
                             (RuleKind::Alerting { .. }, Some(a)) => a
                                 .eval(ts, &out.samples, limit, &ctx.alert_opts)
+                                .map(|mut v| {
+                                    for s in v.iter_mut() {
+                                        s.t = query_ts;
+                                    }
+                                    v
+                                })
                                 .map_err(|e| e.to_string()),
                             (RuleKind::Alerting { .. }, None) => Ok(Vec::new()),
                         }
@@ -604,7 +612,7 @@ pub async fn eval_group(group: &Mutex<GroupState>, ctx: &EvalContext, ts: i64) -
                             r.series.difference(&current).cloned().collect();
                         gone.sort();
                         samples = out;
-                        samples.extend(gone.into_iter().map(|l| stale(l, ts)));
+                        samples.extend(gone.into_iter().map(|l| stale(l, query_ts)));
                         r.series = current;
                     }
                 }
@@ -871,6 +879,49 @@ mod tests {
         assert_eq!(stale[0].t, 2000);
         assert_eq!(stale[0].labels.get("instance"), Some("b"));
         assert_eq!(lock(&g).rules[0].health, Health::Ok);
+    }
+
+    #[tokio::test]
+    async fn query_offset_shifts_queries_and_written_samples_but_not_alert_timing() {
+        let f = fixture();
+        let g = group(
+            "groups:\n- name: g\n  query_offset: 10s\n  rules:\n  - record: r\n    expr: x\n  - alert: A\n    expr: y\n    for: 1m\n",
+        );
+        f.backend.set("x", Ok(vec![(l(&[("i", "a")]), 1.0)]));
+        f.backend.set("y", Ok(vec![(l(&[("i", "a")]), 1.0)]));
+        eval_group(&g, &f.ctx, 100_000).await;
+        eval_group(&g, &f.ctx, 160_000).await;
+        f.backend.set("x", Ok(vec![]));
+        eval_group(&g, &f.ctx, 220_000).await;
+        let got = f.sink.0.lock().expect("lock").clone();
+        let times = |name: &str| -> Vec<i64> {
+            got.iter()
+                .filter(|s| s.labels.get("__name__") == Some(name))
+                .map(|s| s.t)
+                .collect()
+        };
+        assert_eq!(times("r"), vec![90_000, 150_000, 210_000], "{got:?}");
+        assert!(is_stale_nan(
+            got.iter()
+                .rfind(|s| s.labels.get("__name__") == Some("r"))
+                .map_or(0.0, |s| s.v)
+        ));
+        assert!(
+            times("ALERTS")
+                .iter()
+                .all(|t| [90_000, 150_000, 210_000].contains(t))
+        );
+        // `for: 1m` counts from the evaluation time: firing at the second evaluation.
+        let firing: Vec<_> = got
+            .iter()
+            .filter(|s| s.labels.get("alertstate") == Some("firing") && !is_stale_nan(s.v))
+            .map(|s| s.t)
+            .collect();
+        assert_eq!(firing, vec![150_000, 210_000], "{got:?}");
+        assert!(
+            !f.notify.0.lock().expect("lock").is_empty(),
+            "the firing alert is sent"
+        );
     }
 
     #[tokio::test]
