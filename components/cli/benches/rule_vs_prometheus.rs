@@ -5,9 +5,11 @@
 //! grouping labels so that every rule is distinct), checked with the real `promtool check rules`.
 //!
 //! Data: the shared bench set (`gen-openmetrics`, started so that it ends a few minutes before the
-//! bench starts), backfilled into blocks with the real promtool. The group sets
-//! `query_offset: 1h`, so every evaluation queries one hour back, inside the data, while its
-//! results are written at the current time (after the blocks, as Prometheus requires).
+//! bench starts), backfilled into blocks with the real promtool. Every selector carries
+//! `offset 1h`, so every evaluation reads one hour back, inside the data, while its results are
+//! written at the current time (after the blocks, as Prometheus requires). The group's
+//! `query_offset` is not used: Prometheus writes a group's results at the evaluation time minus
+//! `query_offset`, which would land inside the backfilled blocks ("out of bounds").
 //!
 //! Three evaluators, one after the other (never two at once, so they do not share the CPU):
 //! 1. **prometheus**: a real Prometheus 3.x over a copy of the blocks, the rule file in its config;
@@ -52,7 +54,7 @@ use strata_rule::eval::{EmbeddedEngine, EvalContext, GroupState, RuleMetrics, ev
 use strata_rule::storage::{LocalStorage, StorageOptions};
 use strata_rule::{Alert, Notify};
 
-/// The group's `query_offset`, seconds: evaluations read one hour back, inside the data.
+/// Every selector's `offset`, seconds: evaluations read one hour back, inside the data.
 const OFFSET_S: i64 = 3600;
 /// Rules in the group.
 const RULES: usize = 1000;
@@ -130,7 +132,7 @@ fn bench_rules() -> Vec<(String, String)> {
     for w in ["1m", "2m", "5m", "10m", "15m"] {
         for by in ["namespace", "instance", "method", "code", "namespace, method", "job"] {
             for s in rate_sels {
-                let inner = format!("rate({}[{w}])", sel("http_requests_total", s));
+                let inner = format!("rate({}[{w}] offset 1h)", sel("http_requests_total", s));
                 rate.push(agg("sum", by, &inner));
             }
         }
@@ -145,7 +147,7 @@ fn bench_rules() -> Vec<(String, String)> {
             for s in &hist_sels {
                 for q in ["0.5", "0.9", "0.95", "0.99"] {
                     let inner = format!(
-                        "rate({}[{w}])",
+                        "rate({}[{w}] offset 1h)",
                         sel("http_request_duration_seconds_bucket", s)
                     );
                     quantile.push(format!("histogram_quantile({q}, {})", agg("sum", by, &inner)));
@@ -160,7 +162,7 @@ fn bench_rules() -> Vec<(String, String)> {
     for w in ["1m", "5m", "10m", "15m", "30m"] {
         for s in &gauge_sels {
             for metric in ["process_resident_memory_bytes", "up"] {
-                let inner = format!("avg_over_time({}[{w}])", sel(metric, s));
+                let inner = format!("avg_over_time({}[{w}] offset 1h)", sel(metric, s));
                 gauge.push(inner.clone());
                 gauge.push(agg("avg", "namespace", &inner));
                 gauge.push(agg("max", "namespace", &inner));
@@ -181,9 +183,9 @@ fn bench_rules() -> Vec<(String, String)> {
             for by in ["namespace", "node", "namespace, node", ""] {
                 let series = sel("kube_pod_info", s);
                 let inner = if windowed {
-                    format!("last_over_time({series}[10m])")
+                    format!("last_over_time({series}[10m] offset 1h)")
                 } else {
-                    series
+                    format!("{series} offset 1h")
                 };
                 count.push(agg("count", by, &inner));
             }
@@ -212,7 +214,7 @@ fn bench_rules() -> Vec<(String, String)> {
 /// The rule file: one group `bench` with all rules.
 fn rule_file(rules: &[(String, String)], interval_s: u64) -> String {
     let mut y = format!(
-        "groups:\n  - name: bench\n    interval: {interval_s}s\n    query_offset: {OFFSET_S}s\n    rules:\n"
+        "groups:\n  - name: bench\n    interval: {interval_s}s\n    rules:\n"
     );
     for (record, expr) in rules {
         // A JSON string is a valid YAML double-quoted scalar.
@@ -416,7 +418,7 @@ async fn run() {
         String::from_utf8_lossy(&check.stderr)
     );
     println!(
-        "rule_vs_prometheus: gen-openmetrics {} ({} samples, {} block series); one group of {} recording rules, interval {interval_s}s, query_offset {OFFSET_S}s; promtool check rules: ok",
+        "rule_vs_prometheus: gen-openmetrics {} ({} samples, {} block series); one group of {} recording rules, interval {interval_s}s, every selector `offset 1h`; promtool check rules: ok",
         gen_args.join(" "),
         data.samples(),
         data.block_series(),
@@ -548,7 +550,7 @@ async fn run() {
     let got = api_vector(r.series(), None);
     // …against Prometheus evaluating every rule's expression at the same time.
     let mut expected = BTreeMap::new();
-    let at = (ts_ms / 1000 - OFFSET_S) as f64 + (ts_ms % 1000) as f64 / 1000.0;
+    let at = ts_ms as f64 / 1000.0;
     for (record, expr) in &rules {
         let r = prom_api
             .instant(expr, at, &[])
