@@ -130,7 +130,14 @@ fn bench_rules() -> Vec<(String, String)> {
         r#"namespace!="ns0",method="GET""#,
     ];
     for w in ["1m", "2m", "5m", "10m", "15m"] {
-        for by in ["namespace", "instance", "method", "code", "namespace, method", "job"] {
+        for by in [
+            "namespace",
+            "instance",
+            "method",
+            "code",
+            "namespace, method",
+            "job",
+        ] {
             for s in rate_sels {
                 let inner = format!("rate({}[{w}] offset 1h)", sel("http_requests_total", s));
                 rate.push(agg("sum", by, &inner));
@@ -150,7 +157,10 @@ fn bench_rules() -> Vec<(String, String)> {
                         "rate({}[{w}] offset 1h)",
                         sel("http_request_duration_seconds_bucket", s)
                     );
-                    quantile.push(format!("histogram_quantile({q}, {})", agg("sum", by, &inner)));
+                    quantile.push(format!(
+                        "histogram_quantile({q}, {})",
+                        agg("sum", by, &inner)
+                    ));
                 }
             }
         }
@@ -213,9 +223,7 @@ fn bench_rules() -> Vec<(String, String)> {
 
 /// The rule file: one group `bench` with all rules.
 fn rule_file(rules: &[(String, String)], interval_s: u64) -> String {
-    let mut y = format!(
-        "groups:\n  - name: bench\n    interval: {interval_s}s\n    rules:\n"
-    );
+    let mut y = format!("groups:\n  - name: bench\n    interval: {interval_s}s\n    rules:\n");
     for (record, expr) in rules {
         // A JSON string is a valid YAML double-quoted scalar.
         y.push_str(&format!(
@@ -291,10 +299,11 @@ async fn measure(client: &reqwest::Client, url: &str, prefix: &str, evals: usize
     Measured {
         timestamps: kept.iter().map(|p| p.0).collect(),
         durations: kept.iter().map(|p| p.1).collect(),
+        // Our counters appear at their first increment: absent means zero.
         missed: metric_value(&text, &format!("{prefix}_group_iterations_missed_total"))
-            .unwrap_or(f64::NAN),
+            .unwrap_or(0.0),
         failures: metric_value(&text, &format!("{prefix}_evaluation_failures_total"))
-            .unwrap_or(f64::NAN),
+            .unwrap_or(0.0),
     }
 }
 
@@ -334,11 +343,7 @@ fn same_value(a: f64, b: f64) -> bool {
 }
 
 /// Series missing on either side or with different values; prints the first few.
-fn mismatches(
-    what: &str,
-    expected: &BTreeMap<String, f64>,
-    got: &BTreeMap<String, f64>,
-) -> usize {
+fn mismatches(what: &str, expected: &BTreeMap<String, f64>, got: &BTreeMap<String, f64>) -> usize {
     let mut bad = Vec::new();
     for (k, e) in expected {
         match got.get(k) {
@@ -630,7 +635,10 @@ async fn embedded(
     let mut got = BTreeMap::new();
     if let QueryValue::Vector(v) = answer.value {
         for s in v {
-            got.insert(key(s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))), s.f);
+            got.insert(
+                key(s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                s.f,
+            );
         }
     }
     let mismatched = mismatches("embedded", prom_recorded, &got);
