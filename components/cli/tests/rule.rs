@@ -5,14 +5,15 @@
 //! through `strata query` over the ruler's StoreAPI, equal Prometheus's own answer at the same
 //! timestamps; a block is cut and shipped; after `kill -9` and a restart on the same data dir the
 //! alert comes back with the same `activeAt` (firing, not pending anew) and the samples served
-//! before the kill are still served.
+//! before the kill are still served; a store gateway over the bucket serves the shipped samples.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use strata_e2e::{
-    Alertmanager, Minio, PromApi, Prometheus, StrataQuery, StrataServer, parse_value, wait_until,
+    Alertmanager, Minio, PromApi, Prometheus, StrataQuery, StrataServer, StrataStore, parse_value,
+    wait_until,
 };
 
 const BUCKET: &str = "ruler";
@@ -280,6 +281,36 @@ async fn ruler_records_alerts_ships_and_restores_after_kill9() {
             after.get(ts),
             Some(v),
             "sample at {ts} ms served before the kill is still served"
+        );
+    }
+
+    // 7. The store gateway serves the shipped blocks: a querier over the bucket alone (no ruler)
+    // answers with the ruler's samples, external label included.
+    let store_dir = dir.path().join("store");
+    let gateway = StrataStore::start(
+        binary(),
+        &minio.objstore_yaml(BUCKET),
+        &store_dir,
+        &["--sync-block-duration=1s"],
+    )
+    .await
+    .expect("start strata store over the ruler's bucket");
+    let bucket_query = StrataQuery::builder(binary())
+        .endpoint(gateway.grpc_address())
+        .start()
+        .await
+        .expect("start strata query over the store gateway");
+    let bapi = PromApi::new(bucket_query.url(), Duration::from_secs(30)).expect("querier client");
+    let from_bucket = wait_until("recorded samples via the store gateway", WAIT, || async {
+        recorded(&bapi, before_at).await
+    })
+    .await
+    .expect("the store gateway serves the ruler's shipped samples");
+    for (ts, v) in &from_bucket {
+        assert_eq!(
+            before.get(ts),
+            Some(v),
+            "sample at {ts} ms from the bucket equals what the ruler served"
         );
     }
 }
