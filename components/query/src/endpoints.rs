@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use serde::Deserialize;
 use strata_promql::Labels;
+use strata_runtime::discovery;
 use strata_storeapi::pb::info::InfoRequest;
 use strata_storeapi::pb::thanos::Label;
 use strata_storeapi::{ClientOptions, Clients};
@@ -142,78 +140,31 @@ impl EndpointSpec {
         &self,
         dns_server: Option<SocketAddr>,
     ) -> Result<Vec<String>, EndpointError> {
-        match self {
-            EndpointSpec::Static(a) => Ok(vec![a.clone()]),
-            EndpointSpec::Dns { host, port } => lookup_a(host, *port, self).await,
-            EndpointSpec::DnsSrv { name, port } => {
-                let err = |reason: String| EndpointError::Resolve {
+        let found = match self {
+            EndpointSpec::Static(a) => return Ok(vec![a.clone()]),
+            EndpointSpec::Dns { host, port } => {
+                discovery::lookup_host(host, *port)
+                    .await
+                    .map_err(|reason| EndpointError::Resolve {
+                        spec: format!("{self:?}"),
+                        reason,
+                    })?
+            }
+            EndpointSpec::DnsSrv { name, port } => discovery::lookup_srv(name, *port, dns_server)
+                .await
+                .map_err(|reason| EndpointError::Resolve {
                     spec: format!("dnssrv+{name}"),
                     reason,
-                };
-                let resolver = match dns_server {
-                    Some(addr) => {
-                        let servers =
-                            NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
-                        hickory_resolver::TokioResolver::builder_with_config(
-                            ResolverConfig::from_parts(None, vec![], servers),
-                            TokioConnectionProvider::default(),
-                        )
-                        .build()
-                    }
-                    None => hickory_resolver::TokioResolver::builder_tokio()
-                        .map_err(|e| err(e.to_string()))?
-                        .build(),
-                };
-                let srv = resolver
-                    .srv_lookup(name.as_str())
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
-                let mut out = Vec::new();
-                for r in srv.iter() {
-                    let target = r.target().to_utf8();
-                    let target = target.trim_end_matches('.');
-                    let p = port.unwrap_or(r.port());
-                    out.extend(lookup_a(target, p, self).await?);
-                }
-                out.sort();
-                out.dedup();
-                Ok(out)
-            }
-        }
+                })?,
+        };
+        Ok(found.into_iter().map(|a| a.to_string()).collect())
     }
-}
-
-async fn lookup_a(
-    host: &str,
-    port: u16,
-    spec: &EndpointSpec,
-) -> Result<Vec<String>, EndpointError> {
-    let addrs =
-        tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| EndpointError::Resolve {
-                spec: format!("{spec:?}"),
-                reason: e.to_string(),
-            })?;
-    let mut out: Vec<String> = addrs.map(|a| a.to_string()).collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-#[derive(Debug, Deserialize)]
-struct TargetGroup {
-    targets: Vec<String>,
 }
 
 /// Parses a Prometheus file_sd file (YAML or JSON: a list of `{targets: [...], labels: {...}}`)
 /// into its targets (labels are ignored, as Thanos does).
 pub fn parse_sd_file(text: &str) -> Result<Vec<String>, String> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let groups: Vec<TargetGroup> = serde_norway::from_str(text).map_err(|e| e.to_string())?;
-    Ok(groups.into_iter().flat_map(|g| g.targets).collect())
+    discovery::file_sd_targets(text)
 }
 
 /// Settings of an [`EndpointSet`].

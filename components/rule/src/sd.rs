@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use strata_runtime::discovery;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result};
@@ -44,26 +43,13 @@ impl UrlList {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetGroup {
-    targets: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    labels: BTreeMap<String, String>,
-}
-
 /// Parses a Prometheus/Thanos file SD file (a YAML or JSON list of `{targets: [host:port, ...],
 /// labels: {...}}`) into query base URLs: `http://host:port` (a target with a scheme is kept as
 /// is). Labels are accepted and ignored, as Thanos does for query endpoints.
 pub fn parse_sd_file(text: &str) -> std::result::Result<Vec<String>, String> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let groups: Vec<TargetGroup> = serde_norway::from_str(text).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for t in groups.into_iter().flat_map(|g| g.targets) {
-        let t = t.trim();
+    for t in discovery::file_sd_targets(text)? {
+        let t = t.as_str();
         let url = if t.contains("://") {
             t.trim_end_matches('/').to_string()
         } else {
@@ -322,57 +308,30 @@ impl AlertmanagerSpec {
     /// else to the system's resolver; A/AAAA lookups go through the system's resolver.
     pub async fn resolve(&self, dns_server: Option<SocketAddr>) -> Result<Vec<String>> {
         let err = |why: String| Error::Notifier(format!("resolve {self}: {why}"));
-        let mut out = match self {
+        let (scheme, path, found) = match self {
             AlertmanagerSpec::Static(u) => return Ok(vec![u.clone()]),
             AlertmanagerSpec::Dns {
                 scheme,
                 host,
                 port,
                 path,
-            } => lookup(host, *port)
-                .await
-                .map_err(err)?
-                .into_iter()
-                .map(|a| format!("{scheme}://{a}{path}"))
-                .collect::<Vec<_>>(),
+            } => (scheme, path, discovery::lookup_host(host, *port).await),
             AlertmanagerSpec::DnsSrv {
                 scheme,
                 name,
                 port,
                 path,
-            } => {
-                let resolver = match dns_server {
-                    Some(addr) => hickory_resolver::TokioResolver::builder_with_config(
-                        ResolverConfig::from_parts(
-                            None,
-                            vec![],
-                            NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
-                        ),
-                        TokioConnectionProvider::default(),
-                    )
-                    .build(),
-                    None => hickory_resolver::TokioResolver::builder_tokio()
-                        .map_err(|e| err(e.to_string()))?
-                        .build(),
-                };
-                let srv = resolver
-                    .srv_lookup(name.as_str())
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
-                let mut out = Vec::new();
-                for r in srv.iter() {
-                    let target = r.target().to_utf8();
-                    let target = target.trim_end_matches('.');
-                    for a in lookup(target, port.unwrap_or(r.port()))
-                        .await
-                        .map_err(err)?
-                    {
-                        out.push(format!("{scheme}://{a}{path}"));
-                    }
-                }
-                out
-            }
+            } => (
+                scheme,
+                path,
+                discovery::lookup_srv(name, *port, dns_server).await,
+            ),
         };
+        let mut out: Vec<String> = found
+            .map_err(err)?
+            .into_iter()
+            .map(|a| format!("{scheme}://{a}{path}"))
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -394,13 +353,6 @@ impl std::fmt::Display for AlertmanagerSpec {
             } => write!(f, "dnssrv+{scheme}://{name}{path}"),
         }
     }
-}
-
-async fn lookup(host: &str, port: u16) -> std::result::Result<Vec<SocketAddr>, String> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(addrs.collect())
 }
 
 /// Alertmanager discovery: resolves every spec now and then every `interval`, writing the

@@ -1,11 +1,13 @@
 //! Process plumbing every Strata server shares: the common flags, logging, the admin HTTP endpoints
 //! (`/metrics`, `/-/healthy`, `/-/ready`) and graceful shutdown on SIGTERM/SIGINT with a deadline.
+//! [`discovery`] holds the file-SD and DNS lookups the querier and the ruler both use.
 //!
 //! Component crates take a [`Shutdown`] and a [`Readiness`] in their `run` functions and register their
 //! metrics in a sub-registry of the one [`prometheus_client::registry::Registry`] the binary creates.
 
 mod admin;
 mod args;
+pub mod discovery;
 mod logging;
 mod shutdown;
 

@@ -58,61 +58,15 @@ async fn dns_resolves_localhost_without_network() {
     );
 }
 
-/// A DNS server on loopback answering every SRV question with two targets on `localhost`.
-async fn fake_srv_server() -> SocketAddr {
-    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-    use hickory_resolver::proto::rr::rdata::SRV;
-    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-    use hickory_resolver::proto::serialize::binary::{BinDecodable, BinEncodable};
-
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = sock.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 1500];
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                return;
-            };
-            let Ok(q) = Message::from_bytes(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(q.op_code())
-                .set_recursion_desired(q.recursion_desired())
-                .set_recursion_available(true)
-                .set_authoritative(true);
-            for query in q.queries() {
-                r.add_query(query.clone());
-                if query.query_type() == RecordType::SRV
-                    && query.name().to_utf8().starts_with("_grpc._tcp.store.test")
-                {
-                    let target = Name::from_utf8("localhost.").expect("name");
-                    for port in [10901, 10902] {
-                        r.add_answer(Record::from_rdata(
-                            query.name().clone(),
-                            30,
-                            RData::SRV(SRV::new(0, 0, port, target.clone())),
-                        ));
-                    }
-                } else {
-                    r.set_response_code(ResponseCode::NXDomain);
-                }
-            }
-            if let Ok(bytes) = r.to_bytes() {
-                let _ = sock.send_to(&bytes, from).await;
-            }
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn dnssrv_takes_ports_from_records_or_the_spec() {
-    let dns = fake_srv_server().await;
+    let dns = strata_runtime::discovery::testing::fake_srv_server(
+        "_grpc._tcp.store.test",
+        vec![10901, 10902],
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    )
+    .await
+    .expect("fake dns");
     let local = |addrs: &[String], port: u16| {
         addrs
             .iter()
@@ -130,20 +84,6 @@ async fn dnssrv_takes_ports_from_records_or_the_spec() {
         e.to_string().contains("dnssrv+_grpc._tcp.nothing.test"),
         "{e}"
     );
-}
-
-#[test]
-fn sd_file_yaml_and_json() {
-    let yaml = "- targets: ['a:1', 'b:2']\n  labels:\n    x: y\n- targets: [dns+c:3]\n";
-    assert_eq!(
-        parse_sd_file(yaml).expect("yaml"),
-        vec!["a:1", "b:2", "dns+c:3"]
-    );
-    let json = r#"[{"targets": ["a:1"]}, {"targets": [], "labels": {}}]"#;
-    assert_eq!(parse_sd_file(json).expect("json"), vec!["a:1"]);
-    assert_eq!(parse_sd_file("").expect("empty"), Vec::<String>::new());
-    assert!(parse_sd_file("targets: a").is_err());
-    assert!(parse_sd_file("[{\"targets\": [1, ").is_err());
 }
 
 #[tokio::test]

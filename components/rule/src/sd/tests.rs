@@ -176,58 +176,12 @@ async fn dns_resolves_localhost_keeping_port_and_path() {
     );
 }
 
-/// A DNS server on loopback answering SRV questions for `_am._tcp.test` with two targets on
-/// `localhost` while `answer` is set, NXDOMAIN otherwise.
+/// The shared fake DNS server, answering `_am._tcp.test` with ports 9101 and 9102 while `answer`
+/// is set.
 async fn fake_srv_server(answer: Arc<AtomicBool>) -> SocketAddr {
-    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-    use hickory_resolver::proto::rr::rdata::SRV;
-    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-    use hickory_resolver::proto::serialize::binary::{BinDecodable, BinEncodable};
-
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+    strata_runtime::discovery::testing::fake_srv_server("_am._tcp.test", vec![9101, 9102], answer)
         .await
-        .expect("bind");
-    let addr = sock.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 1500];
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                return;
-            };
-            let Ok(q) = Message::from_bytes(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(q.op_code())
-                .set_recursion_desired(q.recursion_desired())
-                .set_recursion_available(true)
-                .set_authoritative(true);
-            for query in q.queries() {
-                r.add_query(query.clone());
-                if answer.load(Ordering::SeqCst)
-                    && query.query_type() == RecordType::SRV
-                    && query.name().to_utf8().starts_with("_am._tcp.test")
-                {
-                    let target = Name::from_utf8("localhost.").expect("name");
-                    for port in [9101, 9102] {
-                        r.add_answer(Record::from_rdata(
-                            query.name().clone(),
-                            0,
-                            RData::SRV(SRV::new(0, 0, port, target.clone())),
-                        ));
-                    }
-                } else {
-                    r.set_response_code(ResponseCode::NXDomain);
-                }
-            }
-            if let Ok(bytes) = r.to_bytes() {
-                let _ = sock.send_to(&bytes, from).await;
-            }
-        }
-    });
-    addr
+        .expect("fake dns")
 }
 
 fn local(urls: &[String], port: u16, path: &str) -> bool {
