@@ -1,5 +1,6 @@
 //! A real etcd and kube-apiserver on loopback: TLS from a throw-away CA, a static admin token, RBAC.
-//! No controller-manager or scheduler run: objects are stored and validated, nothing acts on them.
+//! [`KubeControlPlane`] adds the real kube-controller-manager and kube-scheduler and one kwok fake
+//! node, so workloads get Pods that are scheduled and become Running/Ready (no containers run).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,6 +71,8 @@ pub struct KubeApiserver {
     ca_pem: String,
     kubeconfig: PathBuf,
     audit_log: PathBuf,
+    ca_file: PathBuf,
+    sa_key_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -165,7 +168,7 @@ impl KubeApiserver {
             .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--allow-privileged=true")
             .arg("--enable-priority-and-fairness=false")
-            // No controller-manager runs; do not publish a loopback address as the kubernetes Endpoints.
+            // Do not publish a loopback address as the `kubernetes` Service's endpoints.
             .arg("--endpoint-reconciler-type=none")
             .arg(format!("--audit-policy-file={}", audit_policy.display()))
             .arg(format!("--audit-log-path={}", audit_log.display()))
@@ -188,6 +191,8 @@ impl KubeApiserver {
             ca_pem,
             kubeconfig,
             audit_log,
+            ca_file,
+            sa_key_file: sa_file,
             _dir: dir,
         };
         let client = server.client()?;
@@ -251,4 +256,227 @@ impl KubeApiserver {
             .build()
             .map_err(|e| fail(e.to_string()))
     }
+}
+
+/// The name of the fake node [`KubeControlPlane`] registers (annotated for kwok).
+pub const FAKE_NODE: &str = "kwok-node-0";
+
+/// The rest of a control plane beside a [`KubeApiserver`]: kube-controller-manager (workload
+/// controllers, garbage collector, service accounts), kube-scheduler, and kwok keeping one fake
+/// node Ready and moving the Pods bound to it to Running/Ready (and deleted ones away) with its
+/// stock "fast" stages. Nothing runs inside the Pods; their IPs are loopback addresses
+/// (`127.N.0.0/16`), so a test can serve a Pod's port itself by binding the Pod's IP. Killed when
+/// dropped.
+#[derive(Debug)]
+pub struct KubeControlPlane {
+    controller_manager: Process,
+    scheduler: Process,
+    kwok: Process,
+}
+
+impl KubeControlPlane {
+    /// Starts the three processes against `api`, registers [`FAKE_NODE`], and waits until a probe
+    /// Pod is scheduled on it and Ready (proof that all three work), then deletes the probe.
+    pub async fn start(api: &KubeApiserver) -> Result<Self> {
+        let kubeconfig = api.kubeconfig().display().to_string();
+        let mut cm = Command::new(tool_path(Tool::KubeControllerManager)?);
+        cm.arg(format!("--kubeconfig={kubeconfig}"))
+            .arg(format!("--authentication-kubeconfig={kubeconfig}"))
+            .arg(format!("--authorization-kubeconfig={kubeconfig}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()))
+            .arg("--leader-elect=false")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                api.sa_key_file.display()
+            ))
+            .arg(format!("--root-ca-file={}", api.ca_file.display()))
+            .arg("--use-service-account-credentials=false")
+            // Quick reactions in tests; the defaults are tuned for large clusters.
+            .arg("--concurrent-statefulset-syncs=10")
+            .arg("--v=1");
+        let controller_manager = Process::spawn("kube-controller-manager", cm)?;
+
+        let mut sched = Command::new(tool_path(Tool::KubeScheduler)?);
+        sched
+            .arg(format!("--kubeconfig={kubeconfig}"))
+            .arg(format!("--authentication-kubeconfig={kubeconfig}"))
+            .arg(format!("--authorization-kubeconfig={kubeconfig}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()))
+            .arg("--leader-elect=false")
+            .arg("--v=1");
+        let scheduler = Process::spawn("kube-scheduler", sched)?;
+
+        // Pod IPs on loopback (127.N.0.1, .2, ...; N differs per plane): a test can play a Pod's
+        // process by binding its IP, and the operator reaches it as it would a real Pod.
+        let pod_cidr = format!("127.{}.0.0/16", 2 + free_port() % 250);
+        let kwok_bin = tool_path(Tool::Kwok)?;
+        let stages = kwok_bin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut kw = Command::new(&kwok_bin);
+        kw.arg(format!("--kubeconfig={kubeconfig}"))
+            .arg("--manage-all-nodes=false")
+            .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+            .arg(format!("--cidr={pod_cidr}"))
+            .arg("--node-ip=127.0.0.1")
+            .arg("--node-lease-duration-seconds=40")
+            .arg(format!("--server-address=127.0.0.1:{}", free_port()));
+        for stage in [
+            "node-initialize.yaml",
+            "pod-ready.yaml",
+            "pod-complete.yaml",
+            "pod-delete.yaml",
+        ] {
+            let file = stages.join(stage);
+            if !file.is_file() {
+                return Err(Error::MissingTool {
+                    tool: "kwok",
+                    detail: format!("stage file {} (install.sh copies it)", file.display()),
+                });
+            }
+            kw.arg(format!("--config={}", file.display()));
+        }
+        let kwok = Process::spawn("kwok", kw)?;
+        let mut plane = Self {
+            controller_manager,
+            scheduler,
+            kwok,
+        };
+
+        let client = api.client()?;
+        let base = api.url().to_string();
+        let node = serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": FAKE_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"kubernetes.io/hostname": FAKE_NODE, "kubernetes.io/os": "linux", "type": "kwok"}},
+        });
+        send(
+            &client,
+            reqwest::Method::POST,
+            &format!("{base}/api/v1/nodes"),
+            Some(&node),
+            "register the fake node",
+        )
+        .await?;
+
+        // A probe Pod: needs the default ServiceAccount (controller-manager), a binding
+        // (scheduler) and a Ready status (kwok).
+        let probe_url = format!("{base}/api/v1/namespaces/default/pods");
+        let probe = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "strata-e2e-probe"},
+            "spec": {"containers": [{"name": "probe", "image": "strata.invalid/probe"}]},
+        });
+        let mut last = String::from("no attempt yet");
+        let start = std::time::Instant::now();
+        let timeout = Duration::from_secs(120);
+        loop {
+            for p in [
+                &mut plane.controller_manager,
+                &mut plane.scheduler,
+                &mut plane.kwok,
+            ] {
+                p.check_running()?;
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::NotReady {
+                    name: "kube control plane".into(),
+                    waited: timeout,
+                    last,
+                    log: format!(
+                        "{}\n{}\n{}",
+                        plane.controller_manager.log_tail(),
+                        plane.scheduler.log_tail(),
+                        plane.kwok.log_tail()
+                    ),
+                });
+            }
+            let got = send(
+                &client,
+                reqwest::Method::GET,
+                &format!("{probe_url}/strata-e2e-probe"),
+                None,
+                "read the probe pod",
+            )
+            .await;
+            match got {
+                Ok(pod) => {
+                    let ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                    if ready && pod["spec"]["nodeName"] == FAKE_NODE {
+                        break;
+                    }
+                    last = format!("probe pod not ready yet: {}", pod["status"]);
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    // Not created yet (or refused: the default ServiceAccount is not there yet).
+                    if let Err(e) = send(
+                        &client,
+                        reqwest::Method::POST,
+                        &probe_url,
+                        Some(&probe),
+                        "create the probe pod",
+                    )
+                    .await
+                    {
+                        last = e.to_string();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        send(
+            &client,
+            reqwest::Method::DELETE,
+            &format!("{probe_url}/strata-e2e-probe"),
+            None,
+            "delete the probe pod",
+        )
+        .await?;
+        Ok(plane)
+    }
+
+    /// kube-controller-manager (logs, signals).
+    pub fn controller_manager(&mut self) -> &mut Process {
+        &mut self.controller_manager
+    }
+
+    /// kube-scheduler (logs, signals).
+    pub fn scheduler(&mut self) -> &mut Process {
+        &mut self.scheduler
+    }
+
+    /// kwok (logs, signals).
+    pub fn kwok(&mut self) -> &mut Process {
+        &mut self.kwok
+    }
+}
+
+/// One JSON request to the API server; a non-2xx answer is an error carrying the body.
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    step: &str,
+) -> Result<serde_json::Value> {
+    let fail = |message: String| Error::Request {
+        step: step.to_string(),
+        message,
+    };
+    let mut req = client.request(method, url);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}: {text}")));
+    }
+    serde_json::from_str(&text).map_err(|e| fail(format!("{e}: {text}")))
 }

@@ -1,5 +1,5 @@
 //! The real-server test harness. Starts the peers a Strata user has — Prometheus and promtool, a MinIO
-//! S3 server, etcd and kube-apiserver, helm, Thanos query and sidecar, Alertmanager — on free loopback ports, waits
+//! S3 server, etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, helm, Thanos query and sidecar, Alertmanager — on free loopback ports, waits
 //! until they are ready, keeps their logs (printed when a test fails) and kills them when dropped, also
 //! when the test panics.
 //!
@@ -25,7 +25,7 @@ mod tools;
 pub use alertmanager::{Alertmanager, StoppedAlertmanager};
 pub use benchdata::{BenchData, bench_dir, query_lines, standard_queries};
 pub use error::{Error, Result};
-pub use kube::{Etcd, KubeApiserver};
+pub use kube::{Etcd, FAKE_NODE, KubeApiserver, KubeControlPlane};
 pub use minio::Minio;
 pub use ports::free_port;
 pub use process::{Process, wait_until};

@@ -19,6 +19,12 @@ pub enum Tool {
     Etcd,
     /// The Kubernetes API server.
     KubeApiserver,
+    /// The Kubernetes controller-manager (workload controllers, garbage collector).
+    KubeControllerManager,
+    /// The Kubernetes scheduler.
+    KubeScheduler,
+    /// kwok: fake nodes that run the Pods scheduled on them (status only, no containers).
+    Kwok,
     /// The Helm CLI.
     Helm,
     /// Thanos (one binary for query, sidecar, store, compact, ...).
@@ -38,6 +44,9 @@ impl Tool {
             Tool::Minio => "STRATA_MINIO",
             Tool::Etcd => "STRATA_ETCD",
             Tool::KubeApiserver => "STRATA_KUBE_APISERVER",
+            Tool::KubeControllerManager => "STRATA_KUBE_CONTROLLER_MANAGER",
+            Tool::KubeScheduler => "STRATA_KUBE_SCHEDULER",
+            Tool::Kwok => "STRATA_KWOK",
             Tool::Helm => "STRATA_HELM",
             Tool::Thanos => "STRATA_THANOS",
             Tool::Alertmanager => "STRATA_ALERTMANAGER",
@@ -52,6 +61,9 @@ impl Tool {
             Tool::Minio => "minio",
             Tool::Etcd => "etcd",
             Tool::KubeApiserver => "kube-apiserver",
+            Tool::KubeControllerManager => "kube-controller-manager",
+            Tool::KubeScheduler => "kube-scheduler",
+            Tool::Kwok => "kwok",
             Tool::Helm => "helm",
             Tool::Thanos => "thanos",
             Tool::Alertmanager => "alertmanager",
@@ -59,7 +71,15 @@ impl Tool {
         }
     }
 
-    /// The file under `<name>-<version>/bin/` install.sh puts the peer in.
+    /// The install directory's name before `-<version>` (the control-plane binaries share one).
+    fn dir_name(self) -> &'static str {
+        match self {
+            Tool::KubeControllerManager | Tool::KubeScheduler => Tool::KubeApiserver.name(),
+            other => other.name(),
+        }
+    }
+
+    /// The file under `<dir>-<version>/bin/` install.sh puts the peer in.
     fn file_name(self) -> &'static str {
         match self {
             Tool::PrometheusOperatorCrds => "monitoring.coreos.com_prometheusrules.yaml",
@@ -91,7 +111,7 @@ fn from_env_file(key: &str) -> Option<String> {
 /// Last resort: `<tools dir>/<name>-<version>/bin/<name>` as install.sh lays peers out (newest
 /// version name wins), for a peer installed after another install.sh run rewrote env.sh without it.
 fn installed_dir(tool: Tool) -> Option<(String, String)> {
-    let prefix = format!("{}-", tool.name());
+    let prefix = format!("{}-", tool.dir_name());
     let mut found: Vec<PathBuf> = std::fs::read_dir(tools_dir())
         .ok()?
         .filter_map(|e| e.ok())

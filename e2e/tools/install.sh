@@ -2,7 +2,7 @@
 # Builds the real test peers for Strata's e2e tests from pinned Go modules.
 #
 #   e2e/tools/install.sh [-j N] [peer...]     peers: prometheus minio etcd kube-apiserver helm thanos
-#                                             alertmanager prometheus-operator-crds
+#                                             alertmanager prometheus-operator-crds kwok
 #                                             (default: all of them)
 #
 # Binaries go to ${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/<name>-<version>/bin/,
@@ -13,9 +13,10 @@
 # recipe (go.mod, go.sum, flags) is skipped ("cached"). At the end
 # ${STRATA_TOOLS_DIR}/env.sh is (re)written with absolute paths of every
 # installed peer (STRATA_PROMETHEUS, STRATA_PROMTOOL, STRATA_MINIO, STRATA_ETCD,
-# STRATA_KUBE_APISERVER, STRATA_HELM, STRATA_THANOS, STRATA_ALERTMANAGER,
-# STRATA_PROMETHEUS_OPERATOR_CRDS). A peer with P_FETCH (prometheus-operator-crds)
-# is not built: its files are copied out of the checksum-verified module.
+# STRATA_KUBE_APISERVER, STRATA_KUBE_CONTROLLER_MANAGER, STRATA_KUBE_SCHEDULER,
+# STRATA_HELM, STRATA_THANOS, STRATA_ALERTMANAGER, STRATA_PROMETHEUS_OPERATOR_CRDS,
+# STRATA_KWOK; kwok's stage files lie beside it). P_FETCH files (prometheus-operator's CRD, kwok's
+# stage files) are copied out of the checksum-verified module.
 #
 # Options / environment:
 #   -j N, STRATA_TOOLS_JOBS=N   build up to N peers concurrently (default 1; on a
@@ -33,7 +34,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}"
 JOBS="${STRATA_TOOLS_JOBS:-1}"
-ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos alertmanager prometheus-operator-crds)
+ALL_PEERS=(prometheus minio etcd kube-apiserver helm thanos alertmanager prometheus-operator-crds kwok)
 
 if [[ -z "${GO:-}" ]]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"; else GO=/usr/local/go/bin/go; fi
@@ -69,6 +70,8 @@ ALERTMANAGER_VERSION=0.35.0            # github.com/prometheus/alertmanager v0.3
 ALERTMANAGER_DATE=20261109-07:41:41
 
 PROMETHEUS_OPERATOR_VERSION=v0.85.0    # github.com/prometheus-operator/prometheus-operator v0.85.0 (CRD files only)
+
+KWOK_VERSION=v0.8.0                    # sigs.k8s.io/kwok v0.8.0 (k8s.io/* v0.36.1)
 
 # ---------------------------------------------------------------------------
 # Per-peer recipes. peer_<name> sets:
@@ -134,12 +137,15 @@ peer_kube-apiserver() {
   done
   P_DIR="kube-apiserver-${KUBE_VERSION}"
   P_MOD=kubernetes
-  P_BINS=(kube-apiserver)
-  P_PKGS=(k8s.io/kubernetes/cmd/kube-apiserver)
+  # The control plane the operator e2e needs: the API server, plus the controller-manager
+  # (StatefulSet/Deployment controllers, garbage collector) and the scheduler, so that
+  # workloads get Pods that kwok then runs on fake nodes.
+  P_BINS=(kube-apiserver kube-controller-manager kube-scheduler)
+  P_PKGS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
   P_TAGS="selinux,notest,grpcnotrace"   # as kubernetes' hack/lib/golang.sh for release builds
   P_LDFLAGS="-s -w${l}"
-  P_VERSION=("kube-apiserver --version")
-  P_ENV=(STRATA_KUBE_APISERVER=kube-apiserver)
+  P_VERSION=("kube-apiserver --version" "kube-controller-manager --version" "kube-scheduler --version")
+  P_ENV=(STRATA_KUBE_APISERVER=kube-apiserver STRATA_KUBE_CONTROLLER_MANAGER=kube-controller-manager STRATA_KUBE_SCHEDULER=kube-scheduler)
 }
 
 peer_helm() {
@@ -198,6 +204,23 @@ peer_prometheus-operator-crds() {
   P_ENV=(STRATA_PROMETHEUS_OPERATOR_CRDS=monitoring.coreos.com_prometheusrules.yaml)
 }
 
+# kwok: fake nodes and the pods scheduled on them, driven by Stage objects. The binary is
+# built; the "fast" stages (node Ready at once, pods Running/Ready at once, deleted pods
+# removed) are copied from the same module to bin/ and loaded by the harness with --config.
+peer_kwok() {
+  local s="kustomize/stage"
+  P_DIR="kwok-${KWOK_VERSION}"
+  P_MOD=kwok
+  P_BINS=(kwok)
+  P_PKGS=(sigs.k8s.io/kwok/cmd/kwok)
+  P_FETCH=("sigs.k8s.io/kwok:$s/node/fast/node-initialize.yaml" "sigs.k8s.io/kwok:$s/pod/fast/pod-ready.yaml"
+           "sigs.k8s.io/kwok:$s/pod/fast/pod-complete.yaml" "sigs.k8s.io/kwok:$s/pod/fast/pod-delete.yaml")
+  P_TAGS=""
+  P_LDFLAGS="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}"
+  P_VERSION=("kwok --version")
+  P_ENV=(STRATA_KWOK=kwok)
+}
+
 # Copies the P_FETCH files of the current peer into $1/bin (module verified against the wrapper's go.sum).
 fetch_files() {
   local dest="$1" pair mod file dir
@@ -246,7 +269,9 @@ recipe_stamp() {
 is_installed() {
   local dir="$TOOLS_DIR/$P_DIR" b
   [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$(recipe_stamp)" ]] || return 1
-  if ((${#P_FETCH[@]})); then
+  local pair
+  for pair in "${P_FETCH[@]}"; do [[ -s "$dir/bin/$(basename "${pair#*:}")" ]] || return 1; done
+  if ((${#P_PKGS[@]} == 0)); then
     for b in "${P_BINS[@]}"; do [[ -s "$dir/bin/$b" ]] || return 1; done
     return 0
   fi
@@ -295,11 +320,13 @@ install_peer() {
       tail -n 30 "$logf" >&2
       rm -rf "$tmp"; exec {lockfd}>&-; return 1
     fi
-    recipe_stamp >"$tmp/.stamp"
-    rm -rf "$dest"; mv "$tmp" "$dest"; chmod 755 "$dest"
-    log "$name" "fetched: $dest/bin"
-    exec {lockfd}>&-
-    return 0
+    if ((${#P_PKGS[@]} == 0)); then
+      recipe_stamp >"$tmp/.stamp"
+      rm -rf "$dest"; mv "$tmp" "$dest"; chmod 755 "$dest"
+      log "$name" "fetched: $dest/bin"
+      exec {lockfd}>&-
+      return 0
+    fi
   fi
   if [[ -n "${P_PREPARE:-}" ]] && ! "$P_PREPARE" "$tmp" >>"$logf" 2>&1; then
     log "$name" "FAILED preparing the build; last lines of $logf:"
