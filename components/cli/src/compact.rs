@@ -179,7 +179,9 @@ async fn serve(args: CompactArgs) -> anyhow::Result<()> {
             "--http-address {}",
             args.server.http_address
         )))?;
-    let router = admin_router(Arc::new(registry), readiness.clone());
+    let compactor = Arc::new(compactor);
+    let router =
+        admin_router(Arc::new(registry), readiness.clone()).merge(status_router(compactor.clone()));
     let admin_task = tokio::spawn(admin.serve(router, shutdown.clone()));
     readiness.set(true);
 
@@ -193,6 +195,36 @@ async fn serve(args: CompactArgs) -> anyhow::Result<()> {
     shutdown.trigger();
     admin_task.await.context("admin server task")??;
     result
+}
+
+/// `GET /api/v1/status/compactor`: the halted groups and the last clean pass, as JSON
+/// (`{"halted":[{"group","blocks","message"}],"lastSuccessfulRun":<unix s>|null,"passes":N}`).
+/// The operator reads it to set a `Compactor`'s `Halted` condition and `lastSuccessfulRun`.
+fn status_router(compactor: Arc<Compactor>) -> axum::Router {
+    axum::Router::new().route(
+        "/api/v1/status/compactor",
+        axum::routing::get(move || {
+            let state = compactor.state();
+            async move {
+                let halted: Vec<serde_json::Value> = state
+                    .halted
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "group": h.group,
+                            "blocks": [h.a.to_string(), h.b.to_string()],
+                            "message": h.to_string(),
+                        })
+                    })
+                    .collect();
+                axum::Json(serde_json::json!({
+                    "halted": halted,
+                    "lastSuccessfulRun": state.last_successful_run,
+                    "passes": state.passes,
+                }))
+            }
+        }),
+    )
 }
 
 /// Runs a pass every `interval` until `shutdown`; a pass's halts and failures are logged (the

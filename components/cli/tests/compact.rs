@@ -262,7 +262,7 @@ async fn once_compacts_and_exits_0_then_an_overlap_exits_1() {
 async fn wait_mode_serves_metrics_and_keeps_running_when_halted() {
     let s = setup("wait").await;
     let tmp = tempfile::tempdir().unwrap();
-    write_block(tmp.path(), 9 * H, 11 * H, 100.0);
+    let bad = write_block(tmp.path(), 9 * H, 11 * H, 100.0);
     s._minio
         .upload_blocks("wait", tmp.path(), &[("cluster", "eu")])
         .await
@@ -298,6 +298,32 @@ async fn wait_mode_serves_metrics_and_keeps_running_when_halted() {
     .await
     .unwrap();
     assert!(metrics.contains("strata_compact_last_successful_run_timestamp_seconds"));
+    // The same, as the operator reads it: which blocks overlap, and no clean pass yet.
+    let status: serde_json::Value = reqwest::get(format!("{url}/api/v1/status/compactor"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let halted = status["halted"].as_array().unwrap();
+    assert_eq!(halted.len(), 1, "{status}");
+    assert!(
+        halted[0]["blocks"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(bad)),
+        "{status}"
+    );
+    assert!(
+        halted[0]["message"].as_str().unwrap().contains("overlap"),
+        "{status}"
+    );
+    assert_eq!(
+        status["lastSuccessfulRun"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    assert!(status["passes"].as_u64().unwrap() >= 2, "{status}");
     p.check_running().unwrap();
     p.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     let st = p.wait_exit(Duration::from_secs(30)).await.unwrap();

@@ -137,6 +137,17 @@ impl std::fmt::Display for GroupHalt {
     }
 }
 
+/// The compactor's standing, between passes: [`Compactor::state`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactorState {
+    /// Groups halted on an overlap; they stay halted until the process restarts (as in Thanos).
+    pub halted: Vec<GroupHalt>,
+    /// Unix time (seconds) of the end of the last pass with no halt and no failure.
+    pub last_successful_run: Option<f64>,
+    /// Passes run since the process started.
+    pub passes: u64,
+}
+
 /// What one [`Compactor::run_once`] did.
 #[derive(Debug, Clone, Default)]
 pub struct PassReport {
@@ -289,6 +300,16 @@ impl Compactor {
 
     fn halted_groups(&self) -> BTreeMap<String, GroupHalt> {
         self.halted.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// The halted groups and the end of the last clean pass, as of now (what an operator shows).
+    pub fn state(&self) -> CompactorState {
+        let last = self.metrics.last_success.get();
+        CompactorState {
+            halted: self.halted_groups().into_values().collect(),
+            last_successful_run: (last > 0.0).then_some(last),
+            passes: self.metrics.iterations.get(),
+        }
     }
 
     /// One pass over the bucket. Fails only when the bucket cannot be listed (or the data dir
