@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::api::{
@@ -24,7 +24,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::crd::{
     Compactor, CompactorStatus, MetricsCluster, MetricsClusterStatus, Ruler, RulerStatus,
@@ -33,7 +33,7 @@ use crate::crd::{
 use crate::desired::{self, CLUSTER_LABEL, ClusterInputs, SHARD_SET_LABEL, STOREAPI_LABEL};
 use crate::metrics::{ErrorLabels, KindLabels, Metrics};
 use crate::rules::{PROMETHEUS_RULE_GROUP, PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_VERSION};
-use crate::{Error, Result};
+use crate::{Error, Result, observe};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "strata-operator";
@@ -50,6 +50,8 @@ pub struct Context {
     prometheus_rules: Option<ApiResource>,
     metrics: Arc<Metrics>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Reads pods' own status endpoints (the compactor's).
+    http: reqwest::Client,
 }
 
 impl Context {
@@ -72,6 +74,7 @@ impl Context {
             prometheus_rules,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            http: reqwest::Client::new(),
         })
     }
 }
@@ -334,6 +337,12 @@ where
     let labels = KindLabels { kind: K::KIND };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let span = info_span!("reconcile", kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    // Being deleted: the garbage collector removes what it owns. Applying now would re-create
+    // children the collector has just deleted, and race it until the owner is gone.
+    if obj.meta().deletion_timestamp.is_some() {
+        span.in_scope(|| debug!("being deleted; nothing to reconcile"));
+        return Ok(Action::await_change());
+    }
     let result = inner.instrument(span).await;
     ctx.metrics
         .duration
@@ -725,7 +734,42 @@ async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> 
         .and_then(|d| d.status)
         .and_then(|s| s.available_replicas)
         .unwrap_or(0);
-    let ready = available >= want;
+    let mut waiting = Vec::new();
+    if available < want {
+        waiting.push(format!("querier: {available} of {want} replicas available"));
+    }
+    // The owned StoreGateway and Compactor count too: the cluster is Ready when all it made is.
+    if mc.spec.store_gateway.is_some() {
+        let name = desired::inline_store_gateway_name(&cluster);
+        let sg = sg_api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("get StoreGateway {name}")))?;
+        if !sg.is_some_and(|o| {
+            ready_condition(
+                o.status.as_ref().map(|s| &s.conditions[..]),
+                o.metadata.generation,
+            )
+        }) {
+            waiting.push(format!("StoreGateway {name} is not Ready"));
+        }
+    }
+    if mc.spec.compactor.is_some() {
+        let name = desired::inline_compactor_name(&cluster);
+        let c = c_api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("get Compactor {name}")))?;
+        if !c.is_some_and(|o| {
+            ready_condition(
+                o.status.as_ref().map(|s| &s.conditions[..]),
+                o.metadata.generation,
+            )
+        }) {
+            waiting.push(format!("Compactor {name} is not Ready"));
+        }
+    }
+    let ready = waiting.is_empty();
     let old = mc.status.clone().unwrap_or_default();
     let status = MetricsClusterStatus {
         observed_generation: mc.metadata.generation,
@@ -733,7 +777,7 @@ async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> 
             &old.conditions,
             mc.metadata.generation,
             ready,
-            format!("querier: {available} of {want} replicas available"),
+            waiting.join("; "),
         ),
         endpoints,
     };
@@ -771,6 +815,14 @@ async fn reconcile_store_gateway(sg: Arc<StoreGateway>, ctx: Arc<Context>) -> Re
         degraded,
     )
     .await
+}
+
+/// Whether `conditions` say `Ready=True` for `generation` (not for an older spec).
+fn ready_condition(conditions: Option<&[Condition]>, generation: Option<i64>) -> bool {
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation)
 }
 
 /// Whether every StatefulSet of a shard set has all its replicas ready for its current spec.
@@ -884,9 +936,16 @@ fn same_status_c(a: &CompactorStatus, b: &CompactorStatus) -> bool {
 async fn reconcile_compactor(c: Arc<Compactor>, ctx: Arc<Context>) -> Result<Action> {
     let degraded = |c: &Compactor, e: &Error| {
         let old = c.status.clone().unwrap_or_default();
+        let mut conditions = degraded_conditions(&old.conditions, c.metadata.generation, e);
+        conditions.extend(
+            old.conditions
+                .iter()
+                .filter(|c| c.type_ == "Halted")
+                .cloned(),
+        );
         let status = CompactorStatus {
             observed_generation: c.metadata.generation,
-            conditions: degraded_conditions(&old.conditions, c.metadata.generation, e),
+            conditions,
             ..old.clone()
         };
         (!same_status_c(&old, &status)).then(|| serde_json::to_value(&status).unwrap_or_default())
@@ -924,15 +983,33 @@ async fn reconcile_compactor_inner(c: Arc<Compactor>, ctx: Arc<Context>) -> Resu
         .map_err(Error::kube("get compactor StatefulSet"))?;
     let ready = sts.as_ref().is_some_and(statefulset_ready);
     let old = c.status.clone().unwrap_or_default();
+    // The compactor's own account (halted groups, last clean pass), read from its pod.
+    let report = if ready {
+        Some(read_compactor_pod(&ctx, &ns, &format!("{}-0", c.name_any())).await)
+    } else {
+        None
+    };
+    let mut conditions = healthy_conditions(
+        &old.conditions,
+        c.metadata.generation,
+        ready,
+        "the compactor pod is not ready".into(),
+    );
+    conditions.push(halted_condition(
+        &old.conditions,
+        c.metadata.generation,
+        report.as_ref(),
+    ));
+    let last_successful_run = match &report {
+        Some(Ok(r)) => r
+            .last_successful_run_rfc3339()
+            .or(old.last_successful_run.clone()),
+        _ => old.last_successful_run.clone(),
+    };
     let status = CompactorStatus {
         observed_generation: c.metadata.generation,
-        conditions: healthy_conditions(
-            &old.conditions,
-            c.metadata.generation,
-            ready,
-            "the compactor pod is not ready".into(),
-        ),
-        last_successful_run: old.last_successful_run.clone(),
+        conditions,
+        last_successful_run,
     };
     if !same_status_c(&old, &status) {
         let v = serde_json::to_value(&status).map_err(|source| Error::Serialize {
@@ -941,7 +1018,73 @@ async fn reconcile_compactor_inner(c: Arc<Compactor>, ctx: Arc<Context>) -> Resu
         })?;
         write_status(client, c.as_ref(), v).await?;
     }
-    Ok(Action::requeue(RESYNC))
+    // A halt shows in no Kubernetes object: look again soon while the pod runs.
+    Ok(Action::requeue(if ready { COMPACTOR_POLL } else { RESYNC }))
+}
+
+/// How often a running compactor's own status is read.
+pub const COMPACTOR_POLL: Duration = Duration::from_secs(30);
+
+/// Reads `strata compact`'s status endpoint on pod `pod` (its IP, the HTTP port).
+async fn read_compactor_pod(
+    ctx: &Context,
+    ns: &str,
+    pod: &str,
+) -> std::result::Result<observe::CompactorReport, String> {
+    let found = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .get_opt(pod)
+        .await
+        .map_err(|e| format!("cannot read Pod {pod}: {e}"))?;
+    let ip = found
+        .and_then(|p| p.status)
+        .and_then(|s| s.pod_ip)
+        .ok_or_else(|| format!("Pod {pod} has no IP yet"))?;
+    let url = observe::compactor_status_url(&ip, desired::HTTP_PORT);
+    observe::read_compactor(&ctx.http, &url).await
+}
+
+/// The `Halted` condition from the compactor's report: `True` naming the overlapping blocks,
+/// `False`, or `Unknown` when the pod is not ready or could not be read.
+fn halted_condition(
+    old: &[Condition],
+    generation: Option<i64>,
+    report: Option<&std::result::Result<observe::CompactorReport, String>>,
+) -> Condition {
+    let (status, reason, message) = match report {
+        None => (
+            "Unknown",
+            "NotRunning",
+            "the compactor pod is not ready".to_string(),
+        ),
+        Some(Err(e)) => ("Unknown", "StatusUnreadable", e.clone()),
+        Some(Ok(r)) if r.halted.is_empty() => (
+            "False",
+            "Compacting",
+            "no compaction group is halted".to_string(),
+        ),
+        Some(Ok(r)) => (
+            "True",
+            "OverlappingBlocks",
+            r.halted
+                .iter()
+                .map(|h| h.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    let prev = old.iter().find(|c| c.type_ == "Halted");
+    let last_transition_time = match prev {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    Condition {
+        type_: "Halted".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
 }
 
 fn same_status_ruler(a: &RulerStatus, b: &RulerStatus) -> bool {

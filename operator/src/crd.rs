@@ -308,6 +308,16 @@ pub struct StoreGatewaySpec {
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Halted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Halted\")].status"
+    ),
+    printcolumn(
+        name = "Last success",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulRun"
+    ),
+    printcolumn(
         name = "Raw retention",
         type_ = "string",
         json_path = ".spec.retention.raw"
@@ -528,10 +538,13 @@ pub struct CompactorStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing`, `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, and `Halted`: read every 30 s from the running
+    /// compactor's `/api/v1/status/compactor` (`True` names the overlapping blocks; `Unknown` when
+    /// the pod is not ready or its endpoint cannot be read).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// When the compactor last finished a run, if the operator could tell (RFC 3339).
+    /// End of the compactor's last pass with no halt and no failure (RFC 3339), as the
+    /// compactor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_run: Option<String>,
 }

@@ -2,16 +2,14 @@
 //! resources ([`crd`]), the objects they stand for ([`desired`], pure), and the controllers that
 //! server-side apply them ([`controller`]).
 //!
-//! NOT DONE (first slice):
-//! - the `Halted` condition and `lastSuccessfulRun` of a `Compactor` (needs the compactor's metrics);
-//! - e2e with kube-controller-manager / a fake kubelet: the harness has none yet, so garbage
-//!   collection through ownerReferences and real pod readiness are not exercised (the e2e writes
-//!   StatefulSet status itself where it needs readiness);
+//! Not done:
 //! - writes are skipped when the `strata.dev/applied-hash` annotation matches, so a field another
 //!   manager changed on an owned object is not reverted until the desired object changes;
-//! - Secrets are not watched: a changed objstore YAML rolls pods at the next resync (5 minutes);
-//! - `spec.sidecar.namespaceSelector` is stored but unused (the sidecars' Service is namespace-local);
-//! - `MetricsCluster` `Ready` reflects the querier Deployment only, not its store gateways/compactor.
+//! - Secrets are not watched (that would need list/watch on every Secret): a changed objstore YAML
+//!   rolls pods at the next resync (5 minutes);
+//! - `spec.sidecar.namespaceSelector` selects pods for injection, but the sidecars' headless
+//!   Service (the querier's endpoint) is namespace-local, so sidecars in other namespaces are not
+//!   queried yet;
 //! - `Ruler`: PrometheusRule support is decided by discovery at start (a CRD installed later needs a
 //!   restart); rule changes roll the pods (checksum) rather than `POST /-/reload`; the generated
 //!   rules ConfigMap is bounded by the 1 MiB object limit.
@@ -22,6 +20,7 @@ pub mod desired;
 pub mod docs;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
 pub mod rules;
 pub mod server;
 pub mod webhook;

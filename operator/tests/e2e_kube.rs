@@ -1,14 +1,16 @@
-//! The operator against a real kube-apiserver + etcd (no controller-manager or kubelet: objects are
-//! stored and validated, no pods run; where a test needs a StatefulSet to be ready it writes the
-//! StatefulSet's status itself, playing the controller-manager's part).
+//! The operator against a real control plane: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler, and kwok running one fake node. Workloads get real Pods that are scheduled and
+//! become Ready (kwok sets their status; no container runs), the garbage collector deletes what a
+//! deleted owner leaves, and every readiness the operator reports comes from those Pods.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -16,7 +18,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use strata_e2e::{Etcd, KubeApiserver, wait_until};
+use strata_e2e::{Etcd, FAKE_NODE, KubeApiserver, KubeControlPlane, wait_until};
 use strata_operator::controller::{self, Scope};
 use strata_operator::crd::{Compactor, MetricsCluster, StoreGateway};
 use strata_operator::metrics::{Metrics, WriteLog, logging_client};
@@ -110,19 +112,78 @@ where
     Some((v["status"].clone(), generation))
 }
 
-/// Marks a StatefulSet's pods as all ready, as the StatefulSet controller would.
-async fn mark_ready(client: &Client, name: &str) {
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    let sts = api.get(name).await.expect("statefulset");
-    let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let patch = json!({"status": {
-        "observedGeneration": sts.metadata.generation,
-        "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
-        "availableReplicas": replicas, "currentReplicas": replicas,
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("mark ready");
+/// Static volumes for the claims of the StatefulSets (no provisioner runs: an administrator's
+/// pre-created PersistentVolumes, which the controller-manager's PV controller binds).
+async fn create_volumes(client: &Client, count: usize) {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    for i in 0..count {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": format!("e2e-pv-{i}")},
+            "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "persistentVolumeReclaimPolicy": "Delete",
+                     "hostPath": {"path": format!("/tmp/strata-e2e-pv-{i}")}},
+        }))
+        .expect("pv");
+        api.create(&PostParams::default(), &pv)
+            .await
+            .expect("create pv");
+    }
+}
+
+/// Cordons (or uncordons) the fake node: new Pods stay Pending while it is cordoned.
+async fn cordon(client: &Client, on: bool) {
+    let api: Api<Node> = Api::all(client.clone());
+    api.patch(
+        FAKE_NODE,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"unschedulable": on}})),
+    )
+    .await
+    .expect("cordon");
+}
+
+/// Whether the StatefulSet has all its replicas ready, as the StatefulSet controller reports it.
+fn sts_ready(sts: &StatefulSet) -> bool {
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    want > 0 && ready >= want
+}
+
+/// Observes the shard StatefulSets of StoreGateway `instance` every 100 ms until `stop`, and
+/// returns how many observations were made and every one in which no complete shard set (all
+/// `N` shards `<instance>-sN-0..N`) was ready, i.e. some hashmod shard was unserved.
+fn watch_serving(
+    client: Client,
+    instance: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let api: Api<StatefulSet> = Api::namespaced(client, NS);
+        let lp = ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}"));
+        let (mut seen, mut gaps) = (0, Vec::new());
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(list) = api.list(&lp).await {
+                seen += 1;
+                let ready: BTreeMap<String, bool> = list
+                    .items
+                    .iter()
+                    .map(|s| (s.name_any(), sts_ready(s)))
+                    .collect();
+                let serving = (1..=16).any(|n| {
+                    (0..n).all(|i| ready.get(&format!("{instance}-s{n}-{i}")) == Some(&true))
+                });
+                if !serving {
+                    gaps.push(format!("{ready:?}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (seen, gaps)
+    })
 }
 
 async fn sts_names(client: &Client, instance: &str) -> Vec<String> {
@@ -143,7 +204,11 @@ async fn sts_names(client: &Client, instance: &str) -> Vec<String> {
 async fn operator_against_a_real_api_server() {
     let etcd = Etcd::start().await.expect("etcd");
     let apiserver = KubeApiserver::start(&etcd).await.expect("kube-apiserver");
+    let _plane = KubeControlPlane::start(&apiserver)
+        .await
+        .expect("controller-manager, scheduler, kwok");
     let admin = Client::try_from(config(&apiserver).await).expect("admin client");
+    create_volumes(&admin, 24).await;
     install_crds(&admin).await;
     create_namespace(&admin, NS).await;
     create_namespace(&admin, "gitops").await;
@@ -295,22 +360,20 @@ async fn operator_against_a_real_api_server() {
         "{args:?}"
     );
 
-    // Status tells the truth: no kubelet runs, so nothing is ready; endpoints list sidecars + shards.
-    let (status, generation) = wait_until("MetricsCluster status", WAIT, || async {
-        let (s, g) = status_of(&mcs, "prod").await?;
-        (s["endpoints"].as_array()?.len() == 3).then_some((s, g))
-    })
-    .await
-    .expect("status");
+    // Status tells the truth: endpoints list sidecars + shards, and Ready=True only once the
+    // querier's Deployment, both shard StatefulSets and the compactor have ready Pods.
+    let (status, generation) =
+        wait_until("MetricsCluster Ready", Duration::from_secs(120), || async {
+            let (s, g) = status_of(&mcs, "prod").await?;
+            (condition(&s, "Ready")?.0 == "True").then_some((s, g))
+        })
+        .await
+        .expect("prod Ready");
     assert_eq!(status["observedGeneration"], generation);
     assert_eq!(
-        condition(&status, "Ready").map(|c| c.0).as_deref(),
+        condition(&status, "Progressing").map(|c| c.0).as_deref(),
         Some("False"),
         "{status}"
-    );
-    assert_eq!(
-        condition(&status, "Progressing").map(|c| c.0).as_deref(),
-        Some("True")
     );
     assert_eq!(
         condition(&status, "Degraded").map(|c| c.0).as_deref(),
@@ -324,6 +387,36 @@ async fn operator_against_a_real_api_server() {
             "dnssrv+_grpc._tcp.prod-store-s2-1.strata.svc"
         ])
     );
+    // ... and it is the Pods' truth: every one of them is bound to the fake node and Ready.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let listed = pods.list(&ListParams::default()).await.expect("pods");
+    let mut ready_pods: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(FAKE_NODE)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|p| p.name_any())
+        .collect();
+    ready_pods.sort();
+    assert_eq!(
+        ready_pods
+            .iter()
+            .filter(|n| n.starts_with("prod-query-"))
+            .count(),
+        2,
+        "{ready_pods:?}"
+    );
+    for pod in ["prod-compactor-0", "prod-store-s2-0-0", "prod-store-s2-1-0"] {
+        assert!(
+            ready_pods.iter().any(|n| n == pod),
+            "{pod} not Ready: {ready_pods:?}"
+        );
+    }
 
     // --- Edit: the objects follow and observedGeneration advances.
     let mut edited = example.clone();
@@ -352,9 +445,6 @@ async fn operator_against_a_real_api_server() {
     })
     .await
     .expect("archive s2");
-    for n in ["archive-s2-0", "archive-s2-1"] {
-        mark_ready(&admin, n).await;
-    }
     wait_until("archive Ready", WAIT, || async {
         let (s, _) = status_of(&sgs, "archive").await?;
         (condition(&s, "Ready")?.0 == "True" && s["readyShards"] == 2).then_some(())
@@ -362,6 +452,12 @@ async fn operator_against_a_real_api_server() {
     .await
     .expect("archive ready");
 
+    // From here to the end of re-sharding, every observed moment must have one complete shard
+    // set Ready. The node is cordoned first, so the new shard Pods stay Pending (not Ready) for
+    // as long as the test likes: the operator must keep the old set meanwhile.
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = watch_serving(admin.clone(), "archive".into(), stop_watch.clone());
+    cordon(&admin, true).await;
     let mark = log.recent().len();
     sgs.patch_scale(
         "archive",
@@ -375,8 +471,9 @@ async fn operator_against_a_real_api_server() {
     })
     .await
     .expect("s3 created");
-    // Not ready yet: the old set must still be there, and the status says so.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not ready yet (Pending on the cordoned node): the old set must still be there, and the
+    // status says so.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         sts_names(&admin, "archive").await.len(),
         5,
@@ -388,9 +485,17 @@ async fn operator_against_a_real_api_server() {
         condition(&s, "Progressing").map(|c| c.0).as_deref(),
         Some("True")
     );
-    for n in ["archive-s3-0", "archive-s3-1", "archive-s3-2"] {
-        mark_ready(&admin, n).await;
-    }
+    let pending = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=archive"))
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .filter(|p| p.name_any().starts_with("archive-s3-"))
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+        .count();
+    assert_eq!(pending, 3, "the new shards' Pods wait on the cordoned node");
+    cordon(&admin, false).await;
     wait_until("the s2 set to go", WAIT, || async {
         (sts_names(&admin, "archive").await == ["archive-s3-0", "archive-s3-1", "archive-s3-2"])
             .then_some(())
@@ -425,8 +530,6 @@ async fn operator_against_a_real_api_server() {
     })
     .await
     .expect("s1 created");
-    assert_eq!(sts_names(&admin, "archive").await.len(), 4);
-    mark_ready(&admin, "archive-s1-0").await;
     wait_until("the s3 set to go", WAIT, || async {
         (sts_names(&admin, "archive").await == ["archive-s1-0"]).then_some(())
     })
@@ -439,6 +542,14 @@ async fn operator_against_a_real_api_server() {
     .await
     .expect("archive settled");
     assert_eq!(s["readyShards"], 1);
+    stop_watch.store(true, Ordering::SeqCst);
+    let (seen, gaps) = watcher.await.expect("watcher");
+    assert!(seen > 20, "too few observations ({seen}) to prove anything");
+    assert!(
+        gaps.is_empty(),
+        "{} of {seen} observations had an unserved shard: {gaps:#?}",
+        gaps.len()
+    );
 
     // --- Orphans: removing the inline compactor deletes the owned Compactor.
     let mut no_compactor = edited.clone();
@@ -490,7 +601,9 @@ async fn operator_against_a_real_api_server() {
             ),
         }
     }
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // A minute of idling (the touches' reconciles, the periodic requeues, the controller-manager
+    // and kwok updating what they own) must not make the operator write anything.
+    tokio::time::sleep(Duration::from_secs(60)).await;
     let reconciles_after = total_reconciles(&registry);
     assert!(
         reconciles_after > reconciles_before,
@@ -564,6 +677,44 @@ async fn operator_against_a_real_api_server() {
     })
     .await
     .expect("prod still reconciled");
+
+    // --- Delete: the garbage collector removes everything the cluster owned, down to the Pods.
+    wait_until("prod Ready again", Duration::from_secs(120), || async {
+        let (s, _) = status_of(&mcs, "prod").await?;
+        (condition(&s, "Ready")?.0 == "True").then_some(())
+    })
+    .await
+    .expect("prod Ready again");
+    mcs.delete("prod", &kube::api::DeleteParams::foreground())
+        .await
+        .expect("delete prod");
+    wait_until(
+        "everything prod owned to be collected",
+        Duration::from_secs(120),
+        || async {
+            let left_sts = sts_names(&admin, "prod-store").await;
+            let left_pods: Vec<String> = pods
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .map(|p| p.name_any())
+                .filter(|n| n.starts_with("prod-"))
+                .collect();
+            (mcs.get_opt("prod").await.ok()?.is_none()
+                && deploys.get_opt("prod-query").await.ok()?.is_none()
+                && services.get_opt("prod-query").await.ok()?.is_none()
+                && sgs.get_opt("prod-store").await.ok()?.is_none()
+                && compactors.get_opt("prod-compactor").await.ok()?.is_none()
+                && stss.get_opt("prod-compactor").await.ok()?.is_none()
+                && left_sts.is_empty()
+                && left_pods.is_empty())
+            .then_some(())
+        },
+    )
+    .await
+    .expect("garbage collected");
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(30), operator)

@@ -1,19 +1,21 @@
-//! The sidecar-injection webhook against a real kube-apiserver + etcd: the webhook runs in-process
-//! on 127.0.0.1 with operator-managed TLS, registered by URL; Pods are created through the API
-//! server (they stay Pending: no scheduler or kubelet runs) and read back as stored.
+//! The sidecar-injection webhook against a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, a kwok fake node): the webhook runs in-process on
+//! 127.0.0.1 with operator-managed TLS, registered by URL; Pods are created through the API server,
+//! directly or by the StatefulSet controller, and read back as stored.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::{Value, json};
-use strata_e2e::{Etcd, KubeApiserver, free_port, wait_until};
+use strata_e2e::{Etcd, FAKE_NODE, KubeApiserver, KubeControlPlane, free_port, wait_until};
 use strata_operator::crd::MetricsCluster;
 use strata_operator::webhook::inject::{
     INJECTED_BY_ANNOTATION, OBJSTORE_VOLUME, SIDECAR_CONTAINER,
@@ -150,6 +152,9 @@ fn client_trusting(ca_pem: &str) -> reqwest::Client {
 async fn webhook_injects_sidecars_through_a_real_api_server() {
     let etcd = Etcd::start().await.expect("etcd");
     let apiserver = KubeApiserver::start(&etcd).await.expect("kube-apiserver");
+    let _plane = KubeControlPlane::start(&apiserver)
+        .await
+        .expect("controller-manager, scheduler, kwok");
     let admin = Client::try_from(config(&apiserver).await).expect("admin client");
 
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
@@ -168,13 +173,13 @@ async fn webhook_injects_sidecars_through_a_real_api_server() {
     .expect("CRD served");
     create_namespace(&admin, NS).await;
     create_namespace(&admin, OPERATOR_NS).await;
-    // No controller-manager makes the namespace's default ServiceAccount; pods need it.
+    // The controller-manager gives each namespace its default ServiceAccount; pods need it.
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), NS);
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
-    sas.create(&PostParams::default(), &sa)
-        .await
-        .expect("default ServiceAccount");
+    wait_until("the default ServiceAccount", WAIT, || async {
+        sas.get_opt("default").await.ok()?
+    })
+    .await
+    .expect("default ServiceAccount");
 
     // The configuration the chart creates, pointed at a URL; failing closed so that a webhook the
     // API server cannot reach shows up as an error instead of an uninjected pod.
@@ -406,6 +411,194 @@ async fn webhook_injects_sidecars_through_a_real_api_server() {
     assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST);
     let text = bad.text().await.expect("body");
     assert!(text.contains("malformed AdmissionReview"), "{text}");
+
+    // --- A StatefulSet's Pod, created by the real StatefulSet controller, is injected too, and
+    // both containers are Ready on the (kwok) node.
+    let stss: Api<StatefulSet> = Api::namespaced(admin.clone(), NS);
+    let template = prometheus_pod(
+        "ignored",
+        json!({"app": "prometheus", "sts": "prom"}),
+        json!({}),
+        shipping_args(),
+    );
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "prom-sts"},
+        "spec": {"replicas": 2, "serviceName": "prom-sts",
+                 "selector": {"matchLabels": {"sts": "prom"}},
+                 "template": {"metadata": {"labels": template["metadata"]["labels"]},
+                              "spec": template["spec"]}},
+    }))
+    .expect("statefulset");
+    stss.create(&PostParams::default(), &sts)
+        .await
+        .expect("create StatefulSet");
+    let sts_pods = wait_until(
+        "the StatefulSet's Pods Ready",
+        Duration::from_secs(120),
+        || async {
+            let s = stss.get("prom-sts").await.ok()?;
+            (s.status?.ready_replicas? == 2).then_some(())?;
+            let a = pods.get("prom-sts-0").await.ok()?;
+            let b = pods.get("prom-sts-1").await.ok()?;
+            Some([a, b])
+        },
+    )
+    .await
+    .expect("StatefulSet pods");
+    for p in &sts_pods {
+        let sidecar = sidecar_of(p).expect("the StatefulSet's pod has the sidecar");
+        assert!(
+            sidecar["args"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("--tsdb.path=/prometheus"))),
+            "{sidecar}"
+        );
+        assert_eq!(objstore_volumes(p), 1);
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some(FAKE_NODE));
+        let ready: Vec<String> = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| c.ready)
+                    .map(|c| c.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            ready.contains(&"prometheus".to_string())
+                && ready.contains(&SIDECAR_CONTAINER.to_string()),
+            "ready containers of {}: {ready:?}",
+            p.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    // A rolling restart (a template change) re-creates the Pods through the webhook again.
+    stss.patch(
+        "prom-sts",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &json!({"spec": {"template": {"metadata": {"annotations": {"e2e/restart": "1"}}}}}),
+        ),
+    )
+    .await
+    .expect("restart");
+    let restarted = wait_until("the rollout", Duration::from_secs(120), || async {
+        let s = stss.get("prom-sts").await.ok()?;
+        let st = s.status?;
+        (st.observed_generation? >= s.metadata.generation?
+            && st.updated_replicas? == 2
+            && st.ready_replicas? == 2
+            && st.current_revision == st.update_revision)
+            .then_some(())?;
+        let p = pods.get("prom-sts-0").await.ok()?;
+        p.metadata
+            .annotations
+            .as_ref()?
+            .contains_key("e2e/restart")
+            .then_some(p)
+    })
+    .await
+    .expect("rollout");
+    assert_eq!(
+        restarted
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("e2e/restart"))
+            .map(String::as_str),
+        Some("1")
+    );
+    assert!(
+        sidecar_of(&restarted).is_some(),
+        "re-created pod without the sidecar"
+    );
+    assert_eq!(
+        containers(&restarted).len(),
+        2,
+        "re-created pod injected twice or not at all"
+    );
+
+    // --- Across namespaces: a cluster with a namespace selector injects into another namespace's
+    // Prometheus, and warns that the objstore Secret must be copied there.
+    let team_ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "team-a", "labels": {"strata.dev/federate": "true"}}}),
+    )
+    .expect("ns");
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &team_ns)
+        .await
+        .expect("team namespace");
+    let shared: MetricsCluster = serde_json::from_value(json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster",
+        "metadata": {"name": "shared", "namespace": NS},
+        "spec": {"objectStorage": {"secretRef": {"name": "bucket"}},
+                 "image": "registry.local/strata:e2e",
+                 "sidecar": {"selector": {"matchLabels": {"app": "team-prometheus"}},
+                             "namespaceSelector": {"matchLabels": {"strata.dev/federate": "true"}}}},
+    }))
+    .expect("cluster");
+    mcs.create(&PostParams::default(), &shared)
+        .await
+        .expect("shared MetricsCluster");
+    let team_sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "team-a");
+    wait_until("team-a's default ServiceAccount", WAIT, || async {
+        team_sas.get_opt("default").await.ok()?
+    })
+    .await
+    .expect("default ServiceAccount in team-a");
+    let resp = http
+        .post(format!("{}/api/v1/namespaces/team-a/pods", apiserver.url()))
+        .json(&prometheus_pod(
+            "team-prom",
+            json!({"app": "team-prometheus"}),
+            json!({}),
+            shipping_args(),
+        ))
+        .send()
+        .await
+        .expect("create team pod");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let warnings: Vec<String> = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|h| h.to_str().ok().map(str::to_string))
+        .collect();
+    let team_pod: Pod = resp.json().await.expect("pod body");
+    assert!(sidecar_of(&team_pod).is_some(), "team-a pod not injected");
+    assert_eq!(
+        team_pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(INJECTED_BY_ANNOTATION))
+            .map(String::as_str),
+        Some("monitoring/shared")
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("copy it there") && w.contains("team-a")),
+        "warnings: {warnings:?}"
+    );
+    // The same labels in an unselected namespace stay untouched.
+    let other = create_pod(
+        &pods,
+        &prometheus_pod(
+            "team-prom-elsewhere",
+            json!({"app": "team-prometheus"}),
+            json!({}),
+            shipping_args(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        containers(&other).len(),
+        1,
+        "a pod outside the selected namespaces was injected"
+    );
 
     // --- Rotation: with a 2-minute validity the operator renews after 80 s; the Secret and the
     // caBundle change, the new certificate is served, and admission keeps working.

@@ -13,7 +13,9 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
@@ -25,7 +27,7 @@ use kube::discovery::{self, Scope as ApiScope};
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
-use strata_e2e::{Etcd, KubeApiserver, Tool, free_port, tool_path, wait_until};
+use strata_e2e::{Etcd, KubeApiserver, KubeControlPlane, Tool, free_port, tool_path, wait_until};
 use strata_operator::crd::{Compactor, MetricsCluster, Ruler, StoreGateway};
 use strata_operator::leader::LeaderElection;
 use strata_operator::server::{OperatorConfig, run};
@@ -465,7 +467,23 @@ async fn chart_on_a_real_api_server() {
     let docs = template(home.path(), &[]);
     let etcd = Etcd::start().await.expect("etcd");
     let apiserver = KubeApiserver::start(&etcd).await.expect("kube-apiserver");
+    // Real workload controllers and kwok's fake node: the example's Pods become Ready, so the
+    // operator also reads what it reads only of running Pods (the compactor's), under the
+    // chart's RBAC.
+    let _plane = KubeControlPlane::start(&apiserver)
+        .await
+        .expect("controller-manager, scheduler, kwok");
     let admin = admin_client(&apiserver).await;
+    let pvs: Api<PersistentVolume> = Api::all(admin.clone());
+    for i in 0..8 {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": format!("pv-{i}")},
+            "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": format!("/tmp/strata-e2e-pv-{i}")}},
+        }))
+        .expect("pv");
+        pvs.create(&PostParams::default(), &pv).await.expect("pv");
+    }
     install_crds(&admin).await;
     install_prometheus_rule_crd(&admin).await;
     create_namespace(&admin, RELEASE_NS).await;
@@ -600,8 +618,20 @@ async fn chart_on_a_real_api_server() {
             rules.get("prometheusrule_node.yaml")?;
             let prod = mcs.get_opt("prod").await.ok()??;
             (condition(&prod, "Degraded")? == "False").then_some(())?;
+            // Ready: the querier, both shards and the compactor have Ready Pods.
+            (condition(&prod, "Ready")? == "True").then_some(())?;
             sgs.get_opt("prod-store").await.ok()??.status?;
-            cs.get_opt("prod-compactor").await.ok()??.status?;
+            // The compactor's Pod was read (its IP): nothing serves it here, so Halted is
+            // Unknown because the endpoint is unreadable, not because the Pod was forbidden.
+            let halted = cs
+                .get_opt("prod-compactor")
+                .await
+                .ok()??
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Halted")?;
+            (halted.reason == "StatusUnreadable").then_some(())?;
             let broken = mcs.get_opt("broken").await.ok()??;
             (condition(&broken, "Degraded")? == "True").then_some(())?;
             let evs = events.list(&ListParams::default()).await.ok()?;
