@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::api::{
@@ -150,13 +150,36 @@ pub async fn run(
         managed.clone(),
         |svc: Service| {
             let cluster = svc.labels().get(CLUSTER_LABEL)?.clone();
-            let ns = svc.namespace()?;
+            // A sidecar Service in another namespace names its cluster's namespace.
+            let ns = match svc.labels().get(desired::CLUSTER_NAMESPACE_LABEL) {
+                Some(ns) => ns.clone(),
+                None => svc.namespace()?,
+            };
             Some(ObjectRef::<MetricsCluster>::new(&cluster).within(&ns))
         },
-    )
-    .graceful_shutdown_on(stop(rx.clone()))
-    .run(reconcile_cluster, error_policy, ctx.clone())
-    .for_each(|_| futures::future::ready(()));
+    );
+    // Across namespaces: a Namespace's labels decide which clusters' sidecar Services it holds.
+    let mc = if scope.namespace.is_none() {
+        let clusters = mc.store();
+        mc.watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            move |_: Namespace| {
+                clusters
+                    .state()
+                    .iter()
+                    .filter(|c| c.spec.sidecar.namespace_selector.is_some())
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+    } else {
+        mc
+    };
+    let mc = mc
+        .graceful_shutdown_on(stop(rx.clone()))
+        .run(reconcile_cluster, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
 
     let sg = Controller::new(
         scope.api::<StoreGateway>(&client),
@@ -639,7 +662,23 @@ fn ns_of<K: Resource>(obj: &K) -> Result<String> {
         })
 }
 
+/// Finalizer a `MetricsCluster` carries while it has sidecar Services in other namespaces (which
+/// no owner reference can collect).
+pub const REMOTE_SIDECARS_FINALIZER: &str = "strata.dev/remote-sidecar-services";
+
 async fn reconcile_cluster(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    if mc.metadata.deletion_timestamp.is_some() && has_remote_finalizer(&mc) {
+        // Deleted: remove its Services in other namespaces, then let it go.
+        let span = info_span!("finalize", kind = "MetricsCluster", name = %mc.name_any());
+        let done = async {
+            let ns = ns_of(mc.as_ref())?;
+            prune_remote_sidecars(&ctx.client, &mc.name_any(), &ns, &[]).await?;
+            set_remote_finalizer(&ctx.client, &mc, false).await
+        }
+        .instrument(span)
+        .await;
+        return done.map(|()| Action::await_change());
+    }
     let degraded = |mc: &MetricsCluster, e: &Error| {
         let old = mc.status.clone().unwrap_or_default();
         let status = MetricsClusterStatus {
@@ -656,6 +695,141 @@ async fn reconcile_cluster(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> Result
         degraded,
     )
     .await
+}
+
+fn has_remote_finalizer(mc: &MetricsCluster) -> bool {
+    mc.finalizers()
+        .iter()
+        .any(|f| f == REMOTE_SIDECARS_FINALIZER)
+}
+
+/// Adds or removes [`REMOTE_SIDECARS_FINALIZER`] (server-side apply of that one list item, so
+/// other managers' finalizers and fields are untouched); no write when already so.
+async fn set_remote_finalizer(client: &Client, mc: &MetricsCluster, on: bool) -> Result<()> {
+    if has_remote_finalizer(mc) == on {
+        return Ok(());
+    }
+    let ns = ns_of(mc)?;
+    let finalizers: Vec<&str> = if on {
+        vec![REMOTE_SIDECARS_FINALIZER]
+    } else {
+        vec![]
+    };
+    let patch = serde_json::json!({
+        "apiVersion": MetricsCluster::api_version(&()),
+        "kind": MetricsCluster::KIND,
+        "metadata": {"name": mc.name_any(), "finalizers": finalizers},
+    });
+    Api::<MetricsCluster>::namespaced(client.clone(), &ns)
+        .patch(
+            &mc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::kube("set the MetricsCluster finalizer"))?;
+    Ok(())
+}
+
+/// The namespaces other than its own that `spec.sidecar.namespaceSelector` selects.
+async fn remote_namespaces(client: &Client, mc: &MetricsCluster) -> Result<Vec<String>> {
+    let Some(sel) = &mc.spec.sidecar.namespace_selector else {
+        return Ok(Vec::new());
+    };
+    parse_selector("spec.sidecar.namespaceSelector", sel)?;
+    let own = ns_of(mc)?;
+    let list = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => Error::InvalidSpec {
+                field: "spec.sidecar.namespaceSelector".into(),
+                message: format!(
+                    "the operator may not list Namespaces ({}): run it for all namespaces (chart value watchNamespace unset) or remove the namespaceSelector",
+                    s.message
+                ),
+            },
+            e => Error::Kube {
+                action: "list Namespaces".into(),
+                source: e,
+            },
+        })?;
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .filter(|n| selects(sel, n.labels()))
+        .map(|n| n.name_any())
+        .filter(|n| *n != own)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Deletes the sidecar Services of cluster `cluster` (of namespace `ns`) in namespaces not in `keep`.
+async fn prune_remote_sidecars(
+    client: &Client,
+    cluster: &str,
+    ns: &str,
+    keep: &[String],
+) -> Result<()> {
+    let all = Api::<Service>::all(client.clone())
+        .list(&ListParams::default().labels(&format!(
+            "{CLUSTER_LABEL}={cluster},{}={ns}",
+            desired::CLUSTER_NAMESPACE_LABEL
+        )))
+        .await
+        .map_err(Error::kube("list sidecar Services in other namespaces"))?;
+    for svc in all.items {
+        let Some(svc_ns) = svc.namespace() else {
+            continue;
+        };
+        if keep.contains(&svc_ns) {
+            continue;
+        }
+        match Api::<Service>::namespaced(client.clone(), &svc_ns)
+            .delete(&svc.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(Error::Kube {
+                    action: format!("delete Service {svc_ns}/{}", svc.name_any()),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sidecar Services in the namespaces `spec.sidecar.namespaceSelector` selects (and none in
+/// others), the finalizer that removes them with the cluster; returns their StoreAPI endpoints.
+async fn sync_remote_sidecars(client: &Client, mc: &MetricsCluster) -> Result<Vec<String>> {
+    let ns = ns_of(mc)?;
+    let cluster = mc.name_any();
+    let wanted = remote_namespaces(client, mc).await?;
+    if !wanted.is_empty() {
+        set_remote_finalizer(client, mc, true).await?;
+    }
+    let mut endpoints = Vec::new();
+    for target in &wanted {
+        let svc = desired::remote_sidecar_service(mc, target)?;
+        apply(&Api::<Service>::namespaced(client.clone(), target), svc).await?;
+        endpoints.push(desired::dnssrv_endpoint(
+            &desired::remote_sidecar_service_name(&cluster, &ns),
+            target,
+        ));
+    }
+    // Only a cluster that has (or had) remote Services needs the cluster-wide listing.
+    if mc.spec.sidecar.namespace_selector.is_some() || has_remote_finalizer(mc) {
+        prune_remote_sidecars(client, &cluster, &ns, &wanted).await?;
+    }
+    if wanted.is_empty() {
+        set_remote_finalizer(client, mc, false).await?;
+    }
+    Ok(endpoints)
 }
 
 fn same_status_mc(a: &MetricsClusterStatus, b: &MetricsClusterStatus) -> bool {
@@ -708,6 +882,7 @@ async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> 
             .iter()
             .map(|s| desired::dnssrv_endpoint(&s.name_any(), &ns)),
     );
+    endpoints.extend(sync_remote_sidecars(client, &mc).await?);
     let endpoints: Vec<String> = endpoints.into_iter().collect();
 
     let q = desired::querier(&mc, &endpoints)?;

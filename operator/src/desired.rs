@@ -480,13 +480,7 @@ pub fn querier(mc: &MetricsCluster, endpoints: &[String]) -> Result<QuerierObjec
     sidecar_labels.insert(STOREAPI_LABEL.into(), "true".into());
     let sidecar_service = Service {
         metadata: meta(&sidecar_name, &ns, sidecar_labels, &owner),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            selector: Some(sidecar_selector.match_labels.clone().unwrap_or_default()),
-            ports: Some(service_ports(true)),
-            publish_not_ready_addresses: Some(false),
-            ..ServiceSpec::default()
-        }),
+        spec: Some(sidecar_service_spec(mc)),
         ..Service::default()
     };
     Ok(QuerierObjects {
@@ -494,6 +488,56 @@ pub fn querier(mc: &MetricsCluster, endpoints: &[String]) -> Result<QuerierObjec
         deployment,
         service,
         sidecar_service,
+    })
+}
+
+/// The sidecars' headless Service: the Prometheus pods' labels, the StoreAPI port.
+fn sidecar_service_spec(mc: &MetricsCluster) -> ServiceSpec {
+    ServiceSpec {
+        cluster_ip: Some("None".into()),
+        selector: Some(
+            mc.spec
+                .sidecar
+                .selector
+                .match_labels
+                .clone()
+                .unwrap_or_default(),
+        ),
+        ports: Some(service_ports(true)),
+        publish_not_ready_addresses: Some(false),
+        ..ServiceSpec::default()
+    }
+}
+
+/// Label on the sidecar Services a cluster has in other namespaces: the cluster's own namespace.
+pub const CLUSTER_NAMESPACE_LABEL: &str = "strata.dev/cluster-namespace";
+
+/// Name of a cluster's sidecar Service in another namespace: `<cluster>-<cluster ns>-sidecar`
+/// (the cluster's namespace in the name keeps two clusters of one name apart).
+pub fn remote_sidecar_service_name(cluster: &str, cluster_ns: &str) -> String {
+    format!("{cluster}-{cluster_ns}-sidecar")
+}
+
+/// The sidecars' headless Service in namespace `target`, which `spec.sidecar.namespaceSelector`
+/// selects: the querier discovers the sidecars injected there through it. No owner reference
+/// (owners cannot be in another namespace): the cluster's finalizer deletes it.
+pub fn remote_sidecar_service(mc: &MetricsCluster, target: &str) -> Result<Service> {
+    let ns = namespace_of(mc)?;
+    let cluster = mc.name_any();
+    let name = remote_sidecar_service_name(&cluster, &ns);
+    check_name("Service", &name, 63)?;
+    let mut lbl = labels("sidecar", &name, &cluster);
+    lbl.insert(STOREAPI_LABEL.into(), "true".into());
+    lbl.insert(CLUSTER_NAMESPACE_LABEL.into(), ns);
+    Ok(Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(target.to_string()),
+            labels: Some(lbl),
+            ..ObjectMeta::default()
+        },
+        spec: Some(sidecar_service_spec(mc)),
+        ..Service::default()
     })
 }
 

@@ -409,3 +409,38 @@ fn nonsense_ruler_specs_are_named_spec_errors() {
         assert!(err.to_string().starts_with(field), "{field}: {err}");
     }
 }
+
+#[test]
+fn sidecar_service_in_another_namespace() {
+    let mc = cluster(
+        serde_json::json!({"objectStorage": {"secretRef": {"name": "bucket"}},
+        "sidecar": {"selector": {"matchLabels": {"app": "prometheus"}},
+                    "namespaceSelector": {"matchLabels": {"team": "a"}}}}),
+    );
+    let svc = remote_sidecar_service(&mc, "team-a").expect("service");
+    assert_eq!(
+        svc.metadata.name.as_deref(),
+        Some("prod-monitoring-sidecar")
+    );
+    assert_eq!(svc.metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(
+        svc.metadata.owner_references, None,
+        "owners cannot cross namespaces"
+    );
+    let labels = svc.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get(CLUSTER_NAMESPACE_LABEL).map(String::as_str),
+        Some("monitoring")
+    );
+    assert_eq!(labels.get(CLUSTER_LABEL).map(String::as_str), Some("prod"));
+    // The same spec as the cluster's own sidecar Service.
+    let own = querier(&with_uid(mc.clone()), &[])
+        .expect("querier")
+        .sidecar_service;
+    assert_eq!(svc.spec, own.spec);
+    // A name over 63 characters is a named error, not a Service the API server refuses.
+    let mut long = mc;
+    long.metadata.namespace = Some("n".repeat(60));
+    let err = remote_sidecar_service(&long, "team-a").expect_err("too long");
+    assert!(err.to_string().contains("63"), "{err}");
+}

@@ -7,9 +7,8 @@
 //!   manager changed on an owned object is not reverted until the desired object changes;
 //! - Secrets are not watched (that would need list/watch on every Secret): a changed objstore YAML
 //!   rolls pods at the next resync (5 minutes);
-//! - `spec.sidecar.namespaceSelector` selects pods for injection, but the sidecars' headless
-//!   Service (the querier's endpoint) is namespace-local, so sidecars in other namespaces are not
-//!   queried yet;
+//! - sidecars injected into other namespaces (`spec.sidecar.namespaceSelector`) need the objstore
+//!   Secret there; the operator does not copy it (the webhook warns);
 //! - `Ruler`: PrometheusRule support is decided by discovery at start (a CRD installed later needs a
 //!   restart); rule changes roll the pods (checksum) rather than `POST /-/reload`; the generated
 //!   rules ConfigMap is bounded by the 1 MiB object limit.

@@ -678,6 +678,134 @@ async fn operator_against_a_real_api_server() {
     .await
     .expect("prod still reconciled");
 
+    // --- Sidecars in other namespaces: a headless Service in each namespace the
+    // namespaceSelector selects, listed as an endpoint; none in others; removed when the
+    // namespace stops matching and, through the finalizer, when the cluster is deleted.
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for (name, federate) in [("team-a", true), ("team-b", false)] {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name,
+            "labels": {"strata.dev/federate": federate.to_string()}}}))
+        .expect("ns");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("team namespace");
+    }
+    let fed = |replicas: i32| {
+        json!({"apiVersion": "strata.dev/v1alpha1", "kind": "MetricsCluster", "metadata": {"name": "fed"},
+            "spec": {"objectStorage": {"secretRef": {"name": "strata-objstore"}},
+                     "query": {"replicas": replicas},
+                     "sidecar": {"selector": {"matchLabels": {"app": "prometheus"}},
+                                 "namespaceSelector": {"matchLabels": {"strata.dev/federate": "true"}}}}})
+    };
+    mcs.patch("fed", &ssa("e2e"), &Patch::Apply(&fed(1)))
+        .await
+        .expect("fed");
+    let remote = |ns: &str| Api::<Service>::namespaced(admin.clone(), ns);
+    let (team_a, team_b) = (remote("team-a"), remote("team-b"));
+    let status = wait_until(
+        "a sidecar Service in team-a, listed as an endpoint",
+        WAIT,
+        || async {
+            let svc = team_a.get_opt("fed-strata-sidecar").await.ok()??;
+            let (s, _) = status_of(&mcs, "fed").await?;
+            let listed = s["endpoints"]
+                .as_array()?
+                .contains(&json!("dnssrv+_grpc._tcp.fed-strata-sidecar.team-a.svc"));
+            listed.then_some((svc, s))
+        },
+    )
+    .await
+    .expect("remote sidecar Service");
+    let (svc, fed_status) = status;
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.selector.clone()),
+        Some(BTreeMap::from([(
+            "app".to_string(),
+            "prometheus".to_string()
+        )]))
+    );
+    assert!(
+        team_b
+            .get_opt("fed-strata-sidecar")
+            .await
+            .expect("get")
+            .is_none(),
+        "team-b is not selected"
+    );
+    assert_eq!(
+        fed_status["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{fed_status}"
+    );
+    let fed_mc = mcs.get("fed").await.expect("fed");
+    assert!(
+        fed_mc
+            .finalizers()
+            .iter()
+            .any(|f| f == "strata.dev/remote-sidecar-services"),
+        "{:?}",
+        fed_mc.finalizers()
+    );
+    let querier_args = deploys
+        .get("fed-query")
+        .await
+        .ok()
+        .and_then(|d| d.spec)
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers[0].args.clone())
+        .unwrap_or_default();
+    assert!(
+        querier_args
+            .iter()
+            .any(|a| a.contains("fed-strata-sidecar.team-a.svc")),
+        "{querier_args:?}"
+    );
+    // team-a stops matching, team-b starts (the operator watches one namespace here, so the
+    // cluster's edit triggers the reconcile; watching all namespaces, Namespace events do).
+    for (name, federate) in [("team-a", "false"), ("team-b", "true")] {
+        namespaces
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"labels": {"strata.dev/federate": federate}}})),
+            )
+            .await
+            .expect("relabel");
+    }
+    mcs.patch("fed", &ssa("e2e"), &Patch::Apply(&fed(2)))
+        .await
+        .expect("fed edit");
+    wait_until(
+        "the Service to move from team-a to team-b",
+        WAIT,
+        || async {
+            (team_a.get_opt("fed-strata-sidecar").await.ok()?.is_none()
+                && team_b.get_opt("fed-strata-sidecar").await.ok()?.is_some())
+            .then_some(())
+        },
+    )
+    .await
+    .expect("moved");
+    mcs.delete("fed", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete fed");
+    wait_until(
+        "the finalizer to remove team-b's Service and let fed go",
+        WAIT,
+        || async {
+            (team_b.get_opt("fed-strata-sidecar").await.ok()?.is_none()
+                && mcs.get_opt("fed").await.ok()?.is_none())
+            .then_some(())
+        },
+    )
+    .await
+    .expect("finalized");
+
     // --- Delete: the garbage collector removes everything the cluster owned, down to the Pods.
     wait_until("prod Ready again", Duration::from_secs(120), || async {
         let (s, _) = status_of(&mcs, "prod").await?;
