@@ -916,33 +916,21 @@ async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> 
     // The owned StoreGateway and Compactor count too: the cluster is Ready when all it made is.
     if mc.spec.store_gateway.is_some() {
         let name = desired::inline_store_gateway_name(&cluster);
-        let sg = sg_api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("get StoreGateway {name}")))?;
-        if !sg.is_some_and(|o| {
-            ready_condition(
-                o.status.as_ref().map(|s| &s.conditions[..]),
-                o.metadata.generation,
-            )
-        }) {
-            waiting.push(format!("StoreGateway {name} is not Ready"));
-        }
+        waiting.extend(
+            not_ready(&sg_api, &name, |o| {
+                o.status.as_ref().map(|s| &s.conditions[..])
+            })
+            .await?,
+        );
     }
     if mc.spec.compactor.is_some() {
         let name = desired::inline_compactor_name(&cluster);
-        let c = c_api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("get Compactor {name}")))?;
-        if !c.is_some_and(|o| {
-            ready_condition(
-                o.status.as_ref().map(|s| &s.conditions[..]),
-                o.metadata.generation,
-            )
-        }) {
-            waiting.push(format!("Compactor {name} is not Ready"));
-        }
+        waiting.extend(
+            not_ready(&c_api, &name, |o| {
+                o.status.as_ref().map(|s| &s.conditions[..])
+            })
+            .await?,
+        );
     }
     let ready = waiting.is_empty();
     let old = mc.status.clone().unwrap_or_default();
@@ -990,6 +978,22 @@ async fn reconcile_store_gateway(sg: Arc<StoreGateway>, ctx: Arc<Context>) -> Re
         degraded,
     )
     .await
+}
+
+/// `Some("<Kind> <name> is not Ready")` unless object `name` says `Ready=True` for its current spec.
+async fn not_ready<K: Kind>(
+    api: &Api<K>,
+    name: &str,
+    conditions: impl Fn(&K) -> Option<&[Condition]>,
+) -> Result<Option<String>> {
+    let obj = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("get {} {name}", K::KIND)))?;
+    let ready = obj
+        .as_ref()
+        .is_some_and(|o| ready_condition(conditions(o), o.meta().generation));
+    Ok((!ready).then(|| format!("{} {name} is not Ready", K::KIND)))
 }
 
 /// Whether `conditions` say `Ready=True` for `generation` (not for an older spec).
