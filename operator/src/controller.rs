@@ -1197,6 +1197,24 @@ async fn reconcile_compactor_inner(c: Arc<Compactor>, ctx: Arc<Context>) -> Resu
         })?;
         write_status(client, c.as_ref(), v).await?;
     }
+    // A new halt also becomes a Warning Event (what `kubectl describe` and event exporters show).
+    let halted_now = |cs: &[Condition]| {
+        cs.iter()
+            .find(|c| c.type_ == "Halted" && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let (None, Some(message)) = (halted_now(&old.conditions), halted_now(&status.conditions)) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "CompactionHalted".into(),
+            note: Some(truncate(&message, 1000)),
+            action: "ReadCompactorStatus".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &c.object_ref(&())).await {
+            warn!(error = %e, "publish event");
+        }
+    }
     // A halt shows in no Kubernetes object: look again soon while the pod runs.
     Ok(Action::requeue(if ready { COMPACTOR_POLL } else { RESYNC }))
 }

@@ -227,6 +227,21 @@ async fn operator_reports_the_compactor_halt_from_the_compactor() {
         "{message}"
     );
 
+    // ... and a Warning Event on the Compactor says the same.
+    let events = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
+    let note = wait_until("a CompactionHalted Event", WAIT, || async {
+        let list = kube.get(&events).await?;
+        list["items"].as_array()?.iter().find_map(|e| {
+            (e["reason"] == "CompactionHalted"
+                && e["type"] == "Warning"
+                && e["regarding"]["name"] == "prod-compactor")
+                .then(|| e["note"].as_str().unwrap_or_default().to_string())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(note.contains(&a) && note.contains(&b), "{note}");
+
     // The overlap removed and the compactor restarted (a halt lasts until then, as in Thanos):
     // Halted=False and a lastSuccessfulRun.
     compact.kill();
