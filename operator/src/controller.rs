@@ -519,22 +519,34 @@ pub fn conditions(
     wants
         .iter()
         .map(|(type_, status, reason, message)| {
-            let status = if *status { "True" } else { "False" }.to_string();
-            let prev = old.iter().find(|c| c.type_ == *type_);
-            let last_transition_time = match prev {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => Time(k8s_openapi::jiff::Timestamp::now()),
-            };
-            Condition {
-                type_: type_.to_string(),
-                status,
-                reason: reason.to_string(),
-                message: message.clone(),
-                observed_generation: generation,
-                last_transition_time,
-            }
+            let status = if *status { "True" } else { "False" };
+            condition(old, generation, type_, status, reason, message.clone())
         })
         .collect()
+}
+
+/// One condition (`status` is `True`, `False` or `Unknown`), keeping `lastTransitionTime` from
+/// `old` when the status did not change.
+fn condition(
+    old: &[Condition],
+    generation: Option<i64>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) -> Condition {
+    let last_transition_time = match old.iter().find(|c| c.type_ == type_) {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
 }
 
 /// Conditions equal in everything but `lastTransitionTime`.
@@ -1269,19 +1281,7 @@ fn halted_condition(
                 .join("; "),
         ),
     };
-    let prev = old.iter().find(|c| c.type_ == "Halted");
-    let last_transition_time = match prev {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => Time(k8s_openapi::jiff::Timestamp::now()),
-    };
-    Condition {
-        type_: "Halted".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    }
+    condition(old, generation, "Halted", status, reason, message)
 }
 
 fn same_status_ruler(a: &RulerStatus, b: &RulerStatus) -> bool {
