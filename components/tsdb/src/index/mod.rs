@@ -5,16 +5,17 @@
 
 mod postings;
 mod reader;
+mod spill;
 mod tables;
 mod writer;
 
 pub use postings::{intersect, intersect_all, subtract, union_all};
-pub use reader::IndexReader;
+pub use reader::{AllPostings, IndexReader};
 pub use tables::{
     PostingsPlan, PostingsRef, PostingsTable, Symbols, decode_postings, decode_series_entry,
     section_body, series_entry_size,
 };
-pub use writer::IndexWriter;
+pub use writer::{DEFAULT_POSTINGS_BUDGET, IndexWriter};
 
 use crate::chunks::ChunkRef;
 

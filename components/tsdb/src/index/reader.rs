@@ -252,6 +252,28 @@ impl IndexReader {
         self.postings(super::ALL_POSTINGS_KEY.0, super::ALL_POSTINGS_KEY.1)
     }
 
+    /// Every series, read lazily from the (checksummed) list as the iterator advances: for
+    /// walking a whole index without holding one reference per series.
+    pub fn all_postings_iter(&self) -> Result<AllPostings> {
+        let (k, v) = super::ALL_POSTINGS_KEY;
+        let body = match self.pot.postings_ref(k, v)? {
+            Some(r) => {
+                let (b, base) = read_section(self.src.as_ref(), r.range.start, "postings list")?;
+                let mut c = Cursor::new(&self.name, &b, base);
+                let n = c.be32("postings count")? as usize;
+                if n.checked_mul(4) != Some(c.remaining()) {
+                    return Err(c.corrupt(format!(
+                        "postings list of {n} entries has {} bytes",
+                        c.remaining()
+                    )));
+                }
+                b.slice(4..)
+            }
+            None => Bytes::new(),
+        };
+        Ok(AllPostings { body, pos: 0 })
+    }
+
     /// Union of the postings of `name=v` for every value `v` accepted by `pred`.
     pub fn postings_for_values(
         &self,
@@ -359,5 +381,28 @@ impl IndexReader {
             checked += 1;
         }
         Ok(checked)
+    }
+}
+
+/// The list of every series of an index, decoded as it is walked
+/// ([`IndexReader::all_postings_iter`]).
+#[derive(Debug, Clone)]
+pub struct AllPostings {
+    body: Bytes,
+    pos: usize,
+}
+
+impl Iterator for AllPostings {
+    type Item = SeriesRef;
+
+    fn next(&mut self) -> Option<SeriesRef> {
+        let w = self.body.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.body.len() - self.pos.min(self.body.len())) / 4;
+        (n, Some(n))
     }
 }

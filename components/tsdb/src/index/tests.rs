@@ -13,6 +13,12 @@ use crate::source::{ByteSource, BytesSource};
 
 /// Writes `series` (sorted here) into an in-memory index.
 fn build(series: &[Labels]) -> (Vec<u8>, Vec<Labels>) {
+    let (bytes, sorted, _) = build_with_budget(series, DEFAULT_POSTINGS_BUDGET);
+    (bytes, sorted)
+}
+
+/// [`build`] with a postings budget; also returns how many runs were spilled.
+fn build_with_budget(series: &[Labels], budget: usize) -> (Vec<u8>, Vec<Labels>, usize) {
     let mut sorted: Vec<Labels> = series.to_vec();
     sorted.sort();
     sorted.dedup();
@@ -22,7 +28,7 @@ fn build(series: &[Labels]) -> (Vec<u8>, Vec<Labels>) {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index");
-    let mut w = IndexWriter::new(&path).unwrap();
+    let mut w = IndexWriter::with_postings_budget(&path, budget).unwrap();
     for s in &syms {
         w.add_symbol(s).unwrap();
     }
@@ -42,8 +48,11 @@ fn build(series: &[Labels]) -> (Vec<u8>, Vec<Labels>) {
         ];
         w.add_series(l, &chunks).unwrap();
     }
+    let runs = w.postings_runs();
     w.finish().unwrap();
-    (std::fs::read(&path).unwrap(), sorted)
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the index is left: {left:?}");
+    (std::fs::read(&path).unwrap(), sorted, runs)
 }
 
 fn open(bytes: Vec<u8>) -> crate::Result<IndexReader> {
@@ -215,6 +224,9 @@ fn corrupt_index_never_panics() {
         for sr in r.all_postings()? {
             r.series(sr)?;
         }
+        for sr in r.all_postings_iter()? {
+            r.series(sr)?;
+        }
         r.check_label_indices()?;
         Ok(())
     };
@@ -251,6 +263,7 @@ proptest! {
         let r = open(bytes).unwrap();
         let all = r.all_postings().unwrap();
         prop_assert_eq!(all.len(), sorted.len());
+        prop_assert_eq!(r.all_postings_iter().unwrap().collect::<Vec<_>>(), all.clone());
         for (sr, want) in all.iter().zip(&sorted) {
             prop_assert_eq!(&r.series(*sr).unwrap().0, want);
         }
@@ -268,6 +281,53 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Spilling postings in sorted runs changes nothing in the file, whatever the budget.
+    #[test]
+    fn spilled_postings_give_the_same_index(sets in proptest::collection::vec(label_set(), 0..60), budget in 1usize..40) {
+        let (want, _, none) = build_with_budget(&sets, DEFAULT_POSTINGS_BUDGET);
+        prop_assert_eq!(none, 0);
+        let (got, sorted, runs) = build_with_budget(&sets, budget);
+        let entries: usize = sorted.iter().map(|l| l.len() + 1).sum();
+        prop_assert_eq!(runs, entries / budget, "runs for {} entries", entries);
+        prop_assert!(got == want, "index differs with budget {}", budget);
+    }
+}
+
+#[test]
+fn series_by_symbol_ids_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = IndexWriter::new(&dir.path().join("i")).unwrap();
+    for s in ["a", "b", "c"] {
+        w.add_symbol(s).unwrap();
+    }
+    w.add_series_symbols(&[(0, 2)], &[]).unwrap();
+    let err = w
+        .add_series_symbols(&[(0, 1)], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(r#"series {a="b"} added after {a="c"}"#),
+        "{err}"
+    );
+    let err = w
+        .add_series_symbols(&[(0, 9)], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("symbol id 9 not in the table of 3 symbols"),
+        "{err}"
+    );
+    let err = w
+        .add_series_symbols(&[(1, 0), (0, 0)], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("label names not sorted"), "{err}");
+    w.add_series_symbols(&[(1, 0)], &[]).unwrap();
+    w.finish().unwrap();
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Writing an index in one pass: symbols (sorted) first, then series in label order; postings
-//! are kept in memory as `u32` lists per label pair and written at the end.
+//! are gathered as `u32` lists per label pair (in memory up to a budget, then spilled to sorted
+//! runs beside the index) and written at the end.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use super::spill::{Key, Postings};
 use super::{ChunkMeta, INDEX_FORMAT_V2, MAGIC_INDEX, SERIES_ALIGN, Toc};
 use crate::encoding::{crc32c, put_be32, put_uvarint, put_uvarint_str, put_varint};
 use crate::error::{Error, Result};
@@ -22,7 +23,9 @@ enum Stage {
 ///
 /// Call [`add_symbol`](Self::add_symbol) for every label name and value in sorted order, then
 /// [`add_series`](Self::add_series) for every series in label-set order, then
-/// [`finish`](Self::finish). Memory: the symbol table, and one `u32` per (series, label).
+/// [`finish`](Self::finish). Memory: the symbol table, the last series, and at most
+/// [`DEFAULT_POSTINGS_BUDGET`] (or the budget given) postings entries of 4 bytes; beyond that
+/// the postings go to sorted runs in `<index>.postings.tmp`, merged by `finish`.
 #[derive(Debug)]
 pub struct IndexWriter {
     path: PathBuf,
@@ -31,22 +34,32 @@ pub struct IndexWriter {
     stage: Stage,
     toc: Toc,
     symbols_buf: Vec<u8>,
-    num_symbols: u32,
-    last_symbol: Option<String>,
-    symbol_ids: HashMap<String, u32>,
-    last_series: Option<Labels>,
+    /// Symbols in the order added (sorted): a symbol's id is its index.
+    symbols: Vec<String>,
+    last_series: Vec<(u32, u32)>,
     last_chunk_ref: u64,
     num_series: u64,
-    postings: BTreeMap<(u32, u32), Vec<u32>>,
-    all: Vec<u32>,
+    postings: Postings,
     series_max_size: u64,
     buf: Vec<u8>,
+    ids: Vec<(u32, u32)>,
 }
+
+/// Postings entries (one per series and label, plus one per series) an [`IndexWriter`] holds
+/// in memory before spilling them: 4 Mi entries, 16 MiB of series refs.
+pub const DEFAULT_POSTINGS_BUDGET: usize = 4 << 20;
 
 impl IndexWriter {
     /// Creates (truncates) the index file at `path`.
     pub fn new(path: &Path) -> Result<Self> {
+        Self::with_postings_budget(path, DEFAULT_POSTINGS_BUDGET)
+    }
+
+    /// Like [`new`](Self::new), holding at most `budget` postings entries in memory.
+    pub fn with_postings_budget(path: &Path, budget: usize) -> Result<Self> {
         let f = File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut spill = path.as_os_str().to_owned();
+        spill.push(".postings.tmp");
         let mut w = IndexWriter {
             path: path.to_path_buf(),
             w: BufWriter::with_capacity(1 << 20, f),
@@ -54,16 +67,14 @@ impl IndexWriter {
             stage: Stage::Symbols,
             toc: Toc::default(),
             symbols_buf: Vec::new(),
-            num_symbols: 0,
-            last_symbol: None,
-            symbol_ids: HashMap::new(),
-            last_series: None,
+            symbols: Vec::new(),
+            last_series: Vec::new(),
             last_chunk_ref: 0,
             num_series: 0,
-            postings: BTreeMap::new(),
-            all: Vec::new(),
+            postings: Postings::new(PathBuf::from(spill), budget),
             series_max_size: 0,
             buf: Vec::with_capacity(256),
+            ids: Vec::new(),
         };
         let mut h = Vec::with_capacity(5);
         put_be32(&mut h, MAGIC_INDEX);
@@ -94,20 +105,18 @@ impl IndexWriter {
                 "symbols must be added before series".into(),
             ));
         }
-        if let Some(last) = &self.last_symbol
+        if let Some(last) = self.symbols.last()
             && s <= last.as_str()
         {
             return Err(Error::Unsorted {
                 what: format!("symbol {s:?} added after {last:?}"),
             });
         }
+        if self.symbols.len() >= u32::MAX as usize {
+            return Err(Error::InvalidArgument("more than 2^32 symbols".into()));
+        }
         put_uvarint_str(&mut self.symbols_buf, s);
-        self.symbol_ids.insert(s.to_string(), self.num_symbols);
-        self.num_symbols = self
-            .num_symbols
-            .checked_add(1)
-            .ok_or_else(|| Error::InvalidArgument("more than 2^32 symbols".into()))?;
-        self.last_symbol = Some(s.to_string());
+        self.symbols.push(s.to_string());
         Ok(())
     }
 
@@ -120,7 +129,7 @@ impl IndexWriter {
             .map_err(|_| Error::InvalidArgument("symbol table exceeds 4 GiB".into()))?;
         let mut sec = Vec::with_capacity(self.symbols_buf.len() + 12);
         put_be32(&mut sec, len);
-        put_be32(&mut sec, self.num_symbols);
+        put_be32(&mut sec, self.symbols.len() as u32);
         let crc = crc32c::crc32c_append(crc32c(&sec[4..8]), &self.symbols_buf);
         self.write(&sec)?;
         let body = std::mem::take(&mut self.symbols_buf);
@@ -132,28 +141,80 @@ impl IndexWriter {
     }
 
     fn sym(&self, s: &str) -> Result<u32> {
-        self.symbol_ids
-            .get(s)
-            .copied()
-            .ok_or_else(|| Error::InvalidArgument(format!("symbol {s:?} was not added")))
+        self.symbols
+            .binary_search_by(|x| x.as_str().cmp(s))
+            .map(|i| i as u32)
+            .map_err(|_| Error::InvalidArgument(format!("symbol {s:?} was not added")))
+    }
+
+    /// The series with symbol ids `ids`, for messages.
+    fn describe(&self, ids: &[(u32, u32)]) -> String {
+        let s = |i: u32| self.symbols.get(i as usize).map_or("?", String::as_str);
+        let pairs: Vec<String> = ids
+            .iter()
+            .map(|&(n, v)| format!("{}={:?}", s(n), s(v)))
+            .collect();
+        format!("{{{}}}", pairs.join(", "))
     }
 
     /// Adds the next series with its chunks. Series must be strictly increasing by label set;
     /// chunk refs non-decreasing across the whole index; chunk time ranges ordered and
     /// non-overlapping within a series.
     pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkMeta]) -> Result<()> {
+        self.finish_symbols()?;
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        for (n, v) in labels.iter() {
+            match (self.sym(n), self.sym(v)) {
+                (Ok(n), Ok(v)) => ids.push((n, v)),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.ids = ids;
+                    return Err(e);
+                }
+            }
+        }
+        let r = self.add_series_symbols(&ids, chunks);
+        self.ids = ids;
+        r
+    }
+
+    /// [`add_series`](Self::add_series) with the labels given as (name, value) symbol ids
+    /// (positions in the sorted symbol table), sorted by name. Saves the writer looking each
+    /// string up when the caller already knows the ids.
+    pub fn add_series_symbols(&mut self, ids: &[(u32, u32)], chunks: &[ChunkMeta]) -> Result<()> {
         if self.stage == Stage::Done {
             return Err(Error::InvalidArgument("index already finished".into()));
         }
         self.finish_symbols()?;
-        if labels.is_empty() {
+        if ids.is_empty() {
             return Err(Error::InvalidArgument("series without labels".into()));
         }
-        if let Some(last) = &self.last_series
-            && labels <= last
+        let n_sym = self.symbols.len();
+        if let Some(&(n, v)) = ids
+            .iter()
+            .find(|&&(n, v)| n as usize >= n_sym || v as usize >= n_sym)
         {
+            return Err(Error::InvalidArgument(format!(
+                "symbol id {} not in the table of {n_sym} symbols",
+                n.max(v)
+            )));
+        }
+        if ids.windows(2).any(|w| w[1].0 <= w[0].0) {
             return Err(Error::Unsorted {
-                what: format!("series {labels} added after {last}"),
+                what: format!(
+                    "series {}: label names not sorted and unique",
+                    self.describe(ids)
+                ),
+            });
+        }
+        // Ids are ranks in the sorted symbol table, so comparing them compares the strings.
+        if self.num_series > 0 && ids <= self.last_series.as_slice() {
+            return Err(Error::Unsorted {
+                what: format!(
+                    "series {} added after {}",
+                    self.describe(ids),
+                    self.describe(&self.last_series)
+                ),
             });
         }
         let mut last_ref = self.last_chunk_ref;
@@ -162,7 +223,8 @@ impl IndexWriter {
             if c.chunk_ref.0 < last_ref {
                 return Err(Error::Unsorted {
                     what: format!(
-                        "series {labels}: chunk ref {:#x} after {last_ref:#x}",
+                        "series {}: chunk ref {:#x} after {last_ref:#x}",
+                        self.describe(ids),
                         c.chunk_ref.0
                     ),
                 });
@@ -170,15 +232,18 @@ impl IndexWriter {
             if i > 0 && c.min_time <= last_maxt {
                 return Err(Error::Unsorted {
                     what: format!(
-                        "series {labels}: chunk mint {} not after previous maxt {last_maxt}",
+                        "series {}: chunk mint {} not after previous maxt {last_maxt}",
+                        self.describe(ids),
                         c.min_time
                     ),
                 });
             }
             if c.max_time < c.min_time {
                 return Err(Error::InvalidArgument(format!(
-                    "series {labels}: chunk maxt {} before mint {}",
-                    c.max_time, c.min_time
+                    "series {}: chunk maxt {} before mint {}",
+                    self.describe(ids),
+                    c.max_time,
+                    c.min_time
                 )));
             }
             last_ref = c.chunk_ref.0;
@@ -191,12 +256,10 @@ impl IndexWriter {
 
         let mut body = std::mem::take(&mut self.buf);
         body.clear();
-        put_uvarint(&mut body, labels.len() as u64);
-        for (n, v) in labels.iter() {
-            let (ni, vi) = (self.sym(n)?, self.sym(v)?);
-            put_uvarint(&mut body, u64::from(ni));
-            put_uvarint(&mut body, u64::from(vi));
-            self.postings.entry((ni, vi)).or_default().push(sref);
+        put_uvarint(&mut body, ids.len() as u64);
+        for &(n, v) in ids {
+            put_uvarint(&mut body, u64::from(n));
+            put_uvarint(&mut body, u64::from(v));
         }
         put_uvarint(&mut body, chunks.len() as u64);
         if let Some(first) = chunks.first() {
@@ -226,8 +289,12 @@ impl IndexWriter {
             .max((head.len() + body.len() + 4) as u64);
         self.buf = body;
 
-        self.all.push(sref);
-        self.last_series = Some(labels.clone());
+        self.postings.push(None, sref)?;
+        for &(n, v) in ids {
+            self.postings.push(Some((n, v)), sref)?;
+        }
+        self.last_series.clear();
+        self.last_series.extend_from_slice(ids);
         self.last_chunk_ref = last_ref;
         self.num_series += 1;
         Ok(())
@@ -241,6 +308,29 @@ impl IndexWriter {
     /// Size of the largest series entry (what Thanos records as `series_max_size`).
     pub fn series_max_size(&self) -> u64 {
         self.series_max_size
+    }
+
+    fn symbol(&self, id: u32) -> &str {
+        self.symbols.get(id as usize).map_or("", String::as_str)
+    }
+
+    /// Writes the label index section of label name `name` (its count patched into `body`).
+    fn write_label_index(
+        &mut self,
+        name: u32,
+        body: &mut [u8],
+        offsets: &mut Vec<(u32, u64)>,
+    ) -> Result<()> {
+        let n = ((body.len() - 8) / 4) as u32;
+        body[4..8].copy_from_slice(&n.to_be_bytes());
+        self.pad(4)?;
+        offsets.push((name, self.pos));
+        self.write_section(body)
+    }
+
+    /// Number of sorted postings runs spilled to disk so far (0 when they fit the budget).
+    pub fn postings_runs(&self) -> usize {
+        self.postings.runs()
     }
 
     /// Writes a `len | body | crc` section whose body is `body`.
@@ -261,38 +351,33 @@ impl IndexWriter {
     pub fn finish(mut self) -> Result<u64> {
         self.finish_symbols()?;
         self.stage = Stage::Done;
-        let names: Vec<String> = {
-            let mut by_id: Vec<(&String, &u32)> = self.symbol_ids.iter().collect();
-            by_id.sort_by_key(|(_, id)| **id);
-            by_id.into_iter().map(|(s, _)| s.clone()).collect()
-        };
-        let postings = std::mem::take(&mut self.postings);
+        let mut postings = std::mem::replace(&mut self.postings, Postings::new(PathBuf::new(), 1));
 
-        // Label indices (one per label name: its sorted values).
+        // Label indices (one per label name: its sorted values), from the keys alone.
         self.pad(4)?;
         self.toc.label_indices = self.pos;
         let mut label_offsets: Vec<(u32, u64)> = Vec::new();
-        let mut i = 0;
-        let keys: Vec<(u32, u32)> = postings.keys().copied().collect();
-        while i < keys.len() {
-            let name = keys[i].0;
-            let mut j = i;
-            let mut body = Vec::new();
-            put_be32(&mut body, 1);
-            put_be32(&mut body, 0);
-            while j < keys.len() && keys[j].0 == name {
-                put_be32(&mut body, keys[j].1);
-                j += 1;
+        let mut cur: Option<u32> = None;
+        let mut body: Vec<u8> = Vec::new();
+        postings.visit(false, &mut |key, _| {
+            let Some((name, value)) = key else {
+                return Ok(());
+            };
+            if cur != Some(name) {
+                if let Some(prev) = cur {
+                    self.write_label_index(prev, &mut body, &mut label_offsets)?;
+                }
+                cur = Some(name);
+                body.clear();
+                put_be32(&mut body, 1);
+                put_be32(&mut body, 0);
             }
-            let n = (j - i) as u32;
-            body[4..8].copy_from_slice(&n.to_be_bytes());
-            self.pad(4)?;
-            label_offsets.push((name, self.pos));
-            self.write_section(&body)?;
-            i = j;
+            put_be32(&mut body, value);
+            Ok(())
+        })?;
+        if let Some(prev) = cur {
+            self.write_label_index(prev, &mut body, &mut label_offsets)?;
         }
-
-        let sym = |id: u32| -> &str { names.get(id as usize).map_or("", String::as_str) };
 
         // Label offset table.
         self.toc.label_offset_table = self.pos;
@@ -300,29 +385,40 @@ impl IndexWriter {
         put_be32(&mut body, label_offsets.len() as u32);
         for (name, off) in &label_offsets {
             put_uvarint(&mut body, 1);
-            put_uvarint_str(&mut body, sym(*name));
+            put_uvarint_str(&mut body, self.symbol(*name));
             put_uvarint(&mut body, *off);
         }
         self.write_section(&body)?;
 
-        // Postings: all series first, then every label pair in order.
+        // Postings: all series first (the `None` key sorts first), then every label pair.
         self.pad(4)?;
         self.toc.postings = self.pos;
-        let mut posting_offsets: Vec<(Option<(u32, u32)>, u64)> =
-            Vec::with_capacity(postings.len() + 1);
-        let all = std::mem::take(&mut self.all);
-        for (key, list) in
-            std::iter::once((None, &all)).chain(postings.iter().map(|(k, v)| (Some(*k), v)))
-        {
+        let mut posting_offsets: Vec<(Key, u64)> = Vec::new();
+        let mut body = Vec::new();
+        let mut wrote_all = false;
+        postings.visit(true, &mut |key, list| {
+            if !wrote_all && key.is_some() {
+                // No series: the list of all series is still written, empty.
+                self.pad(4)?;
+                posting_offsets.push((None, self.pos));
+                self.write_section(&0u32.to_be_bytes())?;
+            }
+            wrote_all = true;
             self.pad(4)?;
             posting_offsets.push((key, self.pos));
-            let mut body = Vec::with_capacity(4 + list.len() * 4);
+            body.clear();
             put_be32(&mut body, list.len() as u32);
             for &r in list {
                 put_be32(&mut body, r);
             }
-            self.write_section(&body)?;
+            self.write_section(&body)
+        })?;
+        if !wrote_all {
+            self.pad(4)?;
+            posting_offsets.push((None, self.pos));
+            self.write_section(&0u32.to_be_bytes())?;
         }
+        drop(postings);
 
         // Postings offset table.
         self.toc.postings_offset_table = self.pos;
@@ -330,7 +426,7 @@ impl IndexWriter {
         put_be32(&mut body, posting_offsets.len() as u32);
         for (key, off) in &posting_offsets {
             put_uvarint(&mut body, 2);
-            let (n, v) = key.map_or(("", ""), |(n, v)| (sym(n), sym(v)));
+            let (n, v) = key.map_or(("", ""), |(n, v)| (self.symbol(n), self.symbol(v)));
             put_uvarint_str(&mut body, n);
             put_uvarint_str(&mut body, v);
             put_uvarint(&mut body, *off);
