@@ -237,6 +237,40 @@ fn corrupt_block_files_error() {
 }
 
 /// The real promtool from `e2e/tools/install.sh`; a missing one fails the test, never skips it.
+/// A tiny postings budget spills sorted runs into the block's temporary directory; the index
+/// comes out byte for byte the same and nothing is left behind.
+#[test]
+fn spilled_postings_leave_the_block_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, series) = write_block(&dir.path().join("a"), 50, 10, 15_000);
+    let mut w = BlockWriter::new(
+        dir.path().join("b"),
+        BlockWriterOptions {
+            postings_budget: 7,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (l, s) in &series {
+        w.add_series(l, s).unwrap();
+    }
+    let b = w.finish().unwrap();
+    let index = |d: &str, u: ulid::Ulid| {
+        std::fs::read(dir.path().join(d).join(u.to_string()).join("index")).unwrap()
+    };
+    assert!(
+        index("a", a) == index("b", b),
+        "index differs when postings spill"
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("b").join(b.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["chunks", "index", "meta.json", "tombstones"]);
+}
+
 fn promtool() -> PathBuf {
     strata_e2e::tool_path(strata_e2e::Tool::Promtool).unwrap()
 }

@@ -16,7 +16,7 @@ use crate::chunkenc::{Chunk, Encoding, FloatHistogram, Histogram};
 use crate::chunks::{DEFAULT_SEGMENT_SIZE, SegmentWriter};
 use crate::encoding::{put_uvarint, put_varint};
 use crate::error::{Error, Result};
-use crate::index::{ChunkMeta, IndexWriter};
+use crate::index::{ChunkMeta, DEFAULT_POSTINGS_BUDGET, IndexWriter};
 use crate::labels::Labels;
 use crate::meta::{BlockMeta, BlockMetaCompaction, ThanosMeta, sync_dir};
 use crate::tombstones::Tombstones;
@@ -44,6 +44,9 @@ pub struct BlockWriterOptions {
     pub ulid: Option<Ulid>,
     /// Thanos section to write into `meta.json` (its `index_stats` are filled in).
     pub thanos: Option<ThanosMeta>,
+    /// Postings entries the index writer holds in memory before spilling sorted runs into the
+    /// block's temporary directory. Default [`DEFAULT_POSTINGS_BUDGET`] (16 MiB of refs).
+    pub postings_budget: usize,
 }
 
 impl Default for BlockWriterOptions {
@@ -54,6 +57,7 @@ impl Default for BlockWriterOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             ulid: None,
             thanos: None,
+            postings_budget: DEFAULT_POSTINGS_BUDGET,
         }
     }
 }
@@ -312,9 +316,6 @@ impl BlockWriter {
         if self.meta.stats.num_samples == 0 {
             return Err(Error::InvalidArgument("block has no samples".into()));
         }
-        if let Some(s) = self.segments.take() {
-            s.finish()?;
-        }
         if let Some(s) = self.spill.take() {
             let f = s
                 .into_inner()
@@ -322,20 +323,20 @@ impl BlockWriter {
             drop(f);
         }
 
-        // Symbols in order; then series replayed from the spill file. The interning map is no
-        // longer needed (the index writer keeps its own).
-        self.intern = HashMap::new();
-        let mut order: Vec<u32> = (0..self.strings.len() as u32).collect();
-        order.sort_by(|&a, &b| self.strings[a as usize].cmp(&self.strings[b as usize]));
-        let index_path = self.tmp.join(INDEX_FILENAME);
-        let mut iw = IndexWriter::new(&index_path)?;
-        for &i in &order {
-            iw.add_symbol(&self.strings[i as usize])?;
-        }
-        drop(order);
-        self.replay_spill(&mut iw)?;
-        let series_max_size = iw.series_max_size();
-        iw.finish()?;
+        // The chunk segments are flushed and fsynced on another thread while the index is built.
+        let segments = self.segments.take();
+        let (segments_done, index_done) = std::thread::scope(|scope| {
+            let sync = scope.spawn(move || segments.map_or(Ok(Vec::new()), SegmentWriter::finish));
+            let index = self.write_index();
+            let synced = sync.join().unwrap_or_else(|_| {
+                Err(Error::InvalidArgument(
+                    "segment fsync thread panicked".into(),
+                ))
+            });
+            (synced, index)
+        });
+        segments_done?;
+        let series_max_size = index_done?;
         fs::remove_file(&self.spill_path).map_err(|e| Error::io(&self.spill_path, e))?;
 
         Tombstones::new().write_to_dir(&self.tmp)?;
@@ -362,24 +363,53 @@ impl BlockWriter {
         Ok(self.ulid)
     }
 
-    fn replay_spill(&self, iw: &mut IndexWriter) -> Result<()> {
+    /// Writes the index: symbols in order (moved into the index writer, not copied), then the
+    /// series replayed from the spill file with their strings' ranks in that order as symbol
+    /// ids. Returns the largest series entry's size.
+    fn write_index(&mut self) -> Result<u64> {
+        self.intern = HashMap::new();
+        let mut order: Vec<u32> = (0..self.strings.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.strings[a as usize].cmp(&self.strings[b as usize]));
+        let mut rank = vec![0u32; order.len()];
+        let index_path = self.tmp.join(INDEX_FILENAME);
+        let mut iw = IndexWriter::with_postings_budget(&index_path, self.opts.postings_budget)?;
+        let mut strings = std::mem::take(&mut self.strings);
+        for (r, &i) in order.iter().enumerate() {
+            rank[i as usize] = r as u32;
+            iw.add_symbol(&std::mem::take(&mut strings[i as usize]))?;
+        }
+        drop((order, strings));
+        self.replay_spill(&mut iw, &rank)?;
+        let series_max_size = iw.series_max_size();
+        iw.finish()?;
+        Ok(series_max_size)
+    }
+
+    fn replay_spill(&self, iw: &mut IndexWriter, rank: &[u32]) -> Result<()> {
         let p = &self.spill_path;
+        let name = p.display().to_string();
         let mut r = BufReader::with_capacity(1 << 20, File::open(p).map_err(|e| Error::io(p, e))?);
         let mut data = Vec::new();
+        let mut ids = Vec::new();
+        let mut metas = Vec::new();
+        let id = |i: u64| {
+            rank.get(i as usize).copied().ok_or_else(|| {
+                Error::InvalidArgument(format!("spill file refers to unknown string {i}"))
+            })
+        };
         while let Some(len) = read_uvarint(&mut r).map_err(|e| Error::io(p, e))? {
             data.resize(len as usize, 0);
             r.read_exact(&mut data).map_err(|e| Error::io(p, e))?;
-            let name = p.display().to_string();
             let mut c = crate::encoding::Cursor::new(&name, &data, 0);
             let nl = c.uvarint("labels")?;
-            let mut pairs = Vec::with_capacity(nl as usize);
+            ids.clear();
             for _ in 0..nl {
-                let n = self.string(c.uvarint("name")?)?;
-                let v = self.string(c.uvarint("value")?)?;
-                pairs.push((n, v));
+                let n = id(c.uvarint("name")?)?;
+                let v = id(c.uvarint("value")?)?;
+                ids.push((n, v));
             }
             let nc = c.uvarint("chunks")?;
-            let mut metas = Vec::with_capacity(nc as usize);
+            metas.clear();
             for _ in 0..nc {
                 metas.push(ChunkMeta {
                     min_time: c.varint("mint")?,
@@ -387,15 +417,9 @@ impl BlockWriter {
                     chunk_ref: crate::chunks::ChunkRef(c.uvarint("ref")?),
                 });
             }
-            iw.add_series(&Labels::from_sorted(pairs), &metas)?;
+            iw.add_series_symbols(&ids, &metas)?;
         }
         Ok(())
-    }
-
-    fn string(&self, i: u64) -> Result<String> {
-        self.strings.get(i as usize).cloned().ok_or_else(|| {
-            Error::InvalidArgument(format!("spill file refers to unknown string {i}"))
-        })
     }
 }
 

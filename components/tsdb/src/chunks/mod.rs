@@ -67,6 +67,8 @@ pub struct SegmentWriter {
     n: u64,
     /// Paths of finished and current segments.
     files: Vec<PathBuf>,
+    /// Finished segments being fsynced in the background while the next one is written.
+    syncing: Vec<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>,
 }
 
 impl SegmentWriter {
@@ -88,17 +90,37 @@ impl SegmentWriter {
             segments: 0,
             n: 0,
             files: Vec::new(),
+            syncing: Vec::new(),
         })
     }
 
+    /// Flushes the current segment and starts its fsync on a background thread.
     fn finish_current(&mut self) -> Result<()> {
         if let Some((w, path)) = self.cur.take() {
             let f = w
                 .into_inner()
                 .map_err(|e| Error::io(&path, e.into_error()))?;
-            f.sync_all().map_err(|e| Error::io(&path, e))?;
+            let sync = std::thread::Builder::new()
+                .name("segment-fsync".into())
+                .spawn(move || f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            self.syncing.push((path, sync));
         }
         Ok(())
+    }
+
+    /// Waits for every background fsync; the first failure is the error.
+    fn wait_synced(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for (path, sync) in self.syncing.drain(..) {
+            let r = sync
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
+            if let (Err(e), true) = (r, first.is_ok()) {
+                first = Err(Error::io(&path, e));
+            }
+        }
+        first
     }
 
     fn cut(&mut self) -> Result<()> {
@@ -151,6 +173,7 @@ impl SegmentWriter {
     /// Flushes and fsyncs every segment and the directory; returns the segment paths.
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {
         self.finish_current()?;
+        self.wait_synced()?;
         sync_dir(&self.dir)?;
         Ok(std::mem::take(&mut self.files))
     }
