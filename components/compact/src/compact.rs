@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
+use strata_tsdb::index::AllPostings;
 use strata_tsdb::meta::{BlockDesc, BlockMetaCompaction, ThanosMeta};
 use strata_tsdb::tombstones::Interval;
 use strata_tsdb::{
@@ -28,6 +30,9 @@ pub struct CompactOptions {
     pub dedup_replica_labels: Vec<String>,
     /// Id of the output block; a new ULID when `None`.
     pub ulid: Option<Ulid>,
+    /// Postings entries held in memory while the output's index is written before they are
+    /// spilled to sorted runs in its directory; the block writer's default when `None`.
+    pub postings_budget: Option<usize>,
 }
 
 /// What [`compact`] did, for logs and metrics.
@@ -104,27 +109,99 @@ pub fn compact_with_stats(
     let min_time = blocks.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
     let max_time = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
 
-    let mut w = BlockWriter::new(
-        out_parent,
-        BlockWriterOptions {
+    let mut w = BlockWriter::new(out_parent, {
+        let mut o = BlockWriterOptions {
             ulid: opts.ulid,
             thanos,
             ..Default::default()
-        },
-    )
+        };
+        if let Some(b) = opts.postings_budget {
+            o.postings_budget = b;
+        }
+        o
+    })
     .map_err(Error::write(out_parent))?;
     w.set_compaction(compaction);
     w.set_time_range(min_time, max_time);
 
+    // Two threads: this one writes the output while a reader walks the inputs in label order
+    // and merges each series, a bounded channel of batches between them.
+    let (tx, rx) = mpsc::sync_channel::<Batch>(PIPELINE_BATCHES);
+    let (read, written) = std::thread::scope(|scope| {
+        let blocks = &blocks;
+        let span = span.clone();
+        let reader = scope.spawn(move || {
+            let _g = span.enter();
+            read_series(blocks, vertical, &tx)
+        });
+        let mut series = 0u64;
+        let mut written: Result<()> = Ok(());
+        for batch in rx {
+            for (labels, chunks) in batch {
+                if let Err(e) = w.add_series_chunks(&labels, chunks) {
+                    written = Err(Error::write(out_parent)(e));
+                    break;
+                }
+                series += 1;
+            }
+            if written.is_err() {
+                // Dropping the receiver stops the reader at its next batch.
+                break;
+            }
+        }
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(Error::InvalidArgument(
+                "compaction reader thread panicked".into(),
+            ))
+        });
+        (read, written.map(|()| series))
+    });
+    let mut stats = read?;
+    stats.series = written?;
+    if w.num_samples() == 0 {
+        debug!("no samples left; no block written");
+        return Ok((None, stats));
+    }
+    let ulid = w.finish().map_err(Error::write(out_parent))?;
+    debug!(%ulid, ?stats, "compacted");
+    Ok((Some(ulid), stats))
+}
+
+/// Series per message from the reader thread to the writer, at most.
+const PIPELINE_BATCH: usize = 256;
+/// Chunk bytes per message, at most (a message holds one series more when that is exceeded).
+const PIPELINE_BATCH_BYTES: usize = 1 << 20;
+/// Messages in flight between the two threads: with the one being filled and the one being
+/// written, about 10 MiB of chunks at most, however long the series.
+const PIPELINE_BATCHES: usize = 8;
+
+/// Merged series on their way to the writer.
+type Batch = Vec<(Labels, Vec<(Chunk, i64, i64)>)>;
+
+/// Walks the inputs' series in label order, merges each, and sends them in batches; stops early
+/// (without error) when the writer has gone. Returns what was read and merged (`series` is
+/// left for the writer to count).
+fn read_series(
+    blocks: &[Block],
+    vertical: bool,
+    tx: &mpsc::SyncSender<Batch>,
+) -> Result<CompactStats> {
     let mut cursors = blocks.iter().map(Cursor::new).collect::<Result<Vec<_>>>()?;
     let mut stats = CompactStats::default();
+    let mut batch = Vec::with_capacity(PIPELINE_BATCH);
+    let mut batch_bytes = 0usize;
     // The smallest current labels among the inputs, and every input holding them.
-    while let Some(labels) = cursors
+    while let Some(pos) = cursors
         .iter()
-        .filter_map(|c| c.cur.as_ref().map(|s| &s.0))
-        .min()
-        .cloned()
+        .enumerate()
+        .filter_map(|(i, c)| c.cur.as_ref().map(|s| (i, &s.0)))
+        .min_by(|a, b| a.1.cmp(b.1))
+        .map(|(i, _)| i)
     {
+        let labels = match cursors[pos].cur.as_ref() {
+            Some(c) => c.0.clone(),
+            None => break,
+        };
         let mut parts = Vec::new();
         for (i, c) in cursors.iter_mut().enumerate() {
             if c.cur.as_ref().is_some_and(|s| s.0 == labels) {
@@ -138,21 +215,30 @@ pub fn compact_with_stats(
                 c.advance()?;
             }
         }
-        let chunks = merge_series(&blocks, &labels, &parts, vertical, &mut stats)?;
+        let chunks = merge_series(blocks, &labels, &parts, vertical, &mut stats)?;
         if chunks.is_empty() {
             continue;
         }
-        w.add_series_chunks(&labels, chunks)
-            .map_err(Error::write(out_parent))?;
-        stats.series += 1;
+        batch_bytes += chunks.iter().map(|(c, _, _)| c.data().len()).sum::<usize>();
+        batch.push((labels, chunks));
+        if batch.len() < PIPELINE_BATCH && batch_bytes < PIPELINE_BATCH_BYTES {
+            continue;
+        }
+        batch_bytes = 0;
+        if tx
+            .send(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(PIPELINE_BATCH),
+            ))
+            .is_err()
+        {
+            return Ok(stats);
+        }
     }
-    if w.num_samples() == 0 {
-        debug!("no samples left; no block written");
-        return Ok((None, stats));
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
     }
-    let ulid = w.finish().map_err(Error::write(out_parent))?;
-    debug!(%ulid, ?stats, "compacted");
-    Ok((Some(ulid), stats))
+    Ok(stats)
 }
 
 /// One input's share of a series.
@@ -165,7 +251,7 @@ struct Part {
 /// Walks one block's series in index (label) order.
 struct Cursor<'a> {
     block: &'a Block,
-    refs: std::vec::IntoIter<u64>,
+    refs: AllPostings,
     cur: Option<(Labels, u64, Vec<ChunkMeta>)>,
 }
 
@@ -173,11 +259,11 @@ impl<'a> Cursor<'a> {
     fn new(block: &'a Block) -> Result<Self> {
         let refs = block
             .index()
-            .all_postings()
+            .all_postings_iter()
             .map_err(Error::read(block.dir()))?;
         let mut c = Cursor {
             block,
-            refs: refs.into_iter(),
+            refs,
             cur: None,
         };
         c.advance()?;

@@ -561,6 +561,7 @@ impl Compactor {
                 Vec::new()
             },
             ulid: None,
+            postings_budget: None,
         };
         let out_parent = work.clone();
         let (output, stats) = tokio::task::spawn_blocking(move || {
