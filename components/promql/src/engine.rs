@@ -38,6 +38,55 @@ pub enum EngineError {
     /// The query would hold more than [`Engine::max_samples`] samples at once.
     #[error("query processing would load too many samples into memory in query execution")]
     TooManySamples,
+    /// The query's deadline passed ([`Interrupt`]).
+    #[error("query timed out in expression evaluation")]
+    Timeout,
+    /// The query was cancelled, e.g. because its client went away ([`Interrupt`]).
+    #[error("query was canceled in expression evaluation")]
+    Canceled,
+}
+
+/// Stops a query before it is done: at a deadline, or when a flag is raised (the client went
+/// away). The engine checks it before every store call and before evaluating each expression
+/// node (subqueries' inner expressions too), so a long evaluation ends at its next node.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt {
+    deadline: Option<std::time::Instant>,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Interrupt {
+    /// Never interrupts.
+    pub fn none() -> Self {
+        Interrupt::default()
+    }
+
+    /// Interrupts at `deadline` (with [`EngineError::Timeout`]) or once `cancel` is true (with
+    /// [`EngineError::Canceled`]).
+    pub fn new(
+        deadline: Option<std::time::Instant>,
+        cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Self {
+        Interrupt { deadline, cancel }
+    }
+
+    /// `Err` when the query must stop.
+    pub fn check(&self) -> Result<()> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(EngineError::Canceled);
+        }
+        if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(EngineError::Timeout);
+        }
+        Ok(())
+    }
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -139,15 +188,27 @@ pub fn parse(query: &str) -> Result<Expr> {
 
 impl Engine {
     /// Evaluates `query` at `t` (ms).
-    #[instrument(skip(self, q), fields(query = %query))]
     pub async fn instant_query(
         &self,
         q: &dyn Queryable,
         query: &str,
         t: i64,
     ) -> Result<QueryResult> {
+        self.instant_query_with(q, query, t, &Interrupt::none())
+            .await
+    }
+
+    /// [`instant_query`](Self::instant_query), stopped early by `interrupt`.
+    #[instrument(skip(self, q, interrupt), fields(query = %query))]
+    pub async fn instant_query_with(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        t: i64,
+        interrupt: &Interrupt,
+    ) -> Result<QueryResult> {
         let expr = parse(query)?;
-        let (v, annotations) = self.run(q, query, &expr, t, t, 1).await?;
+        let (v, annotations) = self.run(q, query, &expr, t, t, 1, interrupt).await?;
         let value = match v {
             Val::Scalar(s) => QueryValue::Scalar(t, s[0]),
             Val::Str(s) => QueryValue::String(s),
@@ -203,7 +264,6 @@ impl Engine {
     }
 
     /// Evaluates `query` at every step from `start` to `end` (ms, inclusive).
-    #[instrument(skip(self, q), fields(query = %query))]
     pub async fn range_query(
         &self,
         q: &dyn Queryable,
@@ -211,6 +271,21 @@ impl Engine {
         start: i64,
         end: i64,
         step: i64,
+    ) -> Result<QueryResult> {
+        self.range_query_with(q, query, start, end, step, &Interrupt::none())
+            .await
+    }
+
+    /// [`range_query`](Self::range_query), stopped early by `interrupt`.
+    #[instrument(skip(self, q, interrupt), fields(query = %query))]
+    pub async fn range_query_with(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        interrupt: &Interrupt,
     ) -> Result<QueryResult> {
         let expr = parse(query)?;
         if step <= 0 {
@@ -242,7 +317,9 @@ impl Engine {
             ));
         }
         let n = ((end - start) / step + 1) as usize;
-        let (v, annotations) = self.run(q, query, &expr, start, end, step).await?;
+        let (v, annotations) = self
+            .run(q, query, &expr, start, end, step, interrupt)
+            .await?;
         let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
         let series = match v {
             Val::Scalar(s) => vec![VSeries::floats(
@@ -283,6 +360,7 @@ impl Engine {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         q: &dyn Queryable,
@@ -291,6 +369,7 @@ impl Engine {
         start: i64,
         end: i64,
         step: i64,
+        interrupt: &Interrupt,
     ) -> Result<(Val, Vec<Annotation>)> {
         let step = step.max(1);
         // Phase 1: the time range each selector needs, then one fetch per distinct selector.
@@ -307,6 +386,7 @@ impl Engine {
                 ms.or_matchers.clone()
             };
             for g in groups {
+                interrupt.check()?;
                 for s in q.select_with_hints(&g, min_t, max_t, &hints).await? {
                     if !got.iter().any(|x| x.labels == s.labels) {
                         got.push(s);
@@ -345,6 +425,7 @@ impl Engine {
             annotations: Default::default(),
             positions: &positions,
             stats: &stats,
+            interrupt,
         };
         let v = ctx.eval(expr)?;
         Ok((v, ctx.annotations.into_inner()))
@@ -686,6 +767,8 @@ pub(crate) struct Ctx<'a> {
     pub positions: &'a Positions,
     /// Selectors (by address) read only for histogram statistics; see [`stats_selectors`].
     pub stats: &'a HashSet<usize>,
+    /// Checked before every node is evaluated.
+    pub interrupt: &'a Interrupt,
 }
 
 impl Ctx<'_> {
@@ -710,6 +793,7 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn eval(&self, expr: &Expr) -> Result<Val> {
+        self.interrupt.check()?;
         let v = self.eval_node(expr)?;
         if let Val::Vector(vs) = &v {
             self.check_samples(vs)?;
@@ -930,6 +1014,7 @@ impl Ctx<'_> {
             annotations: Default::default(),
             positions: self.positions,
             stats: self.stats,
+            interrupt: self.interrupt,
         };
         let inner = sub.eval(&sq.expr);
         for a in sub.annotations.into_inner() {
@@ -1670,6 +1755,100 @@ mod tests {
             calls: Mutex::new(Vec::new()),
             hints: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Answers from memory, then runs `after` (a client leaving, the clock passing a deadline).
+    struct Then<F> {
+        inner: MemQueryable,
+        after: F,
+    }
+
+    #[async_trait]
+    impl<F: Fn() + Send + Sync> Queryable for Then<F> {
+        async fn select(
+            &self,
+            matchers: &[Matcher],
+            min_t: i64,
+            max_t: i64,
+        ) -> std::result::Result<Vec<Series>, QueryableError> {
+            let r = self.inner.select(matchers, min_t, max_t).await;
+            (self.after)();
+            r
+        }
+
+        async fn label_names(
+            &self,
+            a: i64,
+            b: i64,
+        ) -> std::result::Result<Vec<String>, QueryableError> {
+            self.inner.label_names(a, b).await
+        }
+
+        async fn label_values(
+            &self,
+            n: &str,
+            a: i64,
+            b: i64,
+        ) -> std::result::Result<Vec<String>, QueryableError> {
+            self.inner.label_values(n, a, b).await
+        }
+    }
+
+    /// The interrupt is checked after the fetch, before evaluating: a query whose client
+    /// left (or whose deadline passed) during its only store call gives no result.
+    #[test]
+    fn an_interrupt_raised_during_the_fetch_stops_the_evaluation() {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let q = Then {
+            inner: store().inner,
+            after: {
+                let flag = flag.clone();
+                move || flag.store(true, std::sync::atomic::Ordering::Relaxed)
+            },
+        };
+        let e = Engine::default();
+        let run = |i: &Interrupt| {
+            futures::executor::block_on(e.range_query_with(
+                &q,
+                "sum(rate(x[5m]))",
+                600_000,
+                900_000,
+                60_000,
+                i,
+            ))
+        };
+        assert!(run(&Interrupt::none()).is_ok());
+        flag.store(false, std::sync::atomic::Ordering::Relaxed);
+        let got = run(&Interrupt::new(None, Some(flag.clone())));
+        assert!(matches!(got, Err(EngineError::Canceled)), "{got:?}");
+        assert_eq!(
+            EngineError::Canceled.to_string(),
+            "query was canceled in expression evaluation"
+        );
+
+        let slow = Then {
+            inner: store().inner,
+            after: || std::thread::sleep(std::time::Duration::from_millis(50)),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(10);
+        let got = futures::executor::block_on(e.instant_query_with(
+            &slow,
+            "x",
+            600_000,
+            &Interrupt::new(Some(deadline), None),
+        ));
+        assert!(matches!(got, Err(EngineError::Timeout)), "{got:?}");
+        // Raised before the query starts: no store call at all.
+        let rec = store();
+        let raised = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let got = futures::executor::block_on(e.instant_query_with(
+            &rec,
+            "x",
+            600_000,
+            &Interrupt::new(None, Some(raised)),
+        ));
+        assert!(matches!(got, Err(EngineError::Canceled)), "{got:?}");
+        assert!(calls(&rec).is_empty());
     }
 
     fn calls(r: &Recording) -> Vec<(Vec<String>, i64, i64)> {

@@ -52,7 +52,9 @@ pub mod promqltest;
 pub mod queryable;
 pub mod value;
 
-pub use engine::{Annotation, AnnotationKind, Engine, EngineError, QueryResult, QueryValue};
+pub use engine::{
+    Annotation, AnnotationKind, Engine, EngineError, Interrupt, QueryResult, QueryValue,
+};
 pub use histogram::FloatHistogram;
 pub use queryable::{MemQueryable, Queryable, QueryableError, SelectHints};
 pub use value::{Labels, STALE_NAN_BITS, Sample, Series, is_stale_nan};

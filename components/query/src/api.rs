@@ -10,8 +10,10 @@
 //! are accepted and ignored. `/api/v1/stores` lists endpoints in Thanos's shape.
 //!
 //! Every query runs under the smaller of the configured timeout and the `timeout` parameter
-//! (queue wait included) and holds one of `max_concurrent` slots; when the client goes away
-//! the handler future is dropped, and with it the store calls in flight.
+//! (queue wait included) and holds one of `max_concurrent` slots until its evaluation has
+//! really stopped. Evaluation runs on a blocking thread, so the async workers keep serving;
+//! when the client goes away or the timeout passes, the store calls in flight are dropped and
+//! the engine stops at its next expression node ([`strata_promql::Interrupt`]).
 //!
 //! `tests/prometheus_compat.rs` sends 79 requests to a real Prometheus 3.14 and to this API
 //! over the same backfilled data and requires the same status and JSON (six of them byte for
@@ -34,9 +36,9 @@
 //!   `buckets`; a custom-bucket histogram renders exactly as a real Prometheus renders it), but
 //!   the engine does not return histogram samples yet, so no request produces them, and
 //!   exponential-schema histograms are not compared with a real Prometheus;
-//! - the engine's evaluation phase is synchronous, so a timeout or a client disconnect stops a
-//!   query at its next store call, not in the middle of evaluating; `canceled` (499) is never
-//!   answered (a client that went away gets no answer);
+//! - a single expression node (say `rate` over 100k series) is not interrupted half-way; the
+//!   query stops before the next node. `canceled` (499) is never answered (a client that went
+//!   away gets no answer);
 //! - `U__`-escaped label names in `/api/v1/label/<name>/values` are not unescaped, and the
 //!   `minTime`/`maxTime` sentinel strings Go clients may send are not recognised.
 
@@ -176,12 +178,12 @@ type ApiResult = Result<Success, ApiError>;
 struct Api {
     source: Arc<dyn StoreSource>,
     settings: ApiSettings,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 /// The API's routes (`/api/v1/…`), to merge with the admin router on the same address.
 pub fn router(source: Arc<dyn StoreSource>, settings: ApiSettings) -> Router {
-    let slots = Semaphore::new(settings.max_concurrent.max(1));
+    let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
     let metrics = settings.metrics.clone();
     let api = Arc::new(Api {
         source,

@@ -85,6 +85,8 @@ impl ApiError {
             e @ EngineError::Unsupported(_) => ApiError::Execution(e.to_string()),
             EngineError::Storage(e) => ApiError::from_storage(e),
             e @ EngineError::TooManySamples => ApiError::Execution(e.to_string()),
+            EngineError::Timeout => ApiError::Timeout("expression evaluation"),
+            EngineError::Canceled => ApiError::Canceled("expression evaluation"),
         }
     }
 }

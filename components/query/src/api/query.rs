@@ -2,7 +2,7 @@
 //! evaluation over the request's view, and the response with stats and annotations.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,7 +10,8 @@ use axum::extract::{Request, State};
 use promql_parser::label::Matcher;
 use promql_parser::parser::value::ValueType;
 use strata_promql::{
-    AnnotationKind, Engine, QueryResult, QueryValue, Queryable, QueryableError, SelectHints, Series,
+    AnnotationKind, Engine, EngineError, Interrupt, QueryResult, QueryValue, Queryable,
+    QueryableError, SelectHints, Series,
 };
 use tracing::Instrument;
 
@@ -19,6 +20,21 @@ use super::{
     parse_duration_ns, query_options, read_params,
 };
 use crate::{QueryOptions, StoreView};
+
+/// Raises its flag and wakes the waiting evaluation when dropped.
+#[derive(Default)]
+struct CancelOnDrop {
+    flag: Arc<AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.flag.store(true, Ordering::Relaxed);
+        // A stored permit wakes the evaluation even if it is not waiting yet.
+        self.stop.notify_one();
+    }
+}
 
 /// A [`Queryable`] over the request's view that counts the samples the stores return.
 struct Counting {
@@ -246,31 +262,55 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
         return Err(ApiError::Timeout("query execution"));
     }
     let deadline = tokio::time::Instant::from_std(r.deadline);
-    let permit = tokio::time::timeout_at(deadline, api.slots.acquire())
+    let permit = tokio::time::timeout_at(deadline, api.slots.clone().acquire_owned())
         .await
         .map_err(|_| ApiError::Timeout("query queue"))?
         .map_err(|_| ApiError::Unavailable("the querier is shutting down".into()))?;
     let queued = started.elapsed();
     let view = api.source.view(&r.opts);
-    let counting = Counting {
+    let counting = Arc::new(Counting {
         view: view.clone(),
         samples: AtomicU64::new(0),
-    };
+    });
     let eval_started = Instant::now();
-    let eval = async {
-        if r.range {
-            r.engine
-                .range_query(&counting, &r.query, r.start, r.end, r.step)
-                .await
-        } else {
-            r.engine.instant_query(&counting, &r.query, r.start).await
-        }
-    };
+    // The engine's evaluation is synchronous: it runs on a blocking thread (the async workers
+    // stay free for other requests), holding the slot until it really stops. When this future
+    // is dropped — the client went away, or the timeout below — the guard raises the flag: a
+    // store call in flight is dropped at once, the evaluation stops at its next node.
+    let cancel = CancelOnDrop::default();
+    let interrupt = Interrupt::new(Some(r.deadline), Some(cancel.flag.clone()));
+    let stop = cancel.stop.clone();
+    let (engine, query, counted) = (r.engine.clone(), r.query.clone(), counting.clone());
+    let (range, start, end, step) = (r.range, r.start, r.end, r.step);
+    let span = tracing::Span::current();
+    let handle = tokio::runtime::Handle::current();
+    let eval = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let _g = span.enter();
+        handle.block_on(async {
+            let run = async {
+                if range {
+                    engine
+                        .range_query_with(&*counted, &query, start, end, step, &interrupt)
+                        .await
+                } else {
+                    engine
+                        .instant_query_with(&*counted, &query, start, &interrupt)
+                        .await
+                }
+            };
+            tokio::select! {
+                r = run => r,
+                () = stop.notified() => Err(EngineError::Canceled),
+            }
+        })
+    });
     let mut result: QueryResult = tokio::time::timeout_at(deadline, eval)
         .await
         .map_err(|_| ApiError::Timeout("query execution"))?
+        .map_err(|e| ApiError::Internal(format!("query evaluation failed: {e}")))?
         .map_err(ApiError::from_engine)?;
-    drop(permit);
+    drop(cancel);
     let eval_s = eval_started.elapsed().as_secs_f64();
     let loaded = counting.samples.load(Ordering::Relaxed);
     let stats = r.stats.then(|| {

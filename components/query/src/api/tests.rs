@@ -701,10 +701,15 @@ async fn query_timeout_flag_and_parameter_the_smaller_wins() {
         "timeout",
         "query timed out in query execution",
     );
-    assert!(
-        stuck.dropped.load(Ordering::SeqCst),
-        "the store call was dropped at the timeout"
-    );
+    // The answer does not wait for the evaluation thread; its store call goes right after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stuck.dropped.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the store call was not dropped after the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let long = ApiSettings {
         query_timeout: Duration::from_secs(3600),
@@ -854,4 +859,118 @@ async fn requests_are_counted_per_route_and_code() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+}
+
+/// A view whose `select` blocks its thread (as a long evaluation does) until the test opens
+/// the gate; everything else comes from memory.
+struct Gated {
+    inner: Arc<dyn StoreView>,
+    gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+#[async_trait]
+impl Queryable for Gated {
+    async fn select(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<Series>, QueryableError> {
+        let opened = self
+            .gate
+            .lock()
+            .map_err(|_| QueryableError::Storage("poisoned".into()))?
+            .recv_timeout(Duration::from_secs(60));
+        if opened.is_err() {
+            return Err(QueryableError::Storage("the gate was never opened".into()));
+        }
+        self.inner.select(m, a, b).await
+    }
+    async fn label_names(&self, a: i64, b: i64) -> Result<Vec<String>, QueryableError> {
+        self.inner.label_names(a, b).await
+    }
+    async fn label_values(&self, n: &str, a: i64, b: i64) -> Result<Vec<String>, QueryableError> {
+        self.inner.label_values(n, a, b).await
+    }
+}
+
+#[async_trait]
+impl StoreView for Gated {
+    async fn series_labels(
+        &self,
+        m: &[Matcher],
+        a: i64,
+        b: i64,
+    ) -> Result<Vec<Labels>, QueryableError> {
+        self.inner.series_labels(m, a, b).await
+    }
+    async fn label_names_matching(
+        &self,
+        m: &[Matcher],
+        a: i64,
+        b: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.inner.label_names_matching(m, a, b).await
+    }
+    async fn label_values_matching(
+        &self,
+        n: &str,
+        m: &[Matcher],
+        a: i64,
+        b: i64,
+    ) -> Result<Vec<String>, QueryableError> {
+        self.inner.label_values_matching(n, m, a, b).await
+    }
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+struct GatedSource {
+    inner: MemSource,
+    gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl StoreSource for GatedSource {
+    fn view(&self, opts: &QueryOptions) -> Arc<dyn StoreView> {
+        Arc::new(Gated {
+            inner: self.inner.view(opts),
+            gate: self.gate.clone(),
+        })
+    }
+    fn stores(&self) -> Vec<StoreStatus> {
+        self.inner.stores()
+    }
+}
+
+/// A query's evaluation runs on a blocking thread, not on the async workers: on this test's
+/// single-threaded runtime, another request is answered while a query's thread is blocked
+/// (were the query evaluated inline, the runtime's only thread would be stuck and the second
+/// request would never be served; the gate then fails the query after 60 s).
+#[tokio::test]
+async fn a_blocked_evaluation_leaves_the_server_answering() {
+    let (open, gate) = std::sync::mpsc::channel();
+    let app = app_with(
+        Arc::new(GatedSource {
+            inner: MemSource::new(data()),
+            gate: Arc::new(Mutex::new(gate)),
+        }),
+        ApiSettings::default(),
+    );
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/api/v1/query?query=up&time=300").await }
+    });
+    // Let the query reach its blocked store call, then ask for something else.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let other = tokio::time::timeout(
+        Duration::from_secs(30),
+        get(&app, "/api/v1/status/buildinfo"),
+    )
+    .await
+    .expect("answered while the query's thread is blocked");
+    assert_eq!(other.0, StatusCode::OK);
+    assert!(
+        !slow.is_finished(),
+        "the query is still waiting at the gate"
+    );
+    open.send(()).expect("gate");
+    let (status, v) = slow.await.expect("join");
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(2));
 }
