@@ -69,9 +69,9 @@ pub(super) async fn track(State(m): State<ApiMetrics>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
     let start = Instant::now();
-    m.in_flight.inc();
+    // Decremented on drop too: a request whose client went away is dropped mid-flight.
+    let _in_flight = InFlight::enter(&m.in_flight);
     let response = next.run(req).await;
-    m.in_flight.dec();
     let labels = RouteLabels {
         handler,
         code: response.status().as_u16(),
@@ -81,4 +81,20 @@ pub(super) async fn track(State(m): State<ApiMetrics>, req: Request, next: Next)
         .get_or_create(&labels)
         .observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// Counts one request in the in-flight gauge for as long as it lives.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(g: &'a Gauge) -> Self {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

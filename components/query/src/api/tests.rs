@@ -861,6 +861,43 @@ async fn requests_are_counted_per_route_and_code() {
     }
 }
 
+/// A request dropped mid-flight (its client went away) leaves the in-flight gauge.
+#[tokio::test]
+async fn an_abandoned_request_is_no_longer_in_flight() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ApiMetrics::register(&mut registry);
+    let stuck = Stuck::default();
+    let app = app_with(
+        Arc::new(stuck.clone()),
+        ApiSettings {
+            metrics: Some(metrics),
+            ..ApiSettings::default()
+        },
+    );
+    let gauge = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text.lines()
+            .find(|l| l.starts_with("strata_query_http_requests_in_flight "))
+            .map(str::to_string)
+    };
+    let request = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/api/v1/labels").await }
+    });
+    stuck.entered.notified().await;
+    assert_eq!(
+        gauge(&registry).as_deref(),
+        Some("strata_query_http_requests_in_flight 1")
+    );
+    request.abort();
+    assert!(request.await.is_err(), "aborted");
+    assert_eq!(
+        gauge(&registry).as_deref(),
+        Some("strata_query_http_requests_in_flight 0")
+    );
+}
+
 /// A view whose `select` blocks its thread (as a long evaluation does) until the test opens
 /// the gate; everything else comes from memory.
 struct Gated {
