@@ -441,3 +441,116 @@ async fn kill_during_delete_converges() {
             .is_empty()
     );
 }
+
+/// The live blocks of a bucket as a compactor leaves them: (external labels, min time, max
+/// time, level, sources), sorted.
+async fn live_blocks(bucket: &Bucket) -> Vec<(String, i64, i64, u32, Vec<String>)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for (id, o) in sync::list_blocks(bucket).await.unwrap() {
+        if !o.meta || o.deletion_mark {
+            continue;
+        }
+        let m = transfer::download_block(bucket, id, tmp.path())
+            .await
+            .unwrap();
+        let ext = format!("{:?}", m.thanos.as_ref().and_then(|t| t.labels.clone()));
+        let mut sources: Vec<String> = m.compaction.sources.iter().map(|u| u.to_string()).collect();
+        sources.sort();
+        out.push((ext, m.min_time, m.max_time, m.compaction.level, sources));
+    }
+    out.sort();
+    out
+}
+
+/// One bucket content in two buckets: a real `thanos compact` (one pass) compacts one, `strata
+/// compact` the other. Both leave the same live blocks (time ranges, levels, sources: the same
+/// plan) holding the same samples, so either compactor can take over the other's bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thanos_compact_and_strata_compact_leave_the_same_bucket() {
+    let minio = Minio::start().await.expect("MinIO");
+    let tmp = tempfile::tempdir().unwrap();
+    // Two groups: 14 consecutive 2h blocks in one (8h ranges complete, a 2d range not), 5 in
+    // the other.
+    let (eu, us) = (tmp.path().join("eu"), tmp.path().join("us"));
+    for i in 0..14 {
+        write_block(&eu, i * 2 * H, (i + 1) * 2 * H, i as f64);
+    }
+    for i in 0..5 {
+        write_block(&us, i * 2 * H, (i + 1) * 2 * H, 50.0 + i as f64);
+    }
+    for name in ["by-thanos", "by-strata"] {
+        minio.create_bucket(name).await.unwrap();
+        minio
+            .upload_blocks(name, &eu, &[("cluster", "eu")])
+            .await
+            .unwrap();
+        minio
+            .upload_blocks(name, &us, &[("cluster", "us")])
+            .await
+            .unwrap();
+    }
+    let bucket = |name: &str| {
+        Bucket::from_config(&BucketConfig::parse(&minio.objstore_yaml(name), "test").unwrap())
+            .unwrap()
+    };
+    let (by_thanos, by_strata) = (bucket("by-thanos"), bucket("by-strata"));
+    let before = check_bucket(&by_thanos).await;
+    assert_eq!(check_bucket(&by_strata).await, before);
+
+    let common = |data: &Path| {
+        vec![
+            format!("--data-dir={}", data.display()),
+            "--consistency-delay=0s".to_string(),
+            "--delete-delay=48h".to_string(),
+            "--downsampling.disable".to_string(),
+            format!("--http-address=127.0.0.1:{}", free_port()),
+        ]
+    };
+    let thanos = Command::new(strata_e2e::tool_path(strata_e2e::Tool::Thanos).unwrap())
+        .arg("compact")
+        .arg(format!(
+            "--objstore.config={}",
+            minio.objstore_yaml("by-thanos")
+        ))
+        .args(common(&tmp.path().join("thanos-data")))
+        .output()
+        .unwrap();
+    assert!(
+        thanos.status.success(),
+        "thanos compact: {}",
+        stderr(&thanos)
+    );
+    let ours = strata()
+        .arg("compact")
+        .arg(format!(
+            "--objstore.config={}",
+            minio.objstore_yaml("by-strata")
+        ))
+        .args(common(&tmp.path().join("strata-data")))
+        .output()
+        .unwrap();
+    assert!(ours.status.success(), "strata compact: {}", stderr(&ours));
+
+    let (theirs, mine) = (live_blocks(&by_thanos).await, live_blocks(&by_strata).await);
+    assert_eq!(mine, theirs, "live blocks after each compactor");
+    // Thanos's plan: three 8h blocks of `eu` and one of `us`; the rest (the freshest 2h
+    // blocks, an incomplete 8h range) left as they were.
+    let levels: Vec<(i64, i64, u32)> = theirs.iter().map(|b| (b.1, b.2, b.3)).collect();
+    let h = |n: i64| n * H;
+    assert_eq!(
+        levels,
+        [
+            (0, h(8), 2),
+            (h(8), h(16), 2),
+            (h(16), h(24), 2),
+            (h(24), h(26), 1),
+            (h(26), h(28), 1),
+            (0, h(8), 2),
+            (h(8), h(10), 1),
+        ],
+        "{theirs:?}"
+    );
+    assert_eq!(check_bucket(&by_strata).await, before);
+    assert_eq!(check_bucket(&by_thanos).await, before);
+}

@@ -32,8 +32,14 @@
 //! - The output's symbol table is built from the labels of the series actually written (the
 //!   block writer interns them), so symbols only used by fully deleted series are dropped.
 //!
-//! NOT DONE (next slice):
-//! - a test against a real `thanos compact` on the same bucket (same plan, same outputs);
+//! - A real `thanos compact` and `strata compact` given the same bucket leave the same live
+//!   blocks (ranges, levels, sources) with the same samples (`cli/tests/compact.rs`).
+//! - Memory: the inputs are walked lazily from their mapped indexes, merged series reach the
+//!   writing thread in bounded batches, and the block writer spills series entries and (beyond
+//!   a budget) postings to the output's directory; what grows with the data is the symbol
+//!   table (each distinct label name and value), as in Prometheus's compactor.
+//!
+//! NOT DONE:
 //! - no fault point inside a single object upload (a partial output upload is covered by the
 //!   meta.json-last rule and cleanup's partial-upload marking, not by a kill test); the
 //!   "kill during delete" test builds the state a kill inside `lifecycle::delete_block` leaves
@@ -42,8 +48,8 @@
 //!   ([`strata_bucket::sync::list_blocks`]): `FetchOutcome` does not report them;
 //! - compaction failures are retried every pass; Thanos's marking of blocks with broken
 //!   indexes as `no-compact` is not done;
-//! - spilling: series go to the block writer's spill file, but all symbols are interned in
-//!   memory and each input's postings list (8 bytes a series) is loaded whole;
+//! - the output's symbol table is held in memory (strings plus an interning map) while the
+//!   block is written;
 //! - native histograms are skipped (with a counted warning) by downsampling;
 //! - `strata tools bucket …` lives in the bucket-tools slice.
 
