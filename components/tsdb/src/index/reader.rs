@@ -212,6 +212,15 @@ impl IndexReader {
 
     /// Reads the postings list at file offset `off`.
     pub fn read_postings_at(&self, off: u64) -> Result<Vec<SeriesRef>> {
+        Ok(AllPostings {
+            body: self.postings_body(off)?,
+            pos: 0,
+        }
+        .collect())
+    }
+
+    /// The entries (4 bytes each) of the checksummed postings list at file offset `off`.
+    fn postings_body(&self, off: u64) -> Result<Bytes> {
         let (b, base) = read_section(self.src.as_ref(), off, "postings list")?;
         let mut c = Cursor::new(&self.name, &b, base);
         let n = c.be32("postings count")? as usize;
@@ -221,11 +230,7 @@ impl IndexReader {
                 c.remaining()
             )));
         }
-        let body = c.bytes(n * 4, "postings")?;
-        Ok(body
-            .chunks_exact(4)
-            .map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])))
-            .collect())
+        Ok(b.slice(4..))
     }
 
     /// Series having `name=value` (empty when the pair does not exist).
@@ -257,18 +262,7 @@ impl IndexReader {
     pub fn all_postings_iter(&self) -> Result<AllPostings> {
         let (k, v) = super::ALL_POSTINGS_KEY;
         let body = match self.pot.postings_ref(k, v)? {
-            Some(r) => {
-                let (b, base) = read_section(self.src.as_ref(), r.range.start, "postings list")?;
-                let mut c = Cursor::new(&self.name, &b, base);
-                let n = c.be32("postings count")? as usize;
-                if n.checked_mul(4) != Some(c.remaining()) {
-                    return Err(c.corrupt(format!(
-                        "postings list of {n} entries has {} bytes",
-                        c.remaining()
-                    )));
-                }
-                b.slice(4..)
-            }
+            Some(r) => self.postings_body(r.range.start)?,
             None => Bytes::new(),
         };
         Ok(AllPostings { body, pos: 0 })
@@ -384,8 +378,8 @@ impl IndexReader {
     }
 }
 
-/// The list of every series of an index, decoded as it is walked
-/// ([`IndexReader::all_postings_iter`]).
+/// A postings list decoded as it is walked (the list of every series from
+/// [`IndexReader::all_postings_iter`]).
 #[derive(Debug, Clone)]
 pub struct AllPostings {
     body: Bytes,
