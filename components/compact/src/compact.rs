@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use strata_tsdb::index::AllPostings;
+use strata_tsdb::index::{AllPostings, DEFAULT_POSTINGS_BUDGET};
 use strata_tsdb::meta::{BlockDesc, BlockMetaCompaction, ThanosMeta};
 use strata_tsdb::tombstones::Interval;
 use strata_tsdb::{
@@ -109,17 +109,15 @@ pub fn compact_with_stats(
     let min_time = blocks.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
     let max_time = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
 
-    let mut w = BlockWriter::new(out_parent, {
-        let mut o = BlockWriterOptions {
+    let mut w = BlockWriter::new(
+        out_parent,
+        BlockWriterOptions {
             ulid: opts.ulid,
             thanos,
+            postings_budget: opts.postings_budget.unwrap_or(DEFAULT_POSTINGS_BUDGET),
             ..Default::default()
-        };
-        if let Some(b) = opts.postings_budget {
-            o.postings_budget = b;
-        }
-        o
-    })
+        },
+    )
     .map_err(Error::write(out_parent))?;
     w.set_compaction(compaction);
     w.set_time_range(min_time, max_time);
@@ -191,17 +189,12 @@ fn read_series(
     let mut batch = Vec::with_capacity(PIPELINE_BATCH);
     let mut batch_bytes = 0usize;
     // The smallest current labels among the inputs, and every input holding them.
-    while let Some(pos) = cursors
+    while let Some(labels) = cursors
         .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.cur.as_ref().map(|s| (i, &s.0)))
-        .min_by(|a, b| a.1.cmp(b.1))
-        .map(|(i, _)| i)
+        .filter_map(|c| c.cur.as_ref().map(|s| &s.0))
+        .min()
+        .cloned()
     {
-        let labels = match cursors[pos].cur.as_ref() {
-            Some(c) => c.0.clone(),
-            None => break,
-        };
         let mut parts = Vec::new();
         for (i, c) in cursors.iter_mut().enumerate() {
             if c.cur.as_ref().is_some_and(|s| s.0 == labels) {

@@ -42,7 +42,6 @@ pub struct IndexWriter {
     postings: Postings,
     series_max_size: u64,
     buf: Vec<u8>,
-    ids: Vec<(u32, u32)>,
 }
 
 /// Postings entries (one per series and label, plus one per series) an [`IndexWriter`] holds
@@ -74,7 +73,6 @@ impl IndexWriter {
             postings: Postings::new(PathBuf::from(spill), budget),
             series_max_size: 0,
             buf: Vec::with_capacity(256),
-            ids: Vec::new(),
         };
         let mut h = Vec::with_capacity(5);
         put_be32(&mut h, MAGIC_INDEX);
@@ -150,11 +148,12 @@ impl IndexWriter {
     /// The series with symbol ids `ids`, for messages.
     fn describe(&self, ids: &[(u32, u32)]) -> String {
         let s = |i: u32| self.symbols.get(i as usize).map_or("?", String::as_str);
-        let pairs: Vec<String> = ids
-            .iter()
-            .map(|&(n, v)| format!("{}={:?}", s(n), s(v)))
-            .collect();
-        format!("{{{}}}", pairs.join(", "))
+        Labels::from_sorted(
+            ids.iter()
+                .map(|&(n, v)| (s(n).to_string(), s(v).to_string()))
+                .collect(),
+        )
+        .to_string()
     }
 
     /// Adds the next series with its chunks. Series must be strictly increasing by label set;
@@ -162,20 +161,11 @@ impl IndexWriter {
     /// non-overlapping within a series.
     pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkMeta]) -> Result<()> {
         self.finish_symbols()?;
-        let mut ids = std::mem::take(&mut self.ids);
-        ids.clear();
-        for (n, v) in labels.iter() {
-            match (self.sym(n), self.sym(v)) {
-                (Ok(n), Ok(v)) => ids.push((n, v)),
-                (Err(e), _) | (_, Err(e)) => {
-                    self.ids = ids;
-                    return Err(e);
-                }
-            }
-        }
-        let r = self.add_series_symbols(&ids, chunks);
-        self.ids = ids;
-        r
+        let ids = labels
+            .iter()
+            .map(|(n, v)| Ok((self.sym(n)?, self.sym(v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.add_series_symbols(&ids, chunks)
     }
 
     /// [`add_series`](Self::add_series) with the labels given as (name, value) symbol ids
