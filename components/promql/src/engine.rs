@@ -387,13 +387,11 @@ impl Engine {
             };
             for g in groups {
                 interrupt.check()?;
-                for s in q.select_with_hints(&g, min_t, max_t, &hints).await? {
-                    if !got.iter().any(|x| x.labels == s.labels) {
-                        got.push(s);
-                    }
-                }
+                got.extend(q.select_with_hints(&g, min_t, max_t, &hints).await?);
             }
+            // Stable sort: of a series selected twice (by several `or` groups), the first copy stays.
             got.sort_by(|a, b| a.labels.cmp(&b.labels));
+            got.dedup_by(|later, kept| later.labels == kept.labels);
             fetched = fetched.saturating_add(
                 got.iter()
                     .map(|s| {
@@ -715,17 +713,23 @@ pub(crate) fn window<T>(samples: &[(i64, T)], end: i64, range: i64) -> &[(i64, T
 
 /// Drops flagged names and checks the result has no duplicate label sets; merges series that
 /// became equal but never overlap in time.
-pub(crate) fn finish_vector(vs: Vec<VSeries>) -> Result<Vec<VSeries>> {
-    let mut out: Vec<VSeries> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    for mut s in vs {
+pub(crate) fn finish_vector(mut vs: Vec<VSeries>) -> Result<Vec<VSeries>> {
+    for s in &mut vs {
         if s.drop_name {
             s.labels.remove("__name__");
             s.drop_name = false;
         }
-        if !s.any() {
-            continue;
-        }
+    }
+    vs.retain(|s| s.any());
+    // Mostly every label set is distinct: found by sorting references, without copying labels.
+    let mut order: Vec<&Labels> = vs.iter().map(|s| &s.labels).collect();
+    order.sort_unstable();
+    if order.windows(2).all(|w| w[0] != w[1]) {
+        return Ok(vs);
+    }
+    let mut out: Vec<VSeries> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for s in vs {
         match index.get(&s.labels) {
             Some(&i) => {
                 let o = &mut out[i];

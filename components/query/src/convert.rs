@@ -11,7 +11,7 @@ use strata_promql::{Labels, Series};
 use strata_storeapi::pb::thanos::{self as pb, Aggr, AggrChunk, LabelMatcher, label_matcher};
 use strata_tsdb::chunkenc::{
     Chunk, CounterResetHint as TsdbHint, Encoding, FloatHistogram as TsdbFloatHistogram, Histogram,
-    Sample, Span as TsdbSpan,
+    Sample, Span as TsdbSpan, XorIterator,
 };
 
 /// Why a series from a store could not be decoded.
@@ -151,12 +151,12 @@ enum Value {
 /// and downsampled chunks through `aggr`. Samples repeated at one timestamp (overlapping chunks)
 /// are kept once (the first).
 pub fn decode_series(
-    series: &pb::Series,
+    series: pb::Series,
     aggr: AggrChoice,
     min_t: i64,
     max_t: i64,
 ) -> Result<Series, DecodeError> {
-    let labels = labels_from_pb(&series.labels);
+    let labels = Labels::new(series.labels.into_iter().map(|l| (l.name, l.value)));
     let mut points: Vec<(i64, Value)> = Vec::new();
     // Downsampled counters are only meaningful read across chunk boundaries (see
     // `CounterResets`); raw-only series are read as they are, so `resets()` stays exact there.
@@ -168,6 +168,13 @@ pub fn decode_series(
         .collect();
     if counter {
         chunks.sort_by_key(|c| c.min_time);
+    }
+    if !counter && let Some(samples) = decode_raw_floats(&chunks, &labels, min_t, max_t)? {
+        return Ok(Series {
+            labels,
+            samples,
+            ..Default::default()
+        });
     }
     let mut resets = CounterResets::default();
     for c in chunks {
@@ -197,6 +204,51 @@ pub fn decode_series(
         }
     }
     Ok(out)
+}
+
+/// The common case, decoded without intermediate copies: only raw XOR chunks, in time order and
+/// not overlapping. Decodes each chunk straight into the output, keeping `[min_t, max_t]` and
+/// stopping a chunk's decoding past `max_t`. `None` when the chunks are anything else (the
+/// caller takes the general path).
+fn decode_raw_floats(
+    chunks: &[&AggrChunk],
+    labels: &Labels,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Option<Vec<(i64, f64)>>, DecodeError> {
+    let xor = pb::chunk::Encoding::Xor as i32;
+    let simple = chunks
+        .iter()
+        .all(|c| c.raw.as_ref().is_some_and(|r| r.r#type == xor))
+        && chunks.windows(2).all(|w| w[0].max_time < w[1].min_time);
+    if !simple {
+        return Ok(None);
+    }
+    let mut samples = Vec::new();
+    for c in chunks {
+        let Some(raw) = &c.raw else { continue };
+        for r in XorIterator::new(&raw.data) {
+            let (t, v) = r.map_err(|e| DecodeError::Chunk {
+                series: labels.to_string(),
+                encoding: Encoding::Xor.name(),
+                min_time: c.min_time,
+                max_time: c.max_time,
+                reason: e.to_string(),
+            })?;
+            if t > max_t {
+                break;
+            }
+            if t >= min_t {
+                samples.push((t, v));
+            }
+        }
+    }
+    // Chunk times that misstate their samples: order them as the general path does.
+    if !samples.windows(2).all(|w| w[0].0 < w[1].0) {
+        samples.sort_by_key(|(t, _)| *t);
+        samples.dedup_by_key(|(t, _)| *t);
+    }
+    Ok(Some(samples))
 }
 
 /// Reads a series of downsampled `counter` aggregates the way Thanos's querier does
@@ -469,7 +521,7 @@ mod tests {
         for (func, want_choice, want) in table {
             let choice = AggrChoice::for_func(func);
             assert_eq!(choice, want_choice, "{func:?}");
-            let got = decode_series(&s, choice, 0, i64::MAX).expect("decodes");
+            let got = decode_series(s.clone(), choice, 0, i64::MAX).expect("decodes");
             let vals: Vec<f64> = got.samples.iter().map(|(_, v)| *v).collect();
             assert_eq!(vals, want, "{func:?}");
         }
@@ -513,7 +565,7 @@ mod tests {
                 &[(1_200_000, 2.0), (1_499_999, 9.0), (1_499_999, 9.0)],
             ),
         ]);
-        let got = decode_series(&s, AggrChoice::Counter, 0, i64::MAX).expect("decodes");
+        let got = decode_series(s, AggrChoice::Counter, 0, i64::MAX).expect("decodes");
         assert_eq!(
             got.samples,
             vec![
@@ -536,7 +588,7 @@ mod tests {
             raw: Some(xor(&[(0, 5.0), (10, 1.0), (20, 3.0)])),
             ..Default::default()
         }]);
-        let got = decode_series(&raw_only, AggrChoice::Counter, 0, i64::MAX).expect("decodes");
+        let got = decode_series(raw_only, AggrChoice::Counter, 0, i64::MAX).expect("decodes");
         assert_eq!(got.samples, vec![(0, 5.0), (10, 1.0), (20, 3.0)]);
     }
 
@@ -544,7 +596,7 @@ mod tests {
     fn missing_aggregate_is_an_error() {
         let mut c = downsampled();
         c.counter = None;
-        let e = decode_series(&series(vec![c]), AggrChoice::Counter, 0, i64::MAX)
+        let e = decode_series(series(vec![c]), AggrChoice::Counter, 0, i64::MAX)
             .expect_err("no counter chunk");
         assert!(e.to_string().contains("no counter aggregate"), "{e}");
     }
@@ -563,7 +615,7 @@ mod tests {
             raw: Some(xor(&[(20, 3.0), (30, 4.0), (40, 5.0)])),
             ..Default::default()
         };
-        let got = decode_series(&series(vec![a, b]), AggrChoice::Avg, 10, 35).expect("decodes");
+        let got = decode_series(series(vec![a, b]), AggrChoice::Avg, 10, 35).expect("decodes");
         assert_eq!(got.samples, vec![(10, 2.0), (20, 3.0), (30, 4.0)]);
     }
 
@@ -579,12 +631,12 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(decode_series(&series(vec![c.clone()]), AggrChoice::Avg, 0, 10).is_err());
+        assert!(decode_series(series(vec![c.clone()]), AggrChoice::Avg, 0, 10).is_err());
         let mut bad = c;
         if let Some(r) = bad.raw.as_mut() {
             r.r#type = 9;
         }
-        let e = decode_series(&series(vec![bad]), AggrChoice::Avg, 0, 10).expect_err("enc");
+        let e = decode_series(series(vec![bad]), AggrChoice::Avg, 0, 10).expect_err("enc");
         assert!(matches!(
             e,
             DecodeError::UnknownEncoding { encoding: 9, .. }

@@ -398,23 +398,27 @@ impl FanoutView {
 
 /// Merges series with equal labels from several stores; a timestamp present in several is kept
 /// once (the first store's sample).
-pub fn merge_same_labels(series: Vec<Series>) -> Vec<Series> {
-    let mut by: BTreeMap<Labels, Series> = BTreeMap::new();
+pub fn merge_same_labels(mut series: Vec<Series>) -> Vec<Series> {
+    // One store's answer is already sorted and distinct.
+    if series.windows(2).all(|w| w[0].labels < w[1].labels) {
+        return series;
+    }
+    // Stable: copies of one series stay in arrival order, the first wins a shared timestamp.
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
     for s in series {
-        match by.get_mut(&s.labels) {
-            None => {
-                by.insert(s.labels.clone(), s);
-            }
-            Some(acc) => {
+        match out.last_mut() {
+            Some(acc) if acc.labels == s.labels => {
                 acc.samples = merge_points(std::mem::take(&mut acc.samples), s.samples);
                 acc.histograms = merge_points(std::mem::take(&mut acc.histograms), s.histograms);
                 // A timestamp may not be both a float and a histogram: floats win.
                 let floats: BTreeSet<i64> = acc.samples.iter().map(|(t, _)| *t).collect();
                 acc.histograms.retain(|(t, _)| !floats.contains(t));
             }
+            _ => out.push(s),
         }
     }
-    by.into_values().collect()
+    out
 }
 
 fn merge_points<V>(a: Vec<(i64, V)>, b: Vec<(i64, V)>) -> Vec<(i64, V)> {
@@ -466,7 +470,7 @@ impl Queryable for FanoutView {
             .series_raw(matchers, min_t, max_t, hints, false, aggr)
             .await?;
         let mut decoded = Vec::new();
-        for s in per_store.iter().flatten() {
+        for s in per_store.into_iter().flatten() {
             decoded.push(
                 decode_series(s, aggr, min_t, max_t)
                     .map_err(|e| QueryableError::Storage(e.to_string()))?,
