@@ -45,6 +45,17 @@ impl BenchData {
     /// Runs `gen-openmetrics` with `args` (e.g. `--targets 10 --hours 2`) and backfills the output
     /// with `promtool tsdb create-blocks-from openmetrics`.
     pub fn generate(args: &[&str]) -> Result<Self> {
+        Self::generate_with(args, None)
+    }
+
+    /// Like [`BenchData::generate`], but backfilled with `strata tools tsdb create-blocks-from
+    /// openmetrics` of `strata` (one pass over the input; promtool reads the whole input once per
+    /// 2h block, which takes many minutes for a month of data).
+    pub fn generate_with_strata(args: &[&str], strata: &Path) -> Result<Self> {
+        Self::generate_with(args, Some(strata))
+    }
+
+    fn generate_with(args: &[&str], strata: Option<&Path>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e-bench-")
             .tempdir()
@@ -77,16 +88,28 @@ impl BenchData {
         std::fs::write(&om, &out.stdout).map_err(Error::io(format!("write {}", om.display())))?;
         let blocks = dir.path().join("blocks");
         let (om_s, blocks_s) = (om.to_string_lossy(), blocks.to_string_lossy());
-        let out = promtool(&[
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            om_s.as_ref(),
-            blocks_s.as_ref(),
-        ])?;
+        let backfill = ["tsdb", "create-blocks-from", "openmetrics"];
+        let (out, step) = match strata {
+            None => (
+                promtool(&[&backfill[..], &[om_s.as_ref(), blocks_s.as_ref()]].concat())?,
+                "promtool tsdb create-blocks-from openmetrics",
+            ),
+            Some(bin) => (
+                Command::new(bin)
+                    .arg("tools")
+                    .args(backfill)
+                    .args(["--quiet", om_s.as_ref(), blocks_s.as_ref()])
+                    .output()
+                    .map_err(|source| Error::Spawn {
+                        name: format!("{} tools tsdb create-blocks-from", bin.display()),
+                        source,
+                    })?,
+                "strata tools tsdb create-blocks-from openmetrics",
+            ),
+        };
         if !out.status.success() {
             return Err(Error::Request {
-                step: "promtool tsdb create-blocks-from openmetrics".into(),
+                step: step.into(),
                 message: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }

@@ -26,7 +26,7 @@ pub use alertmanager::{Alertmanager, StoppedAlertmanager};
 pub use benchdata::{BenchData, bench_dir, query_lines, standard_queries};
 pub use error::{Error, Result};
 pub use kube::{Etcd, FAKE_NODE, KubeApiserver, KubeControlPlane};
-pub use minio::Minio;
+pub use minio::{Minio, upload_blocks_to};
 pub use ports::free_port;
 pub use process::{Process, wait_until};
 pub use promapi::{

@@ -147,50 +147,7 @@ impl Minio {
         external_labels: &[(&str, &str)],
     ) -> Result<Vec<String>> {
         let store = self.object_store(bucket)?;
-        let mut ulids = Vec::new();
-        let entries = std::fs::read_dir(blocks_dir)
-            .map_err(Error::io(format!("read {}", blocks_dir.display())))?;
-        for e in entries {
-            let e = e.map_err(Error::io("read dir entry"))?;
-            let dir = e.path();
-            if !dir.join("meta.json").is_file() {
-                continue;
-            }
-            let ulid = e.file_name().to_string_lossy().into_owned();
-            let mut files = Vec::new();
-            collect_files(&dir, &dir, &mut files)?;
-            for rel in files.iter().filter(|r| r.as_str() != "meta.json") {
-                let data = std::fs::read(dir.join(rel))
-                    .map_err(Error::io(format!("read {}/{rel}", dir.display())))?;
-                put(&*store, &format!("{ulid}/{rel}"), data).await?;
-            }
-            let meta_path = dir.join("meta.json");
-            let raw = std::fs::read(&meta_path)
-                .map_err(Error::io(format!("read {}", meta_path.display())))?;
-            let mut meta: serde_json::Value =
-                serde_json::from_slice(&raw).map_err(|e| Error::Request {
-                    step: format!("parse {}", meta_path.display()),
-                    message: e.to_string(),
-                })?;
-            let labels: serde_json::Map<String, serde_json::Value> = external_labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-                .collect();
-            meta["thanos"] = serde_json::json!({
-                "version": 1,
-                "labels": labels,
-                "downsample": {"resolution": 0},
-                "source": "e2e",
-            });
-            let body = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Request {
-                step: "encode meta.json".into(),
-                message: e.to_string(),
-            })?;
-            put(&*store, &format!("{ulid}/meta.json"), body).await?;
-            ulids.push(ulid);
-        }
-        ulids.sort();
-        Ok(ulids)
+        upload_blocks_to(&*store, blocks_dir, external_labels).await
     }
 
     /// A Thanos objstore YAML for `bucket` on this server.
@@ -227,6 +184,61 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     }
     out.sort();
     Ok(())
+}
+
+/// Uploads every block directory under `blocks_dir` (`<ULID>/…`) into `store`, as a shipper does
+/// (meta.json last), adding a `thanos` section with `external_labels` and resolution 0 to each
+/// meta.json. Returns the uploaded ULIDs, sorted. Any object store: MinIO's, or a local directory
+/// (`object_store::local::LocalFileSystem`) that `type: FILESYSTEM` objstore configs read.
+pub async fn upload_blocks_to(
+    store: &dyn object_store::ObjectStore,
+    blocks_dir: &Path,
+    external_labels: &[(&str, &str)],
+) -> Result<Vec<String>> {
+    let mut ulids = Vec::new();
+    let entries = std::fs::read_dir(blocks_dir)
+        .map_err(Error::io(format!("read {}", blocks_dir.display())))?;
+    for e in entries {
+        let e = e.map_err(Error::io("read dir entry"))?;
+        let dir = e.path();
+        if !dir.join("meta.json").is_file() {
+            continue;
+        }
+        let ulid = e.file_name().to_string_lossy().into_owned();
+        let mut files = Vec::new();
+        collect_files(&dir, &dir, &mut files)?;
+        for rel in files.iter().filter(|r| r.as_str() != "meta.json") {
+            let data = std::fs::read(dir.join(rel))
+                .map_err(Error::io(format!("read {}/{rel}", dir.display())))?;
+            put(store, &format!("{ulid}/{rel}"), data).await?;
+        }
+        let meta_path = dir.join("meta.json");
+        let raw = std::fs::read(&meta_path)
+            .map_err(Error::io(format!("read {}", meta_path.display())))?;
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|e| Error::Request {
+                step: format!("parse {}", meta_path.display()),
+                message: e.to_string(),
+            })?;
+        let labels: serde_json::Map<String, serde_json::Value> = external_labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        meta["thanos"] = serde_json::json!({
+            "version": 1,
+            "labels": labels,
+            "downsample": {"resolution": 0},
+            "source": "e2e",
+        });
+        let body = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Request {
+            step: "encode meta.json".into(),
+            message: e.to_string(),
+        })?;
+        put(store, &format!("{ulid}/meta.json"), body).await?;
+        ulids.push(ulid);
+    }
+    ulids.sort();
+    Ok(ulids)
 }
 
 async fn put(store: &dyn object_store::ObjectStore, name: &str, data: Vec<u8>) -> Result<()> {

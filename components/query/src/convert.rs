@@ -224,7 +224,14 @@ fn decode_raw_floats(
     if !simple {
         return Ok(None);
     }
-    let mut samples = Vec::new();
+    // Room for the chunks wholly inside the range (their sample counts head their data).
+    let inside: usize = chunks
+        .iter()
+        .filter(|c| c.min_time >= min_t && c.max_time <= max_t)
+        .filter_map(|c| c.raw.as_ref()?.data.get(..2))
+        .map(|n| usize::from(u16::from_be_bytes([n[0], n[1]])))
+        .sum();
+    let mut samples = Vec::with_capacity(inside);
     for c in chunks {
         let Some(raw) = &c.raw else { continue };
         for r in XorIterator::new(&raw.data) {

@@ -37,7 +37,7 @@ use strata_storeapi::{ClientOptions, Clients};
 use tonic::Status;
 use tracing::Instrument;
 
-use crate::convert::{AggrChoice, decode_series, labels_from_pb, matchers_to_pb};
+use crate::convert::{AggrChoice, DecodeError, decode_series, labels_from_pb, matchers_to_pb};
 use crate::endpoints::{Endpoint, EndpointInfo, EndpointSet};
 use crate::{MetricMetadata, QueryOptions, StoreSource, StoreStatus, StoreView, dedup};
 
@@ -336,25 +336,30 @@ impl FanoutView {
         Ok(out.into_iter().map(|(_, v)| v).collect())
     }
 
-    async fn series_raw(
+    /// One `Series` call to every matching store, each answer's series mapped by `map` as they
+    /// arrive; `chunks` is the aggregate to read from downsampled data, `None` asks for labels only.
+    async fn series_raw<T, M>(
         &self,
         matchers: &[Matcher],
         min_t: i64,
         max_t: i64,
         hints: &SelectHints,
-        skip_chunks: bool,
-        aggr: AggrChoice,
-    ) -> Result<Vec<Vec<pb::Series>>, QueryableError> {
+        chunks: Option<AggrChoice>,
+        map: M,
+    ) -> Result<Vec<Vec<T>>, QueryableError>
+    where
+        M: Fn(pb::Series) -> Result<T, DecodeError> + Clone,
+    {
         let (disabled, strategy) = self.strategy();
         let req = SeriesRequest {
             min_time: min_t,
             max_time: max_t,
             matchers: matchers_to_pb(matchers),
             max_resolution_window: max_resolution_window(&self.opts, hints),
-            aggregates: aggr.aggregates(),
+            aggregates: chunks.unwrap_or(AggrChoice::Avg).aggregates(),
             partial_response_disabled: disabled,
             partial_response_strategy: strategy,
-            skip_chunks,
+            skip_chunks: chunks.is_none(),
             step: hints.step_ms,
             range: hints.range_ms,
             query_hints: Some(pb::QueryHints {
@@ -367,24 +372,40 @@ impl FanoutView {
             }),
             ..Default::default()
         };
-        self.fan_out("Series", matchers, min_t, max_t, |mut c| {
-            let req = req.clone();
-            async move {
-                let mut stream = c.store.series(req).await?.into_inner();
-                let mut series = Vec::new();
-                let mut warnings = Vec::new();
-                while let Some(msg) = stream.message().await? {
-                    match msg.result {
-                        Some(series_response::Result::Series(s)) => series.push(s),
-                        Some(series_response::Result::Batch(b)) => series.extend(b.series),
-                        Some(series_response::Result::Warning(w)) => warnings.push(w),
-                        Some(series_response::Result::Hints(_)) | None => {}
+        // Each series is mapped (decoded) as it arrives, while the store sends the next ones.
+        let per_store = self
+            .fan_out("Series", matchers, min_t, max_t, |mut c| {
+                let (req, map) = (req.clone(), map.clone());
+                async move {
+                    let mut stream = c.store.series(req).await?.into_inner();
+                    let mut mapped: Result<Vec<T>, DecodeError> = Ok(Vec::new());
+                    let mut warnings = Vec::new();
+                    let mut take = |s: pb::Series| {
+                        if let Ok(out) = &mut mapped {
+                            match map(s) {
+                                Ok(t) => out.push(t),
+                                Err(e) => mapped = Err(e),
+                            }
+                        }
+                    };
+                    while let Some(msg) = stream.message().await? {
+                        match msg.result {
+                            Some(series_response::Result::Series(s)) => take(s),
+                            Some(series_response::Result::Batch(b)) => {
+                                b.series.into_iter().for_each(&mut take)
+                            }
+                            Some(series_response::Result::Warning(w)) => warnings.push(w),
+                            Some(series_response::Result::Hints(_)) | None => {}
+                        }
                     }
+                    Ok((mapped, warnings))
                 }
-                Ok((series, warnings))
-            }
-        })
-        .await
+            })
+            .await?;
+        per_store
+            .into_iter()
+            .map(|r| r.map_err(|e| QueryableError::Storage(e.to_string())))
+            .collect()
     }
 
     fn strip(&self, labels: Labels) -> Labels {
@@ -466,17 +487,11 @@ impl Queryable for FanoutView {
         hints: &SelectHints,
     ) -> Result<Vec<Series>, QueryableError> {
         let aggr = AggrChoice::for_func(hints.func.as_deref());
+        let decode = move |s| decode_series(s, aggr, min_t, max_t);
         let per_store = self
-            .series_raw(matchers, min_t, max_t, hints, false, aggr)
+            .series_raw(matchers, min_t, max_t, hints, Some(aggr), decode)
             .await?;
-        let mut decoded = Vec::new();
-        for s in per_store.into_iter().flatten() {
-            decoded.push(
-                decode_series(s, aggr, min_t, max_t)
-                    .map_err(|e| QueryableError::Storage(e.to_string()))?,
-            );
-        }
-        let merged = merge_same_labels(decoded);
+        let merged = merge_same_labels(per_store.into_iter().flatten().collect());
         if self.dedup_on() {
             Ok(dedup::dedup(
                 merged,
@@ -511,19 +526,14 @@ impl StoreView for FanoutView {
         max_t: i64,
     ) -> Result<Vec<Labels>, QueryableError> {
         let per_store = self
-            .series_raw(
-                matchers,
-                min_t,
-                max_t,
-                &SelectHints::default(),
-                true,
-                AggrChoice::Avg,
-            )
+            .series_raw(matchers, min_t, max_t, &SelectHints::default(), None, |s| {
+                Ok(s.labels)
+            })
             .await?;
         let set: BTreeSet<Labels> = per_store
             .iter()
             .flatten()
-            .map(|s| self.strip(labels_from_pb(&s.labels)))
+            .map(|labels| self.strip(labels_from_pb(labels)))
             .collect();
         Ok(set.into_iter().collect())
     }
