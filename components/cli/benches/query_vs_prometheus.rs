@@ -419,7 +419,7 @@ async fn long_range(binary: &Path, rounds: usize) {
     let auto: &[(&str, &str)] = &[("max_source_resolution", "auto")];
     let sides: [(&PromApi, &[(&str, &str)]); 3] = [(&prom, &[]), (&ours, &[]), (&ours, auto)];
     let mut totals = [0.0; 3];
-    let mut first_mismatch = None;
+    let mut differences = Vec::new();
     for expr in queries {
         // Compared from the second step on: a 5m aggregate is stamped at the end of its window, so
         // the downsampled answer has no point at the very first sample's time.
@@ -441,10 +441,8 @@ async fn long_range(binary: &Path, rounds: usize) {
         let m: Vec<f64> = times.into_iter().map(median).collect();
         let same = strata_e2e::compare(&answers[0], &answers[1], &exact);
         let near = strata_e2e::compare(&answers[0], &answers[2], &close);
-        if first_mismatch.is_none()
-            && let Some(d) = same.first().or(near.first())
-        {
-            first_mismatch = Some(format!("{expr}: {}", d.detail));
+        if let Some(d) = same.first().or(near.first()) {
+            differences.push(format!("{expr}: {}", d.detail));
         }
         println!(
             "{:>10.2} {:>10.2} {:>6.2}x {:>5} {:>10.2} {:>6.2}x {:>5}  {expr}",
@@ -468,7 +466,7 @@ async fn long_range(binary: &Path, rounds: usize) {
         totals[2],
         totals[0] / totals[2]
     );
-    if let Some(m) = first_mismatch {
-        println!("first difference: {m}");
+    for d in differences {
+        println!("first difference of {d}");
     }
 }
