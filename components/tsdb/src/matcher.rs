@@ -109,16 +109,21 @@ fn fast_path(re: &str) -> FastPath {
 }
 
 impl Matcher {
-    /// Builds a matcher; compiles (anchored) regexes. Errors on an invalid regex.
+    /// Builds a matcher; compiles (anchored) regexes unless a fast path decides them (`.*`,
+    /// `.+`, `prefix.*`, `a|b|c`: always valid, and compiling is most of a small request's cost).
+    /// Errors on an invalid regex.
     pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self> {
         let name = name.into();
         let value = value.into();
         let (re, fast) = match op {
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
-                let re = Regex::new(&format!("^(?s:{value})$"))
-                    .map_err(|e| Error::InvalidMatcher(format!("{name}{op}{value:?}: {e}")))?;
-                (Some(re), fast_path(&value))
-            }
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => match fast_path(&value) {
+                FastPath::None => {
+                    let re = Regex::new(&format!("^(?s:{value})$"))
+                        .map_err(|e| Error::InvalidMatcher(format!("{name}{op}{value:?}: {e}")))?;
+                    (Some(re), FastPath::None)
+                }
+                fast => (None, fast),
+            },
             _ => (None, FastPath::None),
         };
         Ok(Matcher {
@@ -216,5 +221,29 @@ mod tests {
                 .unwrap()
                 .matches("")
         );
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_regex_they_skip() {
+        let inputs = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "b",
+            "a\nb",
+            "x",
+            "api",
+            "apiserver",
+            "ns-1",
+        ];
+        for pattern in [".*", ".+", "a.*", "api.*", "a|b", "a|", "api|db|x", "ab"] {
+            let fast = Matcher::new(MatchOp::RegexMatch, "l", pattern).unwrap();
+            assert!(fast.re.is_none(), "{pattern} takes a fast path");
+            let re = Regex::new(&format!("^(?s:{pattern})$")).unwrap();
+            for v in inputs {
+                assert_eq!(fast.matches(v), re.is_match(v), "{pattern} on {v:?}");
+            }
+        }
     }
 }
