@@ -96,13 +96,7 @@ async fn run() {
     let gen_args = ["--targets", targets.as_str(), "--hours", hours.as_str()];
     let data = BenchData::generate(&gen_args).expect("bench data");
     let blocks = data.copy_to("prometheus").expect("copy blocks");
-    let prometheus = Prometheus::builder()
-        .config("global:\n  external_labels:\n    cluster: bench\n")
-        .data_dir(&blocks)
-        .arg("--storage.tsdb.retention.time=100y")
-        .start()
-        .await
-        .expect("start Prometheus");
+    let prometheus = prometheus_on(&blocks).await;
     let sidecar = StrataSidecar::start(binary, prometheus.url(), &blocks)
         .await
         .expect("start strata sidecar");
@@ -114,14 +108,7 @@ async fn run() {
     // The same blocks in a local filesystem bucket behind `strata store`, read by a second querier.
     let scratch = tempfile::tempdir().expect("tempdir");
     let (yaml, _) = filesystem_bucket(scratch.path(), "bucket", data.blocks_dir()).await;
-    let store = StrataStore::start(binary, &yaml, &scratch.path().join("store"), &[])
-        .await
-        .expect("start strata store");
-    let via_store = StrataQuery::builder(binary)
-        .endpoint(store.grpc_address())
-        .start()
-        .await
-        .expect("start strata query over the store gateway");
+    let (store, via_store) = querier_over_store(binary, &yaml, scratch.path()).await;
     let thanos = if std::env::var("STRATA_BENCH_THANOS").is_ok_and(|v| v == "1") {
         Some(
             ThanosQuery::builder()
@@ -250,6 +237,35 @@ async fn run() {
     long_range(binary, rounds).await;
 }
 
+/// A real Prometheus over the block directory `blocks` (external label `cluster=bench`).
+async fn prometheus_on(blocks: &Path) -> Prometheus {
+    Prometheus::builder()
+        .config("global:\n  external_labels:\n    cluster: bench\n")
+        .data_dir(blocks)
+        .arg("--storage.tsdb.retention.time=100y")
+        .start()
+        .await
+        .expect("start Prometheus")
+}
+
+/// `strata store` over the bucket of `objstore_yaml` (index-headers under `dir/store`) and a
+/// `strata query` reading it.
+async fn querier_over_store(
+    binary: &Path,
+    objstore_yaml: &str,
+    dir: &Path,
+) -> (StrataStore, StrataQuery) {
+    let store = StrataStore::start(binary, objstore_yaml, &dir.join("store"), &[])
+        .await
+        .expect("start strata store");
+    let querier = StrataQuery::builder(binary)
+        .endpoint(store.grpc_address())
+        .start()
+        .await
+        .expect("start strata query over the store gateway");
+    (store, querier)
+}
+
 /// Copies the blocks under `blocks` into a filesystem bucket `<dir>/<name>` (with `cluster=bench`
 /// external labels, as a shipper would); returns its objstore YAML and its directory.
 async fn filesystem_bucket(dir: &Path, name: &str, blocks: &Path) -> (String, std::path::PathBuf) {
@@ -317,13 +333,7 @@ async fn long_range(binary: &Path, rounds: usize) {
             .unwrap_or(0)
     };
     let backfilled = count_blocks(&prom_blocks);
-    let prometheus = Prometheus::builder()
-        .config("global:\n  external_labels:\n    cluster: bench\n")
-        .data_dir(&prom_blocks)
-        .arg("--storage.tsdb.retention.time=100y")
-        .start()
-        .await
-        .expect("start Prometheus");
+    let prometheus = prometheus_on(&prom_blocks).await;
     let settle = Instant::now();
     let (mut last, mut since) = (count_blocks(&prom_blocks), Instant::now());
     while settle.elapsed() < Duration::from_secs(300) {
@@ -359,14 +369,7 @@ async fn long_range(binary: &Path, rounds: usize) {
     );
     let compact_secs = compact_start.elapsed().as_secs_f64();
     let layout = blocks_by_resolution(&bucket);
-    let store = StrataStore::start(binary, &yaml, &scratch.path().join("store"), &[])
-        .await
-        .expect("start strata store");
-    let querier = StrataQuery::builder(binary)
-        .endpoint(store.grpc_address())
-        .start()
-        .await
-        .expect("start strata query");
+    let (_store, querier) = querier_over_store(binary, &yaml, scratch.path()).await;
     let timeout = Duration::from_secs(600);
     let prom = PromApi::new(prometheus.url(), timeout).expect("client");
     let ours = PromApi::new(querier.url(), timeout).expect("client");

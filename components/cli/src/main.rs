@@ -17,13 +17,13 @@ mod version;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
 /// mimalloc instead of the system allocator: the query and store paths allocate many small,
 /// short-lived buffers (decoded samples, protobuf messages), where glibc's malloc showed up as a
 /// third of the querier's profile.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use clap::{Parser, Subcommand};
 
 /// Strata: a Prometheus metrics federation.
 #[derive(Debug, Parser)]

@@ -135,9 +135,9 @@ pub fn matchers_to_pb(matchers: &[Matcher]) -> Vec<LabelMatcher> {
         .collect()
 }
 
-/// Wire labels to a [`Labels`] set.
-pub fn labels_from_pb(labels: &[pb::Label]) -> Labels {
-    Labels::new(labels.iter().map(|l| (l.name.clone(), l.value.clone())))
+/// Wire labels to a [`Labels`] set (the strings are moved, not copied).
+pub fn labels_from_pb(labels: Vec<pb::Label>) -> Labels {
+    Labels::new(labels.into_iter().map(|l| (l.name, l.value)))
 }
 
 /// One decoded sample value.
@@ -156,7 +156,7 @@ pub fn decode_series(
     min_t: i64,
     max_t: i64,
 ) -> Result<Series, DecodeError> {
-    let labels = Labels::new(series.labels.into_iter().map(|l| (l.name, l.value)));
+    let labels = labels_from_pb(series.labels);
     let mut points: Vec<(i64, Value)> = Vec::new();
     // Downsampled counters are only meaningful read across chunk boundaries (see
     // `CounterResets`); raw-only series are read as they are, so `resets()` stays exact there.

@@ -531,7 +531,7 @@ impl StoreView for FanoutView {
             })
             .await?;
         let set: BTreeSet<Labels> = per_store
-            .iter()
+            .into_iter()
             .flatten()
             .map(|labels| self.strip(labels_from_pb(labels)))
             .collect();
