@@ -219,6 +219,7 @@ impl QueryArgs {
             auto_downsampling: self.auto_downsampling,
             build_info: build_info(),
             metrics: None,
+            ..ApiSettings::default()
         }
     }
 }

@@ -199,7 +199,6 @@ impl Engine {
     }
 
     /// [`instant_query`](Self::instant_query), stopped early by `interrupt`.
-    #[instrument(skip(self, q, interrupt), fields(query = %query))]
     pub async fn instant_query_with(
         &self,
         q: &dyn Queryable,
@@ -207,60 +206,24 @@ impl Engine {
         t: i64,
         interrupt: &Interrupt,
     ) -> Result<QueryResult> {
+        self.prepare_instant(q, query, t, interrupt)
+            .await?
+            .evaluate()
+    }
+
+    /// The first half of [`instant_query_with`](Self::instant_query_with): parses `query` and
+    /// fetches its series. [`Prepared::evaluate`] then needs no more I/O.
+    #[instrument(skip(self, q, interrupt), fields(query = %query))]
+    pub async fn prepare_instant(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        t: i64,
+        interrupt: &Interrupt,
+    ) -> Result<Prepared> {
         let expr = parse(query)?;
-        let (v, annotations) = self.run(q, query, &expr, t, t, 1, interrupt).await?;
-        let value = match v {
-            Val::Scalar(s) => QueryValue::Scalar(t, s[0]),
-            Val::Str(s) => QueryValue::String(s),
-            Val::Vector(vs) => {
-                let vs = finish_vector(vs)?;
-                QueryValue::Vector(
-                    vs.into_iter()
-                        .filter_map(|s| {
-                            let h = s.hist(0).cloned();
-                            match (s.vals[0], h) {
-                                (Some(f), _) => Some(Sample {
-                                    labels: s.labels,
-                                    t,
-                                    f,
-                                    h: None,
-                                }),
-                                (None, Some(h)) => Some(Sample {
-                                    labels: s.labels,
-                                    t,
-                                    f: 0.0,
-                                    h: Some(h),
-                                }),
-                                (None, None) => None,
-                            }
-                        })
-                        .collect(),
-                )
-            }
-            Val::Matrix(m) => {
-                let end = m.ends[0];
-                let out = m
-                    .series
-                    .into_iter()
-                    .map(|s| {
-                        let mut labels = s.labels;
-                        if s.drop_name {
-                            labels.remove("__name__");
-                        }
-                        let points: Vec<_> = window(&s.samples, end, m.range).to_vec();
-                        let histograms: Vec<_> = window(&s.hists, end, m.range).to_vec();
-                        RangeSeries {
-                            labels,
-                            points,
-                            histograms,
-                        }
-                    })
-                    .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
-                    .collect();
-                QueryValue::Matrix(out)
-            }
-        };
-        Ok(QueryResult { value, annotations })
+        self.prepare(q, query, expr, Shape::Instant(t), interrupt)
+            .await
     }
 
     /// Evaluates `query` at every step from `start` to `end` (ms, inclusive).
@@ -277,7 +240,6 @@ impl Engine {
     }
 
     /// [`range_query`](Self::range_query), stopped early by `interrupt`.
-    #[instrument(skip(self, q, interrupt), fields(query = %query))]
     pub async fn range_query_with(
         &self,
         q: &dyn Queryable,
@@ -287,6 +249,23 @@ impl Engine {
         step: i64,
         interrupt: &Interrupt,
     ) -> Result<QueryResult> {
+        self.prepare_range(q, query, start, end, step, interrupt)
+            .await?
+            .evaluate()
+    }
+
+    /// The first half of [`range_query_with`](Self::range_query_with): parses and checks the
+    /// query and fetches its series. [`Prepared::evaluate`] then needs no more I/O.
+    #[instrument(skip(self, q, interrupt), fields(query = %query))]
+    pub async fn prepare_range(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        interrupt: &Interrupt,
+    ) -> Result<Prepared> {
         let expr = parse(query)?;
         if step <= 0 {
             return Err(EngineError::Eval(
@@ -316,82 +295,44 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let n = ((end - start) / step + 1) as usize;
-        let (v, annotations) = self
-            .run(q, query, &expr, start, end, step, interrupt)
-            .await?;
-        let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
-        let series = match v {
-            Val::Scalar(s) => vec![VSeries::floats(
-                Labels::default(),
-                s.into_iter().map(Some).collect(),
-                false,
-            )],
-            Val::Vector(vs) => finish_vector(vs)?,
-            _ => {
-                return Err(EngineError::Eval(
-                    "unexpected value type for range query".into(),
-                ));
-            }
-        };
-        let mut out: Vec<RangeSeries> = series
-            .into_iter()
-            .map(|s| RangeSeries {
-                labels: s.labels,
-                points: s
-                    .vals
-                    .iter()
-                    .zip(&ts)
-                    .filter_map(|(v, t)| v.map(|f| (*t, f)))
-                    .collect(),
-                histograms: s
-                    .hists
-                    .iter()
-                    .zip(&ts)
-                    .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
-                    .collect(),
-            })
-            .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(QueryResult {
-            value: QueryValue::Matrix(out),
-            annotations,
-        })
+        self.prepare(q, query, expr, Shape::Range { start, end, step }, interrupt)
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
+    /// Fetches every selector's series (the selectors at once), each distinct selector once.
+    async fn prepare(
         &self,
         q: &dyn Queryable,
         query: &str,
-        expr: &Expr,
-        start: i64,
-        end: i64,
-        step: i64,
+        expr: Expr,
+        shape: Shape,
         interrupt: &Interrupt,
-    ) -> Result<(Val, Vec<Annotation>)> {
-        let step = step.max(1);
-        // Phase 1: the time range each selector needs, then one fetch per distinct selector.
+    ) -> Result<Prepared> {
+        let (start, end, step) = shape.range();
         let mut needs: HashMap<String, (Matchers, i64, i64, SelectHints)> = HashMap::new();
         let top = Range { start, end, step };
-        self.plan(expr, top, top, None, &mut needs)?;
+        self.plan(&expr, top, top, None, &mut needs)?;
+        interrupt.check()?;
+        let fetches = needs
+            .into_iter()
+            .map(|(key, (ms, min_t, max_t, hints))| async move {
+                let groups: Vec<Vec<Matcher>> = if ms.or_matchers.is_empty() {
+                    vec![ms.matchers]
+                } else {
+                    ms.or_matchers
+                };
+                let mut got: Vec<Series> = Vec::new();
+                for g in groups {
+                    got.extend(q.select_with_hints(&g, min_t, max_t, &hints).await?);
+                }
+                // Stable sort: of a series selected twice (by several `or` groups), the first copy stays.
+                got.sort_by(|a, b| a.labels.cmp(&b.labels));
+                got.dedup_by(|later, kept| later.labels == kept.labels);
+                Ok::<_, EngineError>((key, got))
+            });
         let mut data: HashMap<String, Vec<Series>> = HashMap::new();
         let mut fetched: usize = 0;
-        for (key, (ms, min_t, max_t, hints)) in needs {
-            let mut got: Vec<Series> = Vec::new();
-            let groups: Vec<Vec<Matcher>> = if ms.or_matchers.is_empty() {
-                vec![ms.matchers.clone()]
-            } else {
-                ms.or_matchers.clone()
-            };
-            for g in groups {
-                interrupt.check()?;
-                got.extend(q.select_with_hints(&g, min_t, max_t, &hints).await?);
-            }
-            // Stable sort: of a series selected twice (by several `or` groups), the first copy stays.
-            got.sort_by(|a, b| a.labels.cmp(&b.labels));
-            got.dedup_by(|later, kept| later.labels == kept.labels);
+        for (key, got) in futures::future::try_join_all(fetches).await? {
             fetched = fetched.saturating_add(
                 got.iter()
                     .map(|s| {
@@ -408,25 +349,15 @@ impl Engine {
             }
             data.insert(key, got);
         }
-        // Phase 2: evaluate every node for all steps at once.
-        let positions = Positions::new(query, expr);
-        let mut stats = HashSet::new();
-        stats_selectors(expr, false, &mut stats);
-        let n = ((end - start) / step + 1) as usize;
-        let ctx = Ctx {
-            engine: self,
-            data: &data,
-            ts: (0..n).map(|i| start + i as i64 * step).collect(),
-            query_start: start,
-            query_end: end,
-            query_step: step,
-            annotations: Default::default(),
-            positions: &positions,
-            stats: &stats,
-            interrupt,
-        };
-        let v = ctx.eval(expr)?;
-        Ok((v, ctx.annotations.into_inner()))
+        Ok(Prepared {
+            engine: self.clone(),
+            query: query.to_owned(),
+            expr,
+            shape,
+            data,
+            fetched,
+            interrupt: interrupt.clone(),
+        })
     }
 
     /// Records in `needs` the time range (and hints) of every selector under `expr`; `func` is
@@ -501,11 +432,204 @@ impl Engine {
     }
 }
 
+/// Whether a query is evaluated at one time or at every step of a range.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Instant(i64),
+    Range { start: i64, end: i64, step: i64 },
+}
+
+impl Shape {
+    /// `(start, end, step)`; an instant query is a range of one step.
+    fn range(self) -> (i64, i64, i64) {
+        match self {
+            Shape::Instant(t) => (t, t, 1),
+            Shape::Range { start, end, step } => (start, end, step.max(1)),
+        }
+    }
+}
+
+/// A parsed query whose series are fetched: [`evaluate`](Self::evaluate) is pure computation,
+/// so a caller can run it where CPU-bound work belongs (inline when small, a blocking thread
+/// when large).
+#[derive(Debug)]
+pub struct Prepared {
+    engine: Engine,
+    query: String,
+    expr: Expr,
+    shape: Shape,
+    data: HashMap<String, Vec<Series>>,
+    fetched: usize,
+    interrupt: Interrupt,
+}
+
+impl Prepared {
+    /// A rough measure of the evaluation's work: the samples fetched plus one per fetched
+    /// series and step.
+    pub fn cost(&self) -> usize {
+        let (start, end, step) = self.shape.range();
+        let steps = ((end - start) / step + 1) as usize;
+        let series: usize = self.data.values().map(Vec::len).sum();
+        self.fetched.saturating_add(series.saturating_mul(steps))
+    }
+
+    /// The samples fetched from storage (a native histogram weighs by its size).
+    pub fn samples(&self) -> usize {
+        self.fetched
+    }
+
+    /// Evaluates every node for all steps at once.
+    pub fn evaluate(self) -> Result<QueryResult> {
+        let _span = tracing::debug_span!("evaluate", query = %self.query).entered();
+        let (start, end, step) = self.shape.range();
+        let positions = Positions::new(&self.query, &self.expr);
+        let mut stats = HashSet::new();
+        stats_selectors(&self.expr, false, &mut stats);
+        let n = ((end - start) / step + 1) as usize;
+        let ctx = Ctx {
+            engine: &self.engine,
+            data: &self.data,
+            ts: (0..n).map(|i| start + i as i64 * step).collect(),
+            query_start: start,
+            query_end: end,
+            query_step: step,
+            annotations: Default::default(),
+            positions: &positions,
+            stats: &stats,
+            interrupt: &self.interrupt,
+        };
+        let v = ctx.eval(&self.expr)?;
+        let annotations = ctx.annotations.into_inner();
+        match self.shape {
+            Shape::Instant(t) => finish_instant(v, t, annotations),
+            Shape::Range { start, end, step } => finish_range(v, start, end, step, annotations),
+        }
+    }
+}
+
+/// An instant query's value as the API returns it.
+fn finish_instant(v: Val, t: i64, annotations: Vec<Annotation>) -> Result<QueryResult> {
+    let value = match v {
+        Val::Scalar(s) => QueryValue::Scalar(t, s[0]),
+        Val::Str(s) => QueryValue::String(s),
+        Val::Vector(vs) => {
+            let vs = finish_vector(vs)?;
+            QueryValue::Vector(
+                vs.into_iter()
+                    .filter_map(|s| {
+                        let h = s.hist(0).cloned();
+                        match (s.vals[0], h) {
+                            (Some(f), _) => Some(Sample {
+                                labels: s.labels,
+                                t,
+                                f,
+                                h: None,
+                            }),
+                            (None, Some(h)) => Some(Sample {
+                                labels: s.labels,
+                                t,
+                                f: 0.0,
+                                h: Some(h),
+                            }),
+                            (None, None) => None,
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        Val::Matrix(m) => {
+            let end = m.ends[0];
+            let out = m
+                .series
+                .into_iter()
+                .map(|s| {
+                    let mut labels = s.labels;
+                    if s.drop_name {
+                        labels.remove("__name__");
+                    }
+                    let points: Vec<_> = window(&s.samples, end, m.range).to_vec();
+                    let histograms: Vec<_> = window(&s.hists, end, m.range).to_vec();
+                    RangeSeries {
+                        labels,
+                        points,
+                        histograms,
+                    }
+                })
+                .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
+                .collect();
+            QueryValue::Matrix(out)
+        }
+    };
+    Ok(QueryResult { value, annotations })
+}
+
+/// A range query's value (one series per label set, points at the steps) as the API returns it.
+fn finish_range(
+    v: Val,
+    start: i64,
+    end: i64,
+    step: i64,
+    annotations: Vec<Annotation>,
+) -> Result<QueryResult> {
+    let n = ((end - start) / step + 1) as usize;
+    let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
+    let series = match v {
+        Val::Scalar(s) => vec![VSeries::floats(
+            Labels::default(),
+            s.into_iter().map(Some).collect(),
+            false,
+        )],
+        Val::Vector(vs) => finish_vector(vs)?,
+        _ => {
+            return Err(EngineError::Eval(
+                "unexpected value type for range query".into(),
+            ));
+        }
+    };
+    let mut out: Vec<RangeSeries> = series
+        .into_iter()
+        .map(|s| RangeSeries {
+            labels: s.labels,
+            points: s
+                .vals
+                .iter()
+                .zip(&ts)
+                .filter_map(|(v, t)| v.map(|f| (*t, f)))
+                .collect(),
+            histograms: s
+                .hists
+                .iter()
+                .zip(&ts)
+                .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty() || !s.histograms.is_empty())
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(QueryResult {
+        value: QueryValue::Matrix(out),
+        annotations,
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Range {
     start: i64,
     end: i64,
     step: i64,
+}
+
+/// The number of `points` at or before `t`, given that the first `from` are: gallops forward
+/// from `from` then bisects, so a walk over ascending times costs about the log of each gap.
+pub(crate) fn advance_past<V>(points: &[(i64, V)], from: usize, t: i64) -> usize {
+    let rest = &points[from.min(points.len())..];
+    let mut hi = 1;
+    while hi < rest.len() && rest[hi - 1].0 <= t {
+        hi *= 2;
+    }
+    let hi = hi.min(rest.len());
+    let lo = hi / 2;
+    from + lo + rest[lo..hi].partition_point(|p| p.0 <= t)
 }
 
 fn subquery_range(engine: &Engine, sq: &SubqueryExpr, top: Range, r: Range) -> Range {
@@ -882,12 +1006,14 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for s in self.series_for(vs).iter() {
             if s.histograms.is_empty() {
+                // Steps ascend (or, with `@`, stay put): the position only moves forward.
+                let mut i = 0;
                 let vals: Vec<Option<f64>> = self
                     .ts
                     .iter()
                     .map(|&t| {
                         let t = at.unwrap_or(t) - off;
-                        let i = s.samples.partition_point(|p| p.0 <= t);
+                        i = advance_past(&s.samples, i, t);
                         if i == 0 {
                             return None;
                         }
@@ -905,10 +1031,11 @@ impl Ctx<'_> {
             }
             // Floats and histograms: the later of the two latest samples wins.
             let mut v = VSeries::floats(s.labels.clone(), vec![None; self.n()], false);
+            let (mut fi, mut hi) = (0, 0);
             for (k, &t) in self.ts.iter().enumerate() {
                 let t = at.unwrap_or(t) - off;
-                let fi = s.samples.partition_point(|p| p.0 <= t);
-                let hi = s.histograms.partition_point(|p| p.0 <= t);
+                fi = advance_past(&s.samples, fi, t);
+                hi = advance_past(&s.histograms, hi, t);
                 let f = fi.checked_sub(1).map(|i| s.samples[i]);
                 let h = hi.checked_sub(1).map(|i| &s.histograms[i]);
                 let take_h = match (f, h) {
@@ -1692,6 +1819,24 @@ mod tests {
 
     use super::*;
     use crate::queryable::MemQueryable;
+
+    /// Walking ascending times with [`advance_past`] lands where a bisection of the whole
+    /// slice does, for every gap size (repeated times included, as `@` gives them).
+    #[test]
+    fn advance_past_agrees_with_bisection() {
+        let points: Vec<(i64, ())> = [0, 5, 5, 9, 10, 20, 21, 22, 50, 51, 90]
+            .iter()
+            .map(|&t| (t, ()))
+            .collect();
+        for step in 1..40 {
+            let mut i = 0;
+            for t in (-3..100).step_by(step).flat_map(|t| [t, t]) {
+                i = advance_past(&points, i, t);
+                assert_eq!(i, points.partition_point(|p| p.0 <= t), "t {t} step {step}");
+            }
+        }
+        assert_eq!(advance_past::<()>(&[], 0, 5), 0);
+    }
 
     /// Records every `select` call, answers from an in-memory store.
     struct Recording {

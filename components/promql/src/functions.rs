@@ -6,7 +6,8 @@ use promql_parser::parser::Expr;
 use promql_parser::parser::ast::{AggregateExpr, Call, LabelModifier};
 
 use crate::engine::{
-    AnnotationKind, Ctx, ElemOut, EngineError, H, MSeries, MatrixVal, VSeries, Val, window,
+    AnnotationKind, Ctx, ElemOut, EngineError, H, MSeries, MatrixVal, VSeries, Val, advance_past,
+    window,
 };
 
 /// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step; `pos` is the
@@ -682,27 +683,55 @@ pub(crate) fn metric_name(l: &Labels) -> &str {
     l.get("__name__").unwrap_or("")
 }
 
+/// One step's window over one series, as [`over_time_h`] hands it out.
+struct Window<'m> {
+    /// The float samples in the window.
+    floats: &'m [(i64, f64)],
+    /// The index in the series of the window's first float sample.
+    first: usize,
+    /// The histogram samples in the window.
+    hists: &'m [(i64, H)],
+    /// The step.
+    step: usize,
+    /// The series, and its index in the matrix.
+    series: &'m MSeries,
+    k: usize,
+}
+
 /// Applies `f` to each non-empty window, float samples and histogram samples apart; `f` may
 /// return a float or a histogram. The result series drop their name unless `keep_name`.
 fn over_time_h(
     m: &MatrixVal,
     keep_name: bool,
-    mut f: impl FnMut(&[(i64, f64)], &[(i64, H)], usize, &MSeries) -> Option<ElemOut>,
+    mut f: impl FnMut(&Window<'_>) -> Option<ElemOut>,
 ) -> Val {
     let mut out = Vec::with_capacity(m.series.len());
-    for s in &m.series {
+    for (k, s) in m.series.iter().enumerate() {
         let mut v = VSeries::floats(
             s.labels.clone(),
             vec![None; m.ends.len()],
             s.drop_name || !keep_name,
         );
+        // Window ends ascend (or, with `@`, stay put): both edges only move forward.
+        let (mut flo, mut fhi, mut hlo, mut hhi) = (0, 0, 0, 0);
         for i in 0..m.ends.len() {
-            let wf = window(&s.samples, m.ends[i], m.range);
-            let wh = window(&s.hists, m.ends[i], m.range);
-            if wf.is_empty() && wh.is_empty() {
+            let (start, end) = (m.ends[i] - m.range, m.ends[i]);
+            flo = advance_past(&s.samples, flo, start);
+            fhi = advance_past(&s.samples, fhi.max(flo), end);
+            hlo = advance_past(&s.hists, hlo, start);
+            hhi = advance_past(&s.hists, hhi.max(hlo), end);
+            if flo >= fhi && hlo >= hhi {
                 continue;
             }
-            match f(wf, wh, i, s) {
+            let w = Window {
+                floats: s.samples.get(flo..fhi).unwrap_or(&[]),
+                first: flo,
+                hists: s.hists.get(hlo..hhi).unwrap_or(&[]),
+                step: i,
+                series: s,
+                k,
+            };
+            match f(&w) {
                 Some(ElemOut::F(x)) => v.vals[i] = Some(x),
                 Some(ElemOut::H(h)) => v.set_hist(i, h),
                 None => {}
@@ -715,11 +744,38 @@ fn over_time_h(
     Val::Vector(out)
 }
 
+/// Per series of `m`, the indices `j ≥ 1` of the float samples where `hit(previous, sample)`.
+fn marks(m: &MatrixVal, hit: impl Fn(f64, f64) -> bool) -> Vec<Vec<usize>> {
+    m.series
+        .iter()
+        .map(|s| {
+            (1..s.samples.len())
+                .filter(|&j| hit(s.samples[j - 1].1, s.samples[j].1))
+                .collect()
+        })
+        .collect()
+}
+
+/// The marks of a window's float samples after its first (`first` and `len` as in
+/// [`Window`]): the sample pairs inside the window.
+fn marks_within(marks: &[usize], first: usize, len: usize) -> &[usize] {
+    let a = marks.partition_point(|&j| j <= first);
+    let b = marks.partition_point(|&j| j < first + len);
+    marks.get(a..b).unwrap_or(&[])
+}
+
+/// A counter's drop: the sample is below the one before it.
+fn is_drop(prev: f64, cur: f64) -> bool {
+    cur < prev
+}
+
+/// `delta`, or with `drops` (the value before each drop of the counter in the window, in
+/// time order) `increase`, or with `rate` also per second, of the window `w` at step `i`.
 fn extrapolated_rate(
     w: &[(i64, f64)],
     i: usize,
     m: &MatrixVal,
-    counter: bool,
+    drops: Option<impl Iterator<Item = f64>>,
     rate: bool,
 ) -> Option<f64> {
     if w.len() < 2 {
@@ -727,14 +783,9 @@ fn extrapolated_rate(
     }
     let (first, last) = (w[0], w[w.len() - 1]);
     let mut result = last.1 - first.1;
-    if counter {
-        let mut prev = first.1;
-        for &(_, v) in &w[1..] {
-            if v < prev {
-                result += prev;
-            }
-            prev = v;
-        }
+    let counter = drops.is_some();
+    for before_drop in drops.into_iter().flatten() {
+        result += before_drop;
     }
     let zero_ratio = (result > 0.0 && first.1 >= 0.0).then(|| first.1 / result);
     Some(result * rate_factor(first.0, last.0, w.len(), i, m, counter, rate, zero_ratio))
@@ -1809,13 +1860,25 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let counter = name != "delta";
             let rate = name == "rate";
             let pos = ctx.positions.of_first_arg(c);
-            let out = over_time_h(&m, false, |wf, wh, i, s| {
+            // Where each counter drops, found once per series rather than once per window.
+            let drops = if counter {
+                marks(&m, is_drop)
+            } else {
+                Vec::new()
+            };
+            let out = over_time_h(&m, false, |w| {
+                let (wf, wh, i, s) = (w.floats, w.hists, w.step, w.series);
                 if !wf.is_empty() && !wh.is_empty() {
                     mixed_floats_warning(ctx, &s.labels, &pos);
                     return None;
                 }
                 if wh.is_empty() {
-                    return extrapolated_rate(wf, i, &m, counter, rate).map(ElemOut::F);
+                    let before_drops = drops.get(w.k).map(|d| {
+                        marks_within(d, w.first, wf.len())
+                            .iter()
+                            .map(|&j| s.samples[j - 1].1)
+                    });
+                    return extrapolated_rate(wf, i, &m, before_drops, rate).map(ElemOut::F);
                 }
                 if wh.len() < 2 {
                     return None;
@@ -1861,8 +1924,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let is_rate = name == "irate";
             let pos = ctx.positions.of_first_arg(c);
-            Ok(over_time_h(&m, false, |wf, wh, _, s| {
-                instant_value(ctx, wf, wh, is_rate, &s.labels, &pos)
+            Ok(over_time_h(&m, false, |w| {
+                instant_value(ctx, w.floats, w.hists, is_rate, &w.series.labels, &pos)
             }))
         }
         "deriv" => {
@@ -1891,7 +1954,19 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         "changes" | "resets" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let resets = name == "resets";
-            Ok(over_time_h(&m, false, |wf, wh, _, _| {
+            // For windows of floats only, the count is the number of marks inside the window.
+            let float_marks = if resets {
+                marks(&m, is_drop)
+            } else {
+                marks(&m, |a, b| a != b && !(a.is_nan() && b.is_nan()))
+            };
+            Ok(over_time_h(&m, false, |w| {
+                let (wf, wh) = (w.floats, w.hists);
+                if wh.is_empty()
+                    && let Some(d) = float_marks.get(w.k)
+                {
+                    return Some(ElemOut::F(marks_within(d, w.first, wf.len()).len() as f64));
+                }
                 // Floats and histograms merged in time order.
                 let mut k = 0.0;
                 let (mut fi, mut hi) = (0, 0);
@@ -1936,7 +2011,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let avg_of = name == "avg_over_time";
             let pos = ctx.positions.of_first_arg(c);
-            Ok(over_time_h(&m, false, |wf, wh, _, s| {
+            Ok(over_time_h(&m, false, |w| {
+                let (wf, wh, s) = (w.floats, w.hists, w.series);
                 if !wf.is_empty() && !wh.is_empty() {
                     mixed_floats_warning(ctx, &s.labels, &pos);
                     return None;
@@ -1962,7 +2038,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         | "ts_of_last_over_time" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let keep = name == "last_over_time" || name == "first_over_time";
-            Ok(over_time_h(&m, keep, |wf, wh, _, _| {
+            Ok(over_time_h(&m, keep, |w| {
+                let (wf, wh) = (w.floats, w.hists);
                 let first = match (wf.first(), wh.first()) {
                     (Some(f), Some(h)) if h.0 < f.0 => (h.0, ElemOut::H(h.1.clone())),
                     (Some(f), _) => (f.0, ElemOut::F(f.1)),

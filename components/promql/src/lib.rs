@@ -53,7 +53,7 @@ pub mod queryable;
 pub mod value;
 
 pub use engine::{
-    Annotation, AnnotationKind, Engine, EngineError, Interrupt, QueryResult, QueryValue,
+    Annotation, AnnotationKind, Engine, EngineError, Interrupt, Prepared, QueryResult, QueryValue,
 };
 pub use histogram::FloatHistogram;
 pub use queryable::{MemQueryable, Queryable, QueryableError, SelectHints};

@@ -119,6 +119,10 @@ pub struct ApiSettings {
     pub build_info: BuildInfo,
     /// Request metrics to record into, if any.
     pub metrics: Option<ApiMetrics>,
+    /// Evaluations up to this [`Prepared::cost`](strata_promql::Prepared::cost) run on the async
+    /// worker that fetched their series; larger ones on a blocking thread. Handing a query to
+    /// another thread and back costs more than a small evaluation itself.
+    pub inline_eval_cost: usize,
 }
 
 impl Default for ApiSettings {
@@ -134,6 +138,7 @@ impl Default for ApiSettings {
                 ..Default::default()
             },
             metrics: None,
+            inline_eval_cost: 100_000,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use strata_promql::engine::RangeSeries;
 use strata_promql::{FloatHistogram, Labels, QueryValue, Sample};
 
-use super::format::{format_float, write_json_str, write_timestamp};
+use super::format::{write_float, write_json_str, write_timestamp};
 
 /// Writes a label set as a JSON object (`{"__name__":"up","job":"a"}`).
 pub fn write_labels(out: &mut String, labels: &Labels) {
@@ -24,7 +24,7 @@ pub fn write_labels(out: &mut String, labels: &Labels) {
 
 fn write_float_str(out: &mut String, f: f64) {
     out.push('"');
-    out.push_str(&format_float(f));
+    write_float(out, f);
     out.push('"');
 }
 
@@ -170,7 +170,17 @@ fn write_stats(out: &mut String, s: &QueryStats) {
 /// The `data` of a query response: `{"resultType":…,"result":…}` plus `stats` when asked.
 /// `t` is the evaluation time, used for string results.
 pub fn query_data(value: &QueryValue, t: i64, stats: Option<&QueryStats>) -> String {
-    let mut out = String::with_capacity(256);
+    // Room for the usual text (a point is `[1700000000,"123.456"]`, a series' labels some
+    // dozens of bytes each), so the text is seldom copied while it grows.
+    let guess = match value {
+        QueryValue::Matrix(m) => m
+            .iter()
+            .map(|s| 160 + 32 * (s.points.len() + s.histograms.len()))
+            .sum(),
+        QueryValue::Vector(v) => 192 * v.len(),
+        _ => 0,
+    };
+    let mut out = String::with_capacity(256 + guess);
     out.push_str("{\"resultType\":");
     match value {
         QueryValue::Scalar(ts, f) => {

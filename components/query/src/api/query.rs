@@ -10,8 +10,8 @@ use axum::extract::{Request, State};
 use promql_parser::label::Matcher;
 use promql_parser::parser::value::ValueType;
 use strata_promql::{
-    AnnotationKind, Engine, EngineError, Interrupt, QueryResult, QueryValue, Queryable,
-    QueryableError, SelectHints, Series,
+    AnnotationKind, Engine, Interrupt, QueryResult, QueryValue, Queryable, QueryableError,
+    SelectHints, Series,
 };
 use tracing::Instrument;
 
@@ -21,18 +21,15 @@ use super::{
 };
 use crate::{QueryOptions, StoreView};
 
-/// Raises its flag and wakes the waiting evaluation when dropped.
+/// Raises its flag when dropped: an evaluation on a blocking thread stops at its next node.
 #[derive(Default)]
 struct CancelOnDrop {
     flag: Arc<AtomicBool>,
-    stop: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.flag.store(true, Ordering::Relaxed);
-        // A stored permit wakes the evaluation even if it is not waiting yet.
-        self.stop.notify_one();
     }
 }
 
@@ -273,43 +270,41 @@ async fn run_query(api: &Api, r: QueryRequest, started: Instant) -> ApiResult {
         samples: AtomicU64::new(0),
     });
     let eval_started = Instant::now();
-    // The engine's evaluation is synchronous: it runs on a blocking thread (the async workers
-    // stay free for other requests), holding the slot until it really stops. When this future
-    // is dropped — the client went away, or the timeout below — the guard raises the flag: a
-    // store call in flight is dropped at once, the evaluation stops at its next node.
+    // The series are fetched here, on the async workers: when this future is dropped (the client
+    // went away, or the timeout below) the store calls in flight are dropped with it. The
+    // evaluation is synchronous: small ones run right here, large ones on a blocking thread
+    // (the async workers stay free for other requests) that holds the slot until it really
+    // stops — the guard's flag, raised on drop, stops it at its next node.
     let cancel = CancelOnDrop::default();
     let interrupt = Interrupt::new(Some(r.deadline), Some(cancel.flag.clone()));
-    let stop = cancel.stop.clone();
-    let (engine, query, counted) = (r.engine.clone(), r.query.clone(), counting.clone());
-    let (range, start, end, step) = (r.range, r.start, r.end, r.step);
-    let span = tracing::Span::current();
-    let handle = tokio::runtime::Handle::current();
-    let eval = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let _g = span.enter();
-        handle.block_on(async {
-            let run = async {
-                if range {
-                    engine
-                        .range_query_with(&*counted, &query, start, end, step, &interrupt)
-                        .await
-                } else {
-                    engine
-                        .instant_query_with(&*counted, &query, start, &interrupt)
-                        .await
-                }
-            };
-            tokio::select! {
-                r = run => r,
-                () = stop.notified() => Err(EngineError::Canceled),
-            }
-        })
-    });
-    let mut result: QueryResult = tokio::time::timeout_at(deadline, eval)
-        .await
-        .map_err(|_| ApiError::Timeout("query execution"))?
-        .map_err(|e| ApiError::Internal(format!("query evaluation failed: {e}")))?
+    let work = async {
+        let prepared = if r.range {
+            r.engine
+                .prepare_range(&*counting, &r.query, r.start, r.end, r.step, &interrupt)
+                .await
+        } else {
+            r.engine
+                .prepare_instant(&*counting, &r.query, r.start, &interrupt)
+                .await
+        }
         .map_err(ApiError::from_engine)?;
+        if prepared.cost() <= api.settings.inline_eval_cost {
+            let _permit = permit;
+            return prepared.evaluate().map_err(ApiError::from_engine);
+        }
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _g = span.enter();
+            prepared.evaluate()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("query evaluation failed: {e}")))?
+        .map_err(ApiError::from_engine)
+    };
+    let mut result: QueryResult = tokio::time::timeout_at(deadline, work)
+        .await
+        .map_err(|_| ApiError::Timeout("query execution"))??;
     drop(cancel);
     let eval_s = eval_started.elapsed().as_secs_f64();
     let loaded = counting.samples.load(Ordering::Relaxed);

@@ -898,22 +898,18 @@ async fn an_abandoned_request_is_no_longer_in_flight() {
     );
 }
 
-/// A view whose `select` blocks its thread (as a long evaluation does) until the test opens
-/// the gate; everything else comes from memory.
+/// A view whose `select` waits (without blocking its thread) until the test opens the gate;
+/// everything else comes from memory.
 struct Gated {
     inner: Arc<dyn StoreView>,
-    gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 #[async_trait]
 impl Queryable for Gated {
     async fn select(&self, m: &[Matcher], a: i64, b: i64) -> Result<Vec<Series>, QueryableError> {
-        let opened = self
-            .gate
-            .lock()
-            .map_err(|_| QueryableError::Storage("poisoned".into()))?
-            .recv_timeout(Duration::from_secs(60));
-        if opened.is_err() {
+        let opened = tokio::time::timeout(Duration::from_secs(60), self.gate.acquire()).await;
+        if !matches!(opened, Ok(Ok(_))) {
             return Err(QueryableError::Storage("the gate was never opened".into()));
         }
         self.inner.select(m, a, b).await
@@ -960,7 +956,7 @@ impl StoreView for Gated {
 
 struct GatedSource {
     inner: MemSource,
-    gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl StoreSource for GatedSource {
@@ -975,17 +971,15 @@ impl StoreSource for GatedSource {
     }
 }
 
-/// A query's evaluation runs on a blocking thread, not on the async workers: on this test's
-/// single-threaded runtime, another request is answered while a query's thread is blocked
-/// (were the query evaluated inline, the runtime's only thread would be stuck and the second
-/// request would never be served; the gate then fails the query after 60 s).
+/// A query waiting for a slow store holds no thread: on this test's single-threaded runtime,
+/// another request is answered meanwhile.
 #[tokio::test]
-async fn a_blocked_evaluation_leaves_the_server_answering() {
-    let (open, gate) = std::sync::mpsc::channel();
+async fn a_query_waiting_for_a_store_leaves_the_server_answering() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let app = app_with(
         Arc::new(GatedSource {
             inner: MemSource::new(data()),
-            gate: Arc::new(Mutex::new(gate)),
+            gate: gate.clone(),
         }),
         ApiSettings::default(),
     );
@@ -1006,8 +1000,65 @@ async fn a_blocked_evaluation_leaves_the_server_answering() {
         !slow.is_finished(),
         "the query is still waiting at the gate"
     );
-    open.send(()).expect("gate");
+    gate.add_permits(1);
     let (status, v) = slow.await.expect("join");
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(2));
+}
+
+/// Records the thread on which each `evaluate` span is opened.
+#[derive(Clone, Default)]
+struct EvalThreads(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EvalThreads {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() == "evaluate"
+            && let Ok(mut t) = self.0.lock()
+        {
+            t.push(std::thread::current().id());
+        }
+    }
+}
+
+/// A small evaluation runs on the worker that fetched its series; one above
+/// `inline_eval_cost` on another (blocking) thread — so a long evaluation never stalls the
+/// async workers. The recording subscriber is this thread's only: the test's single-threaded
+/// runtime runs here.
+#[tokio::test]
+async fn large_evaluations_leave_the_async_worker() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let seen = EvalThreads::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+    let here = std::thread::current().id();
+    let source = || Arc::new(MemSource::new(data()));
+    let inline = app_with(source(), ApiSettings::default());
+    let (status, v) = get(&inline, "/api/v1/query?query=up&time=300").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        *seen.0.lock().expect("lock"),
+        vec![here],
+        "evaluated inline"
+    );
+
+    let offloaded = app_with(
+        source(),
+        ApiSettings {
+            inline_eval_cost: 0,
+            ..ApiSettings::default()
+        },
+    );
+    let (status, v) = get(&offloaded, "/api/v1/query?query=up&time=300").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        seen.0.lock().expect("lock").len(),
+        1,
+        "the second evaluation ran on another thread, outside this thread's subscriber"
+    );
 }
