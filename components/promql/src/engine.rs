@@ -619,6 +619,17 @@ struct Range {
     step: i64,
 }
 
+/// `points` without staleness markers: a plain copy when there are none (the usual case),
+/// else a filtered one sized up front.
+fn without_stale<V: Clone>(points: &[(i64, V)], stale: impl Fn(&V) -> bool) -> Vec<(i64, V)> {
+    if !points.iter().any(|p| stale(&p.1)) {
+        return points.to_vec();
+    }
+    let mut out = Vec::with_capacity(points.len());
+    out.extend(points.iter().filter(|p| !stale(&p.1)).cloned());
+    out
+}
+
 /// The number of `points` at or before `t`, given that the first `from` are: gallops forward
 /// from `from` then bisects, so a walk over ascending times costs about the log of each gap.
 pub(crate) fn advance_past<V>(points: &[(i64, V)], from: usize, t: i64) -> usize {
@@ -1077,18 +1088,8 @@ impl Ctx<'_> {
             .iter()
             .map(|s| MSeries {
                 labels: s.labels.clone(),
-                samples: s
-                    .samples
-                    .iter()
-                    .copied()
-                    .filter(|p| !is_stale_nan(p.1))
-                    .collect(),
-                hists: s
-                    .histograms
-                    .iter()
-                    .filter(|p| !is_stale_nan(p.1.sum))
-                    .cloned()
-                    .collect(),
+                samples: without_stale(&s.samples, |f| is_stale_nan(*f)),
+                hists: without_stale(&s.histograms, |h| is_stale_nan(h.sum)),
                 drop_name: false,
             })
             .collect();
