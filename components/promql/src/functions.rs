@@ -646,9 +646,13 @@ fn over_time(
 ) -> Val {
     let mut out = Vec::with_capacity(m.series.len());
     for s in &m.series {
+        // Window ends ascend (or, with `@`, stay put): both edges only move forward.
+        let (mut lo, mut hi) = (0, 0);
         let vals: Vec<Option<f64>> = (0..m.ends.len())
             .map(|i| {
-                let w = window(&s.samples, m.ends[i], m.range);
+                lo = advance_past(&s.samples, lo, m.ends[i] - m.range);
+                hi = advance_past(&s.samples, hi.max(lo), m.ends[i]);
+                let w = s.samples.get(lo..hi).unwrap_or(&[]);
                 if w.is_empty() {
                     return None;
                 }
@@ -2011,6 +2015,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let avg_of = name == "avg_over_time";
             let pos = ctx.positions.of_first_arg(c);
+            let mut xs: Vec<f64> = Vec::new();
             Ok(over_time_h(&m, false, |w| {
                 let (wf, wh, s) = (w.floats, w.hists, w.series);
                 if !wf.is_empty() && !wh.is_empty() {
@@ -2018,7 +2023,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     return None;
                 }
                 if wh.is_empty() {
-                    let xs: Vec<f64> = wf.iter().map(|p| p.1).collect();
+                    xs.clear();
+                    xs.extend(wf.iter().map(|p| p.1));
                     return Some(ElemOut::F(if avg_of {
                         avg(&xs)
                     } else {
@@ -2072,16 +2078,14 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
             Ok(over_time(m, false, mixed, |w, _, _| {
-                let xs: Vec<f64> = w.iter().map(|p| p.1).collect();
+                let values = || w.iter().map(|p| p.1);
                 Some(match name {
-                    "min_over_time" => xs
-                        .iter()
-                        .copied()
-                        .fold(f64::NAN, |m, x| if x < m || m.is_nan() { x } else { m }),
-                    "max_over_time" => xs
-                        .iter()
-                        .copied()
-                        .fold(f64::NAN, |m, x| if x > m || m.is_nan() { x } else { m }),
+                    "min_over_time" => {
+                        values().fold(f64::NAN, |m, x| if x < m || m.is_nan() { x } else { m })
+                    }
+                    "max_over_time" => {
+                        values().fold(f64::NAN, |m, x| if x > m || m.is_nan() { x } else { m })
+                    }
                     "ts_of_min_over_time" | "ts_of_max_over_time" => {
                         // The latest sample holding the extreme value; NaN only when all are NaN.
                         let min = name == "ts_of_min_over_time";
@@ -2099,15 +2103,15 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                         }
                         best.map(|(t, _)| t as f64 / 1000.0).unwrap_or(f64::NAN)
                     }
-                    "mad_over_time" if xs.iter().any(|x| x.is_nan()) => f64::NAN,
+                    "mad_over_time" if values().any(|x| x.is_nan()) => f64::NAN,
                     "mad_over_time" => {
-                        let mut v = xs.clone();
+                        let mut v: Vec<f64> = values().collect();
                         let med = quantile(0.5, &mut v);
-                        let mut dev: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
+                        let mut dev: Vec<f64> = values().map(|x| (x - med).abs()).collect();
                         quantile(0.5, &mut dev)
                     }
-                    "stdvar_over_time" => stdvar(&xs),
-                    _ => stdvar(&xs).sqrt(),
+                    "stdvar_over_time" => stdvar(&values().collect::<Vec<_>>()),
+                    _ => stdvar(&values().collect::<Vec<_>>()).sqrt(),
                 })
             }))
         }
