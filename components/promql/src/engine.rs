@@ -47,8 +47,9 @@ pub enum EngineError {
 }
 
 /// Stops a query before it is done: at a deadline, or when a flag is raised (the client went
-/// away). The engine checks it before every store call and before evaluating each expression
-/// node (subqueries' inner expressions too), so a long evaluation ends at its next node.
+/// away). The engine checks it before fetching, before evaluating each expression node
+/// (subqueries' inner expressions too), between the series of selectors and range functions,
+/// and at the end of the evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Interrupt {
     deadline: Option<std::time::Instant>,
@@ -68,6 +69,13 @@ impl Interrupt {
         cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     ) -> Self {
         Interrupt { deadline, cancel }
+    }
+
+    /// Whether the query must stop: loops inside one node poll this and end early; the
+    /// evaluation then fails at the next [`check`](Self::check) (every node and the end of the
+    /// evaluation check), so a cut-short value never reaches a result.
+    pub fn is_raised(&self) -> bool {
+        self.check().is_err()
     }
 
     /// `Err` when the query must stop.
@@ -499,6 +507,8 @@ impl Prepared {
             interrupt: &self.interrupt,
         };
         let v = ctx.eval(&self.expr)?;
+        // A loop inside a node may have stopped early: such a value must not be returned.
+        self.interrupt.check()?;
         let annotations = ctx.annotations.into_inner();
         match self.shape {
             Shape::Instant(t) => finish_instant(v, t, annotations),
@@ -1016,6 +1026,9 @@ impl Ctx<'_> {
         let lookback = self.engine.lookback_ms;
         let mut out = Vec::new();
         for s in self.series_for(vs).iter() {
+            if self.interrupt.is_raised() {
+                break;
+            }
             if s.histograms.is_empty() {
                 // Steps ascend (or, with `@`, stay put): the position only moves forward.
                 let mut i = 0;
@@ -1086,6 +1099,7 @@ impl Ctx<'_> {
         let series = self
             .series_for(vs)
             .iter()
+            .take_while(|_| !self.interrupt.is_raised())
             .map(|s| MSeries {
                 labels: s.labels.clone(),
                 samples: without_stale(&s.samples, |f| is_stale_nan(*f)),

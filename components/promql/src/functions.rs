@@ -6,8 +6,8 @@ use promql_parser::parser::Expr;
 use promql_parser::parser::ast::{AggregateExpr, Call, LabelModifier};
 
 use crate::engine::{
-    AnnotationKind, Ctx, ElemOut, EngineError, H, MSeries, MatrixVal, VSeries, Val, advance_past,
-    window,
+    AnnotationKind, Ctx, ElemOut, EngineError, H, Interrupt, MSeries, MatrixVal, VSeries, Val,
+    advance_past, window,
 };
 
 /// Warns, as Prometheus does, when a quantile is outside [0, 1] at any step; `pos` is the
@@ -639,6 +639,7 @@ fn map_vector(v: Vec<VSeries>, f: impl Fn(f64) -> f64, drop_name: bool) -> Val {
 /// `keep_name`. Windows holding only histograms give no value; with `mixed_info` set, a window
 /// holding both raises Prometheus's "ignored histograms" info at that position suffix.
 fn over_time(
+    stop: &Interrupt,
     m: MatrixVal,
     keep_name: bool,
     mixed_info: Option<(&Ctx<'_>, String)>,
@@ -646,6 +647,9 @@ fn over_time(
 ) -> Val {
     let mut out = Vec::with_capacity(m.series.len());
     for s in &m.series {
+        if stop.is_raised() {
+            break;
+        }
         // Window ends ascend (or, with `@`, stay put): both edges only move forward.
         let (mut lo, mut hi) = (0, 0);
         let vals: Vec<Option<f64>> = (0..m.ends.len())
@@ -705,12 +709,16 @@ struct Window<'m> {
 /// Applies `f` to each non-empty window, float samples and histogram samples apart; `f` may
 /// return a float or a histogram. The result series drop their name unless `keep_name`.
 fn over_time_h(
+    stop: &Interrupt,
     m: &MatrixVal,
     keep_name: bool,
     mut f: impl FnMut(&Window<'_>) -> Option<ElemOut>,
 ) -> Val {
     let mut out = Vec::with_capacity(m.series.len());
     for (k, s) in m.series.iter().enumerate() {
+        if stop.is_raised() {
+            break;
+        }
         let mut v = VSeries::floats(
             s.labels.clone(),
             vec![None; m.ends.len()],
@@ -1520,7 +1528,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                 }
             }
             let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
-            Ok(over_time(m, false, mixed, |w, i, _| {
+            Ok(over_time(ctx.interrupt, m, false, mixed, |w, i, _| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -1870,7 +1878,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             } else {
                 Vec::new()
             };
-            let out = over_time_h(&m, false, |w| {
+            let out = over_time_h(ctx.interrupt, &m, false, |w| {
                 let (wf, wh, i, s) = (w.floats, w.hists, w.step, w.series);
                 if !wf.is_empty() && !wh.is_empty() {
                     mixed_floats_warning(ctx, &s.labels, &pos);
@@ -1928,14 +1936,14 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let is_rate = name == "irate";
             let pos = ctx.positions.of_first_arg(c);
-            Ok(over_time_h(&m, false, |w| {
+            Ok(over_time_h(ctx.interrupt, &m, false, |w| {
                 instant_value(ctx, w.floats, w.hists, is_rate, &w.series.labels, &pos)
             }))
         }
         "deriv" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
-            Ok(over_time(m, false, mixed, |w, _, _| {
+            Ok(over_time(ctx.interrupt, m, false, mixed, |w, _, _| {
                 if w.len() < 2 {
                     None
                 } else {
@@ -1947,7 +1955,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let d = ctx.eval_scalar(arg(c, 1)?)?;
             let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
-            Ok(over_time(m, false, mixed, |w, i, m| {
+            Ok(over_time(ctx.interrupt, m, false, mixed, |w, i, m| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -1964,7 +1972,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             } else {
                 marks(&m, |a, b| a != b && !(a.is_nan() && b.is_nan()))
             };
-            Ok(over_time_h(&m, false, |w| {
+            Ok(over_time_h(ctx.interrupt, &m, false, |w| {
                 let (wf, wh) = (w.floats, w.hists);
                 if wh.is_empty()
                     && let Some(d) = float_marks.get(w.k)
@@ -2016,7 +2024,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let avg_of = name == "avg_over_time";
             let pos = ctx.positions.of_first_arg(c);
             let mut xs: Vec<f64> = Vec::new();
-            Ok(over_time_h(&m, false, |w| {
+            Ok(over_time_h(ctx.interrupt, &m, false, |w| {
                 let (wf, wh, s) = (w.floats, w.hists, w.series);
                 if !wf.is_empty() && !wh.is_empty() {
                     mixed_floats_warning(ctx, &s.labels, &pos);
@@ -2044,7 +2052,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         | "ts_of_last_over_time" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let keep = name == "last_over_time" || name == "first_over_time";
-            Ok(over_time_h(&m, keep, |w| {
+            Ok(over_time_h(ctx.interrupt, &m, keep, |w| {
                 let (wf, wh) = (w.floats, w.hists);
                 let first = match (wf.first(), wh.first()) {
                     (Some(f), Some(h)) if h.0 < f.0 => (h.0, ElemOut::H(h.1.clone())),
@@ -2077,7 +2085,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
         | "ts_of_max_over_time" => {
             let m = ctx.eval_matrix(arg(c, 0)?)?;
             let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
-            Ok(over_time(m, false, mixed, |w, _, _| {
+            Ok(over_time(ctx.interrupt, m, false, mixed, |w, _, _| {
                 let values = || w.iter().map(|p| p.1);
                 Some(match name {
                     "min_over_time" => {
@@ -2121,7 +2129,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let m = ctx.eval_matrix(arg(c, 1)?)?;
             // Prometheus reports ignored histograms at the quantile argument.
             let mixed = Some((ctx, ctx.positions.of_first_arg(c)));
-            Ok(over_time(m, false, mixed, |w, i, _| {
+            Ok(over_time(ctx.interrupt, m, false, mixed, |w, i, _| {
                 let mut xs: Vec<f64> = w.iter().map(|p| p.1).collect();
                 Some(quantile(q[i], &mut xs))
             }))
@@ -2297,4 +2305,52 @@ fn date_part(name: &str, secs: f64) -> f64 {
         "month" => m,
         _ => y,
     }) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    fn matrix(series: usize) -> MatrixVal {
+        let samples: Vec<(i64, f64)> = (0..10).map(|i| (i * 1000, i as f64)).collect();
+        MatrixVal {
+            series: (0..series)
+                .map(|i| MSeries {
+                    labels: Labels::new(vec![("i".to_string(), i.to_string())]),
+                    samples: samples.clone(),
+                    hists: Vec::new(),
+                    drop_name: false,
+                })
+                .collect(),
+            range: 5000,
+            ends: vec![9000],
+            eval_ts: vec![9000],
+        }
+    }
+
+    /// A raised interrupt ends a range function's loop over the series at once (the
+    /// evaluation then fails at its next check), and an unraised one lets every series through.
+    #[test]
+    fn range_functions_stop_between_series_when_interrupted() {
+        let raised = Interrupt::new(None, Some(Arc::new(AtomicBool::new(true))));
+        let count = |stop: &Interrupt| {
+            let Val::Vector(v) = over_time_h(stop, &matrix(50), false, |w| {
+                Some(ElemOut::F(w.floats.len() as f64))
+            }) else {
+                return usize::MAX;
+            };
+            v.len()
+        };
+        assert_eq!(count(&Interrupt::none()), 50);
+        assert_eq!(count(&raised), 0);
+        let Val::Vector(v) = over_time(&raised, matrix(50), false, None, |w, _, _| {
+            Some(w.len() as f64)
+        }) else {
+            panic!("a vector");
+        };
+        assert!(v.is_empty());
+    }
 }
