@@ -455,6 +455,18 @@ impl Shape {
             Shape::Range { start, end, step } => (start, end, step.max(1)),
         }
     }
+
+    /// The number of steps.
+    fn steps(self) -> usize {
+        let (start, end, step) = self.range();
+        ((end - start) / step + 1) as usize
+    }
+
+    /// The evaluation times, one per step.
+    fn times(self) -> Vec<i64> {
+        let (start, _, step) = self.range();
+        (0..self.steps()).map(|i| start + i as i64 * step).collect()
+    }
 }
 
 /// A parsed query whose series are fetched: [`evaluate`](Self::evaluate) is pure computation,
@@ -475,15 +487,9 @@ impl Prepared {
     /// A rough measure of the evaluation's work: the samples fetched plus one per fetched
     /// series and step.
     pub fn cost(&self) -> usize {
-        let (start, end, step) = self.shape.range();
-        let steps = ((end - start) / step + 1) as usize;
         let series: usize = self.data.values().map(Vec::len).sum();
-        self.fetched.saturating_add(series.saturating_mul(steps))
-    }
-
-    /// The samples fetched from storage (a native histogram weighs by its size).
-    pub fn samples(&self) -> usize {
         self.fetched
+            .saturating_add(series.saturating_mul(self.shape.steps()))
     }
 
     /// Evaluates every node for all steps at once.
@@ -493,11 +499,10 @@ impl Prepared {
         let positions = Positions::new(&self.query, &self.expr);
         let mut stats = HashSet::new();
         stats_selectors(&self.expr, false, &mut stats);
-        let n = ((end - start) / step + 1) as usize;
         let ctx = Ctx {
             engine: &self.engine,
             data: &self.data,
-            ts: (0..n).map(|i| start + i as i64 * step).collect(),
+            ts: self.shape.times(),
             query_start: start,
             query_end: end,
             query_step: step,
@@ -509,10 +514,10 @@ impl Prepared {
         let v = ctx.eval(&self.expr)?;
         // A loop inside a node may have stopped early: such a value must not be returned.
         self.interrupt.check()?;
-        let annotations = ctx.annotations.into_inner();
+        let (ts, annotations) = (ctx.ts, ctx.annotations.into_inner());
         match self.shape {
             Shape::Instant(t) => finish_instant(v, t, annotations),
-            Shape::Range { start, end, step } => finish_range(v, start, end, step, annotations),
+            Shape::Range { .. } => finish_range(v, &ts, annotations),
         }
     }
 }
@@ -574,15 +579,7 @@ fn finish_instant(v: Val, t: i64, annotations: Vec<Annotation>) -> Result<QueryR
 }
 
 /// A range query's value (one series per label set, points at the steps) as the API returns it.
-fn finish_range(
-    v: Val,
-    start: i64,
-    end: i64,
-    step: i64,
-    annotations: Vec<Annotation>,
-) -> Result<QueryResult> {
-    let n = ((end - start) / step + 1) as usize;
-    let ts: Vec<i64> = (0..n).map(|i| start + i as i64 * step).collect();
+fn finish_range(v: Val, ts: &[i64], annotations: Vec<Annotation>) -> Result<QueryResult> {
     let series = match v {
         Val::Scalar(s) => vec![VSeries::floats(
             Labels::default(),
@@ -603,13 +600,13 @@ fn finish_range(
             points: s
                 .vals
                 .iter()
-                .zip(&ts)
+                .zip(ts)
                 .filter_map(|(v, t)| v.map(|f| (*t, f)))
                 .collect(),
             histograms: s
                 .hists
                 .iter()
-                .zip(&ts)
+                .zip(ts)
                 .filter_map(|(h, t)| h.as_ref().map(|h| (*t, h.clone())))
                 .collect(),
         })

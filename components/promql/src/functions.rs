@@ -645,45 +645,23 @@ fn over_time(
     mixed_info: Option<(&Ctx<'_>, String)>,
     f: impl Fn(&[(i64, f64)], usize, &MatrixVal) -> Option<f64>,
 ) -> Val {
-    let mut out = Vec::with_capacity(m.series.len());
-    for s in &m.series {
-        if stop.is_raised() {
-            break;
+    over_time_h(stop, &m, keep_name, |w| {
+        if w.floats.is_empty() {
+            return None;
         }
-        // Window ends ascend (or, with `@`, stay put): both edges only move forward.
-        let (mut lo, mut hi) = (0, 0);
-        let vals: Vec<Option<f64>> = (0..m.ends.len())
-            .map(|i| {
-                lo = advance_past(&s.samples, lo, m.ends[i] - m.range);
-                hi = advance_past(&s.samples, hi.max(lo), m.ends[i]);
-                let w = s.samples.get(lo..hi).unwrap_or(&[]);
-                if w.is_empty() {
-                    return None;
-                }
-                if let Some((ctx, pos)) = &mixed_info
-                    && !s.hists.is_empty()
-                    && !window(&s.hists, m.ends[i], m.range).is_empty()
-                {
-                    ctx.annotate(
-                        AnnotationKind::Info,
-                        format!(
-                            "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}{pos}",
-                            metric_name(&s.labels)
-                        ),
-                    );
-                }
-                f(w, i, &m)
-            })
-            .collect();
-        if vals.iter().any(Option::is_some) {
-            out.push(VSeries::floats(
-                s.labels.clone(),
-                vals,
-                s.drop_name || !keep_name,
-            ));
+        if let Some((ctx, pos)) = &mixed_info
+            && !w.hists.is_empty()
+        {
+            ctx.annotate(
+                AnnotationKind::Info,
+                format!(
+                    "PromQL info: ignored histograms in a range containing both floats and histograms for metric name {:?}{pos}",
+                    metric_name(&w.series.labels)
+                ),
+            );
         }
-    }
-    Val::Vector(out)
+        f(w.floats, w.step, &m).map(ElemOut::F)
+    })
 }
 
 /// The `__name__` of a label set, or "".
@@ -1873,11 +1851,7 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
             let rate = name == "rate";
             let pos = ctx.positions.of_first_arg(c);
             // Where each counter drops, found once per series rather than once per window.
-            let drops = if counter {
-                marks(&m, is_drop)
-            } else {
-                Vec::new()
-            };
+            let drops = counter.then(|| marks(&m, is_drop));
             let out = over_time_h(ctx.interrupt, &m, false, |w| {
                 let (wf, wh, i, s) = (w.floats, w.hists, w.step, w.series);
                 if !wf.is_empty() && !wh.is_empty() {
@@ -1885,8 +1859,8 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call) -> Result<Val> {
                     return None;
                 }
                 if wh.is_empty() {
-                    let before_drops = drops.get(w.k).map(|d| {
-                        marks_within(d, w.first, wf.len())
+                    let before_drops = drops.as_ref().map(|d| {
+                        marks_within(&d[w.k], w.first, wf.len())
                             .iter()
                             .map(|&j| s.samples[j - 1].1)
                     });

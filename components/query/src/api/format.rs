@@ -40,17 +40,14 @@ fn write_go_float(out: &mut String, f: f64, exponent_form: bool) {
     let mut buf = ryu::Buffer::new();
     let text = buf.format_finite(f.abs());
     // ryu writes `ddd.ddd`, `ddd.0`, `0.000ddd` (for magnitudes from 1e-5 to below 1e16, where
-    // Go's form is positional too) or `d.ddde±x`.
-    let tail = &text.as_bytes()[text.len().saturating_sub(5)..];
-    if !tail.contains(&b'e') {
+    // Go's form is positional too) or `d.ddde±x` (the exponent within its last five bytes).
+    let Some(e_at) = text.bytes().rposition(|b| b == b'e') else {
         out.push_str(text.strip_suffix(".0").unwrap_or(text));
         return;
-    }
-    // Gather the significant digits and where the decimal point sits relative to the first.
-    let (mantissa, exp) = match text.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (text, 0),
     };
+    // Gather the significant digits and where the decimal point sits relative to the first.
+    let mantissa = &text[..e_at];
+    let exp = text[e_at + 1..].parse::<i32>().unwrap_or(0);
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let mut digits = [0u8; 40];
     let mut n = 0;
