@@ -916,14 +916,10 @@ async fn reconcile_cluster_inner(mc: Arc<MetricsCluster>, ctx: Arc<Context>) -> 
         .get_opt(&desired::querier_name(&cluster))
         .await
         .map_err(Error::kube("get querier Deployment"))?;
-    let want = mc.spec.query.replicas;
-    let available = deploy
-        .and_then(|d| d.status)
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0);
     let mut waiting = Vec::new();
-    if available < want {
-        waiting.push(format!("querier: {available} of {want} replicas available"));
+    match deploy.as_ref() {
+        Some(d) => waiting.extend(rollout_waiting(d).map(|w| format!("querier: {w}"))),
+        None => waiting.push("querier: the Deployment is not there yet".into()),
     }
     // The owned StoreGateway and Compactor count too: the cluster is Ready when all it made is.
     if mc.spec.store_gateway.is_some() {
@@ -1014,6 +1010,32 @@ fn ready_condition(conditions: Option<&[Condition]>, generation: Option<i64>) ->
         .unwrap_or_default()
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation)
+}
+
+/// What a Deployment's rollout still waits for, or `None` once every replica runs the current
+/// template and is available and no Pod of an older template is left (as `kubectl rollout status`
+/// judges it). Counting available Pods alone says "ready" halfway through a rollout.
+fn rollout_waiting(d: &Deployment) -> Option<String> {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = d.status.as_ref() else {
+        return Some("the Deployment has no status yet".into());
+    };
+    let (updated, total, available) = (
+        st.updated_replicas.unwrap_or(0),
+        st.replicas.unwrap_or(0),
+        st.available_replicas.unwrap_or(0),
+    );
+    if st.observed_generation < d.metadata.generation {
+        Some("the Deployment controller has not seen the new template yet".into())
+    } else if updated < want {
+        Some(format!("{updated} of {want} replicas updated"))
+    } else if total > updated {
+        Some(format!("{} old replicas terminating", total - updated))
+    } else if available < want {
+        Some(format!("{available} of {want} replicas available"))
+    } else {
+        None
+    }
 }
 
 /// Whether every StatefulSet of a shard set has all its replicas ready for its current spec.
@@ -1500,6 +1522,45 @@ mod tests {
         assert_eq!(d.status, "True");
         assert!(d.message.starts_with("spec.objectStorage.secretRef.name"));
         assert_eq!(d.observed_generation, Some(3));
+    }
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "q", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .expect("deployment")
+    }
+
+    #[test]
+    fn a_deployment_is_ready_only_when_its_rollout_is_done() {
+        let done = serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2});
+        assert_eq!(rollout_waiting(&deployment(2, done.clone())), None);
+        // The controller has not acted on the new template yet.
+        assert!(rollout_waiting(&deployment(3, done)).is_some());
+        // Halfway: two old Pods and one new one are available, which is more than wanted.
+        let halfway = serde_json::json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 1, "availableReplicas": 3, "readyReplicas": 3});
+        assert_eq!(
+            rollout_waiting(&deployment(2, halfway)).as_deref(),
+            Some("1 of 2 replicas updated")
+        );
+        // All new Pods are up but an old one is still there.
+        let tail = serde_json::json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 2, "availableReplicas": 3, "readyReplicas": 3});
+        assert_eq!(
+            rollout_waiting(&deployment(2, tail)).as_deref(),
+            Some("1 old replicas terminating")
+        );
+        let starting = serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 1});
+        assert_eq!(
+            rollout_waiting(&deployment(2, starting)).as_deref(),
+            Some("1 of 2 replicas available")
+        );
+        assert!(rollout_waiting(&deployment(2, serde_json::Value::Null)).is_some());
     }
 
     #[test]

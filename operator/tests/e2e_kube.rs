@@ -387,14 +387,16 @@ async fn operator_against_a_real_api_server() {
             "dnssrv+_grpc._tcp.prod-store-s2-1.strata.svc"
         ])
     );
-    // ... and it is the Pods' truth: every one of them is bound to the fake node and Ready.
+    // ... and it is the Pods' truth: every one of them is bound to the fake node and Ready. (A Pod
+    // of an older template that is already being deleted may linger a moment; it serves nothing.)
     let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
     let listed = pods.list(&ListParams::default()).await.expect("pods");
     let mut ready_pods: Vec<String> = listed
         .items
         .iter()
         .filter(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(FAKE_NODE)
+            p.metadata.deletion_timestamp.is_none()
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(FAKE_NODE)
                 && p.status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
