@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -264,6 +264,83 @@ impl Bucket {
         Ok(data)
     }
 
+    /// Reads `range` (end exclusive) of an object as a stream of consecutive pieces, so a large
+    /// range need not be held in memory at once: the reader takes the bytes as it needs them and
+    /// the backend waits meanwhile (TCP flow control; a local file is read a MiB at a time).
+    ///
+    /// One GET for the whole range. Opening it has the operation timeout and retries; a body
+    /// that fails or stalls (each piece has the operation timeout) is resumed from where it
+    /// stopped, up to the same number of retries. The stream ends early when the object is
+    /// shorter than `range` (the caller sees fewer bytes).
+    pub async fn get_range_stream(
+        &self,
+        name: &str,
+        range: Range<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        const OP: &str = "get_range";
+        if range.start >= range.end {
+            return Err(Error::InvalidRange {
+                op: OP,
+                object: name.to_string(),
+                start: range.start,
+                end: range.end,
+            });
+        }
+        let path = Self::path(OP, name)?;
+        let body = self.open_body(OP, name, &path, range.clone()).await?;
+        let state = RangeStream {
+            bucket: self.clone(),
+            name: name.to_string(),
+            path,
+            next: range.start,
+            end: range.end,
+            body: Some(body),
+            retries_left: READ_RETRIES,
+        };
+        Ok(Box::pin(futures::stream::try_unfold(
+            state,
+            |mut st| async move {
+                let piece = st.next_piece().await?;
+                Ok(piece.map(|b| (b, st)))
+            },
+        )))
+    }
+
+    /// Sends the GET of `range` (with the operation timeout and retries) and returns its body.
+    async fn open_body(
+        &self,
+        op: &'static str,
+        name: &str,
+        path: &ObjPath,
+        range: Range<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let store = &self.inner.store;
+        let got = self
+            .run(op, name, self.inner.limits.op_timeout, READ_RETRIES, || {
+                let opts = object_store::GetOptions {
+                    range: Some(range.clone().into()),
+                    ..Default::default()
+                };
+                async move {
+                    store
+                        .get_opts(path, opts)
+                        .await
+                        .map_err(|e| Error::from_store(op, name, e))
+                }
+            })
+            .await?;
+        let object = name.to_string();
+        Ok(match got.payload {
+            // object_store reads local files 8 KiB per blocking task; a MiB is far cheaper.
+            object_store::GetResultPayload::File(file, local) => {
+                file_pieces(file, local, got.range, object, op)
+            }
+            object_store::GetResultPayload::Stream(s) => {
+                Box::pin(s.map_err(move |e| Error::from_store(op, &object, e)))
+            }
+        })
+    }
+
     /// Writes an object in one request (atomically: readers see the old object or the whole new one).
     pub async fn put(&self, name: &str, data: Bytes) -> Result<()> {
         const OP: &str = "upload";
@@ -467,4 +544,121 @@ impl Bucket {
         )
         .await
     }
+}
+
+/// The state of [`Bucket::get_range_stream`]: the bytes still wanted and the body reading them.
+struct RangeStream {
+    bucket: Bucket,
+    name: String,
+    path: ObjPath,
+    next: u64,
+    end: u64,
+    body: Option<futures::stream::BoxStream<'static, Result<Bytes>>>,
+    retries_left: u32,
+}
+
+impl RangeStream {
+    /// The next piece, `None` at the end of the range (or of a shorter object).
+    async fn next_piece(&mut self) -> Result<Option<Bytes>> {
+        const OP: &str = "get_range";
+        loop {
+            if self.next >= self.end {
+                return Ok(None);
+            }
+            let body = match &mut self.body {
+                Some(b) => b,
+                None => {
+                    let range = self.next..self.end;
+                    let b = self
+                        .bucket
+                        .open_body(OP, &self.name, &self.path, range)
+                        .await?;
+                    self.body.insert(b)
+                }
+            };
+            let piece = match self.bucket.inner.limits.op_timeout {
+                Some(limit) => match tokio::time::timeout(limit, body.next()).await {
+                    Ok(p) => p,
+                    Err(_) => Some(Err(Error::Timeout {
+                        op: OP,
+                        object: self.name.clone(),
+                        after: limit,
+                    })),
+                },
+                None => body.next().await,
+            };
+            match piece {
+                Some(Ok(mut b)) => {
+                    let left = self.end - self.next;
+                    if b.len() as u64 > left {
+                        b.truncate(left as usize);
+                    }
+                    self.next += b.len() as u64;
+                    self.bucket.read_bytes(OP, b.len());
+                    if !b.is_empty() {
+                        return Ok(Some(b));
+                    }
+                }
+                Some(Err(e)) if self.retries_left > 0 && e.is_transient() => {
+                    tracing::debug!(error = %e, object = %self.name, at = self.next, "resuming a range read");
+                    self.retries_left -= 1;
+                    self.body = None;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// `range` of an opened local file as pieces of [`READ_CHUNK`] bytes, each read on the blocking pool.
+fn file_pieces(
+    file: std::fs::File,
+    local: std::path::PathBuf,
+    range: Range<u64>,
+    object: String,
+    op: &'static str,
+) -> futures::stream::BoxStream<'static, Result<Bytes>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let state = (Some(file), range.start, false);
+    Box::pin(futures::stream::try_unfold(
+        state,
+        move |(file, pos, sought)| {
+            let local = local.clone();
+            let object = object.clone();
+            let end = range.end;
+            async move {
+                let Some(mut file) = file else {
+                    return Ok(None);
+                };
+                if pos >= end {
+                    return Ok(None);
+                }
+                let want = (end - pos).min(READ_CHUNK as u64) as usize;
+                let io = |source| Error::LocalIo {
+                    op,
+                    object: object.clone(),
+                    path: local.clone(),
+                    source,
+                };
+                let (file, buf) = tokio::task::spawn_blocking(move || {
+                    if !sought {
+                        file.seek(SeekFrom::Start(pos))?;
+                    }
+                    let mut buf = Vec::with_capacity(want);
+                    (&mut file).take(want as u64).read_to_end(&mut buf)?;
+                    Ok::<_, std::io::Error>((file, buf))
+                })
+                .await
+                .map_err(|e| io(std::io::Error::other(e)))?
+                .map_err(io)?;
+                if buf.is_empty() {
+                    // The file is shorter than the range: the stream ends here.
+                    return Ok(None);
+                }
+                let n = buf.len() as u64;
+                Ok(Some((Bytes::from(buf), (Some(file), pos + n, true))))
+            }
+        },
+    ))
 }
