@@ -41,10 +41,13 @@ use tracing::Instrument;
 use ulid::Ulid;
 
 use crate::cache::{CacheKey, IndexCache};
+
+mod reader;
 use crate::error::{Error, Result};
 use crate::indexheader::{INDEX_HEADER_FILENAME, IndexHeader};
-use crate::ranges::{Fetched, fetch_ranges, planned_bytes};
+use crate::ranges::{Fetched, fetch_ranges, plan, planned_bytes};
 use crate::stats::{QueryStats, RequestBudget, SAMPLES_PER_CHUNK_ESTIMATE};
+use reader::PlannedRead;
 
 /// The aggregates of a downsampled chunk, in Thanos's `AggrType` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +118,9 @@ pub struct BlockOptions {
     /// Read naively: one GET per postings list, per series entry and per chunk (the benchmark's
     /// baseline; never used in production).
     pub naive: bool,
+    /// Merged chunk reads up to this many bytes are fetched whole (ahead of need); longer ones
+    /// are streamed and cut up as the answer is sent.
+    pub whole_read_max: u64,
 }
 
 impl Default for BlockOptions {
@@ -122,6 +128,7 @@ impl Default for BlockOptions {
         BlockOptions {
             max_gap: 512 * 1024,
             naive: false,
+            whole_read_max: 1024 * 1024,
         }
     }
 }
@@ -159,6 +166,135 @@ pub struct BucketBlock {
 
 /// A series resolved from the index: its labels and chunk metas.
 type ResolvedSeries = (Labels, Vec<ChunkMeta>);
+
+/// What a request wants of one block, resolved from the index; no chunk read yet.
+#[derive(Debug)]
+struct Plan {
+    series: Vec<ResolvedSeries>,
+    skip_chunks: bool,
+    /// For downsampled blocks: the aggregates to answer with.
+    aggrs: Vec<Aggr>,
+}
+
+/// A block's series for one request, resolved from the index (and their series and estimated
+/// samples charged to the request's budget), their chunks not read yet: see [`Self::into_stream`].
+#[derive(Debug)]
+pub struct PlannedSeries {
+    block: Arc<BucketBlock>,
+    plan: Plan,
+}
+
+impl PlannedSeries {
+    /// The series' labels as stored, in answer order.
+    pub fn labels(&self) -> impl Iterator<Item = &Labels> {
+        self.plan.series.iter().map(|(l, _)| l)
+    }
+
+    /// Puts the series in the order `order` (indices into the current order, each once).
+    pub fn reorder(&mut self, order: &[usize]) {
+        let mut taken: Vec<Option<ResolvedSeries>> = std::mem::take(&mut self.plan.series)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.plan.series = order
+            .iter()
+            .filter_map(|&i| taken.get_mut(i)?.take())
+            .collect();
+    }
+
+    /// The series in answer order with their chunks. When the chunks lie in the segment files in
+    /// that order (as a block's writer puts them), each merged range read is streamed and cut up
+    /// as the series are taken, so what is held is a piece of a read, not the block's answer;
+    /// otherwise the chunks are read first, as [`BucketBlock::series`] does. The bytes of the
+    /// reads are charged to `budget` before the first one is sent.
+    pub fn into_stream(
+        self,
+        budget: Arc<RequestBudget>,
+        stats: Arc<QueryStats>,
+    ) -> futures::stream::BoxStream<'static, Result<BlockSeries>> {
+        stream_series(self.block, budget, stats, self.plan)
+    }
+}
+
+/// The series of `plan` with their chunks (see [`PlannedSeries::into_stream`]).
+fn stream_series<'a, B, Bu, St>(
+    block: B,
+    budget: Bu,
+    stats: St,
+    plan: Plan,
+) -> futures::stream::BoxStream<'a, Result<BlockSeries>>
+where
+    B: std::ops::Deref<Target = BucketBlock> + Send + Sync + 'a,
+    Bu: std::ops::Deref<Target = RequestBudget> + Send + Sync + 'a,
+    St: std::ops::Deref<Target = QueryStats> + Send + Sync + 'a,
+{
+    let Plan {
+        series,
+        skip_chunks,
+        aggrs,
+    } = plan;
+    if skip_chunks {
+        let out = series.into_iter().map(|(labels, _)| {
+            Ok(BlockSeries {
+                labels,
+                chunks: Vec::new(),
+            })
+        });
+        return futures::stream::iter(out).boxed();
+    }
+    let refs: Vec<ChunkRef> = series
+        .iter()
+        .flat_map(|(_, m)| m.iter().map(|m| m.chunk_ref))
+        .collect();
+    stats.chunks_touched.fetch_add(refs.len() as u64, Relaxed);
+    if !reader::is_increasing(refs.iter().copied()) {
+        // Chunks out of label order (not what a block's writer makes): read them all first.
+        return futures::stream::once(async move {
+            let mut fetched = block.chunks(&refs, &budget, &stats).await?;
+            let mut out = Vec::with_capacity(series.len());
+            for (labels, metas) in series {
+                let mut chunks = Vec::with_capacity(metas.len());
+                for m in metas {
+                    let Some(c) = fetched.remove(&m.chunk_ref) else {
+                        return Err(block.tsdb_err(strata_tsdb::Error::InvalidArgument(format!(
+                            "chunk {:#x} referenced twice",
+                            m.chunk_ref.0
+                        ))));
+                    };
+                    chunks.push(block.block_chunk(&m, c, &aggrs)?);
+                }
+                out.push(Ok(BlockSeries { labels, chunks }));
+            }
+            Ok::<_, Error>(futures::stream::iter(out))
+        })
+        .try_flatten()
+        .boxed();
+    }
+    futures::stream::once(async move {
+        let reads = block.plan_reads(&refs, &budget).await?;
+        let reader = reader::ChunkReader::new(block, budget, stats, reads);
+        let state = (reader, series.into_iter(), aggrs);
+        Ok::<_, Error>(futures::stream::try_unfold(
+            state,
+            |(mut reader, mut rest, aggrs)| async move {
+                let Some((labels, metas)) = rest.next() else {
+                    return Ok(None);
+                };
+                let mut chunks = Vec::with_capacity(metas.len());
+                for m in metas {
+                    let c = reader.chunk(m.chunk_ref).await?;
+                    chunks.push(reader.block().block_chunk(&m, c, &aggrs)?);
+                }
+                Ok(Some((
+                    BlockSeries { labels, chunks },
+                    (reader, rest, aggrs),
+                )))
+            },
+        ))
+    })
+    .try_flatten()
+    .boxed()
+}
 
 impl BucketBlock {
     /// Opens the block: loads `<dir>/index-header` when present and valid, otherwise builds it from
@@ -551,12 +687,7 @@ impl BucketBlock {
                 .or_default()
                 .push(u64::from(r.offset()));
         }
-        let (_, chunk_max) = self.index_stats();
-        let estimate = if chunk_max > 0 {
-            chunk_max + CHUNK_RECORD_OVERHEAD
-        } else {
-            DEFAULT_CHUNK_ESTIMATE
-        };
+        let estimate = self.chunk_estimate();
         // Segments are read concurrently (a few at a time), each with merged range reads.
         let per_seg: Vec<Vec<(ChunkRef, ChunkBytes)>> = futures::stream::iter(
             by_seg
@@ -583,19 +714,7 @@ impl BucketBlock {
         offs.dedup();
         let size = self.segment_size(seg).await?;
         let obj = self.segment_obj(seg);
-        let mut ranges = Vec::with_capacity(offs.len());
-        for (i, &o) in offs.iter().enumerate() {
-            if o < SEGMENT_HEADER_SIZE || o >= size {
-                return Err(self.tsdb_err(strata_tsdb::Error::OutOfRange {
-                    file: obj.clone(),
-                    offset: o,
-                    what: format!("chunk ref {:#x}", ChunkRef::new(seg, o as u32).0),
-                }));
-            }
-            let guess = o.saturating_add(estimate).min(size);
-            let end = offs.get(i + 1).map_or(guess, |&next| next.min(guess));
-            ranges.push(o..end);
-        }
+        let ranges = self.chunk_ranges(&obj, &offs, estimate, size)?;
         let f = self.fetch(&obj, &ranges, budget, stats).await?;
         let mut short: Vec<Range<u64>> = Vec::new();
         for (&o, b) in offs.iter().zip(f.parts) {
@@ -637,6 +756,41 @@ impl BucketBlock {
         Ok(out)
     }
 
+    /// Bytes read for a chunk whose end is not known from the next wanted chunk.
+    fn chunk_estimate(&self) -> u64 {
+        let (_, chunk_max) = self.index_stats();
+        if chunk_max > 0 {
+            chunk_max + CHUNK_RECORD_OVERHEAD
+        } else {
+            DEFAULT_CHUNK_ESTIMATE
+        }
+    }
+
+    /// The range to read for each chunk at `offs` (sorted, distinct) of segment `obj` of `size`
+    /// bytes: up to the next wanted chunk, at most `estimate` bytes, within the file.
+    fn chunk_ranges(
+        &self,
+        obj: &str,
+        offs: &[u64],
+        estimate: u64,
+        size: u64,
+    ) -> Result<Vec<Range<u64>>> {
+        let mut ranges = Vec::with_capacity(offs.len());
+        for (i, &o) in offs.iter().enumerate() {
+            if o < SEGMENT_HEADER_SIZE || o >= size {
+                return Err(self.tsdb_err(strata_tsdb::Error::OutOfRange {
+                    file: obj.to_string(),
+                    offset: o,
+                    what: format!("chunk offset {o:#x}"),
+                }));
+            }
+            let guess = o.saturating_add(estimate).min(size);
+            let end = offs.get(i + 1).map_or(guess, |&next| next.min(guess));
+            ranges.push(o..end);
+        }
+        Ok(ranges)
+    }
+
     /// Reads `ranges` of `obj` (merged unless naive), charging the bytes the GETs will ask for
     /// to `budget` before sending them.
     async fn fetch(
@@ -669,23 +823,47 @@ impl BucketBlock {
         })
     }
 
-    /// Series matching `req`, sorted by labels, with their chunks in range.
+    /// Series matching `req`, sorted by labels, with their chunks in range, all read before
+    /// returning ([`Self::plan_series`] and [`PlannedSeries::into_stream`] read them as sent).
     pub async fn series(
         &self,
         req: &BlockSeriesRequest,
         budget: &RequestBudget,
         stats: &QueryStats,
     ) -> Result<Vec<BlockSeries>> {
-        let span = tracing::info_span!(
-            "block_series",
+        let plan = self.plan(req, budget, stats).await?;
+        stream_series(self, budget, stats, plan).try_collect().await
+    }
+
+    /// Resolves the series of `req` from the index and charges their series and estimated
+    /// samples to `budget`; no chunk is read yet.
+    pub async fn plan_series(
+        self: &Arc<Self>,
+        req: &BlockSeriesRequest,
+        budget: &RequestBudget,
+        stats: &QueryStats,
+    ) -> Result<PlannedSeries> {
+        Ok(PlannedSeries {
+            block: self.clone(),
+            plan: self.plan(req, budget, stats).await?,
+        })
+    }
+
+    async fn plan(
+        &self,
+        req: &BlockSeriesRequest,
+        budget: &RequestBudget,
+        stats: &QueryStats,
+    ) -> Result<Plan> {
+        let span = tracing::debug_span!(
+            "block_plan",
             block = %self.ulid(),
             series = tracing::field::Empty,
-            chunks = tracing::field::Empty,
         );
         async move {
             stats.blocks_queried.fetch_add(1, Relaxed);
             let resolved = self.matching_series(&req.matchers, budget, stats).await?;
-            let mut kept: Vec<(Labels, Vec<ChunkMeta>)> = Vec::with_capacity(resolved.len());
+            let mut kept: Vec<ResolvedSeries> = Vec::with_capacity(resolved.len());
             for (labels, metas) in resolved {
                 let metas: Vec<ChunkMeta> = metas
                     .into_iter()
@@ -700,71 +878,84 @@ impl BucketBlock {
                 }
                 kept.push((labels, metas));
             }
-            let span = tracing::Span::current();
-            span.record("series", kept.len());
-            if req.skip_chunks {
-                return Ok(kept
-                    .into_iter()
-                    .map(|(labels, _)| BlockSeries {
-                        labels,
-                        chunks: Vec::new(),
-                    })
-                    .collect());
-            }
-            let wanted: Vec<ChunkRef> = kept
-                .iter()
-                .flat_map(|(_, m)| m.iter().map(|m| m.chunk_ref))
-                .collect();
-            span.record("chunks", wanted.len());
-            let mut fetched = self.chunks(&wanted, budget, stats).await?;
-            let downsampled = self
-                .meta
-                .thanos
-                .as_ref()
-                .is_some_and(|t| t.downsample.resolution > 0);
-            let aggrs: &[Aggr] = if req.aggrs.is_empty() {
-                &[Aggr::Count, Aggr::Sum]
-            } else {
-                &req.aggrs
-            };
-            let mut out = Vec::with_capacity(kept.len());
-            for (labels, metas) in kept {
-                let mut chunks = Vec::with_capacity(metas.len());
-                for m in metas {
-                    let Some(c) = fetched.remove(&m.chunk_ref) else {
-                        return Err(self.tsdb_err(strata_tsdb::Error::InvalidArgument(format!(
-                            "chunk {:#x} referenced twice",
-                            m.chunk_ref.0
-                        ))));
-                    };
-                    let mut bc = BlockChunk {
-                        min_time: m.min_time,
-                        max_time: m.max_time,
-                        ..Default::default()
-                    };
-                    if downsampled && c.encoding == AGGR_ENCODING {
-                        let subs = aggr::decode(&c.data).map_err(|e| {
-                            self.tsdb_err(e.with_file(
-                                &self.segment_obj(m.chunk_ref.segment()),
-                                u64::from(m.chunk_ref.offset()),
-                            ))
-                        })?;
-                        for &a in aggrs {
-                            bc.aggrs[a as usize] = subs[a as usize]
-                                .clone()
-                                .map(|(encoding, data)| ChunkBytes { encoding, data });
-                        }
-                    } else {
-                        bc.raw = Some(c);
-                    }
-                    chunks.push(bc);
-                }
-                out.push(BlockSeries { labels, chunks });
-            }
-            Ok(out)
+            tracing::Span::current().record("series", kept.len());
+            Ok(Plan {
+                series: kept,
+                skip_chunks: req.skip_chunks,
+                aggrs: if req.aggrs.is_empty() {
+                    vec![Aggr::Count, Aggr::Sum]
+                } else {
+                    req.aggrs.clone()
+                },
+            })
         }
         .instrument(span)
         .await
+    }
+
+    /// The merged reads of `refs` (at increasing offsets), their bytes charged to `budget`.
+    async fn plan_reads(
+        &self,
+        refs: &[ChunkRef],
+        budget: &RequestBudget,
+    ) -> Result<Vec<PlannedRead>> {
+        let estimate = self.chunk_estimate();
+        let mut reads = Vec::new();
+        let mut i = 0;
+        while i < refs.len() {
+            let seg = refs[i].segment();
+            let n = refs[i..].iter().take_while(|r| r.segment() == seg).count();
+            let offs: Vec<u64> = refs[i..i + n]
+                .iter()
+                .map(|r| u64::from(r.offset()))
+                .collect();
+            i += n;
+            let size = self.segment_size(seg).await?;
+            let obj = self.segment_obj(seg);
+            let ranges = self.chunk_ranges(&obj, &offs, estimate, size)?;
+            budget.add_bytes(planned_bytes(&ranges, self.opts.max_gap, self.opts.naive))?;
+            reads.extend(
+                plan(&ranges, self.opts.max_gap, self.opts.naive)
+                    .into_iter()
+                    .map(|range| PlannedRead {
+                        seg,
+                        obj: obj.clone(),
+                        size,
+                        range,
+                    }),
+            );
+        }
+        Ok(reads)
+    }
+
+    /// A chunk's answer: raw, or the requested aggregates of a downsampled block's chunk.
+    fn block_chunk(&self, m: &ChunkMeta, c: ChunkBytes, aggrs: &[Aggr]) -> Result<BlockChunk> {
+        let mut bc = BlockChunk {
+            min_time: m.min_time,
+            max_time: m.max_time,
+            ..Default::default()
+        };
+        let downsampled = self
+            .meta
+            .thanos
+            .as_ref()
+            .is_some_and(|t| t.downsample.resolution > 0);
+        if downsampled && c.encoding == AGGR_ENCODING {
+            let subs = aggr::decode(&c.data).map_err(|e| {
+                self.tsdb_err(e.with_file(
+                    &self.segment_obj(m.chunk_ref.segment()),
+                    u64::from(m.chunk_ref.offset()),
+                ))
+            })?;
+            for &a in aggrs {
+                bc.aggrs[a as usize] = subs[a as usize]
+                    .clone()
+                    .map(|(encoding, data)| ChunkBytes { encoding, data });
+            }
+        } else {
+            bc.raw = Some(c);
+        }
+        Ok(bc)
     }
 
     /// Labels of every series matching `matchers` (postings and series entries only).

@@ -25,6 +25,14 @@ pub enum Error {
         #[source]
         source: strata_objstore::Error,
     },
+    /// A block's read ran on a task that ended without an answer (it panicked or was cancelled).
+    #[error("block {block}: read task ended without an answer: {msg}")]
+    ReadTask {
+        /// The block.
+        block: Ulid,
+        /// The task's end.
+        msg: String,
+    },
     /// Listing or reading bucket-level objects (not tied to one block) failed.
     #[error("object storage: {0}")]
     Bucket(#[from] strata_objstore::Error),

@@ -29,7 +29,7 @@ pub fn merge_ranges(ranges: &[Range<u64>], max_gap: u64) -> Vec<Range<u64>> {
 }
 
 /// The ranges [`fetch_ranges`] will GET for `ranges`.
-fn plan(ranges: &[Range<u64>], max_gap: u64, naive: bool) -> Vec<Range<u64>> {
+pub(crate) fn plan(ranges: &[Range<u64>], max_gap: u64, naive: bool) -> Vec<Range<u64>> {
     if naive {
         let mut v: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
         v.sort_by_key(|r| (r.start, r.end));

@@ -146,50 +146,50 @@ async fn series_equal_the_local_reader_for_every_matcher_shape() {
     .collect();
     assert_eq!(all_labels.len(), 600);
     let stats = QueryStats::default();
-    let b = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &stats,
-    )
-    .await
-    .unwrap();
     let budget = RequestBudget::unlimited();
     let mut nonempty = 0;
-    for ms in matcher_sets() {
-        for (mint, maxt) in [
-            (i64::MIN, i64::MAX),
-            (3_600_000, 7_200_000),
-            (14_000_000, 20_000_000),
-        ] {
-            let want = local_select(&local, &ms, mint, maxt);
-            let got = b
-                .series(&req(&ms, mint, maxt), &budget, &stats)
-                .await
-                .unwrap();
-            for s in &got {
-                assert!(!s.chunks.is_empty());
-                for c in &s.chunks {
-                    assert!(
-                        c.max_time >= mint && c.min_time <= maxt,
-                        "chunk outside range"
-                    );
+    // Chunk reads fetched whole (what these small merged reads get by default), then streamed.
+    for whole_read_max in [BlockOptions::default().whole_read_max, 0] {
+        let opts = BlockOptions {
+            whole_read_max,
+            ..Default::default()
+        };
+        let b = open(&bucket, &tmp, ulid, Arc::new(NoCache), opts, &stats)
+            .await
+            .unwrap();
+        for ms in matcher_sets() {
+            for (mint, maxt) in [
+                (i64::MIN, i64::MAX),
+                (3_600_000, 7_200_000),
+                (14_000_000, 20_000_000),
+            ] {
+                let want = local_select(&local, &ms, mint, maxt);
+                let got = b
+                    .series(&req(&ms, mint, maxt), &budget, &stats)
+                    .await
+                    .unwrap();
+                for s in &got {
+                    assert!(!s.chunks.is_empty());
+                    for c in &s.chunks {
+                        assert!(
+                            c.max_time >= mint && c.min_time <= maxt,
+                            "chunk outside range"
+                        );
+                    }
                 }
-            }
-            let got = decode_remote(got, mint, maxt);
-            assert_eq!(got, want, "matchers {ms:?} range {mint}..{maxt}");
-            // Independent oracle: brute-force matching over all labels.
-            if mint == i64::MIN {
-                let oracle: Vec<&Labels> = all_labels
-                    .iter()
-                    .filter(|l| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
-                    .collect();
-                let got_labels: Vec<&Labels> = got.iter().map(|(l, _)| l).collect();
-                assert_eq!(got_labels, oracle, "oracle for {ms:?}");
-                if !oracle.is_empty() {
-                    nonempty += 1;
+                let got = decode_remote(got, mint, maxt);
+                assert_eq!(got, want, "matchers {ms:?} range {mint}..{maxt}");
+                // Independent oracle: brute-force matching over all labels.
+                if mint == i64::MIN {
+                    let oracle: Vec<&Labels> = all_labels
+                        .iter()
+                        .filter(|l| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+                        .collect();
+                    let got_labels: Vec<&Labels> = got.iter().map(|(l, _)| l).collect();
+                    assert_eq!(got_labels, oracle, "oracle for {ms:?}");
+                    if !oracle.is_empty() {
+                        nonempty += 1;
+                    }
                 }
             }
         }
@@ -1046,4 +1046,63 @@ async fn short_estimates_are_read_again() {
     .await
     .unwrap();
     assert!(short.snapshot().get_requests > full.snapshot().get_requests - before);
+}
+
+#[tokio::test]
+async fn a_large_read_is_cut_up_while_the_series_are_taken() {
+    // Over 2 MiB of chunks in one segment file of a filesystem bucket: one merged read,
+    // streamed a MiB at a time.
+    let (tmp, _, ulid) = write_block_opts(6000, 1 << 30, None).await;
+    let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        dir.path().display()
+    );
+    let fs =
+        Bucket::from_config(&strata_objstore::BucketConfig::parse(&yaml, "test").unwrap()).unwrap();
+    upload_dir(&fs, &tmp.path().join(ulid.to_string()), ulid).await;
+    let stats = Arc::new(QueryStats::default());
+    let budget = Arc::new(RequestBudget::unlimited());
+    let b = Arc::new(
+        open(
+            &fs,
+            &tmp,
+            ulid,
+            Arc::new(NoCache),
+            BlockOptions::default(),
+            &stats,
+        )
+        .await
+        .unwrap(),
+    );
+    let ms = vec![m(MatchOp::RegexMatch, "__name__", ".+")];
+    let planned = b
+        .plan_series(&req(&ms, i64::MIN, i64::MAX), &budget, &stats)
+        .await
+        .unwrap();
+    let (gets, bytes) = (
+        stats.get_requests.load(Relaxed),
+        stats.get_bytes.load(Relaxed),
+    );
+    let mut stream = planned.into_stream(budget.clone(), stats.clone());
+    let first = stream.next().await.unwrap().unwrap();
+    let at_first = stats.get_bytes.load(Relaxed) - bytes;
+    let mut got = vec![first];
+    got.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    let total = stats.get_bytes.load(Relaxed) - bytes;
+    assert!(
+        total > 2 << 20,
+        "the test wants a large read ({total} bytes)"
+    );
+    assert_eq!(stats.get_requests.load(Relaxed) - gets, 1, "one GET");
+    // Read whole (whole_read_max above the read), this is every byte.
+    assert!(
+        at_first <= 1 << 20,
+        "the first series came after {at_first} of {total} bytes"
+    );
+    assert_eq!(
+        decode_remote(got, i64::MIN, i64::MAX),
+        local_select(&local, &ms, i64::MIN, i64::MAX)
+    );
 }

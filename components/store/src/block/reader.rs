@@ -1,0 +1,350 @@
+//! Chunk records read in the order a block's series ask for them, from merged range reads that
+//! are themselves read as streams: what is held is the piece being cut up, not the whole read.
+//!
+//! A block's chunks are written series after series (in label order, each series' chunks in
+//! time order), so a label-ordered answer wants them at increasing offsets: each merged range is
+//! consumed front to back while its series are sent. The caller checks that order
+//! ([`is_increasing`]) and reads the block whole otherwise.
+
+use std::collections::VecDeque;
+use std::ops::{Deref, Range};
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use strata_tsdb::ChunkRef;
+use strata_tsdb::chunks::chunk_record_size;
+
+use super::{BucketBlock, ChunkBytes};
+use crate::error::Result;
+use crate::stats::{QueryStats, RequestBudget};
+
+/// Merged reads opened ahead of the one being consumed (their GETs in flight meanwhile).
+const READ_AHEAD: usize = 3;
+/// The longest chunk length varint.
+const LEN_FIELD_MAX: u64 = 5;
+
+/// One planned GET: a merged range of a segment file.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedRead {
+    /// Segment (0-based).
+    pub seg: u32,
+    /// Segment object name.
+    pub obj: String,
+    /// Segment size in bytes.
+    pub size: u64,
+    /// The range to GET.
+    pub range: Range<u64>,
+}
+
+/// Whether `refs` (in the order they will be asked for) lie at strictly increasing offsets.
+pub(crate) fn is_increasing(refs: impl IntoIterator<Item = ChunkRef>) -> bool {
+    let mut last: Option<(u32, u32)> = None;
+    for r in refs {
+        let at = (r.segment(), r.offset());
+        if last.is_some_and(|l| l >= at) {
+            return false;
+        }
+        last = Some(at);
+    }
+    true
+}
+
+/// Bytes of one merged read, as they arrive.
+struct Current {
+    read: PlannedRead,
+    /// Object offset of the first buffered byte.
+    pos: u64,
+    parts: VecDeque<Bytes>,
+    buffered: u64,
+    body: BoxStream<'static, strata_objstore::Result<Bytes>>,
+    ended: bool,
+}
+
+/// A merged read being opened (a whole small read, or a stream's GET being sent).
+type Opening = tokio::task::JoinHandle<strata_objstore::Result<Current>>;
+
+/// Reads chunk records at increasing offsets (see the module docs).
+pub(crate) struct ChunkReader<B, Bu, St>
+where
+    B: Deref<Target = BucketBlock>,
+    Bu: Deref<Target = RequestBudget>,
+    St: Deref<Target = QueryStats>,
+{
+    block: B,
+    budget: Bu,
+    stats: St,
+    /// Reads not opened yet.
+    planned: VecDeque<PlannedRead>,
+    /// Reads opened ahead, in order.
+    opening: VecDeque<Opening>,
+    current: Option<Current>,
+    /// Whether the first read was taken.
+    started: bool,
+}
+
+impl<B, Bu, St> Drop for ChunkReader<B, Bu, St>
+where
+    B: Deref<Target = BucketBlock>,
+    Bu: Deref<Target = RequestBudget>,
+    St: Deref<Target = QueryStats>,
+{
+    fn drop(&mut self) {
+        for h in &self.opening {
+            h.abort();
+        }
+    }
+}
+
+impl<B, Bu, St> ChunkReader<B, Bu, St>
+where
+    B: Deref<Target = BucketBlock>,
+    Bu: Deref<Target = RequestBudget>,
+    St: Deref<Target = QueryStats>,
+{
+    /// A reader over `planned` reads (in offset order; their bytes already charged to `budget`).
+    pub(crate) fn new(block: B, budget: Bu, stats: St, planned: Vec<PlannedRead>) -> Self {
+        ChunkReader {
+            block,
+            budget,
+            stats,
+            planned: planned.into(),
+            opening: VecDeque::new(),
+            current: None,
+            started: false,
+        }
+    }
+
+    /// Starts reads ahead until [`READ_AHEAD`] are in flight.
+    fn open_ahead(&mut self) {
+        while self.opening.len() < READ_AHEAD {
+            let Some(read) = self.planned.pop_front() else {
+                return;
+            };
+            let bucket = self.block.bucket.clone();
+            let whole = self.block.opts.whole_read_max;
+            self.opening
+                .push_back(tokio::spawn(open(bucket, read, whole)));
+        }
+    }
+
+    /// Moves to the next merged read; `false` when there is none.
+    async fn advance(&mut self) -> Result<bool> {
+        self.current = None;
+        let next = if let Some(h) = self.opening.pop_front() {
+            Some(h.await.map_err(|e| crate::error::Error::ReadTask {
+                block: self.block.ulid(),
+                msg: e.to_string(),
+            })?)
+        } else if !self.started {
+            // The first read is opened right here (no task hand-off for a one-read answer).
+            match self.planned.pop_front() {
+                Some(read) => Some(
+                    open(
+                        self.block.bucket.clone(),
+                        read,
+                        self.block.opts.whole_read_max,
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        } else {
+            None
+        };
+        self.started = true;
+        self.open_ahead();
+        match next {
+            Some(c) => {
+                let c = c.map_err(|e| self.block.os_err(e))?;
+                self.stats.get_requests.fetch_add(1, Relaxed);
+                self.stats.get_bytes.fetch_add(c.buffered, Relaxed);
+                self.current = Some(c);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The chunk record at `r`.
+    pub(crate) async fn chunk(&mut self, r: ChunkRef) -> Result<ChunkBytes> {
+        let (seg, off) = (r.segment(), u64::from(r.offset()));
+        loop {
+            match &self.current {
+                Some(c) if c.read.seg == seg && c.read.range.contains(&off) && c.pos <= off => {
+                    break;
+                }
+                Some(c) if (c.read.seg, c.read.range.end) > (seg, off) => {
+                    return Err(self.unplanned(r));
+                }
+                _ => {
+                    if !self.advance().await? {
+                        return Err(self.unplanned(r));
+                    }
+                }
+            }
+        }
+        let block = &*self.block;
+        let stats = &*self.stats;
+        let Some(c) = self.current.as_mut() else {
+            return Err(self.unplanned(r));
+        };
+        let obj = c.read.obj.clone();
+        let truncated = |what| strata_tsdb::Error::Truncated {
+            file: obj.clone(),
+            offset: off,
+            what,
+        };
+        c.skip_to(off, stats).await.map_err(|e| block.os_err(e))?;
+        let head_end = (off + LEN_FIELD_MAX).min(c.read.range.end);
+        c.fill(head_end, stats).await.map_err(|e| block.os_err(e))?;
+        let head = c.peek((head_end - off) as usize);
+        let need = chunk_record_size(&obj, &head, off)
+            .map_err(|e| block.tsdb_err(e))?
+            .ok_or_else(|| block.tsdb_err(truncated("chunk length")))?;
+        if off.saturating_add(need) <= c.read.range.end {
+            if !c
+                .fill(off + need, stats)
+                .await
+                .map_err(|e| block.os_err(e))?
+            {
+                return Err(block.tsdb_err(truncated("chunk record")));
+            }
+            let rec = c.take(need as usize);
+            return block.decode_chunk(&obj, &rec, off);
+        }
+        // Longer than the estimate the range was cut to: read exactly (rare).
+        if off.saturating_add(need) > c.read.size {
+            return Err(block.tsdb_err(strata_tsdb::Error::TooLarge {
+                file: obj,
+                offset: off,
+                what: "chunk record",
+                len: need,
+            }));
+        }
+        let f = block
+            .fetch(&obj, &[off..off + need], &self.budget, stats)
+            .await?;
+        let rec = f.parts.into_iter().next().unwrap_or_default();
+        block.decode_chunk(&obj, &rec, off)
+    }
+
+    /// The block read.
+    pub(crate) fn block(&self) -> &BucketBlock {
+        &self.block
+    }
+
+    fn unplanned(&self, r: ChunkRef) -> crate::error::Error {
+        self.block
+            .tsdb_err(strata_tsdb::Error::InvalidArgument(format!(
+                "chunk {:#x} asked for out of order or not planned",
+                r.0
+            )))
+    }
+}
+
+/// Sends the GET of `read`: one of at most `whole_max` bytes is read whole, a longer one is
+/// opened as a stream.
+async fn open(
+    bucket: strata_objstore::Bucket,
+    read: PlannedRead,
+    whole_max: u64,
+) -> strata_objstore::Result<Current> {
+    let (body, parts, buffered): (BoxStream<'static, _>, VecDeque<Bytes>, u64) =
+        if read.range.end - read.range.start <= whole_max {
+            let b = bucket.get_range(&read.obj, read.range.clone()).await?;
+            let n = b.len() as u64;
+            (futures::stream::empty().boxed(), VecDeque::from([b]), n)
+        } else {
+            let s = bucket
+                .get_range_stream(&read.obj, read.range.clone())
+                .await?;
+            (s, VecDeque::new(), 0)
+        };
+    Ok(Current {
+        pos: read.range.start,
+        read,
+        parts,
+        buffered,
+        body,
+        ended: false,
+    })
+}
+
+impl Current {
+    /// Reads pieces until the bytes before `upto` are buffered; `false` if the body ended first.
+    async fn fill(&mut self, upto: u64, stats: &QueryStats) -> strata_objstore::Result<bool> {
+        while self.pos + self.buffered < upto {
+            if self.ended {
+                return Ok(false);
+            }
+            match self.body.next().await {
+                Some(Ok(b)) => {
+                    stats.get_bytes.fetch_add(b.len() as u64, Relaxed);
+                    self.buffered += b.len() as u64;
+                    self.parts.push_back(b);
+                }
+                Some(Err(e)) => return Err(e),
+                None => self.ended = true,
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drops the bytes before `off`, reading (and dropping) pieces as needed.
+    async fn skip_to(&mut self, off: u64, stats: &QueryStats) -> strata_objstore::Result<()> {
+        while self.pos < off {
+            if self.buffered == 0 && !self.fill(self.pos + 1, stats).await? {
+                // Short body: `fill` on the record reports it.
+                return Ok(());
+            }
+            let Some(front) = self.parts.front_mut() else {
+                return Ok(());
+            };
+            let drop = (off - self.pos).min(front.len() as u64);
+            if drop as usize == front.len() {
+                self.parts.pop_front();
+            } else {
+                let _ = front.split_to(drop as usize);
+            }
+            self.pos += drop;
+            self.buffered -= drop;
+        }
+        Ok(())
+    }
+
+    /// A copy of the first `n` buffered bytes (fewer if fewer are buffered).
+    fn peek(&self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        for p in &self.parts {
+            let left = n - out.len();
+            if left == 0 {
+                break;
+            }
+            out.extend_from_slice(&p[..left.min(p.len())]);
+        }
+        out
+    }
+
+    /// The first `n` buffered bytes (all must be buffered), copied out so that the piece they
+    /// came from is freed once read past.
+    fn take(&mut self, n: usize) -> Bytes {
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            let k = (n - out.len()).min(front.len());
+            out.extend_from_slice(&front[..k]);
+            if k == front.len() {
+                self.parts.pop_front();
+            } else {
+                let _ = front.split_to(k);
+            }
+            self.pos += k as u64;
+            self.buffered -= k as u64;
+        }
+        out.freeze()
+    }
+}
