@@ -185,6 +185,11 @@ pub struct PlannedSeries {
 }
 
 impl PlannedSeries {
+    /// The block.
+    pub fn ulid(&self) -> Ulid {
+        self.block.ulid()
+    }
+
     /// The series' labels as stored, in answer order.
     pub fn labels(&self) -> impl Iterator<Item = &Labels> {
         self.plan.series.iter().map(|(l, _)| l)

@@ -1,19 +1,25 @@
 //! The StoreAPI (`thanos.Store`) and Info services over a [`BlockSet`].
 //!
 //! A `Series` call: check the request, pick the blocks (time range, resolution, external-label
-//! matchers), query them concurrently (each [`BucketBlock::series`] under one shared
-//! [`RequestBudget`] and [`QueryStats`]), add each block's external labels, merge the per-block
-//! answers in label order (same series in several blocks become one), and frame the result.
+//! matchers), resolve them from their indexes concurrently (each [`BucketBlock::plan_series`]
+//! under one shared [`RequestBudget`] and [`QueryStats`]), add each block's external labels,
+//! then merge the blocks' series in label order (same series in several blocks become one)
+//! while their chunks are read, and frame the result as it comes: memory holds the pieces of
+//! reads in progress and a few series per block, not the answer.
 //!
 //! Faults: a block that cannot be loaded or whose index turns out corrupt is skipped with a
-//! warning frame naming it (the rest answer); an object-store timeout fails the call with
-//! `Unavailable`; a limit fails it with `ResourceExhausted` naming the limit.
+//! warning frame naming it (the rest answer; a block found unreadable midway is cut short the
+//! same way); an object-store timeout fails the call with `Unavailable`; a limit fails it with
+//! `ResourceExhausted` naming the limit.
+//!
+//! [`BucketBlock::plan_series`]: crate::block::BucketBlock::plan_series
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,10 +38,10 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::block::{Aggr, BlockChunk, BlockSeries, BlockSeriesRequest, ChunkBytes};
+use crate::block::{Aggr, BlockChunk, BlockSeriesRequest, ChunkBytes, PlannedSeries};
 use crate::blockset::{BlockSet, LazyBlock};
 use crate::error::Error;
-use crate::stats::{QueryStats, RequestBudget, StatsSnapshot};
+use crate::stats::{QueryStats, RequestBudget};
 
 /// Limits and concurrency of the served API.
 #[derive(Debug, Clone)]
@@ -153,18 +159,19 @@ impl StoreService {
         }
     }
 
-    /// Answers a checked Series request as series (sorted, external labels added) plus warnings,
-    /// with the call's statistics.
-    pub async fn select(
+    /// Answers a checked Series request as a stream of series (sorted, external labels added)
+    /// read from the blocks while it is sent: every block is resolved from its index first
+    /// (concurrently; the series and samples limits are checked there), then each block's chunks
+    /// are read as its series are merged into the answer (each block on a task of its own,
+    /// a few series ahead, when there are several). Blocks skipped as unreadable leave a
+    /// message in `warnings`.
+    async fn select(
         &self,
         req: &validate::ValidSeriesRequest,
-    ) -> Result<(Vec<tpb::Series>, Vec<String>, StatsSnapshot), Status> {
-        let stats = QueryStats::default();
-        let budget = RequestBudget::new(
-            self.opts.max_series,
-            self.opts.max_samples,
-            self.opts.max_bytes,
-        );
+        budget: &Arc<RequestBudget>,
+        stats: &Arc<QueryStats>,
+        warnings: &Warnings,
+    ) -> Result<impl Stream<Item = Result<tpb::Series, Status>> + Send + 'static, Status> {
         let aggrs = aggregates(&req.raw.aggregates);
         let blocks = self.blocks.select(
             req.min_time,
@@ -179,10 +186,10 @@ impl StoreService {
                 jobs.push((b, ext, matchers));
             }
         }
-        let stats_ref = &stats;
-        let budget_ref = &budget;
+        let stats_ref = &**stats;
+        let budget_ref = &**budget;
         let aggrs_ref = &aggrs;
-        let results: Vec<BlockOutcome> = futures::stream::iter(jobs)
+        let planned: Vec<BlockOutcome> = futures::stream::iter(jobs)
             .map(|(b, ext, matchers)| async move {
                 let r = BlockSeriesRequest {
                     matchers,
@@ -191,7 +198,7 @@ impl StoreService {
                     skip_chunks: req.skip_chunks,
                     aggrs: aggrs_ref.clone(),
                 };
-                query_block(&b, &r, budget_ref, stats_ref)
+                plan_block(&b, &r, budget_ref, stats_ref)
                     .await
                     .map(|o| o.with_ext(ext))
             })
@@ -199,82 +206,133 @@ impl StoreService {
             .try_collect()
             .await
             .map_err(|e| to_status(&e))?;
-        let mut warnings = Vec::new();
         let mut streams = Vec::new();
-        for o in results {
+        for o in planned {
             match o {
                 BlockOutcome::Skipped(msg) => {
                     self.metrics.skipped_blocks.inc();
-                    warnings.push(msg);
+                    lock(warnings).push(msg);
                 }
-                BlockOutcome::Series(series, ext) => {
-                    let mut out: Vec<tpb::Series> = series
-                        .into_iter()
-                        .map(|s| to_pb_series(s, &ext, &req.without_replica_labels))
-                        .collect();
-                    if !out.is_sorted_by(|a, b| compare_labels(&a.labels, &b.labels).is_le()) {
-                        out.sort_by(|a, b| compare_labels(&a.labels, &b.labels));
-                    }
-                    streams.push(futures::stream::iter(out.into_iter().map(Ok)));
-                }
+                BlockOutcome::Series(p, ext) => streams.push(self.block_stream(
+                    p,
+                    &ext,
+                    &req.without_replica_labels,
+                    budget,
+                    stats,
+                    warnings,
+                )),
             }
         }
-        let merged: Vec<tpb::Series> = strata_storeapi::merge::merge_sorted(streams)
-            .try_collect()
-            .await?;
-        Ok((merged, warnings, stats.snapshot()))
+        let inputs: Vec<BoxStream<'static, Result<tpb::Series, Status>>> = if streams.len() > 1 {
+            streams.into_iter().map(read_ahead).collect()
+        } else {
+            streams
+        };
+        Ok(strata_storeapi::merge::merge_sorted(inputs))
+    }
+
+    /// One block's series in answer order (its labels with the external ones, replica labels
+    /// stripped, sorted again where that changed the order), read while taken. A block found
+    /// unreadable midway ends its part of the answer with a warning; other errors fail the call.
+    fn block_stream(
+        &self,
+        mut p: PlannedSeries,
+        ext: &[tpb::Label],
+        strip: &[String],
+        budget: &Arc<RequestBudget>,
+        stats: &Arc<QueryStats>,
+        warnings: &Warnings,
+    ) -> BoxStream<'static, Result<tpb::Series, Status>> {
+        let mut labels: Vec<Vec<tpb::Label>> = p
+            .labels()
+            .map(|l| {
+                let mut out = strata_storeapi::extlabels::with_external_labels(pb_labels(l), ext);
+                strip_labels(&mut out, strip);
+                out
+            })
+            .collect();
+        if !labels.is_sorted_by(|a, b| compare_labels(a, b).is_le()) {
+            let mut order: Vec<usize> = (0..labels.len()).collect();
+            order.sort_by(|&a, &b| compare_labels(&labels[a], &labels[b]));
+            p.reorder(&order);
+            let mut taken: Vec<Option<Vec<tpb::Label>>> = labels.into_iter().map(Some).collect();
+            labels = order
+                .iter()
+                .map(|&i| taken.get_mut(i).and_then(Option::take).unwrap_or_default())
+                .collect();
+        }
+        let id = p.ulid();
+        let warnings = warnings.clone();
+        let skipped = self.metrics.skipped_blocks.clone();
+        p.into_stream(budget.clone(), stats.clone())
+            .zip(futures::stream::iter(labels))
+            .scan(false, move |done, (r, labels)| {
+                let item = match r {
+                    _ if *done => None,
+                    Ok(s) => Some(Ok(tpb::Series {
+                        labels,
+                        chunks: s.chunks.iter().map(to_pb_chunk).collect(),
+                    })),
+                    Err(e) if is_block_fault(&e) => {
+                        *done = true;
+                        tracing::warn!(block = %id, error = %e, "block cut short: unreadable data");
+                        skipped.inc();
+                        lock(&warnings).push(format!("block {id} cut short: {e}"));
+                        None
+                    }
+                    Err(e) => {
+                        *done = true;
+                        Some(Err(to_status(&e)))
+                    }
+                };
+                futures::future::ready(item)
+            })
+            .boxed()
     }
 
     async fn series_call(&self, raw: SeriesRequest) -> Result<SeriesStream, Status> {
         let req = validate::series(&raw)?;
-        let _permit = self
+        let permit = self
             .gate
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("store gateway is shutting down"))?;
         let started = Instant::now();
-        let res = self.select(&req).await;
-        self.metrics
-            .call_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let (series, warnings, stats) = match res {
-            Ok(r) => r,
+        let stats = Arc::new(QueryStats::default());
+        let budget = Arc::new(RequestBudget::new(
+            self.opts.max_series,
+            self.opts.max_samples,
+            self.opts.max_bytes,
+        ));
+        let warnings: Warnings = Arc::default();
+        let mut call = CallRecord {
+            metrics: self.metrics.clone(),
+            stats: stats.clone(),
+            started,
+            series: 0,
+            failed: None,
+            _permit: permit,
+        };
+        let series = match self.select(&req, &budget, &stats, &warnings).await {
+            Ok(s) => s,
             Err(e) => {
-                let outcome = match e.code() {
-                    tonic::Code::ResourceExhausted => "limit",
-                    tonic::Code::Unavailable => "unavailable",
-                    tonic::Code::InvalidArgument => "invalid",
-                    _ => "error",
-                };
-                self.metrics
-                    .series_requests
-                    .get_or_create(&OutcomeLabel { outcome })
-                    .inc();
+                call.failed = Some(e.code());
                 return Err(e);
             }
         };
-        self.metrics
-            .series_requests
-            .get_or_create(&OutcomeLabel { outcome: "ok" })
-            .inc();
-        self.metrics
-            .gets_per_call
-            .observe(stats.get_requests as f64);
-        self.metrics.bytes_per_call.observe(stats.get_bytes as f64);
-        self.metrics.series_per_call.observe(series.len() as f64);
-        tracing::debug!(
-            series = series.len(),
-            gets = stats.get_requests,
-            bytes = stats.get_bytes,
-            blocks = stats.blocks_queried,
-            "series call answered"
-        );
-        let frames = series_responses(
-            futures::stream::iter(series.into_iter().map(Ok)),
-            req.response_options(),
-        );
-        let warn = futures::stream::iter(warnings.into_iter().map(|w| Ok(warning(w))));
-        Ok(Box::pin(warn.chain(frames)))
+        let counted = series.scan(call, |call, r| {
+            match &r {
+                Ok(_) => call.series += 1,
+                Err(e) => call.failed = Some(e.code()),
+            }
+            futures::future::ready(Some(r))
+        });
+        let frames = series_responses(counted, req.response_options());
+        // Warnings once the series are out (a block can turn out unreadable midway).
+        let warn = futures::stream::once(async move { std::mem::take(&mut *lock(&warnings)) })
+            .flat_map(|w| futures::stream::iter(w.into_iter().map(|w| Ok(warning(w)))));
+        Ok(Box::pin(frames.chain(warn)))
     }
 
     /// The blocks a label call over `[start, end]` reads: overlapping, with external labels that can
@@ -322,7 +380,7 @@ fn absorb<T>(
 
 /// One block's contribution to a call.
 enum BlockOutcome {
-    Series(Vec<BlockSeries>, Vec<tpb::Label>),
+    Series(PlannedSeries, Vec<tpb::Label>),
     Skipped(String),
 }
 
@@ -343,7 +401,80 @@ fn is_block_fault(e: &Error) -> bool {
     )
 }
 
-async fn query_block(
+/// Messages of a call's skipped blocks.
+type Warnings = Arc<Mutex<Vec<String>>>;
+
+fn lock(w: &Warnings) -> std::sync::MutexGuard<'_, Vec<String>> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Series of one block taken ahead of the merge (on a task of its own) into a small buffer, so
+/// that every block's reads are under way at once.
+fn read_ahead(
+    mut s: BoxStream<'static, Result<tpb::Series, Status>>,
+) -> BoxStream<'static, Result<tpb::Series, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(SERIES_AHEAD);
+    tokio::spawn(
+        async move {
+            while let Some(item) = s.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+/// Series a block reads ahead of the merge.
+const SERIES_AHEAD: usize = 64;
+
+/// A Series call's metrics, recorded when its answer stream ends (or is dropped); it also holds
+/// the call's concurrency slot.
+struct CallRecord {
+    metrics: ServerMetrics,
+    stats: Arc<QueryStats>,
+    started: Instant,
+    series: u64,
+    failed: Option<tonic::Code>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        let outcome = match self.failed {
+            None => "ok",
+            Some(tonic::Code::ResourceExhausted) => "limit",
+            Some(tonic::Code::Unavailable) => "unavailable",
+            Some(tonic::Code::InvalidArgument) => "invalid",
+            Some(_) => "error",
+        };
+        m.series_requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        m.call_seconds.observe(self.started.elapsed().as_secs_f64());
+        if self.failed.is_some() {
+            return;
+        }
+        let stats = self.stats.snapshot();
+        m.gets_per_call.observe(stats.get_requests as f64);
+        m.bytes_per_call.observe(stats.get_bytes as f64);
+        m.series_per_call.observe(self.series as f64);
+        tracing::debug!(
+            series = self.series,
+            gets = stats.get_requests,
+            bytes = stats.get_bytes,
+            blocks = stats.blocks_queried,
+            "series call answered"
+        );
+    }
+}
+
+/// Resolves one block of a call; a block that cannot be loaded or whose index is unreadable is
+/// skipped with a message.
+async fn plan_block(
     b: &LazyBlock,
     req: &BlockSeriesRequest,
     budget: &RequestBudget,
@@ -359,7 +490,7 @@ async fn query_block(
             }
             Err(e) => return Err(e),
         };
-        match block.series(req, budget, stats).await {
+        match block.plan_series(req, budget, stats).await {
             Ok(s) => Ok(BlockOutcome::Series(s, Vec::new())),
             Err(e) if is_block_fault(&e) => {
                 tracing::warn!(block = %id, error = %e, "block skipped: unreadable data");
@@ -478,15 +609,6 @@ fn to_pb_chunk(c: &BlockChunk) -> tpb::AggrChunk {
         min: a(Aggr::Min),
         max: a(Aggr::Max),
         counter: a(Aggr::Counter),
-    }
-}
-
-fn to_pb_series(s: BlockSeries, ext: &[tpb::Label], strip: &[String]) -> tpb::Series {
-    let mut labels = strata_storeapi::extlabels::with_external_labels(pb_labels(&s.labels), ext);
-    strip_labels(&mut labels, strip);
-    tpb::Series {
-        labels,
-        chunks: s.chunks.iter().map(to_pb_chunk).collect(),
     }
 }
 
