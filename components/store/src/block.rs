@@ -9,6 +9,10 @@
 //! [`IndexCache`]. Bytes are charged to the [`RequestBudget`] before each batch of GETs is sent,
 //! series and estimated samples before any chunk is read.
 //!
+//! Chunks are read while the answer is taken ([`PlannedSeries::into_stream`], `reader`): a
+//! block's writer lays them out in series order, so each merged read is consumed front to back
+//! as the series go out, and only the piece being cut up is held.
+//!
 //! Downsampled blocks (`thanos.downsample.resolution > 0`) store Thanos aggregate chunks
 //! (encoding 0xff); [`BucketBlock::series`] splits them and returns the requested aggregates.
 //!
