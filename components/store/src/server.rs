@@ -41,7 +41,7 @@ use tracing::Instrument;
 use crate::block::{Aggr, BlockChunk, BlockSeriesRequest, ChunkBytes, PlannedSeries};
 use crate::blockset::{BlockSet, LazyBlock};
 use crate::error::Error;
-use crate::stats::{QueryStats, RequestBudget};
+use crate::stats::{QueryStats, RequestBudget, StatsSnapshot};
 
 /// Limits and concurrency of the served API.
 #[derive(Debug, Clone)]
@@ -159,13 +159,35 @@ impl StoreService {
         }
     }
 
+    /// Answers a checked Series request whole: series (sorted, external labels added), warnings
+    /// and the call's statistics. For in-process use (benchmarks, tests); a served call streams.
+    pub async fn select(
+        &self,
+        req: &validate::ValidSeriesRequest,
+    ) -> Result<(Vec<tpb::Series>, Vec<String>, StatsSnapshot), Status> {
+        let stats = Arc::new(QueryStats::default());
+        let budget = Arc::new(RequestBudget::new(
+            self.opts.max_series,
+            self.opts.max_samples,
+            self.opts.max_bytes,
+        ));
+        let warnings: Warnings = Arc::default();
+        let series: Vec<tpb::Series> = self
+            .select_stream(req, &budget, &stats, &warnings)
+            .await?
+            .try_collect()
+            .await?;
+        let warnings = std::mem::take(&mut *lock(&warnings));
+        Ok((series, warnings, stats.snapshot()))
+    }
+
     /// Answers a checked Series request as a stream of series (sorted, external labels added)
     /// read from the blocks while it is sent: every block is resolved from its index first
     /// (concurrently; the series and samples limits are checked there), then each block's chunks
     /// are read as its series are merged into the answer (each block on a task of its own,
     /// a few series ahead, when there are several). Blocks skipped as unreadable leave a
     /// message in `warnings`.
-    async fn select(
+    async fn select_stream(
         &self,
         req: &validate::ValidSeriesRequest,
         budget: &Arc<RequestBudget>,
@@ -314,7 +336,7 @@ impl StoreService {
             failed: None,
             _permit: permit,
         };
-        let series = match self.select(&req, &budget, &stats, &warnings).await {
+        let series = match self.select_stream(&req, &budget, &stats, &warnings).await {
             Ok(s) => s,
             Err(e) => {
                 call.failed = Some(e.code());

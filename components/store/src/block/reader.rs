@@ -223,8 +223,9 @@ where
                 len: need,
             }));
         }
+        let exact: Range<u64> = off..off + need;
         let f = block
-            .fetch(&obj, &[off..off + need], &self.budget, stats)
+            .fetch(&obj, std::slice::from_ref(&exact), &self.budget, stats)
             .await?;
         let rec = f.parts.into_iter().next().unwrap_or_default();
         block.decode_chunk(&obj, &rec, off)
