@@ -194,6 +194,11 @@ impl PlannedSeries {
         self.block.ulid()
     }
 
+    /// Whether no series matched.
+    pub fn is_empty(&self) -> bool {
+        self.plan.series.is_empty()
+    }
+
     /// The series' labels as stored, in answer order.
     pub fn labels(&self) -> impl Iterator<Item = &Labels> {
         self.plan.series.iter().map(|(l, _)| l)

@@ -235,6 +235,7 @@ impl StoreService {
                     self.metrics.skipped_blocks.inc();
                     lock(warnings).push(msg);
                 }
+                BlockOutcome::Series(p, _) if p.is_empty() => {}
                 BlockOutcome::Series(p, ext) => streams.push(self.block_stream(
                     p,
                     &ext,

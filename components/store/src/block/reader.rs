@@ -138,16 +138,21 @@ where
                 msg: e.to_string(),
             })?)
         } else if !self.started {
-            // The first read is opened right here (no task hand-off for a one-read answer).
+            // The first read is opened right here (no task hand-off for a one-read answer),
+            // the next ones meanwhile on their own tasks.
+            self.started = true;
             match self.planned.pop_front() {
-                Some(read) => Some(
-                    open(
-                        self.block.bucket.clone(),
-                        read,
-                        self.block.opts.whole_read_max,
+                Some(read) => {
+                    self.open_ahead();
+                    Some(
+                        open(
+                            self.block.bucket.clone(),
+                            read,
+                            self.block.opts.whole_read_max,
+                        )
+                        .await,
                     )
-                    .await,
-                ),
+                }
                 None => None,
             }
         } else {
