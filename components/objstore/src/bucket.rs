@@ -130,6 +130,19 @@ impl Bucket {
         self.inner.limits.part_size
     }
 
+    /// The path of `name` for a read of `range`, which must not be empty.
+    fn range_path(op: &'static str, name: &str, range: &Range<u64>) -> Result<ObjPath> {
+        if range.start >= range.end {
+            return Err(Error::InvalidRange {
+                op,
+                object: name.to_string(),
+                start: range.start,
+                end: range.end,
+            });
+        }
+        Self::path(op, name)
+    }
+
     fn path(op: &'static str, name: &str) -> Result<ObjPath> {
         ObjPath::parse(name).map_err(|e| Error::InvalidName {
             op,
@@ -238,15 +251,7 @@ impl Bucket {
     /// Reads `range` (end exclusive) of an object. A range past the end is an error.
     pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
         const OP: &str = "get_range";
-        if range.start >= range.end {
-            return Err(Error::InvalidRange {
-                op: OP,
-                object: name.to_string(),
-                start: range.start,
-                end: range.end,
-            });
-        }
-        let path = Self::path(OP, name)?;
+        let path = Self::range_path(OP, name, &range)?;
         let store = &self.inner.store;
         let data = self
             .run(OP, name, self.inner.limits.op_timeout, READ_RETRIES, || {
@@ -278,15 +283,7 @@ impl Bucket {
         range: Range<u64>,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         const OP: &str = "get_range";
-        if range.start >= range.end {
-            return Err(Error::InvalidRange {
-                op: OP,
-                object: name.to_string(),
-                start: range.start,
-                end: range.end,
-            });
-        }
-        let path = Self::path(OP, name)?;
+        let path = Self::range_path(OP, name, &range)?;
         let body = self.open_body(OP, name, &path, range.clone()).await?;
         let state = RangeStream {
             bucket: self.clone(),

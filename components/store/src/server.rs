@@ -159,6 +159,15 @@ impl StoreService {
         }
     }
 
+    /// A fresh budget of one call's limits.
+    fn budget(&self) -> Arc<RequestBudget> {
+        Arc::new(RequestBudget::new(
+            self.opts.max_series,
+            self.opts.max_samples,
+            self.opts.max_bytes,
+        ))
+    }
+
     /// Answers a checked Series request whole: series (sorted, external labels added), warnings
     /// and the call's statistics. For in-process use (benchmarks, tests); a served call streams.
     pub async fn select(
@@ -166,11 +175,7 @@ impl StoreService {
         req: &validate::ValidSeriesRequest,
     ) -> Result<(Vec<tpb::Series>, Vec<String>, StatsSnapshot), Status> {
         let stats = Arc::new(QueryStats::default());
-        let budget = Arc::new(RequestBudget::new(
-            self.opts.max_series,
-            self.opts.max_samples,
-            self.opts.max_bytes,
-        ));
+        let budget = self.budget();
         let warnings: Warnings = Arc::default();
         let series: Vec<tpb::Series> = self
             .select_stream(req, &budget, &stats, &warnings)
@@ -323,11 +328,7 @@ impl StoreService {
             .map_err(|_| Status::unavailable("store gateway is shutting down"))?;
         let started = Instant::now();
         let stats = Arc::new(QueryStats::default());
-        let budget = Arc::new(RequestBudget::new(
-            self.opts.max_series,
-            self.opts.max_samples,
-            self.opts.max_bytes,
-        ));
+        let budget = self.budget();
         let warnings: Warnings = Arc::default();
         let mut call = CallRecord {
             metrics: self.metrics.clone(),
