@@ -45,13 +45,13 @@ use tracing::Instrument;
 use ulid::Ulid;
 
 use crate::cache::{CacheKey, IndexCache};
-
-mod reader;
 use crate::error::{Error, Result};
 use crate::indexheader::{INDEX_HEADER_FILENAME, IndexHeader};
 use crate::ranges::{Fetched, fetch_ranges, plan, planned_bytes};
 use crate::stats::{QueryStats, RequestBudget, SAMPLES_PER_CHUNK_ESTIMATE};
 use reader::PlannedRead;
+
+mod reader;
 
 /// The aggregates of a downsampled chunk, in Thanos's `AggrType` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
