@@ -1396,6 +1396,8 @@ impl Ctx<'_> {
         let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
         let drop = is_arith(op) || return_bool;
         for i in 0..n {
+            // Stop between steps once interrupted (each step matches every series).
+            self.interrupt.check()?;
             let mut one_map: HashMap<&Labels, usize> = HashMap::new();
             for (j, s) in one.iter().enumerate() {
                 if s.has(i) && one_map.insert(&one_sig[j], j).is_some() {

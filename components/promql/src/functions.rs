@@ -161,6 +161,23 @@ fn format_go_float(f: f64) -> String {
     }
 }
 
+/// Each series' group, with the interrupt polled along the way (the loops of an aggregation over
+/// many series stop soon after it is raised; the other loops check per step or per 64 groups).
+fn group_keys(
+    interrupt: &Interrupt,
+    input: &[VSeries],
+    modifier: &Option<LabelModifier>,
+) -> Result<Vec<Labels>> {
+    let mut keys = Vec::with_capacity(input.len());
+    for (i, s) in input.iter().enumerate() {
+        if i % 1024 == 1023 {
+            interrupt.check()?;
+        }
+        keys.push(group_labels(&s.labels, modifier));
+    }
+    Ok(keys)
+}
+
 pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     let op = a.op.to_string().to_lowercase();
     let n = ctx.n();
@@ -173,10 +190,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     };
     // Grouping sees names not yet dropped (Prometheus 3's delayed name removal); a group drops
     // its name when any member would.
-    let keys: Vec<Labels> = input
-        .iter()
-        .map(|s| group_labels(&s.labels, &a.modifier))
-        .collect();
+    let keys = group_keys(ctx.interrupt, &input, &a.modifier)?;
     // Groups in first-seen order.
     let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
     let mut gi: HashMap<Labels, usize> = HashMap::new();
@@ -205,6 +219,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 .map(|s| VSeries::floats(s.labels.clone(), vec![None; n], s.drop_name))
                 .collect();
             for (step, &param) in r.iter().enumerate() {
+                ctx.interrupt.check()?;
                 let ratio = if !(-1.0..=1.0).contains(&param) {
                     let capped = param.clamp(-1.0, 1.0);
                     ctx.annotate(
@@ -248,6 +263,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
                 .map(|s| VSeries::floats(s.labels.clone(), vec![None; n], s.drop_name))
                 .collect();
             for (step, &kf) in k.iter().enumerate() {
+                ctx.interrupt.check()?;
                 if kf.is_nan() {
                     return Err(EngineError::Eval("Parameter value is NaN".into()));
                 }
@@ -344,6 +360,7 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
             let mut out: Vec<VSeries> = Vec::new();
             let mut idx: HashMap<Labels, usize> = HashMap::new();
             for step in 0..n {
+                ctx.interrupt.check()?;
                 let mut counts: Vec<(Labels, f64)> = Vec::new();
                 let mut at: HashMap<Labels, usize> = HashMap::new();
                 for s in &input {
@@ -394,7 +411,10 @@ pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {
     };
     let any_hists = input.iter().any(VSeries::has_hists);
     let mut out = Vec::with_capacity(groups.len());
-    for (g, members) in groups {
+    for (gi, (g, members)) in groups.into_iter().enumerate() {
+        if gi % 64 == 63 {
+            ctx.interrupt.check()?;
+        }
         let mut vals = vec![None; n];
         let mut hist_out: Vec<Option<crate::engine::H>> = Vec::new();
         for (step, slot) in vals.iter_mut().enumerate() {
@@ -2303,6 +2323,27 @@ mod tests {
             ends: vec![9000],
             eval_ts: vec![9000],
         }
+    }
+
+    /// An aggregation's grouping stops within 1024 series of a raised interrupt.
+    #[test]
+    fn grouping_stops_when_interrupted() {
+        let input: Vec<VSeries> = (0..5000)
+            .map(|i| {
+                VSeries::floats(
+                    Labels::new([("pod".to_string(), format!("p{i}"))]),
+                    vec![Some(1.0)],
+                    false,
+                )
+            })
+            .collect();
+        let raised = Interrupt::new(None, Some(Arc::new(AtomicBool::new(true))));
+        assert!(matches!(
+            group_keys(&raised, &input, &None),
+            Err(EngineError::Canceled)
+        ));
+        let keys = group_keys(&Interrupt::none(), &input, &None).expect("keys");
+        assert_eq!(keys.len(), 5000);
     }
 
     /// A raised interrupt ends a range function's loop over the series at once (the
