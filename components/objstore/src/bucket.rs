@@ -617,21 +617,17 @@ fn file_pieces(
     op: &'static str,
 ) -> futures::stream::BoxStream<'static, Result<Bytes>> {
     use std::io::{Read, Seek, SeekFrom};
-    let state = (Some(file), range.start, false);
     Box::pin(futures::stream::try_unfold(
-        state,
-        move |(file, pos, sought)| {
+        (file, range.start),
+        move |(mut file, pos)| {
             let local = local.clone();
             let object = object.clone();
             let end = range.end;
             async move {
-                let Some(mut file) = file else {
-                    return Ok(None);
-                };
                 if pos >= end {
                     return Ok(None);
                 }
-                let want = (end - pos).min(READ_CHUNK as u64) as usize;
+                let want = (end - pos).min(READ_CHUNK as u64);
                 let io = |source| Error::LocalIo {
                     op,
                     object: object.clone(),
@@ -639,11 +635,9 @@ fn file_pieces(
                     source,
                 };
                 let (file, buf) = tokio::task::spawn_blocking(move || {
-                    if !sought {
-                        file.seek(SeekFrom::Start(pos))?;
-                    }
-                    let mut buf = Vec::with_capacity(want);
-                    (&mut file).take(want as u64).read_to_end(&mut buf)?;
+                    file.seek(SeekFrom::Start(pos))?;
+                    let mut buf = Vec::with_capacity(want as usize);
+                    (&mut file).take(want).read_to_end(&mut buf)?;
                     Ok::<_, std::io::Error>((file, buf))
                 })
                 .await
@@ -654,7 +648,7 @@ fn file_pieces(
                     return Ok(None);
                 }
                 let n = buf.len() as u64;
-                Ok(Some((Bytes::from(buf), (Some(file), pos + n, true))))
+                Ok(Some((Bytes::from(buf), (file, pos + n))))
             }
         },
     ))

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, Fuse};
 use strata_tsdb::ChunkRef;
 use strata_tsdb::chunks::chunk_record_size;
 
@@ -58,8 +58,7 @@ struct Current {
     pos: u64,
     parts: VecDeque<Bytes>,
     buffered: u64,
-    body: BoxStream<'static, strata_objstore::Result<Bytes>>,
-    ended: bool,
+    body: Fuse<BoxStream<'static, strata_objstore::Result<Bytes>>>,
 }
 
 /// A merged read being opened (a whole small read, or a stream's GET being sent).
@@ -80,8 +79,6 @@ where
     /// Reads opened ahead, in order.
     opening: VecDeque<Opening>,
     current: Option<Current>,
-    /// Whether the first read was taken.
-    started: bool,
 }
 
 impl<B, Bu, St> Drop for ChunkReader<B, Bu, St>
@@ -112,7 +109,6 @@ where
             planned: planned.into(),
             opening: VecDeque::new(),
             current: None,
-            started: false,
         }
     }
 
@@ -132,33 +128,27 @@ where
     /// Moves to the next merged read; `false` when there is none.
     async fn advance(&mut self) -> Result<bool> {
         self.current = None;
+        // Once started, `open_ahead` keeps reads in flight while any are planned; the first one
+        // is opened right here (no task hand-off for a one-read answer), the next ones meanwhile
+        // on their own tasks.
         let next = if let Some(h) = self.opening.pop_front() {
             Some(h.await.map_err(|e| crate::error::Error::ReadTask {
                 block: self.block.ulid(),
                 msg: e.to_string(),
             })?)
-        } else if !self.started {
-            // The first read is opened right here (no task hand-off for a one-read answer),
-            // the next ones meanwhile on their own tasks.
-            self.started = true;
-            match self.planned.pop_front() {
-                Some(read) => {
-                    self.open_ahead();
-                    Some(
-                        open(
-                            self.block.bucket.clone(),
-                            read,
-                            self.block.opts.whole_read_max,
-                        )
-                        .await,
-                    )
-                }
-                None => None,
-            }
+        } else if let Some(read) = self.planned.pop_front() {
+            self.open_ahead();
+            Some(
+                open(
+                    self.block.bucket.clone(),
+                    read,
+                    self.block.opts.whole_read_max,
+                )
+                .await,
+            )
         } else {
             None
         };
-        self.started = true;
         self.open_ahead();
         match next {
             Some(c) => {
@@ -273,8 +263,7 @@ async fn open(
         read,
         parts,
         buffered,
-        body,
-        ended: false,
+        body: body.fuse(),
     })
 }
 
@@ -282,9 +271,6 @@ impl Current {
     /// Reads pieces until the bytes before `upto` are buffered; `false` if the body ended first.
     async fn fill(&mut self, upto: u64, stats: &QueryStats) -> strata_objstore::Result<bool> {
         while self.pos + self.buffered < upto {
-            if self.ended {
-                return Ok(false);
-            }
             match self.body.next().await {
                 Some(Ok(b)) => {
                     stats.get_bytes.fetch_add(b.len() as u64, Relaxed);
@@ -292,7 +278,7 @@ impl Current {
                     self.parts.push_back(b);
                 }
                 Some(Err(e)) => return Err(e),
-                None => self.ended = true,
+                None => return Ok(false),
             }
         }
         Ok(true)
@@ -305,19 +291,29 @@ impl Current {
                 // Short body: `fill` on the record reports it.
                 return Ok(());
             }
-            let Some(front) = self.parts.front_mut() else {
-                return Ok(());
-            };
-            let drop = (off - self.pos).min(front.len() as u64);
-            if drop as usize == front.len() {
-                self.parts.pop_front();
-            } else {
-                let _ = front.split_to(drop as usize);
-            }
-            self.pos += drop;
-            self.buffered -= drop;
+            self.consume(off - self.pos, |_| {});
         }
         Ok(())
+    }
+
+    /// Takes up to `n` buffered bytes off the front, handing them to `sink` piece by piece.
+    fn consume(&mut self, n: u64, mut sink: impl FnMut(&[u8])) {
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            let k = left.min(front.len() as u64) as usize;
+            sink(&front[..k]);
+            if k == front.len() {
+                self.parts.pop_front();
+            } else {
+                let _ = front.split_to(k);
+            }
+            self.pos += k as u64;
+            self.buffered -= k as u64;
+            left -= k as u64;
+        }
     }
 
     /// A copy of the first `n` buffered bytes (fewer if fewer are buffered).
@@ -337,20 +333,7 @@ impl Current {
     /// came from is freed once read past.
     fn take(&mut self, n: usize) -> Bytes {
         let mut out = BytesMut::with_capacity(n);
-        while out.len() < n {
-            let Some(front) = self.parts.front_mut() else {
-                break;
-            };
-            let k = (n - out.len()).min(front.len());
-            out.extend_from_slice(&front[..k]);
-            if k == front.len() {
-                self.parts.pop_front();
-            } else {
-                let _ = front.split_to(k);
-            }
-            self.pos += k as u64;
-            self.buffered -= k as u64;
-        }
+        self.consume(n as u64, |b| out.extend_from_slice(b));
         out.freeze()
     }
 }
