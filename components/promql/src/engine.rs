@@ -1282,7 +1282,7 @@ impl Ctx<'_> {
                     .unwrap_or(VectorMatchCardinality::OneToOne);
                 let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
                 match op.as_str() {
-                    "and" | "or" | "unless" => Ok(Val::Vector(self.set_op(&op, l, r, &matching))),
+                    "and" | "or" | "unless" => Ok(Val::Vector(self.set_op(&op, l, r, &matching)?)),
                     _ => Ok(Val::Vector(self.vector_vector(
                         &op,
                         l,
@@ -1302,67 +1302,27 @@ impl Ctx<'_> {
         }
     }
 
+    /// `and`, `or` and `unless` (the interrupt polled every 1024 series of each loop).
     fn set_op(
         &self,
         op: &str,
         l: Vec<VSeries>,
         r: Vec<VSeries>,
         matching: &Option<LabelModifier>,
-    ) -> Vec<VSeries> {
-        let n = self.n();
-        let lsig: Vec<Labels> = l.iter().map(|s| signature(&s.labels, matching)).collect();
-        let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels, matching)).collect();
-        let mut present_r: Vec<std::collections::HashSet<&Labels>> = vec![Default::default(); n];
-        for (s, sig) in r.iter().zip(&rsig) {
-            for (i, p) in present_r.iter_mut().enumerate() {
-                if s.has(i) {
-                    p.insert(sig);
-                }
-            }
-        }
+    ) -> Result<Vec<VSeries>> {
+        let stop = self.interrupt;
+        let lsig = set_signatures(stop, &l, matching)?;
+        let rsig = set_signatures(stop, &r, matching)?;
+        let present_r = set_presence(stop, self.n(), &r, &rsig)?;
         match op {
-            "and" | "unless" => {
-                let want = op == "and";
-                l.into_iter()
-                    .zip(&lsig)
-                    .map(|(mut s, sig)| {
-                        for (i, p) in present_r.iter().enumerate() {
-                            if p.contains(sig) != want {
-                                s.clear(i);
-                            }
-                        }
-                        s
-                    })
-                    .filter(VSeries::any)
-                    .collect()
-            }
+            "and" => set_filter(stop, l, &lsig, &present_r, true),
+            "unless" => set_filter(stop, l, &lsig, &present_r, false),
             _ => {
-                let mut present_l: Vec<std::collections::HashSet<&Labels>> =
-                    vec![Default::default(); n];
-                for (s, sig) in l.iter().zip(&lsig) {
-                    for (i, p) in present_l.iter_mut().enumerate() {
-                        if s.has(i) {
-                            p.insert(sig);
-                        }
-                    }
-                }
-                let rest: Vec<VSeries> = r
-                    .iter()
-                    .zip(&rsig)
-                    .map(|(s, sig)| {
-                        let mut s = s.clone();
-                        for (i, p) in present_l.iter().enumerate() {
-                            if p.contains(sig) {
-                                s.clear(i);
-                            }
-                        }
-                        s
-                    })
-                    .filter(VSeries::any)
-                    .collect();
-                let mut out = l.clone();
+                let present_l = set_presence(stop, self.n(), &l, &lsig)?;
+                let rest = set_filter(stop, r, &rsig, &present_l, false)?;
+                let mut out = l;
                 out.extend(rest);
-                out
+                Ok(out)
             }
         }
     }
@@ -1715,6 +1675,72 @@ fn elem_binop(op: &str, l: El<'_>, r: El<'_>) -> Result<ElemResult> {
 /// `histogram_count`, `histogram_sum` or `histogram_avg` with no subquery, bucket-reading
 /// histogram function or trim operator on the way up. `under` says such a function encloses
 /// `expr`.
+/// Polls `stop` once every 1024 iterations of a loop over series.
+fn poll_every_1024(stop: &Interrupt, k: usize) -> Result<()> {
+    if k % 1024 == 1023 {
+        stop.check()
+    } else {
+        Ok(())
+    }
+}
+
+/// The matching signature of each series of a set operator's side.
+fn set_signatures(
+    stop: &Interrupt,
+    side: &[VSeries],
+    matching: &Option<LabelModifier>,
+) -> Result<Vec<Labels>> {
+    let mut out = Vec::with_capacity(side.len());
+    for (k, s) in side.iter().enumerate() {
+        poll_every_1024(stop, k)?;
+        out.push(signature(&s.labels, matching));
+    }
+    Ok(out)
+}
+
+/// Per step, the signatures a set operator's side has a sample for.
+fn set_presence<'a>(
+    stop: &Interrupt,
+    steps: usize,
+    side: &[VSeries],
+    sigs: &'a [Labels],
+) -> Result<Vec<HashSet<&'a Labels>>> {
+    let mut present: Vec<HashSet<&Labels>> = vec![HashSet::new(); steps];
+    for (k, (s, sig)) in side.iter().zip(sigs).enumerate() {
+        poll_every_1024(stop, k)?;
+        for (i, p) in present.iter_mut().enumerate() {
+            if s.has(i) {
+                p.insert(sig);
+            }
+        }
+    }
+    Ok(present)
+}
+
+/// Keeps the samples of `side` at the steps where its signature is present in `present`
+/// (`want`) or absent (`!want`); series left with no sample are dropped.
+fn set_filter(
+    stop: &Interrupt,
+    side: Vec<VSeries>,
+    sigs: &[Labels],
+    present: &[HashSet<&Labels>],
+    want: bool,
+) -> Result<Vec<VSeries>> {
+    let mut out = Vec::with_capacity(side.len());
+    for (k, (mut s, sig)) in side.into_iter().zip(sigs).enumerate() {
+        poll_every_1024(stop, k)?;
+        for (i, p) in present.iter().enumerate() {
+            if p.contains(sig) != want {
+                s.clear(i);
+            }
+        }
+        if s.any() {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 fn stats_selectors(expr: &Expr, under: bool, out: &mut HashSet<usize>) {
     match expr {
         Expr::VectorSelector(vs) => {
@@ -1955,6 +1981,44 @@ mod tests {
         ) -> std::result::Result<Vec<String>, QueryableError> {
             self.inner.label_values(n, a, b).await
         }
+    }
+
+    /// A set operator's loops over series stop within 1024 series of a raised interrupt; an
+    /// unraised one gives the whole answer (`unless` of two disjoint halves keeps the left).
+    #[test]
+    fn set_operators_stop_when_interrupted() {
+        let side = |from: usize| -> Vec<VSeries> {
+            (from..from + 3000)
+                .map(|i| {
+                    VSeries::floats(
+                        Labels::new([("pod".to_string(), format!("p{i}"))]),
+                        vec![Some(1.0)],
+                        false,
+                    )
+                })
+                .collect()
+        };
+        let raised = Interrupt::new(
+            None,
+            Some(Arc::new(std::sync::atomic::AtomicBool::new(true))),
+        );
+        let sigs = set_signatures(&Interrupt::none(), &side(0), &None).expect("signatures");
+        assert!(matches!(
+            set_signatures(&raised, &side(0), &None),
+            Err(EngineError::Canceled)
+        ));
+        assert!(matches!(
+            set_presence(&raised, 1, &side(0), &sigs),
+            Err(EngineError::Canceled)
+        ));
+        let other = set_signatures(&Interrupt::none(), &side(3000), &None).expect("signatures");
+        let present = set_presence(&Interrupt::none(), 1, &side(3000), &other).expect("presence");
+        assert!(matches!(
+            set_filter(&raised, side(0), &sigs, &present, false),
+            Err(EngineError::Canceled)
+        ));
+        let kept = set_filter(&Interrupt::none(), side(0), &sigs, &present, false).expect("kept");
+        assert_eq!(kept.len(), 3000);
     }
 
     /// The interrupt is checked after the fetch, before evaluating: a query whose client
