@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::stats::{QueryStats, RequestBudget};
 
 /// Merged reads opened ahead of the one being consumed (their GETs in flight meanwhile).
-const READ_AHEAD: usize = 3;
+pub(crate) const READ_AHEAD: usize = 3;
 /// The longest chunk length varint.
 const LEN_FIELD_MAX: u64 = 5;
 
@@ -120,6 +120,9 @@ where
             };
             let bucket = self.block.bucket.clone();
             let whole = self.block.opts.whole_read_max;
+            // Counted when sent: a read opened ahead and then dropped (the call cancelled) was
+            // still a request to the bucket.
+            self.stats.get_requests.fetch_add(1, Relaxed);
             self.opening
                 .push_back(tokio::spawn(open(bucket, read, whole)));
         }
@@ -137,6 +140,7 @@ where
                 msg: e.to_string(),
             })?)
         } else if let Some(read) = self.planned.pop_front() {
+            self.stats.get_requests.fetch_add(1, Relaxed);
             self.open_ahead();
             Some(
                 open(
@@ -153,7 +157,6 @@ where
         match next {
             Some(c) => {
                 let c = c.map_err(|e| self.block.os_err(e))?;
-                self.stats.get_requests.fetch_add(1, Relaxed);
                 self.stats.get_bytes.fetch_add(c.buffered, Relaxed);
                 self.current = Some(c);
                 Ok(true)

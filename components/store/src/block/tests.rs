@@ -1106,3 +1106,56 @@ async fn a_large_read_is_cut_up_while_the_series_are_taken() {
         local_select(&local, &ms, i64::MIN, i64::MAX)
     );
 }
+
+/// Reads opened ahead are counted as GETs when sent: a call that stops after its first series
+/// (a cancelled client) still reports the reads it had in flight.
+#[tokio::test]
+async fn reads_opened_ahead_count_even_when_the_call_stops_early() {
+    // Small segment files: one merged read per segment.
+    let (tmp, bucket, ulid) = write_block_opts(2000, 64 * 1024, None).await;
+    let stats = Arc::new(QueryStats::default());
+    let budget = Arc::new(RequestBudget::unlimited());
+    let b = Arc::new(
+        open(
+            &bucket,
+            &tmp,
+            ulid,
+            Arc::new(NoCache),
+            BlockOptions::default(),
+            &stats,
+        )
+        .await
+        .unwrap(),
+    );
+    let ms = vec![m(MatchOp::RegexMatch, "__name__", ".+")];
+    let plan = |stats: &Arc<QueryStats>| {
+        let (b, budget, stats, ms) = (b.clone(), budget.clone(), stats.clone(), ms.clone());
+        async move {
+            b.plan_series(&req(&ms, i64::MIN, i64::MAX), &budget, &stats)
+                .await
+                .unwrap()
+        }
+    };
+    // The whole answer: one GET per segment.
+    let planned = plan(&stats).await;
+    let before = stats.get_requests.load(Relaxed);
+    let all: Vec<_> = planned
+        .into_stream(budget.clone(), stats.clone())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2000);
+    let reads = stats.get_requests.load(Relaxed) - before;
+    assert!(reads > 1 + reader::READ_AHEAD as u64, "{reads} reads");
+    // Stopped after the first series: the first read and those opened ahead of it.
+    let early = Arc::new(QueryStats::default());
+    let planned = plan(&early).await;
+    let before = early.get_requests.load(Relaxed);
+    let mut stream = planned.into_stream(budget.clone(), early.clone());
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    assert_eq!(
+        early.get_requests.load(Relaxed) - before,
+        1 + reader::READ_AHEAD as u64
+    );
+}
