@@ -1684,18 +1684,27 @@ fn poll_every_1024(stop: &Interrupt, k: usize) -> Result<()> {
     }
 }
 
+/// `f` of each series, polling `stop` every 1024 series.
+pub(crate) fn map_polled<T>(
+    stop: &Interrupt,
+    series: &[VSeries],
+    mut f: impl FnMut(&VSeries) -> T,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(series.len());
+    for (k, s) in series.iter().enumerate() {
+        poll_every_1024(stop, k)?;
+        out.push(f(s));
+    }
+    Ok(out)
+}
+
 /// The matching signature of each series of a set operator's side.
 fn set_signatures(
     stop: &Interrupt,
     side: &[VSeries],
     matching: &Option<LabelModifier>,
 ) -> Result<Vec<Labels>> {
-    let mut out = Vec::with_capacity(side.len());
-    for (k, s) in side.iter().enumerate() {
-        poll_every_1024(stop, k)?;
-        out.push(signature(&s.labels, matching));
-    }
-    Ok(out)
+    map_polled(stop, side, |s| signature(&s.labels, matching))
 }
 
 /// Per step, the signatures a set operator's side has a sample for.

@@ -168,14 +168,7 @@ fn group_keys(
     input: &[VSeries],
     modifier: &Option<LabelModifier>,
 ) -> Result<Vec<Labels>> {
-    let mut keys = Vec::with_capacity(input.len());
-    for (i, s) in input.iter().enumerate() {
-        if i % 1024 == 1023 {
-            interrupt.check()?;
-        }
-        keys.push(group_labels(&s.labels, modifier));
-    }
-    Ok(keys)
+    crate::engine::map_polled(interrupt, input, |s| group_labels(&s.labels, modifier))
 }
 
 pub(crate) fn aggregate(ctx: &Ctx<'_>, a: &AggregateExpr) -> Result<Val> {

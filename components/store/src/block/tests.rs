@@ -126,6 +126,27 @@ async fn open(
     .await
 }
 
+/// The block opened for streaming (no cache, default options), with fresh statistics and an
+/// unlimited budget.
+async fn open_shared(
+    bucket: &Bucket,
+    tmp: &tempfile::TempDir,
+    ulid: Ulid,
+) -> (Arc<BucketBlock>, Arc<QueryStats>, Arc<RequestBudget>) {
+    let stats = Arc::new(QueryStats::default());
+    let b = open(
+        bucket,
+        tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &stats,
+    )
+    .await
+    .unwrap();
+    (Arc::new(b), stats, Arc::new(RequestBudget::unlimited()))
+}
+
 #[tokio::test]
 async fn series_equal_the_local_reader_for_every_matcher_shape() {
     // Small segments: chunks spread over many segment files.
@@ -1062,20 +1083,7 @@ async fn a_large_read_is_cut_up_while_the_series_are_taken() {
     let fs =
         Bucket::from_config(&strata_objstore::BucketConfig::parse(&yaml, "test").unwrap()).unwrap();
     upload_dir(&fs, &tmp.path().join(ulid.to_string()), ulid).await;
-    let stats = Arc::new(QueryStats::default());
-    let budget = Arc::new(RequestBudget::unlimited());
-    let b = Arc::new(
-        open(
-            &fs,
-            &tmp,
-            ulid,
-            Arc::new(NoCache),
-            BlockOptions::default(),
-            &stats,
-        )
-        .await
-        .unwrap(),
-    );
+    let (b, stats, budget) = open_shared(&fs, &tmp, ulid).await;
     let ms = vec![m(MatchOp::RegexMatch, "__name__", ".+")];
     let planned = b
         .plan_series(&req(&ms, i64::MIN, i64::MAX), &budget, &stats)
@@ -1113,20 +1121,7 @@ async fn a_large_read_is_cut_up_while_the_series_are_taken() {
 async fn reads_opened_ahead_count_even_when_the_call_stops_early() {
     // Small segment files: one merged read per segment.
     let (tmp, bucket, ulid) = write_block_opts(2000, 64 * 1024, None).await;
-    let stats = Arc::new(QueryStats::default());
-    let budget = Arc::new(RequestBudget::unlimited());
-    let b = Arc::new(
-        open(
-            &bucket,
-            &tmp,
-            ulid,
-            Arc::new(NoCache),
-            BlockOptions::default(),
-            &stats,
-        )
-        .await
-        .unwrap(),
-    );
+    let (b, stats, budget) = open_shared(&bucket, &tmp, ulid).await;
     let ms = vec![m(MatchOp::RegexMatch, "__name__", ".+")];
     let plan = |stats: &Arc<QueryStats>| {
         let (b, budget, stats, ms) = (b.clone(), budget.clone(), stats.clone(), ms.clone());
