@@ -1671,10 +1671,6 @@ fn elem_binop(op: &str, l: El<'_>, r: El<'_>) -> Result<ElemResult> {
     })
 }
 
-/// Collects the selectors Prometheus reads through its `HistogramStatsIterator`: those under
-/// `histogram_count`, `histogram_sum` or `histogram_avg` with no subquery, bucket-reading
-/// histogram function or trim operator on the way up. `under` says such a function encloses
-/// `expr`.
 /// Polls `stop` once every 1024 iterations of a loop over series.
 fn poll_every_1024(stop: &Interrupt, k: usize) -> Result<()> {
     if k % 1024 == 1023 {
@@ -1750,6 +1746,10 @@ fn set_filter(
     Ok(out)
 }
 
+/// Collects the selectors Prometheus reads through its `HistogramStatsIterator`: those under
+/// `histogram_count`, `histogram_sum` or `histogram_avg` with no subquery, bucket-reading
+/// histogram function or trim operator on the way up. `under` says such a function encloses
+/// `expr`.
 fn stats_selectors(expr: &Expr, under: bool, out: &mut HashSet<usize>) {
     match expr {
         Expr::VectorSelector(vs) => {
