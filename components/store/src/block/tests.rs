@@ -126,8 +126,8 @@ async fn open(
     .await
 }
 
-/// The block opened for streaming (no cache, default options), with fresh statistics and an
-/// unlimited budget.
+/// The block opened with no cache and default options, with fresh statistics and an unlimited
+/// budget.
 async fn open_shared(
     bucket: &Bucket,
     tmp: &tempfile::TempDir,
@@ -649,22 +649,9 @@ async fn downsampled_blocks_answer_with_the_requested_aggregates() {
     let ulid = w.finish().unwrap();
     let bucket = Bucket::in_memory();
     upload_dir(&bucket, &tmp.path().join(ulid.to_string()), ulid).await;
-    let stats = QueryStats::default();
-    let b = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &stats,
-    )
-    .await
-    .unwrap();
+    let (b, stats, budget) = open_shared(&bucket, &tmp, ulid).await;
     let mut r = req(&[m(MatchOp::Equal, "__name__", "x")], 0, 1_000_000);
-    let got = b
-        .series(&r, &RequestBudget::unlimited(), &stats)
-        .await
-        .unwrap();
+    let got = b.series(&r, &budget, &stats).await.unwrap();
     assert_eq!(got.len(), 20);
     for (s, (l, subs)) in got.iter().zip(&expect) {
         assert_eq!(&s.labels, l);
@@ -681,10 +668,7 @@ async fn downsampled_blocks_answer_with_the_requested_aggregates() {
         assert!(c.aggrs[3].is_none(), "max not requested");
     }
     r.aggrs = vec![Aggr::Max, Aggr::Min];
-    let got = b
-        .series(&r, &RequestBudget::unlimited(), &stats)
-        .await
-        .unwrap();
+    let got = b.series(&r, &budget, &stats).await.unwrap();
     for (s, (_, subs)) in got.iter().zip(&expect) {
         let c = &s.chunks[0];
         assert!(c.aggrs[0].is_none() && c.aggrs[1].is_none());
@@ -702,18 +686,7 @@ async fn a_promtool_block_reads_like_the_local_reader() {
     let bucket = Bucket::in_memory();
     upload_dir(&bucket, &tmp.path().join(ulid.to_string()), ulid).await;
     let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
-    let stats = QueryStats::default();
-    let b = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &stats,
-    )
-    .await
-    .unwrap();
-    let budget = RequestBudget::unlimited();
+    let (b, stats, budget) = open_shared(&bucket, &tmp, ulid).await;
     use MatchOp::*;
     let sets = vec![
         vec![m(Equal, "__name__", "temp")],
