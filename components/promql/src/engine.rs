@@ -20,6 +20,8 @@ use crate::queryable::{Queryable, QueryableError, SelectHints};
 use crate::value::{Labels, Sample, Series, is_stale_nan};
 use std::sync::Arc;
 
+mod info;
+
 /// Errors of parsing or evaluating a query, worded as Prometheus words them where known.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -191,7 +193,20 @@ pub(crate) fn histogram_weight(h: &FloatHistogram) -> usize {
 
 /// Parses a PromQL expression.
 pub fn parse(query: &str) -> Result<Expr> {
-    parser::parse(query).map_err(EngineError::Parse)
+    match parser::parse(query) {
+        Ok(e) => Ok(e),
+        // Prometheus lets `info`'s label selector hold only matchers that match the empty
+        // string (`info(v, {data=~".*"})`); `promql-parser` refuses any such selector.
+        Err(err) if err.contains("at least one non-empty matcher") => {
+            let Some(marked) = info::mark_selectors(query) else {
+                return Err(EngineError::Parse(err));
+            };
+            let mut e = parser::parse(&marked).map_err(|_| EngineError::Parse(err))?;
+            info::strip_sentinels(&mut e);
+            Ok(e)
+        }
+        Err(err) => Err(EngineError::Parse(err)),
+    }
 }
 
 impl Engine {
@@ -425,6 +440,22 @@ impl Engine {
             Expr::Subquery(sq) => {
                 let inner = subquery_range(self, sq, top, r);
                 self.plan(&sq.expr, top, inner, None, needs)?;
+            }
+            Expr::Call(c) if c.func.name == "info" => {
+                if let Some(base) = c.args.args.first() {
+                    self.plan(base, top, r, Some("info"), needs)?;
+                }
+                let (key, ms, min_t, max_t) = info::need(c, top, r, self.lookback_ms)?;
+                let hints = SelectHints {
+                    step_ms: r.step,
+                    range_ms: 0,
+                    func: Some("info".to_owned()),
+                };
+                let entry = needs
+                    .entry(key)
+                    .or_insert((Matchers::new(ms), min_t, max_t, hints));
+                entry.1 = entry.1.min(min_t);
+                entry.2 = entry.2.max(max_t);
             }
             Expr::Call(c) => {
                 for a in &c.args.args {
@@ -1529,6 +1560,9 @@ impl Ctx<'_> {
     }
 
     fn call(&self, c: &Call) -> Result<Val> {
+        if c.func.name == "info" {
+            return info::eval(self, c);
+        }
         functions::call(self, c)
     }
 }
@@ -2111,6 +2145,46 @@ mod tests {
         assert_eq!(c[0].0, vec!["__name__=\"x\"".to_string()]);
         assert_eq!(c[0].1, 120_000 - 300_000);
         assert_eq!(c[0].2, 900_000);
+    }
+
+    #[test]
+    fn info_reads_its_info_series_at_the_time_of_its_first_selector() {
+        let q = store();
+        let got = futures::executor::block_on(Engine::default().range_query(
+            &q,
+            r#"info(x offset 2m, {__name__=~".+_info", data=~".*"})"#,
+            600_000,
+            900_000,
+            60_000,
+        ));
+        assert!(got.is_ok(), "{got:?}");
+        let mut c = calls(&q);
+        c.sort();
+        // The base selector, and the info series (selected by name and data matchers only,
+        // never by the label selector alone) over the same shifted range.
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0].0, vec!["__name__=\"x\"".to_string()]);
+        assert_eq!(
+            c[1].0,
+            vec![
+                "__name__=~\".+_info\"".to_string(),
+                "data=~\".*\"".to_string()
+            ]
+        );
+        for call in &c {
+            assert_eq!((call.1, call.2), (600_000 - 120_000 - 300_000, 780_000));
+        }
+    }
+
+    #[test]
+    fn only_info_selectors_may_match_the_empty_string() {
+        let e = parse(r#"info(up, {data=~".*"})"#).map(|e| e.to_string());
+        assert_eq!(e.ok().as_deref(), Some(r#"info(up, {data=~".*"})"#));
+        let e = parse(r#"up + {data=~".*"}"#);
+        assert!(
+            matches!(&e, Err(EngineError::Parse(m)) if m.contains("non-empty matcher")),
+            "{e:?}"
+        );
     }
 
     #[test]

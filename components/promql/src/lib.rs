@@ -31,7 +31,7 @@
 //!   expression's position is known only where its left operand starts the query, a call or
 //!   aggregation argument; the forced-monotonicity info of `histogram_quantile` is raised per
 //!   step ("over 1 samples") instead of merged over the range;
-//! - `info()`, `fill` modifiers, duration
+//! - `fill` modifiers, duration
 //!   expressions and other experimental syntax the parser lacks;
 //! - label names that are invalid UTF-8 in Go strings (`"\xff"`) are rejected only by
 //!   `count_values`, `label_replace` and `label_join` (found by re-reading the query's string

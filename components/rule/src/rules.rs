@@ -288,7 +288,7 @@ pub fn parse_rules(file: &str, text: &str) -> Result<Vec<RuleGroup>> {
             }
             if expr.is_empty() {
                 errs.push("field 'expr' must be set in rule".into());
-            } else if let Err(e) = promql_parser::parser::parse(&expr) {
+            } else if let Err(e) = strata_promql::engine::parse(&expr) {
                 errs.push(format!("could not parse expression: {e}"));
             }
             let annotations = r.annotations.unwrap_or_default();
