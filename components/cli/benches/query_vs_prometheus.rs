@@ -23,7 +23,9 @@
 //! Nothing is asserted about time. Run with `cargo bench -p strata --bench query_vs_prometheus`.
 //! Knobs (environment): `STRATA_BENCH_TARGETS` (default 20), `STRATA_BENCH_HOURS` (6),
 //! `STRATA_BENCH_ROUNDS` (5), `STRATA_BENCH_TARGETS=0` skips part 1, `STRATA_BENCH_LONG_DAYS` (30; 0 skips part 2),
-//! `STRATA_BENCH_LONG_TARGETS` (6), and `STRATA_BENCH_THANOS=1` to add a column for a real
+//! `STRATA_BENCH_LONG_TARGETS` (6), `STRATA_BENCH_CHUNK_CACHE` (the store's `--chunk-cache-size`,
+//! default `256MB`, as a store gateway serving dashboards would run; `0` turns it off — Prometheus
+//! keeps its blocks memory-mapped), and `STRATA_BENCH_THANOS=1` to add a column for a real
 //! `thanos query` over the same Strata sidecar.
 //! `cargo test --benches` runs it without `--bench`: then it only checks that it was built.
 
@@ -255,9 +257,15 @@ async fn querier_over_store(
     objstore_yaml: &str,
     dir: &Path,
 ) -> (StrataStore, StrataQuery) {
-    let store = StrataStore::start(binary, objstore_yaml, &dir.join("store"), &[])
-        .await
-        .expect("start strata store");
+    let chunk_cache = std::env::var("STRATA_BENCH_CHUNK_CACHE").unwrap_or_else(|_| "256MB".into());
+    let store = StrataStore::start(
+        binary,
+        objstore_yaml,
+        &dir.join("store"),
+        &[&format!("--chunk-cache-size={chunk_cache}")],
+    )
+    .await
+    .expect("start strata store");
     let querier = StrataQuery::builder(binary)
         .endpoint(store.grpc_address())
         .start()

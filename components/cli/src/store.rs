@@ -91,6 +91,11 @@ pub struct StoreArgs {
     #[arg(long = "index-cache-size", env = "STRATA_INDEX_CACHE_SIZE", value_parser = bytes, default_value = "250MB")]
     index_cache_size: u64,
 
+    /// Size of the in-memory chunk cache (`0`, the default, disables it): chunks read once are
+    /// served from memory until evicted, least recently used first.
+    #[arg(long = "chunk-cache-size", env = "STRATA_CHUNK_CACHE_SIZE", value_parser = bytes, default_value = "0")]
+    chunk_cache_size: u64,
+
     /// A loaded block's index-header is released after this long without queries (`0s`: never).
     #[arg(long = "store.index-header-lazy-reader-idle-timeout", env = "STRATA_INDEX_HEADER_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5m")]
     index_header_idle_timeout: Duration,
@@ -168,6 +173,7 @@ impl StoreArgs {
                 ..ServerOptions::default()
             },
             index_cache_size: self.index_cache_size,
+            chunk_cache_size: self.chunk_cache_size,
             sync_interval: self.sync_block_duration,
         })
     }
@@ -178,6 +184,7 @@ pub(crate) struct GatewaySettings {
     pub(crate) block_set: BlockSetOptions,
     pub(crate) server: ServerOptions,
     pub(crate) index_cache_size: u64,
+    pub(crate) chunk_cache_size: u64,
     pub(crate) sync_interval: Duration,
 }
 
@@ -197,6 +204,7 @@ impl GatewaySettings {
             },
             server: ServerOptions::default(),
             index_cache_size: 250_000_000,
+            chunk_cache_size: 0,
             sync_interval: Duration::from_secs(180),
         }
     }
@@ -232,8 +240,14 @@ impl Gateway {
             cache.register(registry);
             Arc::new(cache)
         };
+        let mut block_set = settings.block_set;
+        if settings.chunk_cache_size > 0 {
+            let chunks = LruCache::chunks(settings.chunk_cache_size);
+            chunks.register(registry);
+            block_set.block.chunk_cache = Some(Arc::new(chunks));
+        }
         let blocks = Arc::new(
-            BlockSet::new(bucket, cache, settings.block_set)
+            BlockSet::new(bucket, cache, block_set)
                 .map_err(|e| anyhow::Error::new(e).context(ConfigError("store gateway".into())))?,
         );
         blocks.metrics().register(registry);

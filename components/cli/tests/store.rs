@@ -35,6 +35,7 @@ fn help_lists_the_thanos_flag_names() {
         "--selector.relabel-config-file",
         "--ignore-deletion-marks-delay",
         "--index-cache-size",
+        "--chunk-cache-size",
         "--store.limits.request-series",
         "--store.limits.request-samples",
         "--store.grpc.series-max-concurrency",
@@ -100,7 +101,7 @@ async fn a_real_thanos_query_uses_the_gateway_and_answers_like_prometheus() {
         binary,
         &minio.objstore_yaml("blocks"),
         store_dir.path(),
-        &[],
+        &["--chunk-cache-size=64MB"],
     )
     .await
     .expect("start strata store");
@@ -140,27 +141,53 @@ async fn a_real_thanos_query_uses_the_gateway_and_answers_like_prometheus() {
     )
     .await
     .expect("count(up) agrees");
+    let metric = |name: &'static str| {
+        let url = format!("{}/metrics", store.url());
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .reduce(|a, b| a + b)
+        }
+    };
     let mut compared = 0;
-    for expr in [
-        "up",
-        "sum by (job) (rate(http_requests_total[5m]))",
-        "histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))",
-        "max_over_time(process_resident_memory_bytes[30m])",
-        "{__name__=~\"kube_.*|up\", instance=~\".*1.*\"}",
-    ] {
-        let want = reference
-            .range(expr, start, end, 120.0, &[])
-            .await
-            .expect("reference");
-        let got = ours
-            .range(expr, start, end, 120.0, &[])
-            .await
-            .expect("thanos");
-        let diffs = strata_e2e::compare(&want, &got, &opts);
-        assert!(diffs.is_empty(), "{expr}: {:?}", diffs.first());
-        compared += 1;
+    let mut gets = Vec::new();
+    // Twice: the second pass is served from the index and chunk caches (no GET), the same answers.
+    for _ in 0..2 {
+        for expr in [
+            "up",
+            "sum by (job) (rate(http_requests_total[5m]))",
+            "histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))",
+            "max_over_time(process_resident_memory_bytes[30m])",
+            "{__name__=~\"kube_.*|up\", instance=~\".*1.*\"}",
+        ] {
+            let want = reference
+                .range(expr, start, end, 120.0, &[])
+                .await
+                .expect("reference");
+            let got = ours
+                .range(expr, start, end, 120.0, &[])
+                .await
+                .expect("thanos");
+            let diffs = strata_e2e::compare(&want, &got, &opts);
+            assert!(diffs.is_empty(), "{expr}: {:?}", diffs.first());
+            compared += 1;
+        }
+        gets.push(
+            metric("strata_store_series_call_object_store_requests_sum")
+                .await
+                .expect("GET count"),
+        );
     }
-    assert_eq!(compared, 5);
+    assert_eq!(compared, 10);
+    assert!(gets[0] > 0.0, "{gets:?}");
+    assert_eq!(gets[0], gets[1], "the second pass read the bucket");
+    assert!(
+        metric("strata_store_chunk_cache_hits_total")
+            .await
+            .is_some_and(|h| h > 0.0)
+    );
 
     store.process().signal(Signal::SIGTERM).expect("signal");
     let status = store

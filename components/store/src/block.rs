@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use strata_objstore::Bucket;
 use strata_tsdb::chunkenc::aggr::{self, AGGR_ENCODING};
@@ -125,6 +125,9 @@ pub struct BlockOptions {
     /// Merged chunk reads up to this many bytes are fetched whole (ahead of need); longer ones
     /// are streamed and cut up as the answer is sent.
     pub whole_read_max: u64,
+    /// Where chunks read once are kept (`None`, the default: every chunk is read from the
+    /// bucket). Used when a block's chunks are read in order (always, for blocks a TSDB wrote).
+    pub chunk_cache: Option<Arc<dyn IndexCache>>,
 }
 
 impl Default for BlockOptions {
@@ -133,6 +136,7 @@ impl Default for BlockOptions {
             max_gap: 512 * 1024,
             naive: false,
             whole_read_max: 1024 * 1024,
+            chunk_cache: None,
         }
     }
 }
@@ -285,23 +289,38 @@ where
         .boxed();
     }
     futures::stream::once(async move {
-        let reads = block.plan_reads(&refs, &budget).await?;
+        // Chunks in the chunk cache are taken out now (an eviction meanwhile cannot leave one
+        // neither cached nor planned); only the others are read.
+        let (cached, reads) = match &block.opts.chunk_cache {
+            Some(cache) => {
+                let (cached, missing) = block.cached_chunks(cache.as_ref(), &refs, &budget)?;
+                (cached, block.plan_reads(&missing, &budget).await?)
+            }
+            None => (HashMap::new(), block.plan_reads(&refs, &budget).await?),
+        };
         let reader = reader::ChunkReader::new(block, budget, stats, reads);
-        let state = (reader, series.into_iter(), aggrs);
+        let state = (reader, series.into_iter(), aggrs, cached);
         Ok::<_, Error>(futures::stream::try_unfold(
             state,
-            |(mut reader, mut rest, aggrs)| async move {
+            |(mut reader, mut rest, aggrs, mut cached)| async move {
                 let Some((labels, metas)) = rest.next() else {
                     return Ok(None);
                 };
                 let mut chunks = Vec::with_capacity(metas.len());
                 for m in metas {
-                    let c = reader.chunk(m.chunk_ref).await?;
+                    let c = match cached.remove(&m.chunk_ref) {
+                        Some(c) => c,
+                        None => {
+                            let c = reader.chunk(m.chunk_ref).await?;
+                            reader.block().cache_chunk(m.chunk_ref, &c);
+                            c
+                        }
+                    };
                     chunks.push(reader.block().block_chunk(&m, c, &aggrs)?);
                 }
                 Ok(Some((
                     BlockSeries { labels, chunks },
-                    (reader, rest, aggrs),
+                    (reader, rest, aggrs, cached),
                 )))
             },
         ))
@@ -905,6 +924,55 @@ impl BucketBlock {
         }
         .instrument(span)
         .await
+    }
+
+    /// The chunks of `refs` found in `cache` (their bytes charged to `budget`), and the refs left
+    /// to read, in their order.
+    fn cached_chunks(
+        &self,
+        cache: &dyn IndexCache,
+        refs: &[ChunkRef],
+        budget: &RequestBudget,
+    ) -> Result<(HashMap<ChunkRef, ChunkBytes>, Vec<ChunkRef>)> {
+        let mut cached = HashMap::new();
+        let mut missing = Vec::new();
+        for &r in refs {
+            let key = CacheKey::Chunk {
+                block: self.ulid(),
+                chunk: r.0,
+            };
+            match cache.get(&key) {
+                Some(b) if !b.is_empty() => {
+                    budget.add_bytes(b.len() as u64)?;
+                    cached.insert(
+                        r,
+                        ChunkBytes {
+                            encoding: b[0],
+                            data: b.slice(1..),
+                        },
+                    );
+                }
+                _ => missing.push(r),
+            }
+        }
+        Ok((cached, missing))
+    }
+
+    /// Keeps a chunk read from the bucket in the chunk cache, if there is one.
+    fn cache_chunk(&self, r: ChunkRef, c: &ChunkBytes) {
+        let Some(cache) = &self.opts.chunk_cache else {
+            return;
+        };
+        let mut b = BytesMut::with_capacity(c.data.len() + 1);
+        b.put_u8(c.encoding);
+        b.extend_from_slice(&c.data);
+        cache.put(
+            CacheKey::Chunk {
+                block: self.ulid(),
+                chunk: r.0,
+            },
+            b.freeze(),
+        );
     }
 
     /// The merged reads of `refs` (at increasing offsets), their bytes charged to `budget`.

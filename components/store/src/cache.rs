@@ -1,4 +1,5 @@
-//! Size-bounded caches for postings lists and series entries, keyed per block.
+//! Size-bounded caches for postings lists and series entries (the index cache) and for chunks
+//! (the chunk cache), keyed per block.
 //!
 //! [`LruCache`] is the in-memory implementation, bounded by bytes; [`NoCache`] disables caching.
 
@@ -31,6 +32,13 @@ pub enum CacheKey {
         block: Ulid,
         /// Series reference.
         series: u64,
+    },
+    /// The chunk at `chunk` (its reference) in `block`: its encoding byte, then its data.
+    Chunk {
+        /// The block.
+        block: Ulid,
+        /// Chunk reference.
+        chunk: u64,
     },
 }
 
@@ -65,6 +73,7 @@ impl CacheKey {
             item_type: match self {
                 CacheKey::Postings { .. } => "postings",
                 CacheKey::Series { .. } => "series",
+                CacheKey::Chunk { .. } => "chunks",
             },
         }
     }
@@ -74,7 +83,7 @@ impl CacheKey {
         let fixed = std::mem::size_of::<CacheKey>() as u64;
         match self {
             CacheKey::Postings { name, value, .. } => fixed + (name.len() + value.len()) as u64,
-            CacheKey::Series { .. } => fixed,
+            CacheKey::Series { .. } | CacheKey::Chunk { .. } => fixed,
         }
     }
 }
@@ -103,6 +112,8 @@ struct LruState {
 /// entries; items larger than `max_item_bytes` are not stored.
 #[derive(Debug)]
 pub struct LruCache {
+    /// The metric names' middle part: `index` or `chunk`.
+    name: &'static str,
     max_bytes: u64,
     max_item_bytes: u64,
     state: Mutex<LruState>,
@@ -110,14 +121,24 @@ pub struct LruCache {
 }
 
 impl LruCache {
-    /// A cache of at most `max_bytes`; items above a quarter of it are refused.
+    /// An index cache of at most `max_bytes`; items above a quarter of it are refused.
     pub fn new(max_bytes: u64) -> Self {
         Self::with_max_item_bytes(max_bytes, max_bytes / 4)
     }
 
-    /// A cache of at most `max_bytes` refusing items (key and value) above `max_item_bytes`.
+    /// A chunk cache of at most `max_bytes` (its metrics are `strata_store_chunk_cache_*`);
+    /// items above a quarter of it are refused.
+    pub fn chunks(max_bytes: u64) -> Self {
+        LruCache {
+            name: "chunk",
+            ..Self::new(max_bytes)
+        }
+    }
+
+    /// An index cache of at most `max_bytes` refusing items (key and value) above `max_item_bytes`.
     pub fn with_max_item_bytes(max_bytes: u64, max_item_bytes: u64) -> Self {
         LruCache {
+            name: "index",
             max_bytes,
             max_item_bytes: max_item_bytes.min(max_bytes),
             state: Mutex::new(LruState::default()),
@@ -125,34 +146,35 @@ impl LruCache {
         }
     }
 
-    /// Registers `strata_store_index_cache_{requests,hits,evictions}_total`,
-    /// `strata_store_index_cache_items` and `strata_store_index_cache_bytes`, each by
-    /// `item_type` (`postings`, `series`).
+    /// Registers `strata_store_<name>_cache_{requests,hits,evictions}_total`,
+    /// `strata_store_<name>_cache_items` and `strata_store_<name>_cache_bytes` (`<name>`:
+    /// `index` or `chunk`), each by `item_type` (`postings`, `series`, `chunks`).
     pub fn register(&self, registry: &mut Registry) {
         let m = &self.metrics;
+        let n = self.name;
         registry.register(
-            "strata_store_index_cache_requests",
-            "Index cache lookups.",
+            format!("strata_store_{n}_cache_requests"),
+            format!("Lookups in the {n} cache."),
             m.requests.clone(),
         );
         registry.register(
-            "strata_store_index_cache_hits",
-            "Index cache lookups that found the item.",
+            format!("strata_store_{n}_cache_hits"),
+            format!("Lookups in the {n} cache that found the item."),
             m.hits.clone(),
         );
         registry.register(
-            "strata_store_index_cache_evictions",
-            "Items evicted from the index cache to make room.",
+            format!("strata_store_{n}_cache_evictions"),
+            format!("Items evicted from the {n} cache to make room."),
             m.evictions.clone(),
         );
         registry.register(
-            "strata_store_index_cache_items",
-            "Items in the index cache.",
+            format!("strata_store_{n}_cache_items"),
+            format!("Items in the {n} cache."),
             m.items.clone(),
         );
         registry.register(
-            "strata_store_index_cache_bytes",
-            "Bytes (keys and values) in the index cache.",
+            format!("strata_store_{n}_cache_bytes"),
+            format!("Bytes (keys and values) in the {n} cache."),
             m.bytes.clone(),
         );
     }

@@ -274,6 +274,82 @@ async fn label_names_and_values_match_and_need_no_gets_without_matchers() {
     assert!(stats.snapshot().get_requests > 0);
 }
 
+/// A whole-range query's series and what it cost.
+async fn query(b: &BucketBlock, ms: &[Matcher]) -> (Flat, crate::stats::StatsSnapshot) {
+    let stats = QueryStats::default();
+    let got = b
+        .series(
+            &req(ms, i64::MIN, i64::MAX),
+            &RequestBudget::unlimited(),
+            &stats,
+        )
+        .await
+        .unwrap();
+    (decode_remote(got, i64::MIN, i64::MAX), stats.snapshot())
+}
+
+#[tokio::test]
+async fn the_chunk_cache_serves_chunks_read_before_and_reads_only_the_others() {
+    let (tmp, bucket, ulid) = write_block_opts(300, 16 * 1024, None).await;
+    let with_cache = |chunk_cache: Arc<LruCache>| BlockOptions {
+        chunk_cache: Some(chunk_cache),
+        ..Default::default()
+    };
+    let chunks = Arc::new(LruCache::chunks(64 * 1024 * 1024));
+    let setup = QueryStats::default();
+    // The index cache keeps postings and series entries: what is left to read is chunks.
+    let index = Arc::new(LruCache::new(64 * 1024 * 1024));
+    let b = open(
+        &bucket,
+        &tmp,
+        ulid,
+        index,
+        with_cache(chunks.clone()),
+        &setup,
+    )
+    .await
+    .unwrap();
+    let plain = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        &setup,
+    )
+    .await
+    .unwrap();
+    let some = [m(MatchOp::Equal, "job", "db")];
+    let all = [m(MatchOp::RegexMatch, "__name__", ".+")];
+
+    let (first, s1) = query(&b, &some).await;
+    assert!(!first.is_empty());
+    assert!(s1.get_requests > 0);
+    assert!(!chunks.is_empty());
+    // The same query again: every chunk from the cache, the same answer.
+    let (again, s2) = query(&b, &some).await;
+    assert_eq!(again, first);
+    assert_eq!(s2.get_requests, 0, "{s2:?}");
+    // A wider query reads only the chunks it has not seen, and answers as without a cache.
+    let (wide, s3) = query(&b, &all).await;
+    let (want, s_plain) = query(&plain, &all).await;
+    assert_eq!(wide, want);
+    assert!(s3.get_bytes < s_plain.get_bytes, "{s3:?} vs {s_plain:?}");
+    // A cache too small to keep anything: the right answer, read from the bucket.
+    let tiny = open(
+        &bucket,
+        &tmp,
+        ulid,
+        Arc::new(NoCache),
+        with_cache(Arc::new(LruCache::chunks(16))),
+        &setup,
+    )
+    .await
+    .unwrap();
+    assert_eq!(query(&tiny, &some).await.0, first);
+    assert_eq!(query(&tiny, &some).await.0, first);
+}
+
 #[tokio::test]
 async fn merged_reads_need_far_fewer_gets_than_naive() {
     let (tmp, bucket, ulid) = write_block_opts(900, 32 * 1024, None).await;
