@@ -228,6 +228,11 @@ pub struct StoreGatewayParams {
     #[serde(default = "default_index_cache_size")]
     #[schemars(regex(pattern = SIZE_PATTERN))]
     pub index_cache_size: String,
+    /// In-memory chunk cache (`--chunk-cache-size`), e.g. `256MB`; unset: none (the gateway's
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SIZE_PATTERN))]
+    pub chunk_cache_size: Option<String>,
     /// Serve only blocks ending after this time (`--min-time`): RFC 3339 or relative (`-2w`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_time: Option<String>,

@@ -675,6 +675,9 @@ pub fn store_shards(
                     shard_relabel_config(shards, index)
                 ),
             ];
+            if let Some(c) = &p.chunk_cache_size {
+                args.push(format!("--chunk-cache-size={c}"));
+            }
             if let Some(t) = &p.min_time {
                 args.push(format!("--min-time={t}"));
             }

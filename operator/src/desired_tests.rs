@@ -127,6 +127,7 @@ fn store_gateway_two_shards() {
         "objectStorage": {"secretRef": {"name": "bucket", "key": "s3.yml"}},
         "image": "example.invalid/strata:test",
         "storeGateway": {"shards": 2, "replicasPerShard": 2, "minTime": "-8w",
+            "chunkCacheSize": "256MB",
             "storage": {"size": "20Gi", "storageClassName": "fast"}}
     }));
     let sg = with_uid(inline_store_gateway(&mc).expect("sg").expect("inline"));
