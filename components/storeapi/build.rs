@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // `bytes` fields as `Bytes`: a decoded chunk is a slice of the received message and an
+        // encoded one a reference to the chunk read, not copies.
+        .bytes(".")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -323,7 +323,7 @@ fn to_chunk(c: &pb::Chunk, labels: &Labels) -> Result<Chunk, DecodeError> {
             });
         }
     };
-    Ok(Chunk::from_parts(enc, c.data.clone().into()))
+    Ok(Chunk::from_parts(enc, c.data.clone()))
 }
 
 fn decode_chunk(
@@ -483,7 +483,7 @@ mod tests {
         let c = Chunk::from_floats(samples).expect("encode");
         pb::Chunk {
             r#type: pb::chunk::Encoding::Xor as i32,
-            data: c.data().to_vec(),
+            data: c.data().clone(),
             hash: 0,
         }
     }
@@ -633,7 +633,7 @@ mod tests {
             max_time: 10,
             raw: Some(pb::Chunk {
                 r#type: 0,
-                data: vec![0xff, 0xff, 0x01],
+                data: vec![0xff, 0xff, 0x01].into(),
                 hash: 0,
             }),
             ..Default::default()

@@ -194,7 +194,7 @@ fn to_series(
                 max_time: c.max_time_ms,
                 raw: Some(tpb::Chunk {
                     r#type: enc as i32,
-                    data: c.data,
+                    data: c.data.into(),
                     hash: 0,
                 }),
                 ..Default::default()

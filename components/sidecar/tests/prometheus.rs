@@ -97,7 +97,7 @@ fn samples(s: &Series, start: i64, end: i64) -> Vec<(i64, f64)> {
         let raw = c.raw.as_ref().expect("raw chunk");
         assert_eq!(raw.r#type, 0, "XOR in Thanos numbering");
         // Thanos XOR (0) is Prometheus encoding 1.
-        let chunk = Chunk::new(1, raw.data.clone().into()).expect("chunk");
+        let chunk = Chunk::new(1, raw.data.clone()).expect("chunk");
         for sample in chunk.samples().expect("decode") {
             match sample {
                 Sample::Float { t, v } if t >= start && t <= end => out.push((t, v)),
@@ -644,7 +644,7 @@ async fn native_histogram_chunks_pass_through() {
     for ch in &got[0].chunks {
         let raw = ch.raw.as_ref().expect("raw");
         assert_eq!(raw.r#type, 1, "HISTOGRAM in Thanos numbering");
-        let chunk = Chunk::new(2, raw.data.clone().into()).expect("histogram chunk");
+        let chunk = Chunk::new(2, raw.data.clone()).expect("histogram chunk");
         for sample in chunk.samples().expect("decode") {
             match sample {
                 Sample::Histogram { t, h } if t > start && t <= end => {

@@ -617,7 +617,7 @@ fn pb_chunk(c: &ChunkBytes) -> Option<tpb::Chunk> {
     };
     Some(tpb::Chunk {
         r#type: ty as i32,
-        data: c.data.to_vec(),
+        data: c.data.clone(),
         hash: 0,
     })
 }

@@ -202,7 +202,7 @@ async fn series(
         for c in s.chunks {
             let raw = c.raw.expect("raw chunk");
             let enc = (raw.r#type + 1) as u8; // Thanos 0-based → Prometheus 1-based
-            let chunk = strata_tsdb::Chunk::new(enc, raw.data.into()).unwrap();
+            let chunk = strata_tsdb::Chunk::new(enc, raw.data).unwrap();
             for smp in chunk.iter() {
                 let smp = smp.unwrap();
                 if smp.t() >= min && smp.t() <= max {

@@ -49,7 +49,7 @@ impl FakeStore {
                     max_time: i as i64 + 10,
                     raw: Some(Chunk {
                         r#type: chunk::Encoding::Xor as i32,
-                        data: vec![0, 1, 2, (i % 256) as u8],
+                        data: vec![0, 1, 2, (i % 256) as u8].into(),
                         hash: 0,
                     }),
                     ..Default::default()

@@ -53,7 +53,7 @@ fn series_batch_frame_and_chunk_bytes() {
             max_time: 2,
             raw: Some(Chunk {
                 r#type: 1, // HISTOGRAM
-                data: vec![0xaa],
+                data: vec![0xaa].into(),
                 hash: 7,
             }),
             ..Default::default()

@@ -142,7 +142,7 @@ fn xor(samples: &[(i64, f64)]) -> Chunk {
     let c = TsdbChunk::from_floats(samples).expect("encode");
     Chunk {
         r#type: 0,
-        data: c.data().to_vec(),
+        data: c.data().clone(),
         hash: 0,
     }
 }

@@ -130,7 +130,7 @@ fn to_series(
                 max_time,
                 raw: Some(tpb::Chunk {
                     r#type: Encoding::Xor as i32,
-                    data: c.data().to_vec(),
+                    data: c.data().clone(),
                     hash: 0,
                 }),
                 ..Default::default()
