@@ -97,8 +97,7 @@ async fn series(addr: &str, ms: &[LabelMatcher]) -> Answer {
         let e = out.entry(labels).or_default();
         for c in s.chunks {
             let raw = c.raw.expect("raw chunk");
-            let chunk =
-                strata_tsdb::Chunk::new((raw.r#type + 1) as u8, raw.data).expect("chunk");
+            let chunk = strata_tsdb::Chunk::new((raw.r#type + 1) as u8, raw.data).expect("chunk");
             for smp in chunk.iter() {
                 if let strata_tsdb::Sample::Float { t, v } = smp.expect("sample") {
                     e.push((t, v));
