@@ -2125,20 +2125,21 @@ mod tests {
         r.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    #[test]
-    fn fetch_phase_asks_for_exactly_the_needed_range_once_per_selector() {
+    /// The store calls (sorted) of `query` as a range query over `[600s, 900s]` at a 60s step.
+    fn range_calls(query: &str) -> Vec<(Vec<String>, i64, i64)> {
         let q = store();
-        let e = Engine::default();
-        let got = futures::executor::block_on(e.range_query(
-            &q,
-            "rate(x[5m] offset 1m) + x + x @ 120",
-            600_000,
-            900_000,
-            60_000,
-        ));
+        let got = futures::executor::block_on(
+            Engine::default().range_query(&q, query, 600_000, 900_000, 60_000),
+        );
         assert!(got.is_ok(), "{got:?}");
         let mut c = calls(&q);
         c.sort();
+        c
+    }
+
+    #[test]
+    fn fetch_phase_asks_for_exactly_the_needed_range_once_per_selector() {
+        let c = range_calls("rate(x[5m] offset 1m) + x + x @ 120");
         // One fetch for the `x` selector (all three uses share it), covering the matrix window
         // (start - offset - range), the lookback of `x`, and `@ 120` (120s - 5m lookback).
         assert_eq!(c.len(), 1, "{c:?}");
@@ -2149,17 +2150,7 @@ mod tests {
 
     #[test]
     fn info_reads_its_info_series_at_the_time_of_its_first_selector() {
-        let q = store();
-        let got = futures::executor::block_on(Engine::default().range_query(
-            &q,
-            r#"info(x offset 2m, {__name__=~".+_info", data=~".*"})"#,
-            600_000,
-            900_000,
-            60_000,
-        ));
-        assert!(got.is_ok(), "{got:?}");
-        let mut c = calls(&q);
-        c.sort();
+        let c = range_calls(r#"info(x offset 2m, {__name__=~".+_info", data=~".*"})"#);
         // The base selector, and the info series (selected by name and data matchers only,
         // never by the label selector alone) over the same shifted range.
         assert_eq!(c.len(), 2, "{c:?}");

@@ -2,9 +2,9 @@
 //! 100% gate; the counts are listed so a shrinking corpus is noticed too), the native-histogram
 //! file is held to a ratchet, and the experimental files are reported as figures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use strata_promql::promqltest::run_script;
+use strata_promql::promqltest::{Report, run_script};
 
 /// (file, statements in it: all must pass).
 const CORE: &[(&str, usize)] = &[
@@ -48,36 +48,52 @@ fn corpus_dir() -> PathBuf {
         })
 }
 
+/// Runs `<dir>/<name>.test`; the report and its statement count.
+fn run_file(dir: &Path, name: &str) -> (Report, usize) {
+    let path = dir.join(format!("{name}.test"));
+    let src = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
+    let report = run_script(&src);
+    let n = report.passed + report.failed();
+    (report, n)
+}
+
+/// Runs a file whose `floor` statements must all pass; a shortfall is added to `regressions`
+/// (and its failures printed). Returns (passed, statements).
+fn run_complete(
+    dir: &Path,
+    name: &str,
+    floor: usize,
+    label: &str,
+    regressions: &mut Vec<String>,
+) -> (usize, usize) {
+    let (report, n) = run_file(dir, name);
+    eprintln!("{label}{name}: {}/{n} passed", report.passed);
+    let failing = report.failed() > 0 || n != floor;
+    if failing || std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
+        eprint!("{}", report.render(name));
+    }
+    if failing {
+        regressions.push(format!(
+            "{name}: {} of {n} passed, expected all {floor} to pass",
+            report.passed
+        ));
+    }
+    (report.passed, n)
+}
+
 #[test]
 fn core_files_pass_completely() {
     let dir = corpus_dir();
     let mut regressions = Vec::new();
     let (mut total_pass, mut total) = (0, 0);
     for (name, floor) in CORE {
-        let path = dir.join(format!("{name}.test"));
-        let src = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
-        let report = run_script(&src);
-        let n = report.passed + report.failed();
-        total_pass += report.passed;
+        let (passed, n) = run_complete(&dir, name, *floor, "", &mut regressions);
+        total_pass += passed;
         total += n;
-        eprintln!("{name}: {}/{n} passed", report.passed);
-        if std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
-            eprint!("{}", report.render(name));
-        }
-        if report.failed() > 0 || n != *floor {
-            regressions.push(format!(
-                "{name}: {} of {n} passed, expected all {floor} to pass",
-                report.passed
-            ));
-        }
     }
     eprintln!("core total: {total_pass}/{total} passed");
-    let path = dir.join("native_histograms.test");
-    let src = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
-    let report = run_script(&src);
-    let n = report.passed + report.failed();
+    let (report, n) = run_file(&dir, "native_histograms");
     eprintln!("native_histograms: {}/{n} passed", report.passed);
     if std::env::var_os("STRATA_PROMQL_VERBOSE").is_some() {
         eprint!("{}", report.render("native_histograms"));
@@ -89,26 +105,10 @@ fn core_files_pass_completely() {
         ));
     }
     for (name, floor) in EXPERIMENTAL_DONE {
-        let path = dir.join(format!("{name}.test"));
-        let src = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
-        let report = run_script(&src);
-        let n = report.passed + report.failed();
-        eprintln!("(experimental) {name}: {}/{n} passed", report.passed);
-        if report.failed() > 0 || n != *floor {
-            eprint!("{}", report.render(name));
-            regressions.push(format!(
-                "{name}: {} of {n} passed, expected all {floor} to pass",
-                report.passed
-            ));
-        }
+        run_complete(&dir, name, *floor, "(experimental) ", &mut regressions);
     }
     for name in OTHER {
-        let path = dir.join(format!("{name}.test"));
-        let src = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("corpus file {} must exist: {e}", path.display()));
-        let report = run_script(&src);
-        let n = report.passed + report.failed();
+        let (report, n) = run_file(&dir, name);
         eprintln!("(not gated) {name}: {}/{n} passed", report.passed);
     }
     assert!(regressions.is_empty(), "regressions: {regressions:?}");

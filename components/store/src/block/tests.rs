@@ -126,6 +126,25 @@ async fn open(
     .await
 }
 
+/// The block opened with no cache and default options.
+async fn open_plain(
+    bucket: &Bucket,
+    tmp: &tempfile::TempDir,
+    ulid: Ulid,
+    stats: &QueryStats,
+) -> BucketBlock {
+    open(
+        bucket,
+        tmp,
+        ulid,
+        Arc::new(NoCache),
+        BlockOptions::default(),
+        stats,
+    )
+    .await
+    .unwrap()
+}
+
 /// The block opened with no cache and default options, with fresh statistics and an unlimited
 /// budget.
 async fn open_shared(
@@ -134,16 +153,7 @@ async fn open_shared(
     ulid: Ulid,
 ) -> (Arc<BucketBlock>, Arc<QueryStats>, Arc<RequestBudget>) {
     let stats = Arc::new(QueryStats::default());
-    let b = open(
-        bucket,
-        tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &stats,
-    )
-    .await
-    .unwrap();
+    let b = open_plain(bucket, tmp, ulid, &stats).await;
     (Arc::new(b), stats, Arc::new(RequestBudget::unlimited()))
 }
 
@@ -227,16 +237,7 @@ async fn label_names_and_values_match_and_need_no_gets_without_matchers() {
     let local = Block::open(tmp.path().join(ulid.to_string())).unwrap();
     let idx = local.index();
     let open_stats = QueryStats::default();
-    let b = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &open_stats,
-    )
-    .await
-    .unwrap();
+    let b = open_plain(&bucket, &tmp, ulid, &open_stats).await;
     let stats = QueryStats::default();
     assert_eq!(b.label_names(&[], &stats).await.unwrap(), idx.label_names());
     for n in idx.label_names() {
@@ -309,16 +310,7 @@ async fn the_chunk_cache_serves_chunks_read_before_and_reads_only_the_others() {
     )
     .await
     .unwrap();
-    let plain = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &setup,
-    )
-    .await
-    .unwrap();
+    let plain = open_plain(&bucket, &tmp, ulid, &setup).await;
     let some = [m(MatchOp::Equal, "job", "db")];
     let all = [m(MatchOp::RegexMatch, "__name__", ".+")];
 
@@ -354,16 +346,7 @@ async fn the_chunk_cache_serves_chunks_read_before_and_reads_only_the_others() {
 async fn merged_reads_need_far_fewer_gets_than_naive() {
     let (tmp, bucket, ulid) = write_block_opts(900, 32 * 1024, None).await;
     let setup = QueryStats::default();
-    let merged = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &setup,
-    )
-    .await
-    .unwrap();
+    let merged = open_plain(&bucket, &tmp, ulid, &setup).await;
     let naive_opts = BlockOptions {
         naive: true,
         ..Default::default()
@@ -417,16 +400,7 @@ async fn merged_reads_need_far_fewer_gets_than_naive() {
 async fn selective_queries_read_only_the_smallest_postings_list() {
     let (tmp, bucket, ulid) = write_block_opts(900, 32 * 1024, None).await;
     let setup = QueryStats::default();
-    let block = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &setup,
-    )
-    .await
-    .unwrap();
+    let block = open_plain(&bucket, &tmp, ulid, &setup).await;
     let naive_opts = BlockOptions {
         naive: true,
         ..Default::default()
@@ -466,28 +440,10 @@ async fn selective_queries_read_only_the_smallest_postings_list() {
 async fn reopening_over_an_existing_index_header_needs_no_gets() {
     let (tmp, bucket, ulid) = write_block_opts(100, 64 * 1024, None).await;
     let first = QueryStats::default();
-    open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &first,
-    )
-    .await
-    .unwrap();
+    open_plain(&bucket, &tmp, ulid, &first).await;
     assert_eq!(first.snapshot().get_requests, 3);
     let second = QueryStats::default();
-    let b = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &second,
-    )
-    .await
-    .unwrap();
+    let b = open_plain(&bucket, &tmp, ulid, &second).await;
     assert_eq!(second.snapshot().get_requests, 0);
     assert!(b.memory_bytes() > 0);
 }
@@ -537,16 +493,7 @@ async fn cache_serves_postings_and_series_on_repeat() {
 async fn limits_and_skip_chunks() {
     let (tmp, bucket, ulid) = write_block_opts(200, 64 * 1024, None).await;
     let setup = QueryStats::default();
-    let b = open(
-        &bucket,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &setup,
-    )
-    .await
-    .unwrap();
+    let b = open_plain(&bucket, &tmp, ulid, &setup).await;
     let ms = vec![m(MatchOp::Equal, "job", "api")];
     let e = b
         .series(
@@ -1097,16 +1044,7 @@ async fn short_estimates_are_read_again() {
     )
     .await
     .unwrap();
-    let dflt = open(
-        &bucket2,
-        &tmp,
-        ulid,
-        Arc::new(NoCache),
-        BlockOptions::default(),
-        &full,
-    )
-    .await
-    .unwrap();
+    let dflt = open_plain(&bucket2, &tmp, ulid, &full).await;
     let before = full.snapshot().get_requests;
     dflt.series(
         &req(&ms, i64::MIN, i64::MAX),
