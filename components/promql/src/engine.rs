@@ -407,17 +407,7 @@ impl Engine {
                 range_ms: range,
                 func: func.map(str::to_owned),
             };
-            let entry =
-                needs
-                    .entry(key)
-                    .or_insert((effective_matchers(vs), min_t, max_t, hints.clone()));
-            entry.1 = entry.1.min(min_t);
-            entry.2 = entry.2.max(max_t);
-            if entry.3.func != hints.func {
-                entry.3.func = None;
-            }
-            entry.3.step_ms = entry.3.step_ms.min(hints.step_ms);
-            entry.3.range_ms = entry.3.range_ms.max(hints.range_ms);
+            add_need(needs, key, effective_matchers(vs), min_t, max_t, hints);
         };
         match expr {
             Expr::VectorSelector(vs) => add(vs, self.lookback_ms, 0, r),
@@ -451,11 +441,7 @@ impl Engine {
                     range_ms: 0,
                     func: Some("info".to_owned()),
                 };
-                let entry = needs
-                    .entry(key)
-                    .or_insert((Matchers::new(ms), min_t, max_t, hints));
-                entry.1 = entry.1.min(min_t);
-                entry.2 = entry.2.max(max_t);
+                add_need(needs, key, Matchers::new(ms), min_t, max_t, hints);
             }
             Expr::Call(c) => {
                 for a in &c.args.args {
@@ -469,6 +455,28 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Records that the selector `key` (with matchers `ms`) is read over `[min_t, max_t]`: a selector
+/// used several times is fetched once, over the union of the ranges, with hints all uses agree on.
+fn add_need(
+    needs: &mut HashMap<String, (Matchers, i64, i64, SelectHints)>,
+    key: String,
+    ms: Matchers,
+    min_t: i64,
+    max_t: i64,
+    hints: SelectHints,
+) {
+    let entry = needs
+        .entry(key)
+        .or_insert_with(|| (ms, min_t, max_t, hints.clone()));
+    entry.1 = entry.1.min(min_t);
+    entry.2 = entry.2.max(max_t);
+    if entry.3.func != hints.func {
+        entry.3.func = None;
+    }
+    entry.3.step_ms = entry.3.step_ms.min(hints.step_ms);
+    entry.3.range_ms = entry.3.range_ms.max(hints.range_ms);
 }
 
 /// Whether a query is evaluated at one time or at every step of a range.

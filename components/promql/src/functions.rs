@@ -623,7 +623,8 @@ fn arg(c: &Call, i: usize) -> Result<&Expr> {
         .ok_or_else(|| EngineError::Eval(format!("missing argument {i} of {}", c.func.name)))
 }
 
-fn unwrap_parens(e: &Expr) -> &Expr {
+/// `e` without enclosing parentheses.
+pub(crate) fn unwrap_parens(e: &Expr) -> &Expr {
     match e {
         Expr::Paren(p) => unwrap_parens(&p.expr),
         other => other,

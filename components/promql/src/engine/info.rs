@@ -20,6 +20,7 @@ use promql_parser::parser::ast::{Call, VectorSelector};
 
 use super::{EngineError, Range, Result, VSeries, Val, at_ms, effective_matchers, offset_ms};
 use crate::engine::Ctx;
+use crate::functions::unwrap_parens;
 use crate::value::{Labels, is_stale_nan};
 
 /// The default info metric.
@@ -94,13 +95,6 @@ impl Selector {
         let mut out = self.data.clone();
         out.extend(self.effective_names());
         out
-    }
-}
-
-fn unwrap_parens(e: &Expr) -> &Expr {
-    match e {
-        Expr::Paren(p) => unwrap_parens(&p.expr),
-        other => other,
     }
 }
 
@@ -381,21 +375,13 @@ pub(super) fn mark_selectors(query: &str) -> Option<String> {
         Bracket,
     }
     let mut stack: Vec<Open> = Vec::new();
-    let mut inserts: Vec<(usize, &str)> = Vec::new();
+    let mut inserts: Vec<(usize, String)> = Vec::new();
     let mut pending_info = false;
     let mut i = 0;
     while i < b.len() {
         let ch = b[i];
         match ch {
-            b'"' | b'\'' | b'`' => {
-                i += 1;
-                while i < b.len() && b[i] != ch {
-                    if b[i] == b'\\' && ch != b'`' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
+            b'"' | b'\'' | b'`' => i = string_end(b, i),
             b'#' => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
@@ -431,26 +417,19 @@ pub(super) fn mark_selectors(query: &str) -> Option<String> {
                     // The matching `}`: the sentinel goes just before it.
                     let mut j = i + 1;
                     while j < b.len() && b[j] != b'}' {
-                        if b[j] == b'"' || b[j] == b'\'' || b[j] == b'`' {
-                            let q = b[j];
-                            j += 1;
-                            while j < b.len() && b[j] != q {
-                                if b[j] == b'\\' && q != b'`' {
-                                    j += 1;
-                                }
-                                j += 1;
-                            }
+                        if matches!(b[j], b'"' | b'\'' | b'`') {
+                            j = string_end(b, j);
                         }
                         j += 1;
                     }
                     if j < b.len() {
                         let inner = query.get(i + 1..j).unwrap_or("").trim();
-                        let text = if inner.is_empty() || inner.ends_with(',') {
-                            concat!("__strata_info_selector__", "=\"1\"")
+                        let comma = if inner.is_empty() || inner.ends_with(',') {
+                            ""
                         } else {
-                            concat!(",__strata_info_selector__", "=\"1\"")
+                            ","
                         };
-                        inserts.push((j, text));
+                        inserts.push((j, format!("{comma}{SENTINEL}=\"1\"")));
                     }
                 }
             }
@@ -476,11 +455,25 @@ pub(super) fn mark_selectors(query: &str) -> Option<String> {
     let mut at = 0;
     for (pos, text) in inserts {
         out.push_str(&query[at..pos]);
-        out.push_str(text);
+        out.push_str(&text);
         at = pos;
     }
     out.push_str(&query[at..]);
     Some(out)
+}
+
+/// The index of the quote closing the string literal that opens at `start` (the end of `b` if
+/// none): backslash escapes in `"` and `'` strings, none in `` ` `` strings.
+fn string_end(b: &[u8], start: usize) -> usize {
+    let q = b[start];
+    let mut i = start + 1;
+    while i < b.len() && b[i] != q {
+        if b[i] == b'\\' && q != b'`' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// Removes the matchers [`mark_selectors`] added.
